@@ -1,0 +1,73 @@
+"""Connections and pools.
+
+Each process makes its pools in its composition root and closes them there. The queue uses
+pools apart from the app's, and the wake-up listener and the lease heartbeat each hold a
+dedicated connection, so a busy API cannot starve job claims and a slow claim cannot delay
+a heartbeat.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from mediajobs.errors import DatabaseError
+
+# TCP keepalives notice a silently dead server (a cut network) within about a minute.
+KEEPALIVE_KWARGS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+Pool: TypeAlias = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+
+
+def connection_kwargs(conninfo: str, **extra: Any) -> dict[str, Any]:
+    """Connect arguments: keepalives only over TCP (a Unix socket path takes none)."""
+    kwargs: dict[str, Any] = {"autocommit": True, **extra}
+    params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    host = str(params.get("host") or "")
+    if host and not host.startswith("/"):
+        kwargs.update(KEEPALIVE_KWARGS)
+    return kwargs
+
+
+async def open_pool(
+    conninfo: str,
+    *,
+    name: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    connect_timeout: float = 10.0,
+) -> Pool:
+    """Open an autocommit pool of dict-row connections; fail fast if Postgres is unreachable."""
+    pool: Pool = AsyncConnectionPool(
+        conninfo,
+        name=name,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs=connection_kwargs(conninfo, row_factory=dict_row),
+        open=False,
+        timeout=connect_timeout,
+    )
+    try:
+        await pool.open(wait=True, timeout=connect_timeout)
+    except Exception as exc:
+        await pool.close()
+        raise DatabaseError(f"cannot connect to Postgres for the {name} pool: {exc}") from exc
+    return pool
+
+
+async def connect(conninfo: str) -> psycopg.AsyncConnection[DictRow]:
+    """One dedicated autocommit connection (LISTEN, migrations)."""
+    try:
+        return await psycopg.AsyncConnection.connect(
+            conninfo, **connection_kwargs(conninfo, row_factory=dict_row)
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to Postgres: {exc}") from exc

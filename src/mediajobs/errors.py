@@ -1,0 +1,87 @@
+"""The exceptions mediajobs raises. Everything derives from one root::
+
+    MediaJobsError
+    ├── ConfigError            a setting is missing, malformed or contradicts another
+    ├── DatabaseError          Postgres could not be reached or answered unexpectedly
+    └── JobError               raised by handlers (or the queue) about one job
+        ├── Retry              retry this job after ``delay`` seconds (or the default backoff)
+        ├── JobFailed          fail this job for good, with a stable machine-readable ``code``
+        ├── JobCancelled       the job was cancelled while it ran; stop cooperatively
+        └── LeaseLost          this worker no longer owns the job (fencing rejected a write)
+
+Handlers raise ``Retry`` or ``JobFailed``; any other exception escaping a handler is treated
+as a retryable ``internal_error``.
+"""
+
+from __future__ import annotations
+
+
+class MediaJobsError(Exception):
+    """Root of every mediajobs exception."""
+
+
+class ConfigError(MediaJobsError):
+    """A setting is missing, malformed or contradicts another; names the variable."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+class DatabaseError(MediaJobsError):
+    """Postgres could not be reached or answered unexpectedly."""
+
+
+class JobError(MediaJobsError):
+    """Something about one job; carries a stable ``code``."""
+
+    code = "job_error"
+    retryable = False
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}
+
+
+class Retry(JobError):
+    """Retry this job later: after ``delay`` seconds, or the queue's backoff when None."""
+
+    code = "retry"
+    retryable = True
+
+    def __init__(
+        self, message: str = "", *, delay: float | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        if delay is not None and delay < 0:
+            raise ValueError("Retry delay must be >= 0")
+        self.delay = delay
+
+
+class JobFailed(JobError):
+    """Fail this job for good; ``code`` says why in a stable, machine-readable way."""
+
+    code = "failed"
+    retryable = False
+
+
+class JobCancelled(JobError):
+    """The job was cancelled while it ran."""
+
+    code = "cancelled"
+    retryable = False
+
+
+class LeaseLost(JobError):
+    """This worker no longer owns the job: its lease expired and another attempt took over."""
+
+    code = "lease_lost"
+    retryable = False

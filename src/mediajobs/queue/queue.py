@@ -1,0 +1,365 @@
+"""The Postgres job queue: enqueue, claim, finish, recover, retain.
+
+``JobQueue`` is the only code that writes the ``jobs`` table. It takes its pool through the
+constructor; the caller owns the pool. State changes of claimed jobs are fenced on
+``id AND attempt AND state = 'running'``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from mediajobs.db.pool import Pool
+from mediajobs.errors import JobError, LeaseLost
+from mediajobs.queue import sql
+from mediajobs.queue.models import JSON, Enqueued, Job, JobSpec, JobState, Transition, new_job_id
+
+Conn = psycopg.AsyncConnection[DictRow]
+BULK_CHUNK = 5000
+
+
+class TransitionHooks(Protocol):
+    """The seam where job state changes meet events (the realtime layer implements it)."""
+
+    async def record(self, conn: Conn, transitions: Sequence[Transition]) -> None:
+        """Runs inside the transaction that makes the transitions: write event rows here."""
+
+    async def committed(self, transitions: Sequence[Transition]) -> None:
+        """Runs after that transaction committed: publish here. Must not raise."""
+
+
+@dataclass(frozen=True)
+class MaintenanceResult:
+    ran: bool  # False when another process holds the maintenance lock
+    archived: int = 0
+    pruned: int = 0
+
+
+class JobQueue:
+    """Postgres-backed job queue; see the module docstring."""
+
+    def __init__(self, pool: Pool, *, hooks: TransitionHooks | None = None) -> None:
+        self._pool = pool
+        self._hooks = hooks
+
+    @property
+    def pool(self) -> Pool:
+        return self._pool
+
+    # -- producing ---------------------------------------------------------------------
+
+    async def enqueue(self, spec: JobSpec, *, conn: Conn | None = None) -> Enqueued:
+        """Insert one job. With ``conn``, inside the caller's transaction: a rollback leaves
+        no job. With an idempotency key already used by this owner, returns that job."""
+        if conn is not None:
+            return await self._enqueue(conn, spec)
+        async with self._pool.connection() as own, own.transaction():
+            return await self._enqueue(own, spec)
+
+    async def _enqueue(self, conn: Conn, spec: JobSpec) -> Enqueued:
+        params = _insert_params(spec)
+        if spec.idempotency_key is not None:
+            # The key row is inserted first: a concurrent enqueue with the same key waits on
+            # it, then finds the winner's job (or takes over if the winner rolled back).
+            async with conn.transaction():
+                row = await (await conn.execute(sql.INSERT_JOB_KEY, params)).fetchone()
+                if row is None:
+                    found = await (
+                        await conn.execute(
+                            sql.SELECT_JOB_KEY,
+                            {"owner_id": spec.owner_id, "key": spec.idempotency_key},
+                        )
+                    ).fetchone()
+                    assert found is not None  # the conflicting row is committed and visible
+                    return Enqueued(id=found["job_id"], created=False)
+                await conn.execute(sql.INSERT_JOB, params)
+        else:
+            await conn.execute(sql.INSERT_JOB, params)
+        return Enqueued(id=params["id"], created=True)
+
+    async def enqueue_many(
+        self, specs: Iterable[JobSpec], *, conn: Conn | None = None
+    ) -> list[uuid.UUID]:
+        """Insert many jobs with few statements (bulk producers). Idempotency keys are not
+        supported here; use ``enqueue`` for those."""
+        ids: list[uuid.UUID] = []
+        if conn is None:
+            async with self._pool.connection() as own, own.transaction():
+                return await self.enqueue_many(specs, conn=own)
+        chunk: list[JobSpec] = []
+        for spec in specs:
+            if spec.idempotency_key is not None:
+                raise ValueError("enqueue_many does not take idempotency keys; use enqueue")
+            if spec.run_at is not None:
+                raise ValueError("enqueue_many takes delay, not run_at")
+            chunk.append(spec)
+            if len(chunk) == BULK_CHUNK:
+                ids.extend(await self._insert_bulk(conn, chunk))
+                chunk = []
+        if chunk:
+            ids.extend(await self._insert_bulk(conn, chunk))
+        return ids
+
+    async def _insert_bulk(self, conn: Conn, specs: Sequence[JobSpec]) -> list[uuid.UUID]:
+        ids = [new_job_id() for _ in specs]
+        await conn.execute(
+            sql.INSERT_JOBS_BULK,
+            {
+                "ids": ids,
+                "kinds": [s.kind for s in specs],
+                "owner_ids": [s.owner_id for s in specs],
+                "payloads": [json.dumps(dict(s.payload)) for s in specs],
+                "priorities": [s.priority for s in specs],
+                "delays": [float(s.delay) for s in specs],
+                "max_attempts": [s.max_attempts for s in specs],
+            },
+        )
+        return ids
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def get(self, job_id: uuid.UUID) -> Job | None:
+        """The job, from the hot table or the archive; None when unknown or pruned."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(sql.SELECT_JOB, {"id": job_id})).fetchone()
+        return None if row is None else Job.from_row(row)
+
+    async def counts(self) -> dict[JobState, int]:
+        """Jobs in the hot table by state (every state present, zero when none)."""
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(sql.COUNT_BY_STATE)).fetchall()
+        counts = dict.fromkeys(JobState, 0)
+        counts.update({JobState(row["state"]): row["n"] for row in rows})
+        return counts
+
+    async def oldest_queued_age(self) -> float:
+        """Seconds the oldest runnable job has waited (0 when none)."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(sql.OLDEST_QUEUED)).fetchone()
+        return float(row["age"]) if row and row["age"] is not None else 0.0
+
+    # -- consuming (workers) -----------------------------------------------------------
+
+    async def claim(
+        self, owner: str, limit: int, *, lease: float, kinds: Sequence[str] | None = None
+    ) -> list[Job]:
+        """Lease up to ``limit`` runnable jobs to ``owner`` for ``lease`` seconds."""
+        params = {"owner": owner, "limit": limit, "lease": lease, "kinds": list(kinds or ())}
+        statement = sql.CLAIM_KINDS if kinds else sql.CLAIM_ANY
+        rows = await self._change(statement, params, _running)
+        return [Job.from_row(row) for row in rows]
+
+    async def complete_many(self, done: Sequence[tuple[Job, JSON]]) -> set[uuid.UUID]:
+        """Mark jobs succeeded with their results in one statement; returns the ids whose
+        attempt still held the job (the others were fenced out)."""
+        params = {
+            "ids": [job.id for job, _ in done],
+            "attempts": [job.attempt for job, _ in done],
+            "results": [json.dumps(result) for _, result in done],
+        }
+        rows = await self._change(sql.COMPLETE_MANY, params, _succeeded)
+        return {row["id"] for row in rows}
+
+    async def complete(self, job: Job, result: JSON = None) -> bool:
+        """Mark one job succeeded; False when this attempt no longer holds it."""
+        return job.id in await self.complete_many([(job, result)])
+
+    async def fail(self, job: Job, error: JobError, *, delay: float) -> JobState | None:
+        """Record a failed attempt: requeued after ``delay`` when the error is retryable and
+        attempts remain, else failed. None when this attempt no longer holds the job."""
+        params = {
+            "id": job.id,
+            "attempt": job.attempt,
+            "retry": error.retryable,
+            "delay": delay,
+            "error": Jsonb(error.to_dict()),
+        }
+        rows = await self._change(sql.FAIL, params, _from_returned_state)
+        return JobState(rows[0]["state"]) if rows else None
+
+    async def mark_cancelled(self, job: Job) -> bool:
+        """A running job stopped because it was asked to."""
+        rows = await self._change(
+            sql.MARK_CANCELLED, {"id": job.id, "attempt": job.attempt}, _cancelled
+        )
+        return bool(rows)
+
+    async def set_progress(self, job: Job, progress: float, message: str | None = None) -> bool:
+        """Record progress (0..1) of a running job; returns whether cancel was requested.
+        Raises ``LeaseLost`` when this attempt no longer holds the job."""
+        if not 0.0 <= progress <= 1.0:
+            raise ValueError("progress must be between 0 and 1")
+        params = {"id": job.id, "attempt": job.attempt, "progress": progress, "message": message}
+
+        def transition(row: Mapping[str, Any]) -> Transition:
+            return Transition(
+                job.id,
+                job.owner_id,
+                job.kind,
+                JobState.RUNNING,
+                job.attempt,
+                progress=progress,
+                message=message,
+            )
+
+        rows = await self._change(sql.SET_PROGRESS, params, transition)
+        if not rows:
+            raise LeaseLost(f"job {job.id} attempt {job.attempt} no longer holds its lease")
+        return bool(rows[0]["cancel_requested"])
+
+    async def hand_back(self, jobs: Sequence[Job]) -> set[uuid.UUID]:
+        """Return unfinished jobs to the queue at once (graceful shutdown)."""
+        if not jobs:
+            return set()
+        params = {"ids": [job.id for job in jobs], "attempts": [job.attempt for job in jobs]}
+        rows = await self._change(sql.HAND_BACK, params, _queued)
+        if rows:
+            await self.notify_wakeup()
+        return {row["id"] for row in rows}
+
+    async def cancel(self, job_id: uuid.UUID, *, owner_id: str | None = None) -> JobState | None:
+        """Cancel a queued job at once, or ask a running one to stop. Returns the state after
+        the call, or None when no unfinished job with that id (and owner) exists."""
+        params = {"id": job_id, "owner_id": owner_id}
+        statement = sql.CANCEL_ANY_OWNER if owner_id is None else sql.CANCEL_FOR_OWNER
+        rows = await self._change(statement, params, _cancel_outcome)
+        if not rows:
+            return None
+        state = JobState(rows[0]["state"])
+        if state is JobState.RUNNING:
+            async with self._pool.connection() as conn:
+                await conn.execute(sql.NOTIFY_CANCEL, {"id": str(job_id)})
+        return state
+
+    async def reap_expired(self, limit: int = 1000) -> list[Transition]:
+        """Requeue (or fail, when out of attempts) jobs whose lease expired."""
+        transitions: list[Transition] = []
+        rows = await self._change(
+            sql.REAP_EXPIRED, {"limit": limit}, _from_returned_state, collect=transitions
+        )
+        if any(row["state"] == JobState.QUEUED for row in rows):
+            await self.notify_wakeup()
+        return transitions
+
+    async def notify_wakeup(self) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(sql.NOTIFY_WAKEUP)
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def maintain(
+        self, *, hot_age: float, archive_age: float, limit: int = 5000
+    ) -> MaintenanceResult:
+        """Move jobs finished more than ``hot_age`` seconds ago to the archive; delete archived
+        jobs and idempotency keys older than ``archive_age``. One process at a time."""
+        async with self._pool.connection() as conn, conn.transaction():
+            row = await (
+                await conn.execute(sql.TRY_MAINTENANCE_LOCK, {"key": sql.MAINTENANCE_LOCK_KEY})
+            ).fetchone()
+            if not row or not row["locked"]:
+                return MaintenanceResult(ran=False)
+            archived = (
+                await conn.execute(sql.ARCHIVE_FINISHED, {"age": hot_age, "limit": limit})
+            ).rowcount
+            pruned = (
+                await conn.execute(sql.PRUNE_ARCHIVE, {"age": archive_age, "limit": limit})
+            ).rowcount
+            await conn.execute(sql.PRUNE_KEYS, {"age": archive_age, "limit": limit})
+        return MaintenanceResult(ran=True, archived=max(archived, 0), pruned=max(pruned, 0))
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    async def _change(
+        self,
+        statement: str,
+        params: Mapping[str, Any],
+        transition: Callable[[Mapping[str, Any]], Transition],
+        *,
+        collect: list[Transition] | None = None,
+    ) -> list[DictRow]:
+        """Run a state-changing statement; with hooks, in a transaction that also records
+        the transitions, then tell the hooks after commit."""
+        async with self._pool.connection() as conn:
+            if self._hooks is None and collect is None:
+                return await (await conn.execute(statement, params)).fetchall()
+            async with conn.transaction():
+                rows = await (await conn.execute(statement, params)).fetchall()
+                transitions = [transition(row) for row in rows]
+                if transitions and self._hooks is not None:
+                    await self._hooks.record(conn, transitions)
+        if collect is not None:
+            collect.extend(transitions)
+        if transitions and self._hooks is not None:
+            await self._hooks.committed(transitions)
+        return rows
+
+
+def _insert_params(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "id": new_job_id(),
+        "kind": spec.kind,
+        "owner_id": spec.owner_id,
+        "payload": Jsonb(dict(spec.payload)),
+        "priority": spec.priority,
+        "run_at": spec.run_at,
+        "delay": float(spec.delay),
+        "max_attempts": spec.max_attempts,
+        "idempotency_key": spec.idempotency_key,
+    }
+
+
+def _running(row: Mapping[str, Any]) -> Transition:
+    return Transition(
+        row["id"], row["owner_id"], row["kind"], JobState.RUNNING, row["attempt"], progress=0.0
+    )
+
+
+def _succeeded(row: Mapping[str, Any]) -> Transition:
+    return Transition(
+        row["id"],
+        row["owner_id"],
+        row["kind"],
+        JobState.SUCCEEDED,
+        row["attempt"],
+        progress=1.0,
+        result=row["result"],
+    )
+
+
+def _queued(row: Mapping[str, Any]) -> Transition:
+    return Transition(row["id"], row["owner_id"], row["kind"], JobState.QUEUED, row["attempt"])
+
+
+def _cancelled(row: Mapping[str, Any]) -> Transition:
+    return Transition(row["id"], row["owner_id"], row["kind"], JobState.CANCELLED, row["attempt"])
+
+
+def _from_returned_state(row: Mapping[str, Any]) -> Transition:
+    return Transition(
+        row["id"],
+        row["owner_id"],
+        row["kind"],
+        JobState(row["state"]),
+        row["attempt"],
+        error=row.get("error"),
+    )
+
+
+def _cancel_outcome(row: Mapping[str, Any]) -> Transition:
+    # A running job stays running until its handler stops; only a queued one is cancelled now.
+    return Transition(
+        row["id"],
+        row["owner_id"],
+        row["kind"],
+        JobState(row["state"]),
+        row["attempt"],
+        message="cancel requested",
+    )

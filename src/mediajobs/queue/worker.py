@@ -1,0 +1,375 @@
+"""The worker runtime: claim jobs, run their handlers, record the outcome.
+
+One ``Worker`` runs up to ``concurrency`` jobs at once on its event loop. Around the claim
+loop it keeps: a LISTEN connection for wake-ups (with a polling fallback), a lease-keeper
+thread, a completer that writes finished jobs in batches (group commit), and a
+housekeeping task that recovers expired leases and moves old jobs to the archive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import psycopg
+
+from mediajobs.errors import JobCancelled, JobError, JobFailed, LeaseLost, Retry
+from mediajobs.queue import sql
+from mediajobs.queue.lease import LeaseKeeper
+from mediajobs.queue.listener import NotificationListener
+from mediajobs.queue.models import JSON, Backoff, Job, JobState
+from mediajobs.queue.queue import JobQueue
+from mediajobs.queue.registry import HandlerRegistry, JobContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    concurrency: int = 8
+    lease: float = 30.0  # seconds; renewed every lease/3 while the job runs
+    poll_interval: float = 1.0  # fallback when no notification arrives
+    shutdown_grace: float = 30.0  # running jobs get this long to finish on SIGTERM
+    kinds: Sequence[str] | None = None  # None: every kind the registry handles
+    burst: bool = False  # stop once nothing is runnable and nothing runs
+    maintenance_interval: float = 60.0
+    hot_age: float = 600.0
+    archive_age: float = 7 * 86400.0
+    name: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    )
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    lost: int = 0  # finished after losing the lease: the outcome was refused
+    handed_back: int = 0
+    recovered: int = 0  # expired leases of other (dead) workers put back in the queue
+
+
+class Worker:
+    """Runs jobs from ``queue`` with the handlers in ``registry``."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        registry: HandlerRegistry,
+        *,
+        conninfo: str,
+        options: WorkerOptions | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.options = options or WorkerOptions()
+        self.name = self.options.name
+        self.stats = WorkerStats()
+        self._queue = queue
+        self._registry = registry
+        self._conninfo = conninfo
+        self._backoff = backoff or Backoff()
+        requested = list(self.options.kinds) if self.options.kinds else registry.kinds
+        unknown = sorted(set(requested) - set(registry.kinds))
+        if unknown:
+            raise ValueError(f"no handler registered for kinds: {', '.join(unknown)}")
+        if not requested:
+            raise ValueError("the handler registry is empty: nothing to run")
+        self._kinds = sorted(requested)
+        self._active: dict[uuid.UUID, tuple[asyncio.Task[None], JobContext]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._force = False
+        self._completer = _Completer(queue)
+        self._keeper = LeaseKeeper(
+            conninfo,
+            lease=self.options.lease,
+            on_cancel=self._cancel_requested,
+            on_lost=self._lease_lost,
+        )
+        self._listener = NotificationListener(
+            conninfo, [sql.WAKEUP_CHANNEL, sql.CANCEL_CHANNEL], self._notified
+        )
+        self._threads = ThreadPoolExecutor(
+            max_workers=max(4, self.options.concurrency), thread_name_prefix="mediajobs-job"
+        )
+        self._processes: ProcessPoolExecutor | None = None
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self._kinds)
+
+    @property
+    def listener(self) -> NotificationListener:
+        return self._listener
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get the grace period. A second call skips it."""
+        if self._stopping.is_set():
+            self._force = True
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> WorkerStats:
+        """Run until ``stop()`` (or, in burst mode, until the queue is drained)."""
+        loop = asyncio.get_running_loop()
+        listener = asyncio.create_task(self._listener.run(), name="mediajobs-listener")
+        completer = asyncio.create_task(self._completer.run(), name="mediajobs-completer")
+        housekeeping = asyncio.create_task(self._housekeeping(), name="mediajobs-housekeeping")
+        self._keeper.start(loop)
+        log.info(
+            "worker %s started: kinds=%s concurrency=%d",
+            self.name,
+            self._kinds,
+            self.options.concurrency,
+        )
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._listener.connected.wait(), timeout=5.0)
+            await self._claim_loop()
+        finally:
+            await self._shut_down()
+            housekeeping.cancel()
+            listener.cancel()
+            await self._completer.close()
+            await asyncio.gather(housekeeping, listener, completer, return_exceptions=True)
+            await loop.run_in_executor(None, self._keeper.stop)
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            if self._processes is not None:
+                self._processes.shutdown(wait=False, cancel_futures=True)
+            log.info("worker %s stopped: %s", self.name, self.stats)
+        return self.stats
+
+    # -- the claim loop ----------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        options = self.options
+        while not self._stopping.is_set():
+            free = options.concurrency - len(self._active)
+            if free <= 0:
+                await self._sleep(None)
+                continue
+            self._wake.clear()
+            try:
+                jobs = await self._queue.claim(
+                    self.name, free, lease=options.lease, kinds=self._kinds
+                )
+            except psycopg.Error as exc:
+                log.warning("claim failed (%s); retrying", exc)
+                await self._sleep(options.poll_interval)
+                continue
+            for job in jobs:
+                self._start(job)
+            if len(jobs) == free:
+                continue
+            if options.burst and not jobs and not self._active:
+                return
+            await self._sleep(options.poll_interval)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _notified(self, channel: str | None, payload: str) -> None:
+        if channel == sql.CANCEL_CHANNEL:
+            with contextlib.suppress(ValueError):
+                self._cancel_requested(uuid.UUID(payload))
+            return
+        self._wake.set()
+
+    def _cancel_requested(self, job_id: uuid.UUID) -> None:
+        active = self._active.get(job_id)
+        if active is not None:
+            active[1].request_cancel()
+
+    def _lease_lost(self, job_id: uuid.UUID) -> None:
+        active = self._active.get(job_id)
+        if active is not None:
+            log.warning("job %s lost its lease; its outcome will be refused", job_id)
+            active[1].mark_lease_lost()
+
+    # -- running one job ---------------------------------------------------------------
+
+    def _start(self, job: Job) -> None:
+        self.stats.claimed += 1
+        ctx = JobContext(
+            job,
+            queue=self._queue,
+            worker_name=self.name,
+            thread_pool=self._threads,
+            process_pool=self._process_pool,
+        )
+        self._keeper.hold(job)
+        task = asyncio.create_task(self._execute(ctx), name=f"job-{job.id}")
+        self._active[job.id] = (task, ctx)
+
+    async def _execute(self, ctx: JobContext) -> None:
+        job = ctx.job
+        try:
+            await self._outcome(ctx)
+        finally:
+            self._keeper.release(job.id)
+            self._active.pop(job.id, None)
+            self._wake.set()
+
+    async def _outcome(self, ctx: JobContext) -> None:
+        job = ctx.job
+        handler = self._registry.get(job.kind)
+        try:
+            if handler is None:
+                raise JobFailed(f"no handler for kind {job.kind!r}", code="unknown_kind")
+            if ctx.cancel_requested:
+                raise JobCancelled("cancelled before it started")
+            result = await handler(ctx, job)
+        except JobCancelled:
+            if await self._queue.mark_cancelled(job):
+                self.stats.cancelled += 1
+            return
+        except LeaseLost:
+            self.stats.lost += 1
+            return
+        except JobError as exc:
+            await self._fail(ctx, exc)
+            return
+        except Exception as exc:
+            log.exception("job %s (%s) attempt %d raised", job.id, job.kind, job.attempt)
+            await self._fail(ctx, Retry(f"{type(exc).__name__}: {exc}", code="internal_error"))
+            return
+        try:
+            json.dumps(result)  # a result that cannot be stored fails its job, not the batch
+        except (TypeError, ValueError) as exc:
+            await self._fail(ctx, JobFailed(f"result is not JSON: {exc}", code="invalid_result"))
+            return
+        if await self._completer.submit(job, result):
+            self.stats.succeeded += 1
+        else:
+            self.stats.lost += 1
+
+    async def _fail(self, ctx: JobContext, error: JobError) -> None:
+        job = ctx.job
+        if ctx.cancel_requested and error.retryable:
+            # A job asked to stop does not come back through a retry.
+            if await self._queue.mark_cancelled(job):
+                self.stats.cancelled += 1
+            return
+        delay = self._backoff.delay(job.attempt)
+        if isinstance(error, Retry) and error.delay is not None:
+            delay = error.delay
+        state = await self._queue.fail(job, error, delay=delay)
+        if state is JobState.QUEUED:
+            self.stats.retried += 1
+        elif state is JobState.FAILED:
+            self.stats.failed += 1
+        else:
+            self.stats.lost += 1
+
+    def _process_pool(self) -> Executor:
+        if self._processes is None:
+            self._processes = ProcessPoolExecutor(
+                max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._processes
+
+    # -- housekeeping and shutdown -----------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        reap_every = max(0.25, min(self.options.lease / 4.0, 5.0))
+        since_maintenance = 0.0
+        while True:
+            await asyncio.sleep(reap_every)
+            since_maintenance += reap_every
+            try:
+                recovered = await self._queue.reap_expired()
+                self.stats.recovered += sum(t.state is JobState.QUEUED for t in recovered)
+                if since_maintenance >= self.options.maintenance_interval:
+                    since_maintenance = 0.0
+                    await self._queue.maintain(
+                        hot_age=self.options.hot_age, archive_age=self.options.archive_age
+                    )
+            except psycopg.Error as exc:
+                log.warning("housekeeping failed (%s); retrying", exc)
+
+    async def _shut_down(self) -> None:
+        if not self._active:
+            return
+        tasks = [task for task, _ in self._active.values()]
+        if not self._force and self.options.shutdown_grace > 0:
+            log.info(
+                "waiting up to %.1fs for %d running jobs", self.options.shutdown_grace, len(tasks)
+            )
+            await asyncio.wait(tasks, timeout=self.options.shutdown_grace)
+        unfinished = [(task, ctx) for task, ctx in self._active.values() if not task.done()]
+        for task, _ in unfinished:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in unfinished), return_exceptions=True)
+        if unfinished:
+            handed = await self._queue.hand_back([ctx.job for _, ctx in unfinished])
+            self.stats.handed_back += len(handed)
+            log.info("handed %d unfinished jobs back to the queue", len(handed))
+
+
+class _Completer:
+    """Group commit for successful jobs: whatever finished while the previous write was in
+    flight goes into the next single UPDATE."""
+
+    MAX_BATCH = 1000
+
+    def __init__(self, queue: JobQueue) -> None:
+        self._queue = queue
+        self._pending: list[tuple[Job, JSON, asyncio.Future[bool]]] = []
+        self._ready = asyncio.Event()
+        self._closing = False
+
+    async def submit(self, job: Job, result: JSON) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((job, result, future))
+        self._ready.set()
+        return await future
+
+    async def close(self) -> None:
+        self._closing = True
+        self._ready.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._pending:
+                batch = self._pending[: self.MAX_BATCH]
+                del self._pending[: self.MAX_BATCH]
+                await self._write(batch)
+            if self._closing:
+                return
+
+    async def _write(self, batch: list[tuple[Job, JSON, asyncio.Future[bool]]]) -> None:
+        delay = 0.05
+        for attempt in range(6):
+            try:
+                accepted = await self._queue.complete_many([(job, res) for job, res, _ in batch])
+                break
+            except psycopg.Error as exc:
+                # The leases are still renewed while we retry; if Postgres stays away, the
+                # jobs run again after their leases expire (never lost, maybe repeated).
+                log.warning("completing %d jobs failed (%s), try %d", len(batch), exc, attempt)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+        else:
+            accepted = set()
+        for job, _, future in batch:
+            if not future.done():
+                future.set_result(job.id in accepted)
