@@ -51,7 +51,9 @@ async def open_pool(
         name=name,
         min_size=min_size,
         max_size=max_size,
-        kwargs=connection_kwargs(conninfo, row_factory=dict_row),
+        kwargs=connection_kwargs(
+            conninfo, row_factory=dict_row, application_name=f"mediajobs-{name}"
+        ),
         open=False,
         timeout=connect_timeout,
     )
@@ -63,11 +65,14 @@ async def open_pool(
     return pool
 
 
-async def connect(conninfo: str) -> psycopg.AsyncConnection[DictRow]:
-    """One dedicated autocommit connection (LISTEN, migrations)."""
+async def connect(
+    conninfo: str, *, application_name: str = "mediajobs"
+) -> psycopg.AsyncConnection[DictRow]:
+    """One dedicated autocommit connection (migrations, tools)."""
     try:
         return await psycopg.AsyncConnection.connect(
-            conninfo, **connection_kwargs(conninfo, row_factory=dict_row)
+            conninfo,
+            **connection_kwargs(conninfo, row_factory=dict_row, application_name=application_name),
         )
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"cannot connect to Postgres: {exc}") from exc

@@ -19,6 +19,8 @@ from mediajobs.db.pool import connection_kwargs
 
 log = logging.getLogger(__name__)
 
+LISTENER_APPLICATION_NAME = "mediajobs-listener"
+
 
 class NotificationListener:
     """Calls ``on_notify(channel, payload)`` for every notification on ``channels``, and
@@ -49,7 +51,8 @@ class NotificationListener:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo, **connection_kwargs(self._conninfo)
+                    self._conninfo,
+                    **connection_kwargs(self._conninfo, application_name=LISTENER_APPLICATION_NAME),
                 )
             except psycopg.OperationalError as exc:
                 log.warning("listener cannot connect (%s); retrying in %.2fs", exc, backoff)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -143,10 +144,28 @@ class Backoff:
         return exponential * factor
 
 
-def new_job_id() -> uuid.UUID:
-    """A UUIDv7 (RFC 9562): time-ordered, so inserts land at the right of the primary key."""
-    ms = time.time_ns() // 1_000_000
-    rand_a = int.from_bytes(os.urandom(2), "big") & 0x0FFF
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return uuid.UUID(int=value)
+class _UUID7:
+    """UUIDv7 (RFC 9562) with a 12-bit counter in ``rand_a`` (its method 1), so ids made in
+    one process are strictly increasing: jobs enqueued together keep their order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._counter = 0
+
+    def __call__(self) -> uuid.UUID:
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms > self._last_ms:
+                self._last_ms, self._counter = ms, int.from_bytes(os.urandom(1), "big")
+            else:
+                self._counter += 1
+                if self._counter > 0xFFF:  # counter overflow: borrow the next millisecond
+                    self._last_ms, self._counter = self._last_ms + 1, 0
+            ms, counter = self._last_ms, self._counter
+        rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+        value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
+        return uuid.UUID(int=value)
+
+
+new_job_id = _UUID7()

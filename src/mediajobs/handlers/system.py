@@ -1,0 +1,25 @@
+"""Operational jobs.
+
+``system.ping`` proves the whole path works: it is enqueued like any job, claimed by a
+worker and answered with the worker's name and the time it started, so
+``mediajobs jobs ping`` measures the real enqueue-to-handler latency of a deployment.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from mediajobs.queue.models import JSON, Job
+from mediajobs.queue.registry import JobContext
+
+PING_KIND = "system.ping"
+
+
+async def ping(ctx: JobContext, job: Job) -> JSON:
+    started = time.time()
+    return {
+        "worker": ctx.worker_name,
+        "handledAt": datetime.fromtimestamp(started, UTC).isoformat(),
+        "attempt": job.attempt,
+    }

@@ -1,0 +1,215 @@
+"""Finds real services for the suite, once per run.
+
+Postgres: DATABASE_URL, else the local server on 127.0.0.1:5432, else an embedded Postgres
+(pgserver). Redis: REDIS_URL, else 127.0.0.1:6379, else a `redis-server` binary on a free
+port, else fakeredis's TCP server. With MEDIAJOBS_REQUIRE_SERVICES=1 (or
+--require-services) the run refuses the embedded fallbacks. The header says what was used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+REPO = Path(__file__).resolve().parent.parent
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class Services:
+    pg_admin_url: str
+    pg_source: str
+    redis_url: str
+    redis_source: str
+    cleanups: list[Any]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-services",
+        action="store_true",
+        help="fail unless real Postgres and Redis servers answer (CI)",
+    )
+
+
+def _pg_answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _find_postgres(required: bool, cleanups: list[Any]) -> tuple[str, str]:
+    env_url = os.environ.get("DATABASE_URL")
+    if env_url and _pg_answers(env_url):
+        return env_url, "DATABASE_URL"
+    if _pg_answers(LOCAL_PG):
+        return LOCAL_PG, "local server 127.0.0.1:5432"
+    if required:
+        raise pytest.UsageError("MEDIAJOBS_REQUIRE_SERVICES: no Postgres server answers")
+    import pgserver
+
+    data = Path(tempfile.mkdtemp(prefix="mediajobs-pg-"))
+    server = pgserver.get_server(data, cleanup_mode="delete")
+    cleanups.append(server.cleanup)
+    return server.get_uri(), "embedded Postgres (pgserver)"
+
+
+def _find_redis(required: bool, cleanups: list[Any]) -> tuple[str, str]:
+    env_url = os.environ.get("REDIS_URL")
+    if env_url and _redis_answers(env_url):
+        return env_url, "REDIS_URL"
+    if _redis_answers(LOCAL_REDIS):
+        return LOCAL_REDIS, "local server 127.0.0.1:6379"
+    if required:
+        raise pytest.UsageError("MEDIAJOBS_REQUIRE_SERVICES: no Redis server answers")
+    port = free_port()
+    binary = shutil.which("redis-server")
+    if binary:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        cleanups.append(proc.terminate)
+        url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(100):
+            if _redis_answers(url):
+                return url, f"redis-server binary on port {port}"
+            time.sleep(0.05)
+        raise pytest.UsageError("the redis-server binary did not start")
+    from fakeredis import TcpFakeServer
+
+    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    import threading
+
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cleanups.append(server.shutdown)
+    return f"redis://127.0.0.1:{port}/0", f"fakeredis TCP server on port {port}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    required = bool(config.getoption("--require-services")) or (
+        os.environ.get("MEDIAJOBS_REQUIRE_SERVICES") == "1"
+    )
+    cleanups: list[Any] = []
+    pg_url, pg_source = _find_postgres(required, cleanups)
+    redis_url, redis_source = _find_redis(required, cleanups)
+    config.stash[SERVICES] = Services(pg_url, pg_source, redis_url, redis_source, cleanups)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    services = config.stash.get(SERVICES, None)
+    for cleanup in reversed(services.cleanups if services else []):
+        cleanup()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    services = config.stash[SERVICES]
+    return [f"postgres: {services.pg_source}", f"redis: {services.redis_source}"]
+
+
+SERVICES = pytest.StashKey[Services]()
+
+
+@pytest.fixture(scope="session")
+def services(pytestconfig: pytest.Config) -> Services:
+    return pytestconfig.stash[SERVICES]
+
+
+def database_url_for(admin_url: str, name: str) -> str:
+    return conninfo.make_conninfo(admin_url, dbname=name)
+
+
+def create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        conn.execute(statement)
+    return database_url_for(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def migrated_template(services: Services) -> Iterator[str]:
+    """A database migrated once per run; tests copy it."""
+    import asyncio
+
+    from mediajobs.db import migrate
+
+    name = f"mj_tpl_{uuid.uuid4().hex[:10]}"
+    url = create_database(services.pg_admin_url, name)
+    asyncio.run(migrate(url))
+    yield name
+    drop_database(services.pg_admin_url, name)
+
+
+@pytest.fixture
+def database_url(services: Services, migrated_template: str) -> Iterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"mj_t_{uuid.uuid4().hex[:12]}"
+    url = create_database(services.pg_admin_url, name, template=migrated_template)
+    yield url
+    drop_database(services.pg_admin_url, name)
+
+
+@pytest.fixture
+def empty_database_url(services: Services) -> Iterator[str]:
+    """A fresh database with no schema at all."""
+    name = f"mj_e_{uuid.uuid4().hex[:12]}"
+    url = create_database(services.pg_admin_url, name)
+    yield url
+    drop_database(services.pg_admin_url, name)
+
+
+@pytest.fixture
+def redis_url(services: Services) -> str:
+    return services.redis_url

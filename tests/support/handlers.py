@@ -1,0 +1,49 @@
+"""Handlers that tests run in real worker processes (`mediajobs worker --app ...`).
+
+Each writes one line per event to the file named by the job's payload ``log``, with
+O_APPEND so lines from concurrent processes never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from mediajobs.config import Settings
+from mediajobs.queue import HandlerRegistry, Job, JobContext
+
+
+def append_line(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+async def record(ctx: JobContext, job: Job) -> Any:
+    """Writes `<job id> <attempt> <pid>` and returns."""
+    append_line(job.payload["log"], f"{job.id} {job.attempt} {os.getpid()}")
+    return {"pid": os.getpid()}
+
+
+async def sleepy(ctx: JobContext, job: Job) -> Any:
+    """Writes `start <id> <attempt> <pid>`, then on its first attempt sleeps
+    `first_attempt_seconds` (stopping early when cancelled), then writes `done ...`."""
+    log = job.payload["log"]
+    append_line(log, f"start {job.id} {job.attempt} {os.getpid()}")
+    if job.attempt == 1:
+        deadline = asyncio.get_running_loop().time() + job.payload["first_attempt_seconds"]
+        while asyncio.get_running_loop().time() < deadline:
+            ctx.raise_if_cancelled()
+            await asyncio.sleep(0.02)
+    append_line(log, f"done {job.id} {job.attempt} {os.getpid()}")
+    return {"attempt": job.attempt}
+
+
+def build_registry(settings: Settings) -> HandlerRegistry:
+    registry = HandlerRegistry()
+    registry.register("test.record", record)
+    registry.register("test.sleepy", sleepy)
+    return registry
