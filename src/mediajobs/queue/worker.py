@@ -87,7 +87,10 @@ class Worker:
         if not requested:
             raise ValueError("the handler registry is empty: nothing to run")
         self._kinds = sorted(requested)
+        # Jobs holding a concurrency slot (their handler runs) ...
         self._active: dict[uuid.UUID, tuple[asyncio.Task[None], JobContext]] = {}
+        # ... and every job task not yet finished, its completion write included.
+        self._tasks: dict[uuid.UUID, tuple[asyncio.Task[None], JobContext]] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._force = False
@@ -177,7 +180,7 @@ class Worker:
                 self._start(job)
             if len(jobs) == free:
                 continue
-            if options.burst and not jobs and not self._active:
+            if options.burst and not jobs and not self._tasks:
                 return
             await self._sleep(options.poll_interval)
 
@@ -193,12 +196,12 @@ class Worker:
         self._wake.set()
 
     def _cancel_requested(self, job_id: uuid.UUID) -> None:
-        active = self._active.get(job_id)
+        active = self._tasks.get(job_id)
         if active is not None:
             active[1].request_cancel()
 
     def _lease_lost(self, job_id: uuid.UUID) -> None:
-        active = self._active.get(job_id)
+        active = self._tasks.get(job_id)
         if active is not None:
             log.warning("job %s lost its lease; its outcome will be refused", job_id)
             active[1].mark_lease_lost()
@@ -217,6 +220,7 @@ class Worker:
         self._keeper.hold(job)
         task = asyncio.create_task(self._execute(ctx), name=f"job-{job.id}")
         self._active[job.id] = (task, ctx)
+        self._tasks[job.id] = (task, ctx)
 
     async def _execute(self, ctx: JobContext) -> None:
         job = ctx.job
@@ -224,7 +228,11 @@ class Worker:
             await self._outcome(ctx)
         finally:
             self._keeper.release(job.id)
-            self._active.pop(job.id, None)
+            self._tasks.pop(job.id, None)
+            self._free_slot(job.id)
+
+    def _free_slot(self, job_id: uuid.UUID) -> None:
+        if self._active.pop(job_id, None) is not None:
             self._wake.set()
 
     async def _outcome(self, ctx: JobContext) -> None:
@@ -255,6 +263,9 @@ class Worker:
         except (TypeError, ValueError) as exc:
             await self._fail(ctx, JobFailed(f"result is not JSON: {exc}", code="invalid_result"))
             return
+        # The slot is free once the handler returned: the next claim overlaps this job's
+        # completion write. The lease stays held until that write commits.
+        self._free_slot(job.id)
         if await self._completer.submit(job, result):
             self.stats.succeeded += 1
         else:
@@ -305,15 +316,15 @@ class Worker:
                 log.warning("housekeeping failed (%s); retrying", exc)
 
     async def _shut_down(self) -> None:
-        if not self._active:
+        if not self._tasks:
             return
-        tasks = [task for task, _ in self._active.values()]
+        tasks = [task for task, _ in self._tasks.values()]
         if not self._force and self.options.shutdown_grace > 0:
             log.info(
                 "waiting up to %.1fs for %d running jobs", self.options.shutdown_grace, len(tasks)
             )
             await asyncio.wait(tasks, timeout=self.options.shutdown_grace)
-        unfinished = [(task, ctx) for task, ctx in self._active.values() if not task.done()]
+        unfinished = [(task, ctx) for task, ctx in self._tasks.values() if not task.done()]
         for task, _ in unfinished:
             task.cancel()
         await asyncio.gather(*(task for task, _ in unfinished), return_exceptions=True)

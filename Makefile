@@ -1,0 +1,42 @@
+# The only entry points; CI calls the same targets.
+#   make dev    create .venv, install, run the API + worker + page on http://127.0.0.1:8000
+#   make test   create .venv, install, lint, run every test
+#   make lint   ruff (lint + format check) and mypy --strict
+#   make bench  the benchmarks in bench/ (results go to docs/benchmarks.md)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: dev test lint format bench bench-queue clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/mediajobs dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: bench-queue
+
+bench-queue: $(STAMP)
+	$(BIN)/python bench/queue_throughput.py
+
+clean:
+	rm -rf $(VENV) .mediajobs .pytest_cache .mypy_cache .ruff_cache

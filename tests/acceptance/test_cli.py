@@ -1,0 +1,212 @@
+"""The `mediajobs` command as real processes: dev mode, serve, migrate, config refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import free_port
+from tests.support.workers import REPO
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a fresh shell: none of our variables set."""
+    drop = ("MEDIAJOBS_", "DATABASE_URL", "REDIS_URL", "GCS_", "S3_", "STORAGE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(extra)
+    return env
+
+
+def mediajobs(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mediajobs", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def wait_http(url: str, timeout: float) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_dev_runs_api_and_worker_with_nothing_else_configured(tmp_path):
+    port = free_port()
+    data_dir = tmp_path / "data"
+    env = clean_env(MEDIAJOBS_PORT=str(port), MEDIAJOBS_DATA_DIR=str(data_dir))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mediajobs", "dev"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert wait_http(f"http://127.0.0.1:{port}/healthz", 90).json() == {"status": "ok"}
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok"}}
+        missing = httpx.get(f"http://127.0.0.1:{port}/no/such/route", timeout=5)
+        assert missing.status_code == 404
+        assert missing.json() == {"error": {"code": "not_found", "message": "Not Found"}}
+
+        # The embedded Postgres is real: another process reaches it, and the dev worker
+        # answers a ping job.
+        database_url = f"postgresql://postgres:@/mediajobs?host={data_dir / 'pg'}"
+        ping = mediajobs(
+            "jobs", "ping", "--timeout", "20", env=clean_env(DATABASE_URL=database_url)
+        )
+        assert ping.returncode == 0, ping.stderr
+        answer = json.loads(ping.stdout)
+        assert answer["state"] == "succeeded"
+        assert answer["result"]["worker"].split(":")[1] == str(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output[-3000:]
+    assert "embedded Postgres: DATABASE_URL=" in output
+    with pytest.raises(psycopg.OperationalError):  # stopped with the dev process
+        psycopg.connect(database_url, connect_timeout=2)
+
+
+def test_two_concurrent_migrate_runs_apply_each_migration_once(empty_database_url):
+    env = clean_env(DATABASE_URL=empty_database_url)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mediajobs", "migrate"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=60) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    said = sorted(out.strip() for out, _ in outputs)
+    assert said[0] == "applied 0 migration(s)"
+    assert said[1].startswith("applied 1 migration(s): 0001_jobs")
+    with psycopg.connect(empty_database_url) as conn:
+        rows = conn.execute(
+            "SELECT version, count(*) FROM schema_migrations GROUP BY version"
+        ).fetchall()
+    assert rows == [("0001_jobs", 1)]
+    again = mediajobs("migrate", env=env)
+    assert (again.returncode, again.stdout.strip()) == (0, "applied 0 migration(s)")
+
+
+def test_production_with_development_parts_refuses_to_start_naming_the_variable(database_url):
+    env = clean_env(
+        MEDIAJOBS_ENV="production",
+        DATABASE_URL=database_url,
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        MEDIAJOBS_JWT_SECRET="x" * 40,
+    )
+    result = mediajobs("serve", env=env)
+    assert result.returncode == 2
+    assert "GCS_BUCKET: the in-memory store is for development only" in result.stderr
+    dev = mediajobs("dev", env={**env, "GCS_BUCKET": "media"})
+    assert dev.returncode == 2
+    assert "MEDIAJOBS_ENV: mediajobs dev is for development" in dev.stderr
+
+
+@pytest.mark.slow
+def test_serve_answers_readiness_with_the_real_postgres_and_redis(database_url, redis_url):
+    port = free_port()
+    env = clean_env(DATABASE_URL=database_url, REDIS_URL=redis_url, MEDIAJOBS_PORT=str(port))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mediajobs", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert wait_http(f"http://127.0.0.1:{port}/healthz", 30).status_code == 200
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output[-2000:]
+
+
+def test_worker_with_an_unknown_kind_refuses_to_start(database_url):
+    result = mediajobs(
+        "worker", "--kinds", "media.nonexistent", env=clean_env(DATABASE_URL=database_url)
+    )
+    assert result.returncode == 2
+    assert "no handler registered for kinds: media.nonexistent" in result.stderr
+
+
+def test_jobs_commands_enqueue_show_cancel_and_count(database_url):
+    env = clean_env(DATABASE_URL=database_url)
+    enqueued = mediajobs(
+        "jobs",
+        "enqueue",
+        "media.process",
+        "--owner",
+        "u1",
+        "--payload",
+        '{"x": 1}',
+        "--delay",
+        "600",
+        env=env,
+    )
+    assert enqueued.returncode == 0, enqueued.stderr
+    job_id = enqueued.stdout.strip()
+    shown = json.loads(mediajobs("jobs", "show", job_id, env=env).stdout)
+    assert (shown["kind"], shown["owner_id"], shown["payload"], shown["state"]) == (
+        "media.process",
+        "u1",
+        {"x": 1},
+        "queued",
+    )
+    stats = json.loads(mediajobs("jobs", "stats", env=env).stdout)
+    assert stats["byState"]["queued"] == 1
+    assert mediajobs("jobs", "cancel", job_id, env=env).stdout.strip() == "cancelled"
+    assert json.loads(mediajobs("jobs", "show", job_id, env=env).stdout)["state"] == "cancelled"
+    bad = mediajobs("jobs", "enqueue", "k", "--payload", "[1]", env=env)
+    assert (bad.returncode, "--payload: must be a JSON object" in bad.stderr) == (2, True)
+
+
+def test_stdlib_queue_is_not_shadowed_from_the_repo_root():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import queue, mediajobs.queue; q = queue.Queue(); q.put(1); "
+            "print(q.get(), queue.__file__)",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    value, path = result.stdout.split()
+    assert value == "1"
+    assert Path(path).parent != REPO and "mediajobs" not in path
