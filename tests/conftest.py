@@ -13,12 +13,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -71,14 +73,25 @@ def free_port() -> int:
         return port
 
 
-def _find_postgres(required: bool, cleanups: list[Any]) -> tuple[str, str]:
-    env_url = os.environ.get("DATABASE_URL")
-    if env_url and _pg_answers(env_url):
-        return env_url, "DATABASE_URL"
-    if _pg_answers(LOCAL_PG):
-        return LOCAL_PG, "local server 127.0.0.1:5432"
+def _real_server(
+    variable: str, local: str, answers: Callable[[str], bool], required: bool
+) -> tuple[str, str] | None:
+    """The server named by ``variable``, else the local one, if it answers. None when
+    neither does (an error when real servers are required)."""
+    env_url = os.environ.get(variable)
+    if env_url and answers(env_url):
+        return env_url, variable
+    if answers(local):
+        return local, f"local server {urlsplit(local).netloc.rpartition('@')[2]}"
     if required:
-        raise pytest.UsageError("MEDIAJOBS_REQUIRE_SERVICES: no Postgres server answers")
+        raise pytest.UsageError(f"MEDIAJOBS_REQUIRE_SERVICES: no server answers at {local}")
+    return None
+
+
+def _find_postgres(required: bool, cleanups: list[Any]) -> tuple[str, str]:
+    found = _real_server("DATABASE_URL", LOCAL_PG, _pg_answers, required)
+    if found:
+        return found
     import pgserver
 
     data = Path(tempfile.mkdtemp(prefix="mediajobs-pg-"))
@@ -88,13 +101,9 @@ def _find_postgres(required: bool, cleanups: list[Any]) -> tuple[str, str]:
 
 
 def _find_redis(required: bool, cleanups: list[Any]) -> tuple[str, str]:
-    env_url = os.environ.get("REDIS_URL")
-    if env_url and _redis_answers(env_url):
-        return env_url, "REDIS_URL"
-    if _redis_answers(LOCAL_REDIS):
-        return LOCAL_REDIS, "local server 127.0.0.1:6379"
-    if required:
-        raise pytest.UsageError("MEDIAJOBS_REQUIRE_SERVICES: no Redis server answers")
+    found = _real_server("REDIS_URL", LOCAL_REDIS, _redis_answers, required)
+    if found:
+        return found
     port = free_port()
     binary = shutil.which("redis-server")
     if binary:
@@ -122,8 +131,6 @@ def _find_redis(required: bool, cleanups: list[Any]) -> tuple[str, str]:
     from fakeredis import TcpFakeServer
 
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
-    import threading
-
     threading.Thread(target=server.serve_forever, daemon=True).start()
     cleanups.append(server.shutdown)
     return f"redis://127.0.0.1:{port}/0", f"fakeredis TCP server on port {port}"

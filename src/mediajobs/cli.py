@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -30,7 +30,7 @@ from mediajobs.config import Environment, Settings
 from mediajobs.db.migrate import migrate
 from mediajobs.db.pool import open_pool
 from mediajobs.errors import ConfigError, DatabaseError
-from mediajobs.handlers import PING_KIND
+from mediajobs.handlers import PING_KIND, build_registry
 from mediajobs.queue import HandlerRegistry, JobQueue, JobSpec, Worker, WorkerOptions, WorkerStats
 from mediajobs.service.app import create_app, redis_client
 
@@ -171,36 +171,42 @@ def worker_options(settings: Settings, **overrides: Any) -> WorkerOptions:
     return dataclasses.replace(options, **{k: v for k, v in overrides.items() if v is not None})
 
 
-async def run_worker(
-    settings: Settings,
-    registry: HandlerRegistry,
-    options: WorkerOptions,
-    *,
-    stop_on_signals: bool = True,
-) -> WorkerStats:
-    """The worker's composition root: its own pool, queue and worker; closed on exit."""
+@contextlib.asynccontextmanager
+async def open_worker(
+    settings: Settings, registry: HandlerRegistry, options: WorkerOptions
+) -> AsyncIterator[Worker]:
+    """The worker's composition root: its own pool, queue and worker; the pool is closed
+    on exit."""
     url = _database_url(settings)
     pool = await open_pool(
         url, name="queue", min_size=2, max_size=max(4, min(options.concurrency + 2, 20))
     )
     try:
-        worker = Worker(JobQueue(pool), registry, conninfo=url, options=options)
-        with _signals(worker.stop) if stop_on_signals else contextlib.nullcontext():
-            return await worker.run()
+        yield Worker(JobQueue(pool), registry, conninfo=url, options=options)
     finally:
         await pool.close()
+
+
+async def run_worker(
+    settings: Settings, registry: HandlerRegistry, options: WorkerOptions
+) -> WorkerStats:
+    """Run a worker until SIGTERM/SIGINT (or, with burst, until the queue is drained)."""
+    async with open_worker(settings, registry, options) as worker:
+        with _signals(worker.stop):
+            return await worker.run()
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     registry = load_registry(args.app, settings)
     kinds = [kind.strip() for kind in args.kinds.split(",")] if args.kinds else None
     try:
-        options = worker_options(
-            settings, concurrency=args.concurrency, kinds=kinds, burst=args.burst or None
-        )
-        stats = asyncio.run(run_worker(settings, registry, options))
+        registry.select(kinds)
     except ValueError as exc:
         raise ConfigError("--kinds", str(exc)) from exc
+    options = worker_options(
+        settings, concurrency=args.concurrency, kinds=kinds, burst=args.burst or None
+    )
+    stats = asyncio.run(run_worker(settings, registry, options))
     print(json.dumps(dataclasses.asdict(stats)))
     return 0
 
@@ -281,26 +287,19 @@ async def _dev(args: argparse.Namespace, settings: Settings, fake_server: Any) -
     log.info("migrations applied: %s", ", ".join(applied) or "none needed")
     app = create_app(settings, redis_factory=lambda: redis_client(settings, fake_server))
     server = _Server(_uvicorn_config(app, args, settings))
-    from mediajobs.handlers import build_registry
+    registry = build_registry(settings)
+    async with open_worker(settings, registry, worker_options(settings)) as worker:
 
-    pool = await open_pool(url, name="queue", min_size=1, max_size=10)
-    worker = Worker(
-        JobQueue(pool), build_registry(settings), conninfo=url, options=worker_options(settings)
-    )
+        def stop() -> None:
+            server.stop()
+            worker.stop()
 
-    def stop() -> None:
-        server.stop()
-        worker.stop()
-
-    try:
         with _signals(stop):
             worker_task = asyncio.create_task(worker.run())
             log.info("mediajobs dev: http://%s:%d", server.config.host, server.config.port)
             await server.serve()
             worker.stop()
             await worker_task
-    finally:
-        await pool.close()
 
 
 # -- jobs --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import itertools
 import signal
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -22,6 +23,12 @@ from tests.support.workers import (
     start_worker_process,
     wait_for,
 )
+
+
+def sleepy(log: Path, first_attempt_seconds: float) -> JobSpec:
+    """A `test.sleepy` job (tests/support/handlers.py) logging to ``log``."""
+    payload = {"log": str(log), "first_attempt_seconds": first_attempt_seconds}
+    return JobSpec("test.sleepy", "u", payload)
 
 
 async def job_state(queue: JobQueue, job_id) -> Job:
@@ -69,9 +76,7 @@ async def test_job_of_a_sigkilled_worker_is_finished_by_another_after_lease_expi
     log = tmp_path / "sleepy.log"
     async with queue_pool(database_url) as pool:
         queue = JobQueue(pool)
-        enqueued = await queue.enqueue(
-            JobSpec("test.sleepy", "u", {"log": str(log), "first_attempt_seconds": 120})
-        )
+        enqueued = await queue.enqueue(sleepy(log, 120))
         doomed = start_worker_process(database_url, env={"MEDIAJOBS_LEASE_SECONDS": "2"})
         await wait_for(lambda: any(line.startswith("start") for line in read_lines(log)), 30)
         first_attempt = await job_state(queue, enqueued.id)
@@ -230,12 +235,8 @@ async def test_sigterm_hands_unfinished_jobs_back_for_another_worker_at_once(
     log = tmp_path / "sleepy.log"
     async with queue_pool(database_url) as pool:
         queue = JobQueue(pool)
-        enqueued = await queue.enqueue(
-            JobSpec("test.sleepy", "u", {"log": str(log), "first_attempt_seconds": 120})
-        )
-        quick = await queue.enqueue(
-            JobSpec("test.sleepy", "u", {"log": str(log), "first_attempt_seconds": 0.3})
-        )
+        enqueued = await queue.enqueue(sleepy(log, 120))
+        quick = await queue.enqueue(sleepy(log, 0.3))
         stopping = start_worker_process(
             database_url, env={"MEDIAJOBS_SHUTDOWN_GRACE": "1", "MEDIAJOBS_LEASE_SECONDS": "60"}
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -107,6 +107,17 @@ class HandlerRegistry:
             return fn
 
         return decorate
+
+    def select(self, kinds: Sequence[str] | None = None) -> list[str]:
+        """The kinds a worker should claim: ``kinds`` (all registered when None or empty).
+        Raises ``ValueError`` for a kind without a handler, or when nothing is registered."""
+        requested = list(kinds) if kinds else self.kinds
+        unknown = sorted(set(requested) - set(self._handlers))
+        if unknown:
+            raise ValueError(f"no handler registered for kinds: {', '.join(unknown)}")
+        if not requested:
+            raise ValueError("the handler registry is empty: nothing to run")
+        return sorted(requested)
 
     def get(self, kind: str) -> Handler | None:
         return self._handlers.get(kind)

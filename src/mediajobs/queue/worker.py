@@ -80,13 +80,7 @@ class Worker:
         self._registry = registry
         self._conninfo = conninfo
         self._backoff = backoff or Backoff()
-        requested = list(self.options.kinds) if self.options.kinds else registry.kinds
-        unknown = sorted(set(requested) - set(registry.kinds))
-        if unknown:
-            raise ValueError(f"no handler registered for kinds: {', '.join(unknown)}")
-        if not requested:
-            raise ValueError("the handler registry is empty: nothing to run")
-        self._kinds = sorted(requested)
+        self._kinds = registry.select(self.options.kinds)
         # Jobs holding a concurrency slot (their handler runs) ...
         self._active: dict[uuid.UUID, tuple[asyncio.Task[None], JobContext]] = {}
         # ... and every job task not yet finished, its completion write included.
