@@ -7,7 +7,11 @@ Same Postgres, same machine, equivalent no-op tasks, each system in a fresh data
   3. with the workers idle, enqueue one job at a time      -> pickup latency p50/p99
      (enqueue call -> handler start, wall clock, same machine)
 
-    python bench/queue_throughput.py [--jobs 20000] [--workers 2] [--concurrency 32]
+    python bench/queue_throughput.py [--jobs 20000] [--workers 2] [--concurrency 32] [--rounds 3]
+
+Every round measures every system (in a rotated order, so no system always runs first on a
+warm or a busy machine); rates are the median over rounds, latency percentiles are taken
+over the probes of all rounds pooled.
 
 Prints a table, appends it with the command to docs/benchmarks.md (unless --no-record),
 and ends with one JSON line of the figures; ratio_vs_<peer>_<figure> = ours / peer's.
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -261,7 +266,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def measure(system: str, dsn: str, args: argparse.Namespace) -> dict[str, float]:
+async def measure(system: str, dsn: str, args: argparse.Namespace) -> Round:
     adapter = ADAPTERS[system](dsn)
     async with adapter:
         started = time.perf_counter()
@@ -296,9 +301,21 @@ async def measure(system: str, dsn: str, args: argparse.Namespace) -> dict[str, 
     latencies = [(starts[i] - sent[i]) * 1000 for i in sent if i in starts]
     if len(latencies) != len(sent):
         raise RuntimeError(f"{system}: {len(sent) - len(latencies)} latency probes never ran")
+    return Round(enqueue_rate, drain_rate, latencies)
+
+
+@dataclass(frozen=True)
+class Round:
+    enqueue_per_s: float
+    drain_per_s: float
+    latencies_ms: list[float]
+
+
+def summarise(rounds: list[Round]) -> dict[str, float]:
+    latencies = [value for r in rounds for value in r.latencies_ms]
     return {
-        "enqueue_per_s": round(enqueue_rate),
-        "drain_per_s": round(drain_rate),
+        "enqueue_per_s": round(statistics.median(r.enqueue_per_s for r in rounds)),
+        "drain_per_s": round(statistics.median(r.drain_per_s for r in rounds)),
         "pickup_p50_ms": round(statistics.median(latencies), 2),
         "pickup_p99_ms": round(percentile(latencies, 0.99), 2),
     }
@@ -338,19 +355,29 @@ def main() -> int:
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--latency-gap", type=float, default=0.02, help="seconds between probes")
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3, help="measure every system this often")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--database-url", default=DEFAULT_DSN, help="an admin connection")
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/")
     args = parser.parse_args()
 
-    results: dict[str, dict[str, float]] = {}
-    for system in args.systems.split(","):
-        name, dsn = fresh_database(args.database_url, system)
-        try:
-            results[system] = asyncio.run(measure(system, dsn, args))
-        finally:
-            drop_database(args.database_url, name)
-        print(f"{system}: {results[system]}", file=sys.stderr)
+    systems = args.systems.split(",")
+    rounds: dict[str, list[Round]] = {system: [] for system in systems}
+    for number in range(args.rounds):
+        shift = number % len(systems)
+        for system in systems[shift:] + systems[:shift]:
+            name, dsn = fresh_database(args.database_url, system)
+            try:
+                measured = asyncio.run(measure(system, dsn, args))
+            finally:
+                drop_database(args.database_url, name)
+            rounds[system].append(measured)
+            print(
+                f"round {number + 1} {system}: enqueue {measured.enqueue_per_s:.0f}/s, "
+                f"drain {measured.drain_per_s:.0f}/s",
+                file=sys.stderr,
+            )
+    results = {system: summarise(rounds[system]) for system in systems}
 
     header = "| system | enqueue jobs/s | drain jobs/s | pickup p50 ms | pickup p99 ms |"
     rows = [header, "|---|---:|---:|---:|---:|"]
@@ -360,6 +387,7 @@ def main() -> int:
             f"{r['pickup_p50_ms']:.2f} | {r['pickup_p99_ms']:.2f} |"
         )
     figures: dict[str, Any] = {
+        "rounds": args.rounds,
         "jobs": args.jobs,
         "workers": args.workers,
         "concurrency": args.concurrency,

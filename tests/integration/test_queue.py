@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from mediajobs.errors import JobFailed, LeaseLost, Retry
-from mediajobs.queue import JobQueue, JobSpec, JobState
+from mediajobs.queue import JobQueue, JobSpec, JobState, sql
 from tests.support.workers import queue_pool
 
 
@@ -241,3 +241,50 @@ async def test_progress_is_stored_on_the_row_and_bounded(database_url):
         assert stored is not None and (stored.progress, stored.message) == (0.25, "decoding")
         with pytest.raises(ValueError, match="between 0 and 1"):
             await queue.set_progress(job, 1.5)
+
+
+async def test_claim_reads_only_limit_rows_of_a_large_backlog_without_statistics(database_url):
+    """A queue table's statistics lag its contents; with a low estimate the planner would
+    bitmap-scan and sort every queued job on each claim. The claim must walk the available
+    index in order and stop after `limit` rows, however large the backlog."""
+    async with queue_pool(database_url) as pool:
+        queue = JobQueue(pool)
+        await queue.enqueue_many([JobSpec("k", "u1")] * 20_000)  # never analyzed
+        plans: list[str] = []
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            try:
+                await conn.execute("LOAD 'auto_explain'")
+            except psycopg.Error:
+                pytest.skip("this Postgres has no auto_explain module")
+            conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+            for setting in (
+                "auto_explain.log_min_duration = 0",
+                "auto_explain.log_analyze = on",
+                "auto_explain.log_nested_statements = on",
+                "client_min_messages = log",
+            ):
+                await conn.execute(f"SET {setting}")
+            claimed = []
+            for kinds in (None, ["k", "other"]):
+                cursor = await conn.execute(
+                    "SELECT id, attempt FROM mediajobs_claim('w', 32, 30, %s::text[])", (kinds,)
+                )
+                claimed += await cursor.fetchall()
+            await conn.execute(
+                sql.COMPLETE_MANY,
+                {
+                    "ids": [row[0] for row in claimed],
+                    "attempts": [row[1] for row in claimed],
+                    "results": [None] * len(claimed),
+                },
+            )
+    completion = [plan for plan in plans if "SET state = 'succeeded'" in plan]
+    assert len(completion) == 1, plans
+    assert "jobs_pkey" in completion[0] and "Seq Scan" not in completion[0], completion[0]
+    inner = [plan for plan in plans if "FOR UPDATE SKIP LOCKED" in plan]
+    assert len(inner) == 2, plans
+    for plan in inner:
+        assert "Index Scan using jobs_available_idx" in plan, plan
+        assert "Sort" not in plan and "Bitmap" not in plan and "Seq Scan" not in plan, plan
+        scan = next(line for line in plan.splitlines() if "jobs_available_idx" in line)
+        assert "rows=32 loops=1)" in scan, plan  # actual rows read: the limit, not 20,000

@@ -14,7 +14,17 @@ import psycopg
 import pytest
 
 from mediajobs.errors import JobFailed, Retry
-from mediajobs.queue import Backoff, HandlerRegistry, Job, JobContext, JobQueue, JobSpec, JobState
+from mediajobs.queue import (
+    Backoff,
+    HandlerRegistry,
+    Job,
+    JobContext,
+    JobQueue,
+    JobSpec,
+    JobState,
+    Worker,
+    WorkerOptions,
+)
 from mediajobs.queue.listener import LISTENER_APPLICATION_NAME
 from tests.support.workers import (
     queue_pool,
@@ -372,6 +382,47 @@ async def test_progress_from_a_handler_is_visible_while_it_runs(database_url):
             await wait_for(lambda: _finished(queue, enqueued.id), timeout=10)
         job = await job_state(queue, enqueued.id)
         assert (job.progress, job.message) == (1.0, None)
+
+
+class _HeldClaimQueue(JobQueue):
+    """A queue whose claims wait at a gate after the claim committed (a slow network)."""
+
+    def __init__(self, pool, gate: asyncio.Event, in_flight: asyncio.Event) -> None:
+        super().__init__(pool)
+        self.gate, self.in_flight = gate, in_flight
+
+    async def claim(self, owner, limit, *, lease, kinds=None):
+        jobs = await super().claim(owner, limit, lease=lease, kinds=kinds)
+        if jobs:
+            self.in_flight.set()
+            await self.gate.wait()
+        return jobs
+
+
+async def test_jobs_a_claim_returns_after_stop_are_handed_back_not_run(database_url):
+    ran: list[object] = []
+
+    async def record(ctx: JobContext, job: Job) -> object:
+        ran.append(job.id)
+        return None
+
+    registry = HandlerRegistry()
+    registry.register("rec", record)
+    gate, in_flight = asyncio.Event(), asyncio.Event()
+    async with queue_pool(database_url) as pool:
+        queue = _HeldClaimQueue(pool, gate, in_flight)
+        ids = await queue.enqueue_many([JobSpec("rec", "u")] * 5)
+        worker = Worker(queue, registry, conninfo=database_url, options=WorkerOptions())
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(in_flight.wait(), timeout=10)
+        worker.stop()
+        gate.set()
+        stats = await asyncio.wait_for(task, timeout=30)
+        assert ran == []
+        assert (stats.claimed, stats.handed_back) == (0, 5)
+        for job_id in ids:
+            job = await job_state(queue, job_id)
+            assert (job.state, job.lease_owner, job.attempt) == (JobState.QUEUED, None, 0)
 
 
 async def _progress_is(queue: JobQueue, job_id, value: float) -> bool:

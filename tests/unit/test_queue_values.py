@@ -9,7 +9,6 @@ import pytest
 from mediajobs import errors
 from mediajobs.queue import Backoff, HandlerRegistry, JobSpec, JobState
 from mediajobs.queue.models import new_job_id
-from mediajobs.queue.sql import CLAIM_ANY, CLAIM_KINDS
 
 
 def test_job_ids_are_uuid7_and_strictly_increasing_within_a_process():
@@ -88,10 +87,3 @@ def test_error_tree_has_one_root_and_stable_codes():
     assert (retry.retryable, retry.delay, retry.code) == (True, 3, "retry")
     with pytest.raises(ValueError, match=">= 0"):
         errors.Retry(delay=-1)
-
-
-def test_claim_locks_in_a_cte_never_through_an_in_subquery():
-    for statement in (CLAIM_ANY, CLAIM_KINDS):
-        assert "FOR UPDATE SKIP LOCKED" in statement
-        assert statement.strip().startswith("WITH picked AS")
-        assert "IN (SELECT" not in statement.upper()

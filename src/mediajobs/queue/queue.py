@@ -152,20 +152,48 @@ class JobQueue:
         self, owner: str, limit: int, *, lease: float, kinds: Sequence[str] | None = None
     ) -> list[Job]:
         """Lease up to ``limit`` runnable jobs to ``owner`` for ``lease`` seconds."""
-        params = {"owner": owner, "limit": limit, "lease": lease, "kinds": list(kinds or ())}
-        statement = sql.CLAIM_KINDS if kinds else sql.CLAIM_ANY
-        rows = await self._change(statement, params, _running)
+        params = {
+            "owner": owner,
+            "limit": limit,
+            "lease": lease,
+            "kinds": list(kinds) if kinds else None,
+        }
+        rows = await self._change(sql.CLAIM, params, _running)
         return [Job.from_row(row) for row in rows]
 
     async def complete_many(self, done: Sequence[tuple[Job, JSON]]) -> set[uuid.UUID]:
         """Mark jobs succeeded with their results in one statement; returns the ids whose
-        attempt still held the job (the others were fenced out)."""
+        attempt still held the job (the others were fenced out). Raises ``TypeError`` or
+        ``ValueError`` when a result is not JSON."""
+        return await self.complete_encoded(
+            [(job, result, encode_result(result)) for job, result in done]
+        )
+
+    async def complete_encoded(
+        self, done: Sequence[tuple[Job, JSON, str | None]]
+    ) -> set[uuid.UUID]:
+        """``complete_many`` for ``(job, result, encode_result(result))`` triples: the worker
+        encodes each result once, when its handler returns."""
+        by_id = {job.id: (job, result) for job, result, _ in done}
         params = {
-            "ids": [job.id for job, _ in done],
-            "attempts": [job.attempt for job, _ in done],
-            "results": [json.dumps(result) for _, result in done],
+            "ids": [job.id for job, _, _ in done],
+            "attempts": [job.attempt for job, _, _ in done],
+            "results": [encoded for _, _, encoded in done],
         }
-        rows = await self._change(sql.COMPLETE_MANY, params, _succeeded)
+
+        def succeeded(row: Mapping[str, Any]) -> Transition:
+            job, result = by_id[row["id"]]
+            return Transition(
+                job.id,
+                job.owner_id,
+                job.kind,
+                JobState.SUCCEEDED,
+                job.attempt,
+                progress=1.0,
+                result=result,
+            )
+
+        rows = await self._change(sql.COMPLETE_MANY, params, succeeded)
         return {row["id"] for row in rows}
 
     async def complete(self, job: Job, result: JSON = None) -> bool:
@@ -215,11 +243,16 @@ class JobQueue:
             raise LeaseLost(f"job {job.id} attempt {job.attempt} no longer holds its lease")
         return bool(rows[0]["cancel_requested"])
 
-    async def hand_back(self, jobs: Sequence[Job]) -> set[uuid.UUID]:
-        """Return unfinished jobs to the queue at once (graceful shutdown)."""
+    async def hand_back(self, jobs: Sequence[Job], *, started: bool = True) -> set[uuid.UUID]:
+        """Return unfinished jobs to the queue at once (graceful shutdown). With
+        ``started=False`` (claimed, handler never called) the attempt does not count."""
         if not jobs:
             return set()
-        params = {"ids": [job.id for job in jobs], "attempts": [job.attempt for job in jobs]}
+        params = {
+            "ids": [job.id for job in jobs],
+            "attempts": [job.attempt for job in jobs],
+            "started": started,
+        }
         rows = await self._change(sql.HAND_BACK, params, _queued)
         if rows:
             await self.notify_wakeup()
@@ -302,6 +335,12 @@ class JobQueue:
         return rows
 
 
+def encode_result(result: JSON) -> str | None:
+    """A handler's return value as stored text; None stays SQL NULL. Raises ``TypeError``
+    or ``ValueError`` for a value JSON cannot hold."""
+    return None if result is None else json.dumps(result, allow_nan=False)
+
+
 def _insert_params(spec: JobSpec) -> dict[str, Any]:
     return {
         "id": new_job_id(),
@@ -319,18 +358,6 @@ def _insert_params(spec: JobSpec) -> dict[str, Any]:
 def _running(row: Mapping[str, Any]) -> Transition:
     return Transition(
         row["id"], row["owner_id"], row["kind"], JobState.RUNNING, row["attempt"], progress=0.0
-    )
-
-
-def _succeeded(row: Mapping[str, Any]) -> Transition:
-    return Transition(
-        row["id"],
-        row["owner_id"],
-        row["kind"],
-        JobState.SUCCEEDED,
-        row["attempt"],
-        progress=1.0,
-        result=row["result"],
     )
 
 

@@ -53,27 +53,13 @@ SELECT {JOB_COLUMNS} FROM jobs_archive WHERE id = %(id)s
 LIMIT 1
 """
 
-# Claim: lock at most `limit` available rows in a CTE, then update exactly those. (A
-# `WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)` may be re-evaluated by the
-# planner and lock more than n rows.)
-_CLAIM = """
-WITH picked AS (
-    SELECT id FROM jobs
-    WHERE state = 'queued' AND run_at <= now() {kind_filter}
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE jobs AS j
-SET state = 'running', attempt = j.attempt + 1, lease_owner = %(owner)s,
-    lease_expires_at = now() + make_interval(secs => %(lease)s),
-    started_at = now(), updated_at = now(), progress = 0, message = NULL
-FROM picked
-WHERE j.id = picked.id
-RETURNING {columns}
-"""
-CLAIM_ANY = _CLAIM.format(kind_filter="", columns=J_COLUMNS)
-CLAIM_KINDS = _CLAIM.format(kind_filter="AND kind = ANY(%(kinds)s::text[])", columns=J_COLUMNS)
+# Claim: migration 0002's function, which pins the plan (an ordered walk of the available
+# index that stops after `limit` rows). `kinds` NULL claims every kind.
+CLAIM = "SELECT * FROM mediajobs_claim(%(owner)s, %(limit)s, %(lease)s, %(kinds)s::text[])"
+
+# Statements that name their jobs by id also say `j.id = ANY(ids)`: that steers the planner
+# to the primary key whatever its statistics say (a join against unnest() alone may be
+# planned as a scan of every running job).
 
 # Batched completion: one statement for every job that finished since the last flush.
 COMPLETE_MANY = """
@@ -81,8 +67,9 @@ UPDATE jobs AS j
 SET state = 'succeeded', result = d.result, progress = 1, message = NULL, error = NULL,
     finished_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(results)s::jsonb[]) AS d(id, attempt, result)
-WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running'
-RETURNING j.id, j.kind, j.owner_id, j.attempt, j.result
+WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = d.id AND j.attempt = d.attempt
+  AND j.state = 'running'
+RETURNING j.id
 """
 
 # A failed attempt: back to the queue after `delay` if it may retry, else failed for good.
@@ -119,7 +106,8 @@ HEARTBEAT = """
 UPDATE jobs AS j
 SET lease_expires_at = now() + make_interval(secs => %(lease)s)
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS d(id, attempt)
-WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running'
+WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = d.id AND j.attempt = d.attempt
+  AND j.state = 'running'
 RETURNING j.id, j.cancel_requested
 """
 
@@ -136,13 +124,16 @@ RETURNING id, kind, owner_id, attempt, state
 CANCEL_ANY_OWNER = CANCEL.format(owner_filter="")
 CANCEL_FOR_OWNER = CANCEL.format(owner_filter="AND owner_id = %(owner_id)s")
 
-# Graceful shutdown: unfinished jobs go straight back to the queue for another worker.
+# Graceful shutdown: unfinished jobs go straight back to the queue for another worker. An
+# attempt that never started its handler does not count.
 HAND_BACK = """
 UPDATE jobs AS j
 SET state = 'queued', run_at = now(), updated_at = now(),
+    attempt = j.attempt - CASE WHEN %(started)s THEN 0 ELSE 1 END,
     lease_owner = NULL, lease_expires_at = NULL, message = 'handed back by a stopping worker'
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS d(id, attempt)
-WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running'
+WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = d.id AND j.attempt = d.attempt
+  AND j.state = 'running'
 RETURNING j.id, j.kind, j.owner_id, j.attempt
 """
 

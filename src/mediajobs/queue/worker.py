@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import multiprocessing
 import os
@@ -27,10 +26,12 @@ from mediajobs.queue import sql
 from mediajobs.queue.lease import LeaseKeeper
 from mediajobs.queue.listener import NotificationListener
 from mediajobs.queue.models import JSON, Backoff, Job, JobState
-from mediajobs.queue.queue import JobQueue
+from mediajobs.queue.queue import JobQueue, encode_result
 from mediajobs.queue.registry import HandlerRegistry, JobContext
 
 log = logging.getLogger(__name__)
+
+MAX_CLAIMS = 2  # claim statements in flight per worker
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,14 @@ class Worker:
         self._active: dict[uuid.UUID, tuple[asyncio.Task[None], JobContext]] = {}
         # ... and every job task not yet finished, its completion write included.
         self._tasks: dict[uuid.UUID, tuple[asyncio.Task[None], JobContext]] = {}
-        self._wake = asyncio.Event()
+        # Set on anything the claim loop may act on: a freed slot, a finished claim, a
+        # wake-up notification, stop().
+        self._changed = asyncio.Event()
+        self._hint = False  # a notification said claimable jobs may exist
+        self._claims: set[asyncio.Task[None]] = set()  # claim statements in flight
+        self._reserved = 0  # slots those claims may fill
+        self._exhausted_until: float | None = None  # a claim came back short: rest till then
+        self._unstarted: list[Job] = []  # claimed after stop(): handed straight back
         self._stopping = asyncio.Event()
         self._force = False
         self._completer = _Completer(queue)
@@ -120,7 +128,7 @@ class Worker:
         if self._stopping.is_set():
             self._force = True
         self._stopping.set()
-        self._wake.set()
+        self._changed.set()
 
     async def run(self) -> WorkerStats:
         """Run until ``stop()`` (or, in burst mode, until the queue is drained)."""
@@ -155,39 +163,73 @@ class Worker:
     # -- the claim loop ----------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        """Keep the slots full. Up to MAX_CLAIMS claims are in flight at once, so the next
+        batch is on its way while the current one runs; the second claim waits until a
+        quarter of the slots are free, to keep batches large."""
         options = self.options
+        loop = asyncio.get_running_loop()
+        floor = max(1, options.concurrency // 4)
         while not self._stopping.is_set():
-            free = options.concurrency - len(self._active)
-            if free <= 0:
-                await self._sleep(None)
+            self._changed.clear()
+            now = loop.time()
+            if self._hint or (self._exhausted_until is not None and now >= self._exhausted_until):
+                self._hint = False
+                self._exhausted_until = None
+            free = options.concurrency - len(self._active) - self._reserved
+            if (
+                self._exhausted_until is None
+                and free > 0
+                and (not self._claims or (len(self._claims) < MAX_CLAIMS and free >= floor))
+            ):
+                self._reserved += free
+                task = asyncio.create_task(self._claim(free), name="mediajobs-claim")
+                self._claims.add(task)  # removed by _claim itself, before it wakes the loop
                 continue
-            self._wake.clear()
-            try:
-                jobs = await self._queue.claim(
-                    self.name, free, lease=options.lease, kinds=self._kinds
-                )
-            except psycopg.Error as exc:
-                log.warning("claim failed (%s); retrying", exc)
-                await self._sleep(options.poll_interval)
-                continue
-            for job in jobs:
-                self._start(job)
-            if len(jobs) == free:
-                continue
-            if options.burst and not jobs and not self._tasks:
+            if (
+                options.burst
+                and self._exhausted_until is not None
+                and not self._claims
+                and not self._tasks
+            ):
                 return
-            await self._sleep(options.poll_interval)
+            timeout = None if self._exhausted_until is None else self._exhausted_until - now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+        if self._claims:
+            await asyncio.gather(*self._claims, return_exceptions=True)
 
-    async def _sleep(self, seconds: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+    async def _claim(self, limit: int) -> None:
+        options = self.options
+        jobs: list[Job] = []
+        try:
+            jobs = await self._queue.claim(self.name, limit, lease=options.lease, kinds=self._kinds)
+        except psycopg.Error as exc:
+            log.warning("claim failed (%s); retrying", exc)
+        except Exception:
+            log.exception("claim failed; retrying")
+        finally:
+            self._claims.discard(asyncio.current_task())
+            self._reserved -= limit
+            if len(jobs) < limit:
+                # Nothing more to take now: rest until a notification or the poll interval.
+                loop = asyncio.get_running_loop()
+                self._exhausted_until = loop.time() + options.poll_interval
+            else:
+                self._exhausted_until = None
+            self._changed.set()
+        if self._stopping.is_set():
+            self._unstarted.extend(jobs)
+            return
+        for job in jobs:
+            self._start(job)
 
     def _notified(self, channel: str | None, payload: str) -> None:
         if channel == sql.CANCEL_CHANNEL:
             with contextlib.suppress(ValueError):
                 self._cancel_requested(uuid.UUID(payload))
             return
-        self._wake.set()
+        self._hint = True
+        self._changed.set()
 
     def _cancel_requested(self, job_id: uuid.UUID) -> None:
         active = self._tasks.get(job_id)
@@ -212,7 +254,7 @@ class Worker:
             process_pool=self._process_pool,
         )
         self._keeper.hold(job)
-        task = asyncio.create_task(self._execute(ctx), name=f"job-{job.id}")
+        task = asyncio.create_task(self._execute(ctx))
         self._active[job.id] = (task, ctx)
         self._tasks[job.id] = (task, ctx)
 
@@ -227,7 +269,7 @@ class Worker:
 
     def _free_slot(self, job_id: uuid.UUID) -> None:
         if self._active.pop(job_id, None) is not None:
-            self._wake.set()
+            self._changed.set()
 
     async def _outcome(self, ctx: JobContext) -> None:
         job = ctx.job
@@ -253,14 +295,14 @@ class Worker:
             await self._fail(ctx, Retry(f"{type(exc).__name__}: {exc}", code="internal_error"))
             return
         try:
-            json.dumps(result)  # a result that cannot be stored fails its job, not the batch
+            encoded = encode_result(result)  # a result that cannot be stored fails its job
         except (TypeError, ValueError) as exc:
             await self._fail(ctx, JobFailed(f"result is not JSON: {exc}", code="invalid_result"))
             return
         # The slot is free once the handler returned: the next claim overlaps this job's
         # completion write. The lease stays held until that write commits.
         self._free_slot(job.id)
-        if await self._completer.submit(job, result):
+        if await self._completer.submit(job, result, encoded):
             self.stats.succeeded += 1
         else:
             self.stats.lost += 1
@@ -310,6 +352,11 @@ class Worker:
                 log.warning("housekeeping failed (%s); retrying", exc)
 
     async def _shut_down(self) -> None:
+        if self._unstarted:
+            handed = await self._queue.hand_back(self._unstarted, started=False)
+            self.stats.handed_back += len(handed)
+            log.info("handed %d jobs claimed during stop back to the queue", len(handed))
+            self._unstarted = []
         if not self._tasks:
             return
         tasks = [task for task, _ in self._tasks.values()]
@@ -336,13 +383,13 @@ class _Completer:
 
     def __init__(self, queue: JobQueue) -> None:
         self._queue = queue
-        self._pending: list[tuple[Job, JSON, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[Job, JSON, str | None, asyncio.Future[bool]]] = []
         self._ready = asyncio.Event()
         self._closing = False
 
-    async def submit(self, job: Job, result: JSON) -> bool:
+    async def submit(self, job: Job, result: JSON, encoded: str | None) -> bool:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((job, result, future))
+        self._pending.append((job, result, encoded, future))
         self._ready.set()
         return await future
 
@@ -361,11 +408,13 @@ class _Completer:
             if self._closing:
                 return
 
-    async def _write(self, batch: list[tuple[Job, JSON, asyncio.Future[bool]]]) -> None:
+    async def _write(self, batch: list[tuple[Job, JSON, str | None, asyncio.Future[bool]]]) -> None:
         delay = 0.05
         for attempt in range(6):
             try:
-                accepted = await self._queue.complete_many([(job, res) for job, res, _ in batch])
+                accepted = await self._queue.complete_encoded(
+                    [(job, result, encoded) for job, result, encoded, _ in batch]
+                )
                 break
             except psycopg.Error as exc:
                 # The leases are still renewed while we retry; if Postgres stays away, the
@@ -375,6 +424,6 @@ class _Completer:
                 delay = min(2.0, delay * 2)
         else:
             accepted = set()
-        for job, _, future in batch:
+        for job, _, _, future in batch:
             if not future.done():
                 future.set_result(job.id in accepted)
