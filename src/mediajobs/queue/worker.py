@@ -89,10 +89,13 @@ class Worker:
         # Set on anything the claim loop may act on: a freed slot, a finished claim, a
         # wake-up notification, stop().
         self._changed = asyncio.Event()
-        self._hint = False  # a notification said claimable jobs may exist
+        self._hints = 0  # wake-up notifications received: claimable jobs may exist
         self._claims: set[asyncio.Task[None]] = set()  # claim statements in flight
         self._reserved = 0  # slots those claims may fill
-        self._exhausted_until: float | None = None  # a claim came back short: rest till then
+        # A claim came back short: rest until then, or until a notification arrives after
+        # the hint count the claim started with.
+        self._exhausted_until: float | None = None
+        self._exhausted_hints = 0
         self._unstarted: list[Job] = []  # claimed after stop(): handed straight back
         self._stopping = asyncio.Event()
         self._force = False
@@ -172,8 +175,9 @@ class Worker:
         while not self._stopping.is_set():
             self._changed.clear()
             now = loop.time()
-            if self._hint or (self._exhausted_until is not None and now >= self._exhausted_until):
-                self._hint = False
+            if self._exhausted_until is not None and (
+                now >= self._exhausted_until or self._hints != self._exhausted_hints
+            ):
                 self._exhausted_until = None
             free = options.concurrency - len(self._active) - self._reserved
             if (
@@ -200,6 +204,7 @@ class Worker:
 
     async def _claim(self, limit: int) -> None:
         options = self.options
+        hints = self._hints
         jobs: list[Job] = []
         try:
             jobs = await self._queue.claim(self.name, limit, lease=options.lease, kinds=self._kinds)
@@ -210,10 +215,13 @@ class Worker:
         finally:
             self._claims.discard(asyncio.current_task())
             self._reserved -= limit
-            if len(jobs) < limit:
+            if len(jobs) < limit and self._hints == hints:
                 # Nothing more to take now: rest until a notification or the poll interval.
+                # (A notification that came while this claim ran may announce a job its
+                # snapshot missed: then claim again at once.)
                 loop = asyncio.get_running_loop()
                 self._exhausted_until = loop.time() + options.poll_interval
+                self._exhausted_hints = hints
             else:
                 self._exhausted_until = None
             self._changed.set()
@@ -228,7 +236,7 @@ class Worker:
             with contextlib.suppress(ValueError):
                 self._cancel_requested(uuid.UUID(payload))
             return
-        self._hint = True
+        self._hints += 1
         self._changed.set()
 
     def _cancel_requested(self, job_id: uuid.UUID) -> None:
