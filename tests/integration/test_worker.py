@@ -385,18 +385,43 @@ async def test_progress_from_a_handler_is_visible_while_it_runs(database_url):
 
 
 class _HeldClaimQueue(JobQueue):
-    """A queue whose claims wait at a gate after the claim committed (a slow network)."""
+    """A queue whose first claim that finds jobs (or, with ``hold_empty``, none) waits at a
+    gate after it committed: a slow network."""
 
-    def __init__(self, pool, gate: asyncio.Event, in_flight: asyncio.Event) -> None:
+    def __init__(
+        self, pool, gate: asyncio.Event, in_flight: asyncio.Event, *, hold_empty: bool = False
+    ) -> None:
         super().__init__(pool)
-        self.gate, self.in_flight = gate, in_flight
+        self.gate, self.in_flight, self.hold_empty = gate, in_flight, hold_empty
 
     async def claim(self, owner, limit, *, lease, kinds=None):
         jobs = await super().claim(owner, limit, lease=lease, kinds=kinds)
-        if jobs:
+        if bool(jobs) != self.hold_empty and not self.in_flight.is_set():
             self.in_flight.set()
             await self.gate.wait()
         return jobs
+
+
+async def test_a_notification_during_an_empty_claim_is_not_lost(database_url):
+    """The claim's snapshot predates the enqueue, so it comes back empty; the wake-up that
+    arrived meanwhile must send the worker to claim again, not to sleep until the poll."""
+
+    async def done(ctx: JobContext, job: Job) -> object:
+        return "ran"
+
+    registry = HandlerRegistry()
+    registry.register("rec", done)
+    gate, in_flight = asyncio.Event(), asyncio.Event()
+    async with queue_pool(database_url) as pool:
+        queue = _HeldClaimQueue(pool, gate, in_flight, hold_empty=True)
+        async with running_worker(queue, registry, database_url, poll_interval=60.0) as worker:
+            await asyncio.wait_for(in_flight.wait(), timeout=10)
+            hints = worker._hints
+            enqueued = await queue.enqueue(JobSpec("rec", "u"))
+            await wait_for(lambda: worker._hints > hints, timeout=10, interval=0.005)
+            gate.set()
+            await wait_for(lambda: _finished(queue, enqueued.id), timeout=5, interval=0.01)
+        assert (await job_state(queue, enqueued.id)).result == "ran"
 
 
 async def test_jobs_a_claim_returns_after_stop_are_handed_back_not_run(database_url):
