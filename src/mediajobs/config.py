@@ -7,6 +7,7 @@ a process refuses to start rather than run half-configured. Secrets never appear
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -38,11 +39,20 @@ class StorageKind(StrEnum):
 class StorageSettings:
     kind: StorageKind = StorageKind.MEMORY
     bucket: str | None = None
+    provider: str = ""  # the name locators carry; defaults to the kind ("s3", "gcs", ...)
     endpoint_url: str | None = None  # S3-compatible endpoint (Lightsail, moto, MinIO)
     region: str | None = None
     force_path_style: bool = False
+    upload_method: str = "POST"  # S3: POST policy (size and type enforced) or PUT
+    profile: str | None = None  # S3: a named AWS profile (credentials of a previous store)
     public_base_url: str | None = None  # CDN or public bucket URL; else signed GET URLs
     gcs_service_account_json: str | None = field(default=None, repr=False)
+    emulator_host: str | None = None  # GCS: STORAGE_EMULATOR_HOST
+    previous: tuple[StorageSettings, ...] = ()  # stores still read and deleted from
+
+    @property
+    def name(self) -> str:
+        return self.provider or self.kind.value
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,9 @@ class Settings:
             "database": _redact_url(self.database_url) or "embedded (development)",
             "redis": _redact_url(self.redis_url) or "in-process (development)",
             "storage": self.storage.kind.value,
+            "storage_provider": self.storage.name,
             "bucket": self.storage.bucket,
+            "previous_stores": [f"{p.name}://{p.bucket}" for p in self.storage.previous],
             "jwt_secret": "set" if self.jwt_secret else "unset",
             "worker_concurrency": self.worker_concurrency,
             "lease_seconds": self.lease_seconds,
@@ -142,29 +154,79 @@ def _storage_from_env(env: _Reader) -> StorageSettings:
     gcs_bucket = env.text("GCS_BUCKET")
     s3_bucket = env.text("S3_BUCKET")
     public_base_url = env.text("STORAGE_PUBLIC_BASE_URL")
+    provider = env.text("STORAGE_PROVIDER") or ""
+    previous = _previous_stores(env.text("STORAGE_PREVIOUS"))
     if gcs_bucket and s3_bucket:
         raise ConfigError("S3_BUCKET", "GCS_BUCKET and S3_BUCKET are both set; choose one")
     if gcs_bucket:
-        return StorageSettings(
+        active = StorageSettings(
             kind=StorageKind.GCS,
             bucket=gcs_bucket,
+            provider=provider,
             public_base_url=public_base_url,
             gcs_service_account_json=env.text("GCS_SERVICE_ACCOUNT_JSON"),
+            emulator_host=env.text("STORAGE_EMULATOR_HOST"),
+            previous=previous,
         )
-    if s3_bucket:
-        return StorageSettings(
+    elif s3_bucket:
+        method = (env.text("S3_UPLOAD_METHOD") or "POST").upper()
+        if method not in ("POST", "PUT"):
+            raise ConfigError("S3_UPLOAD_METHOD", "is POST (a size-limited policy) or PUT")
+        active = StorageSettings(
             kind=StorageKind.S3,
             bucket=s3_bucket,
+            provider=provider,
             endpoint_url=env.text("S3_ENDPOINT_URL"),
             region=env.text("S3_REGION"),
             force_path_style=env.boolean("S3_FORCE_PATH_STYLE", False),
+            upload_method=method,
             public_base_url=public_base_url,
+            previous=previous,
         )
-    for orphan in ("S3_ENDPOINT_URL", "S3_REGION", "GCS_SERVICE_ACCOUNT_JSON"):
-        if env.text(orphan):
-            bucket_var = "GCS_BUCKET" if orphan.startswith("GCS") else "S3_BUCKET"
-            raise ConfigError(orphan, f"is set but {bucket_var} is not")
-    return StorageSettings(kind=StorageKind.MEMORY, public_base_url=public_base_url)
+    else:
+        for orphan in ("S3_ENDPOINT_URL", "S3_REGION", "GCS_SERVICE_ACCOUNT_JSON"):
+            if env.text(orphan):
+                bucket_var = "GCS_BUCKET" if orphan.startswith("GCS") else "S3_BUCKET"
+                raise ConfigError(orphan, f"is set but {bucket_var} is not")
+        active = StorageSettings(
+            kind=StorageKind.MEMORY, provider=provider, public_base_url=public_base_url
+        )
+    names = [(store.name, store.bucket) for store in (*previous, active)]
+    if len(set(names)) != len(names):
+        raise ConfigError("STORAGE_PREVIOUS", "names a provider and bucket twice")
+    return active
+
+
+def _previous_stores(text: str | None) -> tuple[StorageSettings, ...]:
+    """STORAGE_PREVIOUS: a JSON list of stores that are still read from, e.g.
+    ``[{"provider": "lightsail", "kind": "s3", "bucket": "old", "region": "us-east-1"}]``."""
+    if not text:
+        return ()
+    try:
+        entries = json.loads(text)
+        if not isinstance(entries, list):
+            raise ValueError("not a list")
+        stores = []
+        for entry in entries:
+            kind = StorageKind(entry["kind"])
+            if kind is StorageKind.MEMORY:
+                raise ValueError("a previous store cannot be the memory store")
+            stores.append(
+                StorageSettings(
+                    kind=kind,
+                    bucket=str(entry["bucket"]),
+                    provider=str(entry.get("provider") or kind.value),
+                    endpoint_url=entry.get("endpoint_url"),
+                    region=entry.get("region"),
+                    force_path_style=bool(entry.get("force_path_style", False)),
+                    profile=entry.get("profile"),
+                    public_base_url=entry.get("public_base_url"),
+                    gcs_service_account_json=entry.get("service_account_json"),
+                )
+            )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError("STORAGE_PREVIOUS", f"must be a JSON list of stores: {exc}") from exc
+    return tuple(stores)
 
 
 _E = TypeVar("_E", bound=StrEnum)

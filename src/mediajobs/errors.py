@@ -3,6 +3,12 @@
     MediaJobsError
     ├── ConfigError            a setting is missing, malformed or contradicts another
     ├── DatabaseError          Postgres could not be reached or answered unexpectedly
+    ├── StorageError           object storage refused or failed an operation
+    │   ├── InvalidKey         a key or key part that could escape its prefix, or is malformed
+    │   ├── ObjectNotFound     no object under that key
+    │   ├── StorageDenied      the provider refused our credentials, signature or bucket
+    │   ├── StorageUnavailable the provider could not be reached or failed (retry later)
+    │   └── StoreNotConfigured a locator names a provider/bucket this deployment cannot reach
     └── JobError               raised by handlers (or the queue) about one job
         ├── Retry              retry this job after ``delay`` seconds (or the default backoff)
         ├── JobFailed          fail this job for good, with a stable machine-readable ``code``
@@ -30,6 +36,44 @@ class ConfigError(MediaJobsError):
 
 class DatabaseError(MediaJobsError):
     """Postgres could not be reached or answered unexpectedly."""
+
+
+class StorageError(MediaJobsError):
+    """Object storage refused or failed an operation; carries a stable ``code``."""
+
+    code = "storage_error"
+    retryable = False
+
+
+class InvalidKey(StorageError):
+    """A key (or a user id or filename that goes into one) that could escape its prefix."""
+
+    code = "invalid_key"
+
+
+class ObjectNotFound(StorageError):
+    """No object under that key."""
+
+    code = "object_not_found"
+
+
+class StorageDenied(StorageError):
+    """The provider refused our credentials, signature or bucket."""
+
+    code = "storage_denied"
+
+
+class StorageUnavailable(StorageError):
+    """The provider could not be reached or failed; worth retrying later."""
+
+    code = "storage_unavailable"
+    retryable = True
+
+
+class StoreNotConfigured(StorageError):
+    """A locator names a provider and bucket this deployment has no store for."""
+
+    code = "store_not_configured"
 
 
 class JobError(MediaJobsError):

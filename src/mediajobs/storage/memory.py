@@ -1,0 +1,378 @@
+"""The in-memory store for development and tests, and the ASGI app serving it at /storage/.
+
+Reads (GET/HEAD) are open, like a public bucket, with ETag / If-None-Match, single byte
+ranges and Cache-Control. Writes (PUT) only come through a presigned URL whose HMAC covers
+method, key, content type, max bytes and expiry; the app enforces all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mediajobs.errors import InvalidKey, ObjectNotFound
+from mediajobs.storage.base import (
+    CHUNK_SIZE,
+    Locator,
+    ObjectInfo,
+    ObjectPage,
+    PresignedUpload,
+    StoredObject,
+    UploadData,
+    is_async_iterable,
+    is_bytes_like,
+    run_blocking,
+)
+from mediajobs.storage.keys import validate_key, validate_prefix
+
+DEFAULT_CACHE_CONTROL = "no-cache"  # always revalidate; the ETag makes that cheap
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class _Object:
+    data: bytes
+    content_type: str
+    etag: str
+    updated_at: datetime
+    cache_control: str
+
+
+class MemoryStore:
+    """Objects in a dict. ``base_url`` is where the ``/storage`` app is reachable, e.g.
+    ``http://127.0.0.1:8000/storage``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        secret: bytes | None = None,
+        bucket: str = "memory",
+        provider: str = "memory",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._secret = secret or os.urandom(32)
+        self._bucket = bucket
+        self._provider = provider
+        self._clock = clock
+        self._objects: dict[str, _Object] = {}
+
+    @property
+    def provider(self) -> str:
+        return self._provider
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    def locator(self, key: str) -> Locator:
+        return Locator(self._provider, self._bucket, validate_key(key))
+
+    async def upload(
+        self, key: str, data: UploadData, content_type: str, *, cache_control: str | None = None
+    ) -> StoredObject:
+        validate_key(key)
+        if is_bytes_like(data):
+            body = bytes(data)  # type: ignore[arg-type]
+        elif is_async_iterable(data):
+            parts = bytearray()
+            async for chunk in data:  # type: ignore[union-attr]
+                parts += chunk
+            body = bytes(parts)
+        else:
+            body = await run_blocking(data.read)  # type: ignore[union-attr]
+        stored = self.put(key, body, content_type, cache_control=cache_control)
+        return StoredObject(self.locator(key), len(body), content_type, stored.etag)
+
+    def put(
+        self, key: str, body: bytes, content_type: str, *, cache_control: str | None = None
+    ) -> _Object:
+        obj = _Object(
+            data=body,
+            content_type=content_type,
+            etag='"' + hashlib.md5(body, usedforsecurity=False).hexdigest() + '"',
+            updated_at=datetime.fromtimestamp(self._clock(), UTC),
+            cache_control=cache_control or DEFAULT_CACHE_CONTROL,
+        )
+        self._objects[key] = obj
+        return obj
+
+    def get(self, key: str) -> _Object | None:
+        return self._objects.get(key)
+
+    async def presign_upload(
+        self, key: str, content_type: str, max_bytes: int, expires_in: float = 900.0
+    ) -> PresignedUpload:
+        validate_key(key)
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        expires = int(self._clock() + expires_in)
+        query = {
+            "ct": content_type,
+            "max": str(max_bytes),
+            "exp": str(expires),
+            "sig": self.signature("PUT", key, content_type, max_bytes, expires),
+        }
+        return PresignedUpload(
+            locator=self.locator(key),
+            url=f"{self._object_url(key)}?{urllib.parse.urlencode(query)}",
+            method="PUT",
+            headers={"Content-Type": content_type},
+            expires_at=datetime.fromtimestamp(expires, UTC),
+            max_bytes=max_bytes,
+            content_type=content_type,
+        )
+
+    def signature(
+        self, method: str, key: str, content_type: str, max_bytes: int, expires: int
+    ) -> str:
+        message = "\n".join((method, key, content_type, str(max_bytes), str(expires)))
+        return hmac.new(self._secret, message.encode(), hashlib.sha256).hexdigest()
+
+    async def url(self, key: str, *, expires_in: float = 3600.0) -> str:
+        return self._object_url(validate_key(key))
+
+    def _object_url(self, key: str) -> str:
+        return f"{self._base_url}/{urllib.parse.quote(key, safe='/')}"
+
+    async def open(self, key: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+        obj = self._require(key)
+        for start in range(0, len(obj.data), chunk_size):
+            yield obj.data[start : start + chunk_size]
+            await asyncio.sleep(0)
+
+    async def download(self, key: str) -> bytes:
+        return self._require(key).data
+
+    def _require(self, key: str) -> _Object:
+        obj = self._objects.get(validate_key(key))
+        if obj is None:
+            raise ObjectNotFound(f"no object {key!r}")
+        return obj
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        obj = self._objects.get(validate_key(key))
+        if obj is None:
+            return None
+        return ObjectInfo(key, len(obj.data), obj.content_type, obj.etag, obj.updated_at)
+
+    async def delete(self, key: str) -> None:
+        self._objects.pop(validate_key(key), None)
+
+    async def list(
+        self, prefix: str = "", cursor: str | None = None, limit: int = 1000
+    ) -> ObjectPage:
+        validate_prefix(prefix)
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        keys = sorted(
+            k for k in self._objects if k.startswith(prefix) and (cursor is None or k > cursor)
+        )
+        page = keys[:limit]
+        items = [
+            ObjectInfo(k, len(o.data), o.content_type, o.etag, o.updated_at)
+            for k in page
+            for o in (self._objects[k],)
+        ]
+        return ObjectPage(items, page[-1] if len(keys) > limit else None)
+
+    async def close(self) -> None:
+        return None
+
+    def app(self) -> MemoryStorageApp:
+        """The ASGI app to mount at ``/storage``."""
+        return MemoryStorageApp(self)
+
+
+# -- the ASGI app -----------------------------------------------------------------------------
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_ESCAPES_REFUSED = (b"%2f", b"%5c", b"%00")  # encoded slash, backslash, NUL
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class MemoryStorageApp:
+    """Serves a ``MemoryStore`` over HTTP; mount it at ``/storage``."""
+
+    def __init__(self, store: MemoryStore, *, clock: Callable[[], float] | None = None) -> None:
+        self._store = store
+        self._clock = clock or store._clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            key = self._key(scope)
+            method = scope["method"]
+            if method in ("GET", "HEAD"):
+                await self._get(scope, send, key, head=method == "HEAD")
+            elif method == "PUT":
+                await self._put(scope, receive, send, key)
+            else:
+                raise _HTTPError(405, "method_not_allowed", f"{method} is not supported here")
+        except _HTTPError as exc:
+            await _send_error(send, exc)
+
+    @staticmethod
+    def _key(scope: Scope) -> str:
+        raw = scope.get("raw_path") or scope["path"].encode()
+        if any(escape in raw.lower() for escape in _ESCAPES_REFUSED):
+            raise _HTTPError(400, "invalid_key", "encoded slashes, backslashes or NUL in the path")
+        path: str = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        try:
+            return validate_key(path.lstrip("/") if path.startswith("/") else path)
+        except InvalidKey as exc:
+            raise _HTTPError(400, "invalid_key", str(exc)) from exc
+
+    async def _get(self, scope: Scope, send: Send, key: str, *, head: bool) -> None:
+        obj = self._store.get(key)
+        if obj is None:
+            raise _HTTPError(404, "object_not_found", "no such object")
+        headers = _headers(scope)
+        common = [
+            (b"etag", obj.etag.encode()),
+            (b"cache-control", obj.cache_control.encode()),
+            (b"last-modified", _http_date(obj.updated_at).encode()),
+            (b"accept-ranges", b"bytes"),
+        ]
+        if _etag_matches(headers.get("if-none-match"), obj.etag):
+            await send({"type": "http.response.start", "status": 304, "headers": common})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        status, body = 200, obj.data
+        extra: list[tuple[bytes, bytes]] = []
+        requested = headers.get("range")
+        if requested and _RANGE.match(requested.strip()):  # other forms are ignored (RFC 9110)
+            span = _byte_range(requested, len(obj.data))
+            if span is None:
+                raise _HTTPError(416, "range_not_satisfiable", f"object has {len(obj.data)} bytes")
+            start, end = span
+            status, body = 206, obj.data[start : end + 1]
+            extra.append((b"content-range", f"bytes {start}-{end}/{len(obj.data)}".encode()))
+        response_headers = [
+            (b"content-type", obj.content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            *common,
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": b"" if head else body})
+
+    async def _put(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
+        query = urllib.parse.parse_qs(
+            scope.get("query_string", b"").decode(), keep_blank_values=True
+        )
+        try:
+            content_type = query["ct"][0]
+            max_bytes = int(query["max"][0])
+            expires = int(query["exp"][0])
+            signature = query["sig"][0]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise _HTTPError(403, "signature_missing", "uploads need a presigned URL") from exc
+        expected = self._store.signature("PUT", key, content_type, max_bytes, expires)
+        if not hmac.compare_digest(signature, expected):
+            raise _HTTPError(403, "signature_invalid", "the upload URL was altered or is not ours")
+        if self._clock() > expires:
+            raise _HTTPError(403, "signature_expired", "the upload URL has expired")
+        headers = _headers(scope)
+        if headers.get("content-type", "") != content_type:
+            raise _HTTPError(
+                415, "content_type_mismatch", f"this upload URL takes Content-Type {content_type}"
+            )
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            raise _HTTPError(413, "too_large", f"at most {max_bytes} bytes")
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > max_bytes:
+                raise _HTTPError(413, "too_large", f"at most {max_bytes} bytes")
+            if not message.get("more_body", False):
+                break
+        obj = self._store.put(key, bytes(body), content_type)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"etag", obj.etag.encode()), (b"content-length", b"0")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+    }
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in candidates or etag in candidates
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range as inclusive (start, end), or None when unsatisfiable."""
+    match = _RANGE.match(header.strip())
+    if not match or size == 0:
+        return None
+    first, last = match.groups()
+    if not first:
+        if not last or int(last) == 0:
+            return None
+        return max(0, size - int(last)), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        return None
+    return start, end
+
+
+def _http_date(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+async def _send_error(send: Send, error: _HTTPError) -> None:
+    body = json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,223 @@
+"""One contract for every Store: memory (served by uvicorn), S3 (moto's server) and GCS
+(gcp-storage-emulator), each over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import tracemalloc
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from mediajobs.errors import InvalidKey, ObjectNotFound
+from mediajobs.storage import MemoryStore, Store
+from mediajobs.storage.gcs import GCSStore
+from mediajobs.storage.gcs import make_client as make_gcs_client
+from mediajobs.storage.s3 import S3Store, make_client
+from tests.conftest import free_port
+from tests.support.emulators import S3_CREDENTIALS, gcs_emulator, moto_server, service_account_json
+from tests.support.http import serve_in_thread
+
+PROVIDERS = ["memory", "s3", "gcs"]
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as patch, moto_server() as url:
+        for name, value in S3_CREDENTIALS.items():  # boto3's credential chain reads these
+            patch.setenv(name, value)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def gcs_host() -> Iterator[str]:
+    with gcs_emulator() as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def signer_json() -> str:
+    return service_account_json()
+
+
+def s3_store(endpoint: str, bucket: str, *, provider: str = "s3") -> S3Store:
+    client = make_client(endpoint_url=endpoint, region="us-east-1", force_path_style=True)
+    client.create_bucket(Bucket=bucket)
+    return S3Store(client, bucket, provider=provider)
+
+
+def gcs_store(host: str, bucket: str, signer_json: str) -> GCSStore:
+    client, signer = make_gcs_client(service_account_json=signer_json, emulator_host=host)
+    client.create_bucket(bucket)
+    return GCSStore(client, bucket, signer=signer, signed_url_endpoint=f"http://{host}")
+
+
+@pytest.fixture(params=PROVIDERS)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    if request.param == "memory":
+        port = free_port()
+        memory = MemoryStore(f"http://127.0.0.1:{port}/storage")
+        with serve_in_thread(Starlette(routes=[Mount("/storage", app=memory.app())]), port):
+            yield memory
+        return
+    if request.param == "s3":
+        made: Store = await asyncio.to_thread(s3_store, request.getfixturevalue("moto_url"), bucket)
+    else:
+        made = await asyncio.to_thread(
+            gcs_store,
+            request.getfixturevalue("gcs_host"),
+            bucket,
+            request.getfixturevalue("signer_json"),
+        )
+    yield made
+    await made.close()
+
+
+async def chunks(total: int, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """``total`` deterministic bytes, ``size`` at a time, never all in memory."""
+    for index in range(0, total, size):
+        block = hashlib.sha256(str(index).encode()).digest()
+        yield (block * (size // len(block) + 1))[: min(size, total - index)]
+
+
+async def test_round_trip_through_upload_head_download_open_and_url(store: Store):
+    key = "media/u1/images/m1/thumb.webp"
+    stored = await store.upload(key, b"RIFF....WEBP", "image/webp", cache_control="max-age=60")
+    assert stored.locator == store.locator(key)
+    assert (stored.size, stored.content_type) == (12, "image/webp")
+    info = await store.head(key)
+    assert info is not None
+    assert (info.key, info.size, info.content_type) == (key, 12, "image/webp")
+    assert info.etag
+    assert await store.download(key) == b"RIFF....WEBP"
+    assert b"".join([c async for c in store.open(key, chunk_size=5)]) == b"RIFF....WEBP"
+    url = await store.url(key)
+    assert "/" + key.split("/", 1)[0] in url or "media" in url
+    async with httpx.AsyncClient() as http:
+        fetched = await http.get(url)
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.content == b"RIFF....WEBP"
+
+
+async def test_a_presigned_upload_is_performed_with_a_real_http_request(store: Store):
+    key = f"media/u1/uploads/{uuid.uuid4()}/photo.jpg"
+    presigned = await store.presign_upload(key, "image/jpeg", max_bytes=1000, expires_in=300)
+    assert presigned.locator == store.locator(key)
+    assert presigned.expires_at is not None
+    body = b"\xff\xd8\xff" + b"j" * 200
+    async with httpx.AsyncClient() as http:
+        if presigned.method == "POST":
+            reply = await http.post(
+                presigned.url,
+                data=presigned.fields,
+                files={"file": ("photo.jpg", body, "image/jpeg")},
+            )
+        else:
+            assert presigned.method == "PUT"
+            reply = await http.put(presigned.url, content=body, headers=presigned.headers)
+    assert reply.status_code in (200, 201, 204), reply.text
+    info = await store.head(key)
+    assert info is not None
+    assert (info.size, info.content_type) == (len(body), "image/jpeg")
+    assert await store.download(key) == body
+
+
+async def test_list_filters_by_prefix_and_pages_in_key_order(store: Store):
+    for name in ("e", "a", "c", "b", "d"):
+        await store.upload(f"media/u1/images/{name}.png", name.encode(), "image/png")
+    await store.upload("media/u2/images/x.png", b"x", "image/png")
+    await store.upload("media/u10/images/y.png", b"y", "image/png")
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await store.list("media/u1/", cursor=cursor, limit=2)
+        pages += 1
+        assert len(page.items) <= 2
+        seen += [item.key for item in page.items]
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+    assert seen == [f"media/u1/images/{n}.png" for n in "abcde"]
+    assert pages == 3
+    first = await store.list("media/u1/images/a")
+    assert [(i.key, i.size) for i in first.items] == [("media/u1/images/a.png", 1)]
+
+
+async def test_delete_is_idempotent_and_missing_keys_read_as_missing(store: Store):
+    key = "media/u1/images/gone.png"
+    await store.upload(key, b"bytes", "image/png")
+    await store.delete(key)
+    await store.delete(key)
+    await store.delete("media/u1/images/never-was.png")
+    assert await store.head(key) is None
+    with pytest.raises(ObjectNotFound):
+        await store.download(key)
+    with pytest.raises(ObjectNotFound):
+        async for _ in store.open(key):
+            pass
+
+
+async def test_unicode_names_survive_the_round_trip(store: Store):
+    key = "media/u1/uploads/0d9c/fotografía_日本の夏_Ωmega.jpg"
+    await store.upload(key, "ü".encode(), "image/jpeg")
+    assert await store.download(key) == "ü".encode()
+    listed = await store.list("media/u1/uploads/0d9c/")
+    assert [item.key for item in listed.items] == [key]
+    async with httpx.AsyncClient() as http:
+        fetched = await http.get(await store.url(key))
+    assert (fetched.status_code, fetched.content) == (200, "ü".encode())
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../etc/passwd", "/etc/passwd", "media/../../x", "media/./x", "media//x", "media\\x",
+     "media/x\x00", "", "media/" + "x" * 1100],
+)  # fmt: skip
+async def test_keys_that_could_escape_are_refused_before_any_io(store: Store, key: str):
+    with pytest.raises(InvalidKey):
+        await store.upload(key, b"x", "text/plain")
+    with pytest.raises(InvalidKey):
+        await store.head(key)
+    with pytest.raises(InvalidKey):
+        await store.delete(key)
+    with pytest.raises(InvalidKey):
+        await store.presign_upload(key, "text/plain", 10)
+    with pytest.raises(InvalidKey):
+        await store.url(key)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_a_50_mb_object_streams_both_ways_without_being_held_whole(store: Store):
+    total = 50 * 1024 * 1024
+    expected = hashlib.sha256()
+    async for chunk in chunks(total):
+        expected.update(chunk)
+    key = "media/u1/videos/big_0.mp4"
+    tracemalloc.start()
+    try:
+        stored = await store.upload(key, chunks(total), "video/mp4")
+        upload_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        got = hashlib.sha256()
+        size = 0
+        async for chunk in store.open(key):
+            got.update(chunk)
+            size += len(chunk)
+        download_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert stored.size == total
+    assert (size, got.hexdigest()) == (total, expected.hexdigest())
+    if isinstance(store, MemoryStore):
+        return  # the memory store holds every object in memory by design
+    limit = 30 * 1024 * 1024  # a part or chunk in flight, a few buffers: far from 50 MB
+    assert upload_peak < limit, f"upload peaked at {upload_peak / 2**20:.1f} MiB"
+    assert download_peak < limit, f"download peaked at {download_peak / 2**20:.1f} MiB"
