@@ -4,18 +4,22 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import tracemalloc
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from mediajobs.errors import InvalidKey, ObjectNotFound
-from mediajobs.storage import MemoryStore, Store
+from mediajobs.errors import InvalidKey, ObjectNotFound, StoreNotConfigured
+from mediajobs.storage import Locator, MemoryStore, Store, StoreRegistry
 from mediajobs.storage.gcs import GCSStore
 from mediajobs.storage.gcs import make_client as make_gcs_client
 from mediajobs.storage.s3 import S3Store, make_client
@@ -221,3 +225,64 @@ async def test_a_50_mb_object_streams_both_ways_without_being_held_whole(store: 
     limit = 30 * 1024 * 1024  # a part or chunk in flight, a few buffers: far from 50 MB
     assert upload_peak < limit, f"upload peaked at {upload_peak / 2**20:.1f} MiB"
     assert download_peak < limit, f"download peaked at {download_peak / 2**20:.1f} MiB"
+
+
+async def test_objects_stay_readable_and_deletable_after_the_active_provider_switches(
+    moto_url, gcs_host, signer_json
+):
+    """Written under Lightsail (S3 API), then the deployment moves to GCS: old locators
+    still resolve to Lightsail, new writes go to GCS."""
+    lightsail = await asyncio.to_thread(s3_store, moto_url, "old-bucket", provider="lightsail")
+    gcs = await asyncio.to_thread(gcs_store, gcs_host, f"new-{uuid.uuid4().hex[:8]}", signer_json)
+    before = StoreRegistry(lightsail)
+    old = before.locate("media/u1/images/m1/thumb.webp")
+    await before.active.upload(old.key, b"old bytes", "image/webp")
+    assert (old.provider, old.bucket) == ("lightsail", "old-bucket")
+
+    after = StoreRegistry(gcs, previous=[lightsail])
+    new = after.locate("media/u1/images/m2/thumb.webp")
+    await after.active.upload(new.key, b"new bytes", "image/webp")
+    assert new.provider == "gcs"
+    assert await after.download(old) == b"old bytes"
+    assert await after.download(new) == b"new bytes"
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(await after.url(old))).content == b"old bytes"
+    assert await gcs.head(old.key) is None  # the old object was never copied
+
+    await after.delete(old)
+    assert await lightsail.head(old.key) is None
+    assert await after.head(old) is None
+    with pytest.raises(StoreNotConfigured):
+        await after.download(Locator("azure", "gone", "media/u1/x"))
+    await after.close()
+
+
+async def test_s3_presigned_posts_bind_size_and_type_in_the_signed_policy(moto_url):
+    """moto accepts any POST policy, so the limits are checked in the policy itself; S3
+    and Lightsail enforce them (docs/operations.md)."""
+    store = await asyncio.to_thread(s3_store, moto_url, f"p-{uuid.uuid4().hex[:8]}")
+    presigned = await store.presign_upload("media/u1/uploads/x/a.jpg", "image/jpeg", 5000, 120)
+    policy = json.loads(base64.b64decode(presigned.fields["policy"]))
+    assert ["content-length-range", 0, 5000] in policy["conditions"]
+    assert {"Content-Type": "image/jpeg"} in policy["conditions"]
+    assert {"key": "media/u1/uploads/x/a.jpg"} in policy["conditions"]
+    assert presigned.fields["x-amz-algorithm"] == "AWS4-HMAC-SHA256"
+    assert presigned.fields["x-amz-signature"]
+    expires = datetime.fromisoformat(policy["expiration"].replace("Z", "+00:00"))
+    assert 0 < (expires - datetime.now(UTC)).total_seconds() <= 121
+
+
+async def test_gcs_signed_uploads_bind_size_and_type_in_the_signed_headers(gcs_host, signer_json):
+    """The emulator does not check signatures; GCS does, over the signed headers."""
+    store = await asyncio.to_thread(gcs_store, gcs_host, f"p-{uuid.uuid4().hex[:8]}", signer_json)
+    presigned = await store.presign_upload("media/u1/uploads/x/a.jpg", "image/jpeg", 5000, 120)
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(presigned.url).query)
+    assert query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"]
+    assert query["X-Goog-Expires"] == ["120"]
+    signed = query["X-Goog-SignedHeaders"][0].split(";")
+    assert {"content-type", "host", "x-goog-content-length-range"} <= set(signed)
+    assert presigned.headers == {
+        "Content-Type": "image/jpeg",
+        "x-goog-content-length-range": "0,5000",
+    }
+    assert len(query["X-Goog-Signature"][0]) == 512  # RSA-2048 signature, hex

@@ -246,7 +246,7 @@ class MemoryStorageApp:
         if root and path.startswith(root):
             path = path[len(root) :]
         try:
-            return validate_key(path.lstrip("/") if path.startswith("/") else path)
+            return validate_key(path[1:] if path.startswith("/") else path)
         except InvalidKey as exc:
             raise _HTTPError(400, "invalid_key", str(exc)) from exc
 
