@@ -29,10 +29,11 @@ import uvicorn
 from mediajobs.config import Environment, Settings
 from mediajobs.db.migrate import migrate
 from mediajobs.db.pool import open_pool
-from mediajobs.errors import ConfigError, DatabaseError
+from mediajobs.errors import ConfigError, DatabaseError, StorageError
 from mediajobs.handlers import PING_KIND, build_registry
 from mediajobs.queue import HandlerRegistry, JobQueue, JobSpec, Worker, WorkerOptions, WorkerStats
-from mediajobs.service.app import create_app, redis_client
+from mediajobs.service.app import create_app, memory_base_url, redis_client
+from mediajobs.storage import check_store, open_stores
 
 log = logging.getLogger("mediajobs")
 
@@ -113,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--delay", type=float, default=0.0)
     enqueue.add_argument("--max-attempts", type=int, default=5)
     enqueue.set_defaults(handler=cmd_jobs_enqueue)
+
+    storage = commands.add_parser("storage", help="object storage")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    storage_commands.add_parser(
+        "check", help="write, read, list, sign and delete a probe object in the bucket"
+    ).set_defaults(handler=cmd_storage_check)
     return parser
 
 
@@ -251,7 +258,17 @@ def _uvicorn_config(app: Any, args: argparse.Namespace, settings: Settings) -> u
     )
 
 
+def _listen_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    """Settings with --host/--port applied (the memory store's URLs name them)."""
+    return dataclasses.replace(
+        settings,
+        host=args.host or settings.host,
+        port=settings.port if args.port is None else args.port,
+    )
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    settings = _listen_settings(args, settings)
     app = create_app(settings)
     server = _Server(_uvicorn_config(app, args, settings))
 
@@ -282,10 +299,15 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _dev(args: argparse.Namespace, settings: Settings, fake_server: Any) -> None:
+    settings = _listen_settings(args, settings)
     url = _database_url(settings)
     applied = await migrate(url)
     log.info("migrations applied: %s", ", ".join(applied) or "none needed")
-    app = create_app(settings, redis_factory=lambda: redis_client(settings, fake_server))
+    # One set of stores for the API and the worker: the memory store lives in this process.
+    stores = open_stores(settings.storage, memory_base_url=memory_base_url(settings))
+    app = create_app(
+        settings, redis_factory=lambda: redis_client(settings, fake_server), stores=stores
+    )
     server = _Server(_uvicorn_config(app, args, settings))
     registry = build_registry(settings)
     async with open_worker(settings, registry, worker_options(settings)) as worker:
@@ -300,6 +322,39 @@ async def _dev(args: argparse.Namespace, settings: Settings, fake_server: Any) -
             await server.serve()
             worker.stop()
             await worker_task
+    await stores.close()
+
+
+# -- storage -----------------------------------------------------------------------------
+
+
+def cmd_storage_check(args: argparse.Namespace, settings: Settings) -> int:
+    """The active bucket: a full probe. Previous buckets (read and delete only): a listing."""
+
+    async def check() -> int:
+        stores = open_stores(settings.storage, memory_base_url=memory_base_url(settings))
+        try:
+            report = await check_store(stores.active)
+            for line in report.lines():
+                print(line)
+            healthy = report.ok
+            for store in stores.stores:
+                if store is stores.active:
+                    continue
+                try:
+                    page = await store.list("media/", limit=1)
+                    print(
+                        f"previous {store.provider}://{store.bucket}: ok (readable, "
+                        f"{'has objects' if page.items else 'empty'})"
+                    )
+                except StorageError as exc:
+                    healthy = False
+                    print(f"previous {store.provider}://{store.bucket}: FAILED ({exc.code}): {exc}")
+            return 0 if healthy else 1
+        finally:
+            await stores.close()
+
+    return asyncio.run(check())
 
 
 # -- jobs --------------------------------------------------------------------------------

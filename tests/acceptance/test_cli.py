@@ -69,7 +69,10 @@ def test_dev_runs_api_and_worker_with_nothing_else_configured(tmp_path):
         assert wait_http(f"http://127.0.0.1:{port}/healthz", 90).json() == {"status": "ok"}
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok"}}
+        assert ready.json() == {
+            "status": "ready",
+            "checks": {"postgres": "ok", "redis": "ok", "storage": "ok"},
+        }
         missing = httpx.get(f"http://127.0.0.1:{port}/no/such/route", timeout=5)
         assert missing.status_code == 404
         assert missing.json() == {"error": {"code": "not_found", "message": "Not Found"}}
@@ -151,7 +154,7 @@ def test_serve_answers_readiness_with_the_real_postgres_and_redis(database_url, 
     try:
         assert wait_http(f"http://127.0.0.1:{port}/healthz", 30).status_code == 200
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-        assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+        assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok", "storage": "ok"}
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)

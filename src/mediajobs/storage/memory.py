@@ -18,7 +18,8 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+
+from starlette.types import Receive, Scope, Send
 
 from mediajobs.errors import InvalidKey, ObjectNotFound
 from mediajobs.storage.base import (
@@ -36,10 +37,6 @@ from mediajobs.storage.base import (
 from mediajobs.storage.keys import validate_key, validate_prefix
 
 DEFAULT_CACHE_CONTROL = "no-cache"  # always revalidate; the ETag makes that cheap
-
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
