@@ -286,3 +286,19 @@ async def test_gcs_signed_uploads_bind_size_and_type_in_the_signed_headers(gcs_h
         "x-goog-content-length-range": "0,5000",
     }
     assert len(query["X-Goog-Signature"][0]) == 512  # RSA-2048 signature, hex
+
+
+async def test_s3_presigned_put_and_public_base_urls(moto_url):
+    store = await asyncio.to_thread(s3_store, moto_url, f"u-{uuid.uuid4().hex[:8]}")
+    put_store = S3Store(store._client, store.bucket, upload_method="PUT")
+    key = "media/u1/uploads/x/a b.jpg"
+    presigned = await put_store.presign_upload(key, "image/jpeg", 1000, expires_in=60)
+    assert (presigned.method, presigned.headers) == ("PUT", {"Content-Type": "image/jpeg"})
+    async with httpx.AsyncClient() as http:
+        reply = await http.put(presigned.url, content=b"jpeg", headers=presigned.headers)
+    assert reply.status_code == 200, reply.text
+    info = await store.head(key)
+    assert info is not None
+    assert (info.size, info.content_type) == (4, "image/jpeg")
+    public = S3Store(store._client, store.bucket, public_base_url="https://cdn.example.com/")
+    assert await public.url(key) == "https://cdn.example.com/media/u1/uploads/x/a%20b.jpg"
