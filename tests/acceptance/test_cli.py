@@ -140,25 +140,44 @@ def test_production_with_development_parts_refuses_to_start_naming_the_variable(
     assert "MEDIAJOBS_ENV: mediajobs dev is for development" in dev.stderr
 
 
+class Serving:
+    """`mediajobs serve` as a real process, up (healthz answers) inside the block and
+    stopped with SIGTERM after it; ``returncode`` and ``output`` are set then."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._env = {**env, "MEDIAJOBS_PORT": str(self.port)}
+        self.returncode: int | None = None
+        self.output = ""
+
+    def __enter__(self) -> Serving:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "mediajobs", "serve"],
+            env=self._env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert wait_http(f"{self.base}/healthz", 30).status_code == 200
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.send_signal(signal.SIGTERM)
+        self.output, _ = self._proc.communicate(timeout=30)
+        self.returncode = self._proc.returncode
+
+
 @pytest.mark.slow
 def test_serve_answers_readiness_with_the_real_postgres_and_redis(database_url, redis_url):
-    port = free_port()
-    env = clean_env(DATABASE_URL=database_url, REDIS_URL=redis_url, MEDIAJOBS_PORT=str(port))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mediajobs", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert wait_http(f"http://127.0.0.1:{port}/healthz", 30).status_code == 200
-        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    with Serving(clean_env(DATABASE_URL=database_url, REDIS_URL=redis_url)) as serving:
+        ready = httpx.get(f"{serving.base}/readyz", timeout=5)
         assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok", "storage": "ok"}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, output[-2000:]
+    assert serving.returncode == 0, serving.output[-2000:]
 
 
 def test_worker_with_an_unknown_kind_refuses_to_start(database_url):

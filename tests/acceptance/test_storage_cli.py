@@ -3,17 +3,13 @@ GCS emulator, both on loopback, both in processes of their own)."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import boto3
 import httpx
 import pytest
 
-from tests.acceptance.test_cli import clean_env, mediajobs, wait_http
-from tests.conftest import free_port
+from tests.acceptance.test_cli import Serving, clean_env, mediajobs
 from tests.support.emulators import S3_CREDENTIALS, gcs_emulator, moto_server, service_account_json
 
 
@@ -91,22 +87,7 @@ def test_readyz_runs_the_storage_check_against_the_configured_bucket(
     moto_url, database_url, redis_url
 ):
     for bucket, expected in (("media", (200, "ok")), ("missing", (503, "error: storage_denied"))):
-        port = free_port()
-        env = s3_env(
-            moto_url, bucket, DATABASE_URL=database_url, REDIS_URL=redis_url,
-            MEDIAJOBS_PORT=str(port),
-        )  # fmt: skip
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mediajobs", "serve"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert wait_http(f"http://127.0.0.1:{port}/healthz", 30).status_code == 200
-            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=15)
+        env = s3_env(moto_url, bucket, DATABASE_URL=database_url, REDIS_URL=redis_url)
+        with Serving(env) as serving:
+            ready = httpx.get(f"{serving.base}/readyz", timeout=15)
             assert (ready.status_code, ready.json()["checks"]["storage"]) == expected
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=30)

@@ -215,10 +215,11 @@ class Worker:
         finally:
             self._claims.discard(asyncio.current_task())
             self._reserved -= limit
-            if len(jobs) < limit and self._hints == hints:
-                # Nothing more to take now: rest until a notification or the poll interval.
-                # (A notification that came while this claim ran may announce a job its
-                # snapshot missed: then claim again at once.)
+            if len(jobs) < limit:
+                # Nothing more to take now: rest until the poll interval, or until a
+                # notification newer than this claim's start (one that came while the
+                # claim ran may announce a job its snapshot missed: the loop then claims
+                # again at once).
                 loop = asyncio.get_running_loop()
                 self._exhausted_until = loop.time() + options.poll_interval
                 self._exhausted_hints = hints

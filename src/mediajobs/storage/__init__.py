@@ -58,17 +58,14 @@ def open_store(settings: StorageSettings, *, memory_base_url: str) -> Store:
             public_base_url=settings.public_base_url,
             upload_method=settings.upload_method,
         )
-    from mediajobs.storage.gcs import GCSStore
+    from mediajobs.storage.gcs import GCSStore, emulator_endpoint
     from mediajobs.storage.gcs import make_client as make_gcs_client
 
     gcs_client, signer = make_gcs_client(
         service_account_json=settings.gcs_service_account_json,
         emulator_host=settings.emulator_host,
     )
-    endpoint = None
-    if settings.emulator_host:
-        host = settings.emulator_host
-        endpoint = host if "://" in host else f"http://{host}"
+    endpoint = emulator_endpoint(settings.emulator_host) if settings.emulator_host else None
     return GCSStore(
         gcs_client,
         settings.bucket,

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Protocol, TypeVar
 
 from mediajobs.errors import InvalidKey
+from mediajobs.storage.keys import validate_key
 
 T = TypeVar("T")
 
@@ -144,6 +146,32 @@ class Store(Protocol):
 async def run_blocking(call: Callable[[], T]) -> T:
     """Run a blocking SDK call in a worker thread."""
     return await asyncio.to_thread(call)
+
+
+class StoreBase:
+    """What every adapter shares: its name, its bucket, locators and public URLs."""
+
+    def __init__(self, provider: str, bucket: str, public_base_url: str | None = None) -> None:
+        self._provider = provider
+        self._bucket_name = bucket
+        self._public_base_url = public_base_url.rstrip("/") if public_base_url else None
+
+    @property
+    def provider(self) -> str:
+        return self._provider
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket_name
+
+    def locator(self, key: str) -> Locator:
+        return Locator(self._provider, self._bucket_name, validate_key(key))
+
+    def _public_url(self, key: str) -> str | None:
+        """``public base URL + quoted key`` when a public base URL is configured."""
+        if self._public_base_url is None:
+            return None
+        return f"{self._public_base_url}/{urllib.parse.quote(key, safe='/')}"
 
 
 class AsyncIterableReader(io.RawIOBase):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,10 +28,10 @@ from mediajobs.errors import ObjectNotFound, StorageDenied, StorageError, Storag
 from mediajobs.storage.base import (
     CHUNK_SIZE,
     AsyncIterableReader,
-    Locator,
     ObjectInfo,
     ObjectPage,
     PresignedUpload,
+    StoreBase,
     StoredObject,
     UploadData,
     is_async_iterable,
@@ -56,17 +55,21 @@ def load_service_account(value: str) -> service_account.Credentials:
     return credentials
 
 
+def emulator_endpoint(host: str) -> str:
+    """STORAGE_EMULATOR_HOST as a URL (it is often given as bare ``host:port``)."""
+    return host if "://" in host else f"http://{host}"
+
+
 def make_client(
     *, service_account_json: str | None = None, emulator_host: str | None = None
 ) -> tuple[storage.Client, Any]:
     """A client and the credentials that sign URLs (None when only ADC without a key)."""
     signer: Any = load_service_account(service_account_json) if service_account_json else None
     if emulator_host:
-        endpoint = emulator_host if "://" in emulator_host else f"http://{emulator_host}"
         client = storage.Client(
             project="mediajobs-emulator",
             credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options={"api_endpoint": endpoint},
+            client_options={"api_endpoint": emulator_endpoint(emulator_host)},
         )
         return client, signer
     if signer is not None:
@@ -76,7 +79,7 @@ def make_client(
     return storage.Client(project=project, credentials=credentials), signer
 
 
-class GCSStore:
+class GCSStore(StoreBase):
     """One bucket. Presigned uploads are V4 signed PUTs that bind the content type and
     ``x-goog-content-length-range`` (GCS enforces both)."""
 
@@ -91,25 +94,12 @@ class GCSStore:
         signed_url_endpoint: str | None = None,
         upload_chunk: int = UPLOAD_CHUNK,
     ) -> None:
+        super().__init__(provider, bucket, public_base_url)
         self._client = client
-        self._bucket_name = bucket
-        self._bucket = client.bucket(bucket)
+        self._blobs = client.bucket(bucket)
         self._signer = signer
-        self._provider = provider
-        self._public_base_url = public_base_url.rstrip("/") if public_base_url else None
         self._endpoint = (signed_url_endpoint or PUBLIC_ENDPOINT).rstrip("/")
         self._upload_chunk = upload_chunk
-
-    @property
-    def provider(self) -> str:
-        return self._provider
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket_name
-
-    def locator(self, key: str) -> Locator:
-        return Locator(self._provider, self._bucket_name, validate_key(key))
 
     async def _call(self, call: Callable[[], T]) -> T:
         with _translated():
@@ -119,7 +109,7 @@ class GCSStore:
         self, key: str, data: UploadData, content_type: str, *, cache_control: str | None = None
     ) -> StoredObject:
         validate_key(key)
-        blob = self._bucket.blob(key, chunk_size=self._upload_chunk)
+        blob = self._blobs.blob(key, chunk_size=self._upload_chunk)
         if cache_control:
             blob.cache_control = cache_control
         if is_bytes_like(data):
@@ -139,7 +129,7 @@ class GCSStore:
             raise StorageDenied(
                 "signed URLs need service-account credentials (GCS_SERVICE_ACCOUNT_JSON)"
             )
-        url: str = self._bucket.blob(key).generate_signed_url(
+        url: str = self._blobs.blob(key).generate_signed_url(
             version="v4",
             credentials=self._signer,
             api_access_endpoint=self._endpoint,
@@ -172,16 +162,16 @@ class GCSStore:
         )
 
     async def url(self, key: str, *, expires_in: float = 3600.0) -> str:
-        validate_key(key)
-        if self._public_base_url:
-            return f"{self._public_base_url}/{urllib.parse.quote(key, safe='/')}"
+        public = self._public_url(validate_key(key))
+        if public is not None:
+            return public
         return await self._call(
             lambda: self._sign(key, method="GET", expiration=timedelta(seconds=expires_in))
         )
 
     async def open(self, key: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
         validate_key(key)
-        blob = await self._call(lambda: self._bucket.get_blob(key))
+        blob = await self._call(lambda: self._blobs.get_blob(key))
         if blob is None:
             raise ObjectNotFound(f"no object {key!r}")
         size, generation = int(blob.size or 0), blob.generation
@@ -196,17 +186,17 @@ class GCSStore:
 
     async def download(self, key: str) -> bytes:
         validate_key(key)
-        return await self._call(lambda: self._bucket.blob(key).download_as_bytes())
+        return await self._call(lambda: self._blobs.blob(key).download_as_bytes())
 
     async def head(self, key: str) -> ObjectInfo | None:
         validate_key(key)
-        blob = await self._call(lambda: self._bucket.get_blob(key))
+        blob = await self._call(lambda: self._blobs.get_blob(key))
         return None if blob is None else _info(blob)
 
     async def delete(self, key: str) -> None:
         validate_key(key)
         with contextlib.suppress(ObjectNotFound):
-            await self._call(lambda: self._bucket.blob(key).delete())
+            await self._call(lambda: self._blobs.blob(key).delete())
 
     async def list(
         self, prefix: str = "", cursor: str | None = None, limit: int = 1000

@@ -24,10 +24,10 @@ from starlette.types import Receive, Scope, Send
 from mediajobs.errors import InvalidKey, ObjectNotFound
 from mediajobs.storage.base import (
     CHUNK_SIZE,
-    Locator,
     ObjectInfo,
     ObjectPage,
     PresignedUpload,
+    StoreBase,
     StoredObject,
     UploadData,
     is_async_iterable,
@@ -48,7 +48,7 @@ class _Object:
     cache_control: str
 
 
-class MemoryStore:
+class MemoryStore(StoreBase):
     """Objects in a dict. ``base_url`` is where the ``/storage`` app is reachable, e.g.
     ``http://127.0.0.1:8000/storage``."""
 
@@ -61,27 +61,10 @@ class MemoryStore:
         provider: str = "memory",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._base_url = base_url.rstrip("/")
+        super().__init__(provider, bucket, public_base_url=base_url)  # reads are open
         self._secret = secret or os.urandom(32)
-        self._bucket = bucket
-        self._provider = provider
         self._clock = clock
         self._objects: dict[str, _Object] = {}
-
-    @property
-    def provider(self) -> str:
-        return self._provider
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
-    @property
-    def base_url(self) -> str:
-        return self._base_url
-
-    def locator(self, key: str) -> Locator:
-        return Locator(self._provider, self._bucket, validate_key(key))
 
     async def upload(
         self, key: str, data: UploadData, content_type: str, *, cache_control: str | None = None
@@ -111,6 +94,9 @@ class MemoryStore:
         )
         self._objects[key] = obj
         return obj
+
+    def now(self) -> float:
+        return self._clock()
 
     def get(self, key: str) -> _Object | None:
         return self._objects.get(key)
@@ -148,7 +134,9 @@ class MemoryStore:
         return self._object_url(validate_key(key))
 
     def _object_url(self, key: str) -> str:
-        return f"{self._base_url}/{urllib.parse.quote(key, safe='/')}"
+        url = self._public_url(key)
+        assert url is not None  # the memory store always has its base URL
+        return url
 
     async def open(self, key: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
         obj = self._require(key)
@@ -166,10 +154,7 @@ class MemoryStore:
         return obj
 
     async def head(self, key: str) -> ObjectInfo | None:
-        obj = self._objects.get(validate_key(key))
-        if obj is None:
-            return None
-        return ObjectInfo(key, len(obj.data), obj.content_type, obj.etag, obj.updated_at)
+        return self._info(key) if validate_key(key) in self._objects else None
 
     async def delete(self, key: str) -> None:
         self._objects.pop(validate_key(key), None)
@@ -183,13 +168,12 @@ class MemoryStore:
         keys = sorted(
             k for k in self._objects if k.startswith(prefix) and (cursor is None or k > cursor)
         )
-        page = keys[:limit]
-        items = [
-            ObjectInfo(k, len(o.data), o.content_type, o.etag, o.updated_at)
-            for k in page
-            for o in (self._objects[k],)
-        ]
-        return ObjectPage(items, page[-1] if len(keys) > limit else None)
+        items = [self._info(key) for key in keys[:limit]]
+        return ObjectPage(items, items[-1].key if len(keys) > limit else None)
+
+    def _info(self, key: str) -> ObjectInfo:
+        obj = self._objects[key]
+        return ObjectInfo(key, len(obj.data), obj.content_type, obj.etag, obj.updated_at)
 
     async def close(self) -> None:
         return None
@@ -214,9 +198,8 @@ class _HTTPError(Exception):
 class MemoryStorageApp:
     """Serves a ``MemoryStore`` over HTTP; mount it at ``/storage``."""
 
-    def __init__(self, store: MemoryStore, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, store: MemoryStore) -> None:
         self._store = store
-        self._clock = clock or store._clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -295,7 +278,7 @@ class MemoryStorageApp:
         expected = self._store.signature("PUT", key, content_type, max_bytes, expires)
         if not hmac.compare_digest(signature, expected):
             raise _HTTPError(403, "signature_invalid", "the upload URL was altered or is not ours")
-        if self._clock() > expires:
+        if self._store.now() > expires:
             raise _HTTPError(403, "signature_expired", "the upload URL has expired")
         headers = _headers(scope)
         if headers.get("content-type", "") != content_type:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -24,10 +23,10 @@ from mediajobs.errors import ObjectNotFound, StorageDenied, StorageError, Storag
 from mediajobs.storage.base import (
     CHUNK_SIZE,
     AsyncIterableReader,
-    Locator,
     ObjectInfo,
     ObjectPage,
     PresignedUpload,
+    StoreBase,
     StoredObject,
     UploadData,
     is_async_iterable,
@@ -69,7 +68,7 @@ def make_client(
     )
 
 
-class S3Store:
+class S3Store(StoreBase):
     """One bucket. ``provider`` is the name its locators carry ("s3", "lightsail", ...);
     uploads are presigned as POST policies (size and type enforced by S3) unless
     ``upload_method="PUT"``."""
@@ -86,10 +85,8 @@ class S3Store:
     ) -> None:
         if upload_method not in ("POST", "PUT"):
             raise ValueError("upload_method is POST or PUT")
+        super().__init__(provider, bucket, public_base_url)
         self._client = client
-        self._bucket = bucket
-        self._provider = provider
-        self._public_base_url = public_base_url.rstrip("/") if public_base_url else None
         self._upload_method = upload_method
         self._transfer = TransferConfig(
             multipart_threshold=part_size,
@@ -100,17 +97,6 @@ class S3Store:
         # s3transfer's own knob (boto3's constructor does not take it): a streamed upload
         # holds at most this many parts in memory.
         self._transfer.max_in_memory_upload_chunks = 2
-
-    @property
-    def provider(self) -> str:
-        return self._provider
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
-    def locator(self, key: str) -> Locator:
-        return Locator(self._provider, self._bucket, validate_key(key))
 
     async def _call(self, call: Callable[[], T]) -> T:
         with _translated():
@@ -126,7 +112,9 @@ class S3Store:
         if is_bytes_like(data):
             body = bytes(data)  # type: ignore[arg-type]
             reply = await self._call(
-                lambda: self._client.put_object(Bucket=self._bucket, Key=key, Body=body, **extra)
+                lambda: self._client.put_object(
+                    Bucket=self._bucket_name, Key=key, Body=body, **extra
+                )
             )
             return StoredObject(self.locator(key), len(body), content_type, reply.get("ETag"))
         source: Any = data
@@ -134,7 +122,7 @@ class S3Store:
             source = AsyncIterableReader(data, asyncio.get_running_loop())  # type: ignore[arg-type]
         await self._call(
             lambda: self._client.upload_fileobj(
-                source, self._bucket, key, ExtraArgs=extra, Config=self._transfer
+                source, self._bucket_name, key, ExtraArgs=extra, Config=self._transfer
             )
         )
         info = await self.head(key)
@@ -150,7 +138,7 @@ class S3Store:
         if self._upload_method == "POST":
             post = await self._call(
                 lambda: self._client.generate_presigned_post(
-                    Bucket=self._bucket,
+                    Bucket=self._bucket_name,
                     Key=key,
                     Fields={"Content-Type": content_type},
                     Conditions=[
@@ -173,7 +161,7 @@ class S3Store:
         url = await self._call(
             lambda: self._client.generate_presigned_url(
                 "put_object",
-                Params={"Bucket": self._bucket, "Key": key, "ContentType": content_type},
+                Params={"Bucket": self._bucket_name, "Key": key, "ContentType": content_type},
                 ExpiresIn=int(expires_in),
             )
         )
@@ -188,13 +176,13 @@ class S3Store:
         )
 
     async def url(self, key: str, *, expires_in: float = 3600.0) -> str:
-        validate_key(key)
-        if self._public_base_url:
-            return f"{self._public_base_url}/{urllib.parse.quote(key, safe='/')}"
+        public = self._public_url(validate_key(key))
+        if public is not None:
+            return public
         url: str = await self._call(
             lambda: self._client.generate_presigned_url(
                 "get_object",
-                Params={"Bucket": self._bucket, "Key": key},
+                Params={"Bucket": self._bucket_name, "Key": key},
                 ExpiresIn=int(expires_in),
             )
         )
@@ -202,7 +190,7 @@ class S3Store:
 
     async def open(self, key: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
         validate_key(key)
-        reply = await self._call(lambda: self._client.get_object(Bucket=self._bucket, Key=key))
+        reply = await self._call(lambda: self._client.get_object(Bucket=self._bucket_name, Key=key))
         body = reply["Body"]
         try:
             while True:
@@ -219,7 +207,9 @@ class S3Store:
     async def head(self, key: str) -> ObjectInfo | None:
         validate_key(key)
         try:
-            reply = await self._call(lambda: self._client.head_object(Bucket=self._bucket, Key=key))
+            reply = await self._call(
+                lambda: self._client.head_object(Bucket=self._bucket_name, Key=key)
+            )
         except ObjectNotFound:
             return None
         return ObjectInfo(
@@ -232,7 +222,7 @@ class S3Store:
 
     async def delete(self, key: str) -> None:
         validate_key(key)
-        await self._call(lambda: self._client.delete_object(Bucket=self._bucket, Key=key))
+        await self._call(lambda: self._client.delete_object(Bucket=self._bucket_name, Key=key))
 
     async def list(
         self, prefix: str = "", cursor: str | None = None, limit: int = 1000
@@ -240,7 +230,7 @@ class S3Store:
         validate_prefix(prefix)
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
-        params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "MaxKeys": limit}
+        params: dict[str, Any] = {"Bucket": self._bucket_name, "Prefix": prefix, "MaxKeys": limit}
         if cursor:
             params["ContinuationToken"] = cursor
         reply = await self._call(lambda: self._client.list_objects_v2(**params))
