@@ -6,6 +6,9 @@ mediajobs worker       a worker: claims and runs jobs
 mediajobs migrate      apply database migrations (idempotent, safe to run concurrently)
 mediajobs config       print the effective configuration (no secrets)
 mediajobs jobs ...     ping | show ID | cancel ID | stats | enqueue KIND
+mediajobs token USER   print a bearer token for USER (--admin, --ttl)
+mediajobs events prune delete events older than MEDIAJOBS_EVENT_RETENTION
+mediajobs storage check
 """
 
 from __future__ import annotations
@@ -26,13 +29,17 @@ from typing import Any
 
 import uvicorn
 
-from mediajobs.config import Environment, Settings
+from mediajobs.config import Environment, Settings, parse_duration
 from mediajobs.db.migrate import migrate
 from mediajobs.db.pool import open_pool
+from mediajobs.devenv import with_dev_secret
 from mediajobs.errors import ConfigError, DatabaseError, StorageError
 from mediajobs.handlers import PING_KIND, build_registry
 from mediajobs.queue import HandlerRegistry, JobQueue, JobSpec, Worker, WorkerOptions, WorkerStats
-from mediajobs.service.app import create_app, memory_base_url, redis_client
+from mediajobs.realtime import EventRecorder, EventStore, RedisPublisher
+from mediajobs.realtime.connect import redis_client
+from mediajobs.service.app import close_streams, create_app, memory_base_url
+from mediajobs.service.auth import Authenticator, RedactTickets
 from mediajobs.storage import check_store, open_stores
 
 log = logging.getLogger("mediajobs")
@@ -115,6 +122,18 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--max-attempts", type=int, default=5)
     enqueue.set_defaults(handler=cmd_jobs_enqueue)
 
+    token = commands.add_parser("token", help="print a bearer token for a user")
+    token.add_argument("user", help="the user id (the token's sub)")
+    token.add_argument("--admin", action="store_true", help="grant the admin role")
+    token.add_argument("--ttl", default="12h", help="lifetime, e.g. 3600, 30m, 12h (default)")
+    token.set_defaults(handler=cmd_token)
+
+    events = commands.add_parser("events", help="job events")
+    events_commands = events.add_subparsers(dest="events_command", required=True)
+    events_commands.add_parser(
+        "prune", help="delete events older than MEDIAJOBS_EVENT_RETENTION now"
+    ).set_defaults(handler=cmd_events_prune)
+
     storage = commands.add_parser("storage", help="object storage")
     storage_commands = storage.add_subparsers(dest="storage_command", required=True)
     storage_commands.add_parser(
@@ -174,23 +193,43 @@ def worker_options(settings: Settings, **overrides: Any) -> WorkerOptions:
         shutdown_grace=settings.shutdown_grace,
         hot_age=settings.job_retention_hot,
         archive_age=settings.job_retention,
+        progress_interval=settings.progress_interval,
     )
     return dataclasses.replace(options, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @contextlib.asynccontextmanager
 async def open_worker(
-    settings: Settings, registry: HandlerRegistry, options: WorkerOptions
+    settings: Settings,
+    registry: HandlerRegistry,
+    options: WorkerOptions,
+    *,
+    fake_redis: Any = None,
 ) -> AsyncIterator[Worker]:
-    """The worker's composition root: its own pool, queue and worker; the pool is closed
-    on exit."""
+    """The worker's composition root: its own pool, a Redis client for events, the queue
+    (which records an event with each transition) and the worker, whose maintenance also
+    prunes old events. Everything is closed on exit."""
     url = _database_url(settings)
     pool = await open_pool(
         url, name="queue", min_size=2, max_size=max(4, min(options.concurrency + 2, 20))
     )
+    redis = redis_client(settings, fake_redis)
+    publisher = RedisPublisher(redis, settings.events_channel)
+    events = EventStore(pool)
+
+    async def prune_events() -> None:
+        await events.prune(settings.event_retention)
+
     try:
-        yield Worker(JobQueue(pool), registry, conninfo=url, options=options)
+        yield Worker(
+            JobQueue(pool, hooks=EventRecorder(publisher)),
+            registry,
+            conninfo=url,
+            options=options,
+            maintenance=[prune_events],
+        )
     finally:
+        await redis.aclose()
         await pool.close()
 
 
@@ -235,11 +274,16 @@ def _signals(stop: Callable[[], None]) -> Iterator[None]:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the caller stops it (and the worker)."""
+    """uvicorn without its own signal handling: the caller stops it (and the worker). At
+    shutdown it ends the SSE streams first; uvicorn waits for open responses to finish."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        close_streams(self.config.loaded_app if self.config.loaded else self.config.app)
+        await super().shutdown(sockets)
 
     def stop(self) -> None:
         if self.should_exit:
@@ -248,6 +292,8 @@ class _Server(uvicorn.Server):
 
 
 def _uvicorn_config(app: Any, args: argparse.Namespace, settings: Settings) -> uvicorn.Config:
+    # Stream tickets travel in query strings: keep them out of the access log.
+    logging.getLogger("uvicorn.access").addFilter(RedactTickets())
     return uvicorn.Config(
         app,
         host=args.host or settings.host,
@@ -255,6 +301,7 @@ def _uvicorn_config(app: Any, args: argparse.Namespace, settings: Settings) -> u
         log_level=settings.log_level.lower(),
         lifespan="on",
         proxy_headers=True,
+        timeout_graceful_shutdown=10,
     )
 
 
@@ -268,7 +315,7 @@ def _listen_settings(args: argparse.Namespace, settings: Settings) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    settings = _listen_settings(args, settings)
+    settings = with_dev_secret(_listen_settings(args, settings))
     app = create_app(settings)
     server = _Server(_uvicorn_config(app, args, settings))
 
@@ -299,18 +346,18 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _dev(args: argparse.Namespace, settings: Settings, fake_server: Any) -> None:
-    settings = _listen_settings(args, settings)
+    settings = with_dev_secret(_listen_settings(args, settings))
     url = _database_url(settings)
     applied = await migrate(url)
     log.info("migrations applied: %s", ", ".join(applied) or "none needed")
     # One set of stores for the API and the worker: the memory store lives in this process.
     stores = open_stores(settings.storage, memory_base_url=memory_base_url(settings))
-    app = create_app(
-        settings, redis_factory=lambda: redis_client(settings, fake_server), stores=stores
-    )
+    app = create_app(settings, fake_redis=fake_server, stores=stores)
     server = _Server(_uvicorn_config(app, args, settings))
     registry = build_registry(settings)
-    async with open_worker(settings, registry, worker_options(settings)) as worker:
+    async with open_worker(
+        settings, registry, worker_options(settings), fake_redis=fake_server
+    ) as worker:
 
         def stop() -> None:
             server.stop()
@@ -323,6 +370,31 @@ async def _dev(args: argparse.Namespace, settings: Settings, fake_server: Any) -
             worker.stop()
             await worker_task
     await stores.close()
+
+
+# -- token, events ----------------------------------------------------------------------
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    settings = with_dev_secret(settings)
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise ConfigError("--ttl", str(exc)) from None
+    if ttl < 1:
+        raise ConfigError("--ttl", "must be at least one second")
+    auth = Authenticator.from_settings(settings)
+    print(auth.issue_token(args.user, roles=["admin"] if args.admin else [], ttl=ttl))
+    return 0
+
+
+def cmd_events_prune(args: argparse.Namespace, settings: Settings) -> int:
+    async def prune(queue: JobQueue) -> int | None:
+        return await EventStore(queue.pool).prune(settings.event_retention)
+
+    deleted = _with_queue(settings, prune)
+    print("another process is pruning" if deleted is None else f"pruned {deleted} event(s)")
+    return 0
 
 
 # -- storage -----------------------------------------------------------------------------

@@ -70,6 +70,15 @@ class Settings:
     shutdown_grace: float = 30.0
     job_retention_hot: float = 600.0  # finished jobs stay in the hot table this long
     job_retention: float = 7 * 86400.0  # then live in the archive this long
+    events_channel: str = "mediajobs:events"  # the Redis pub/sub channel of job events
+    event_retention: float = 86400.0  # events are replayable this long, then pruned
+    progress_interval: float = 0.25  # a job's progress is written at most this often
+    sse_heartbeat: float = 15.0  # idle SSE streams get a comment this often
+    sse_send_timeout: float = 10.0  # a stalled SSE reader is dropped after this
+    sse_buffer: int = 1000  # events queued per SSE stream before it is dropped as slow
+    sse_retry: float = 3.0  # reconnect delay told to EventSource
+    stream_ticket_ttl: float = 600.0  # lifetime of a stream ticket (and its stream)
+    hub_poll_interval: float = 2.0  # the hub reads missed events from Postgres this often
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path(".mediajobs")
@@ -93,6 +102,15 @@ class Settings:
             shutdown_grace=env.duration("MEDIAJOBS_SHUTDOWN_GRACE", 30.0, low=0.0),
             job_retention_hot=env.duration("MEDIAJOBS_JOB_RETENTION_HOT", 600.0, low=0.0),
             job_retention=env.duration("MEDIAJOBS_JOB_RETENTION", 7 * 86400.0, low=60.0),
+            events_channel=env.text("MEDIAJOBS_EVENTS_CHANNEL") or "mediajobs:events",
+            event_retention=env.duration("MEDIAJOBS_EVENT_RETENTION", 86400.0, low=60.0),
+            progress_interval=env.duration("MEDIAJOBS_PROGRESS_INTERVAL", 0.25, low=0.0),
+            sse_heartbeat=env.duration("MEDIAJOBS_SSE_HEARTBEAT", 15.0, low=0.1),
+            sse_send_timeout=env.duration("MEDIAJOBS_SSE_SEND_TIMEOUT", 10.0, low=0.1),
+            sse_buffer=env.integer("MEDIAJOBS_SSE_BUFFER", 1000, low=1, high=1_000_000),
+            sse_retry=env.duration("MEDIAJOBS_SSE_RETRY", 3.0, low=0.0),
+            stream_ticket_ttl=env.duration("MEDIAJOBS_STREAM_TICKET_TTL", 600.0, low=1.0),
+            hub_poll_interval=env.duration("MEDIAJOBS_HUB_POLL_INTERVAL", 2.0, low=0.05),
             host=env.text("MEDIAJOBS_HOST") or "127.0.0.1",
             port=env.integer("MEDIAJOBS_PORT", 8000, low=0, high=65535),
             data_dir=Path(env.text("MEDIAJOBS_DATA_DIR") or ".mediajobs"),
@@ -237,6 +255,14 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+def parse_duration(raw: str) -> float:
+    """Seconds from ``90``, ``250ms``, ``30s``, ``5m``, ``2h`` or ``1d``; raises ``ValueError``."""
+    match = _DURATION.match(raw)
+    if match is None:
+        raise ValueError(f"expected seconds or a duration like 30s, 5m, 2h; got {raw!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
 class _Reader:
     """Typed access to environment variables, with errors that name the variable."""
 
@@ -263,10 +289,10 @@ class _Reader:
         raw = self.text(name)
         if raw is None:
             return default
-        match = _DURATION.match(raw)
-        if match is None:
-            raise ConfigError(name, f"expected seconds or a duration like 30s, 5m, 2h; got {raw!r}")
-        value = float(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            value = parse_duration(raw)
+        except ValueError as exc:
+            raise ConfigError(name, str(exc)) from None
         if value < low:
             raise ConfigError(name, f"must be at least {low:g} seconds, got {value:g}")
         return value

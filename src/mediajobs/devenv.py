@@ -2,17 +2,22 @@
 
 * Postgres: a real server from the ``pgserver`` package, data under ``<data_dir>/pg``.
 * Redis: fakeredis in this process (``FakeServer``), shared by every client made here.
+* A JWT secret kept under the data directory, so development tokens survive restarts.
 
 Both come from the ``dev`` extra; a missing package gets a message that says so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
+from mediajobs.config import DEV_SECRET_PREFIX, Environment, Settings
 from mediajobs.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,3 +61,34 @@ def fake_redis_server() -> Any:
     except ImportError:
         raise _dev_extra_missing("fakeredis") from None
     return fakeredis.FakeServer()
+
+
+DEV_SECRET_FILE = "jwt-secret"
+
+
+def dev_secret(data_dir: Path) -> str:
+    """The development JWT secret, kept in ``<data_dir>/jwt-secret`` so tokens made by
+    ``mediajobs token`` keep working across restarts. It starts with DEV_SECRET_PREFIX, so
+    production refuses it."""
+    path = data_dir / DEV_SECRET_FILE
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = DEV_SECRET_PREFIX + secrets.token_urlsafe(32)
+    # Created readable by the owner only; a concurrent creator's secret wins if it was first.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secret + "\n")
+    log.info("development JWT secret written to %s", path)
+    return secret
+
+
+def with_dev_secret(settings: Settings) -> Settings:
+    """``settings`` with the development secret when none is configured (never in
+    production, where MEDIAJOBS_JWT_SECRET is required)."""
+    if settings.jwt_secret or settings.env is Environment.PRODUCTION:
+        return settings
+    return dataclasses.replace(settings, jwt_secret=dev_secret(settings.data_dir))

@@ -3,6 +3,7 @@
     MediaJobsError
     ├── ConfigError            a setting is missing, malformed or contradicts another
     ├── DatabaseError          Postgres could not be reached or answered unexpectedly
+    ├── AuthError              a request's credentials are missing, invalid or expired
     ├── StorageError           object storage refused or failed an operation
     │   ├── InvalidKey         a key or key part that could escape its prefix, or is malformed
     │   ├── ObjectNotFound     no object under that key
@@ -36,6 +37,16 @@ class ConfigError(MediaJobsError):
 
 class DatabaseError(MediaJobsError):
     """Postgres could not be reached or answered unexpectedly."""
+
+
+class AuthError(MediaJobsError):
+    """Credentials are missing, invalid or expired (HTTP 401, or 503 when authentication
+    is not configured); ``code`` is machine-readable, e.g. ``token_expired``."""
+
+    def __init__(self, code: str, message: str, *, status: int = 401) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
 
 
 class StorageError(MediaJobsError):

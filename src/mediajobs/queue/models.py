@@ -113,6 +113,19 @@ class Enqueued:
     created: bool
 
 
+class Cause(StrEnum):
+    """Why a transition happened (several causes share a resulting state)."""
+
+    CLAIMED = "claimed"  # a worker took the job: its handler starts now
+    PROGRESS = "progress"  # the handler reported progress
+    SUCCEEDED = "succeeded"  # the handler returned
+    FAILED = "failed"  # failed for good: not retryable, or out of attempts
+    RETRYING = "retrying"  # the attempt failed; the job is queued again after a backoff
+    REQUEUED = "requeued"  # the lease expired or was handed back; another attempt follows
+    CANCELLED = "cancelled"  # stopped on request
+    CANCEL_REQUESTED = "cancel_requested"  # asked to stop while running; still running
+
+
 @dataclass(frozen=True)
 class Transition:
     """A change of one job, reported to the queue's ``TransitionHooks`` inside the
@@ -123,6 +136,7 @@ class Transition:
     kind: str
     state: JobState
     attempt: int
+    cause: Cause
     progress: float | None = None
     message: str | None = None
     result: JSON = None

@@ -20,7 +20,16 @@ from psycopg.types.json import Jsonb
 from mediajobs.db.pool import Pool
 from mediajobs.errors import JobError, LeaseLost
 from mediajobs.queue import sql
-from mediajobs.queue.models import JSON, Enqueued, Job, JobSpec, JobState, Transition, new_job_id
+from mediajobs.queue.models import (
+    JSON,
+    Cause,
+    Enqueued,
+    Job,
+    JobSpec,
+    JobState,
+    Transition,
+    new_job_id,
+)
 
 Conn = psycopg.AsyncConnection[DictRow]
 BULK_CHUNK = 5000
@@ -29,11 +38,13 @@ BULK_CHUNK = 5000
 class TransitionHooks(Protocol):
     """The seam where job state changes meet events (the realtime layer implements it)."""
 
-    async def record(self, conn: Conn, transitions: Sequence[Transition]) -> None:
-        """Runs inside the transaction that makes the transitions: write event rows here."""
+    async def record(self, conn: Conn, transitions: Sequence[Transition]) -> Any:
+        """Runs inside the transaction that makes the transitions: write event rows here.
+        What it returns is handed to ``committed``."""
 
-    async def committed(self, transitions: Sequence[Transition]) -> None:
-        """Runs after that transaction committed: publish here. Must not raise."""
+    async def committed(self, recorded: Any) -> None:
+        """Runs after that transaction committed, with what ``record`` returned: publish
+        here. Must not raise."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +200,7 @@ class JobQueue:
                 job.kind,
                 JobState.SUCCEEDED,
                 job.attempt,
+                Cause.SUCCEEDED,
                 progress=1.0,
                 result=result,
             )
@@ -210,7 +222,7 @@ class JobQueue:
             "delay": delay,
             "error": Jsonb(error.to_dict()),
         }
-        rows = await self._change(sql.FAIL, params, _from_returned_state)
+        rows = await self._change(sql.FAIL, params, _failed_or_retrying)
         return JobState(rows[0]["state"]) if rows else None
 
     async def mark_cancelled(self, job: Job) -> bool:
@@ -234,6 +246,7 @@ class JobQueue:
                 job.kind,
                 JobState.RUNNING,
                 job.attempt,
+                Cause.PROGRESS,
                 progress=progress,
                 message=message,
             )
@@ -276,7 +289,7 @@ class JobQueue:
         """Requeue (or fail, when out of attempts) jobs whose lease expired."""
         transitions: list[Transition] = []
         rows = await self._change(
-            sql.REAP_EXPIRED, {"limit": limit}, _from_returned_state, collect=transitions
+            sql.REAP_EXPIRED, {"limit": limit}, _requeued_or_failed, collect=transitions
         )
         if any(row["state"] == JobState.QUEUED for row in rows):
             await self.notify_wakeup()
@@ -320,6 +333,7 @@ class JobQueue:
     ) -> list[DictRow]:
         """Run a state-changing statement; with hooks, in a transaction that also records
         the transitions, then tell the hooks after commit."""
+        recorded: Any = None
         async with self._pool.connection() as conn:
             if self._hooks is None and collect is None:
                 return await (await conn.execute(statement, params)).fetchall()
@@ -327,11 +341,11 @@ class JobQueue:
                 rows = await (await conn.execute(statement, params)).fetchall()
                 transitions = [transition(row) for row in rows]
                 if transitions and self._hooks is not None:
-                    await self._hooks.record(conn, transitions)
+                    recorded = await self._hooks.record(conn, transitions)
         if collect is not None:
             collect.extend(transitions)
         if transitions and self._hooks is not None:
-            await self._hooks.committed(transitions)
+            await self._hooks.committed(recorded)
         return rows
 
 
@@ -355,38 +369,39 @@ def _insert_params(spec: JobSpec) -> dict[str, Any]:
     }
 
 
-def _running(row: Mapping[str, Any]) -> Transition:
+def _transition(row: Mapping[str, Any], state: JobState, cause: Cause, **extra: Any) -> Transition:
     return Transition(
-        row["id"], row["owner_id"], row["kind"], JobState.RUNNING, row["attempt"], progress=0.0
+        row["id"], row["owner_id"], row["kind"], state, row["attempt"], cause, **extra
     )
+
+
+def _running(row: Mapping[str, Any]) -> Transition:
+    return _transition(row, JobState.RUNNING, Cause.CLAIMED, progress=0.0)
 
 
 def _queued(row: Mapping[str, Any]) -> Transition:
-    return Transition(row["id"], row["owner_id"], row["kind"], JobState.QUEUED, row["attempt"])
+    return _transition(row, JobState.QUEUED, Cause.REQUEUED, message="handed back")
 
 
 def _cancelled(row: Mapping[str, Any]) -> Transition:
-    return Transition(row["id"], row["owner_id"], row["kind"], JobState.CANCELLED, row["attempt"])
+    return _transition(row, JobState.CANCELLED, Cause.CANCELLED)
 
 
-def _from_returned_state(row: Mapping[str, Any]) -> Transition:
-    return Transition(
-        row["id"],
-        row["owner_id"],
-        row["kind"],
-        JobState(row["state"]),
-        row["attempt"],
-        error=row.get("error"),
-    )
+def _failed_or_retrying(row: Mapping[str, Any]) -> Transition:
+    state = JobState(row["state"])
+    cause = Cause.RETRYING if state is JobState.QUEUED else Cause.FAILED
+    return _transition(row, state, cause, error=row.get("error"))
+
+
+def _requeued_or_failed(row: Mapping[str, Any]) -> Transition:
+    state = JobState(row["state"])
+    cause = Cause.REQUEUED if state is JobState.QUEUED else Cause.FAILED
+    return _transition(row, state, cause, message="lease expired", error=row.get("error"))
 
 
 def _cancel_outcome(row: Mapping[str, Any]) -> Transition:
     # A running job stays running until its handler stops; only a queued one is cancelled now.
-    return Transition(
-        row["id"],
-        row["owner_id"],
-        row["kind"],
-        JobState(row["state"]),
-        row["attempt"],
-        message="cancel requested",
-    )
+    state = JobState(row["state"])
+    if state is JobState.CANCELLED:
+        return _transition(row, state, Cause.CANCELLED)
+    return _transition(row, state, Cause.CANCEL_REQUESTED, message="cancel requested")

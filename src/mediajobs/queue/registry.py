@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -14,13 +15,20 @@ from mediajobs.queue.models import JSON, Job
 if TYPE_CHECKING:
     from mediajobs.queue.queue import JobQueue
 
+log = logging.getLogger(__name__)
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 class JobContext:
     """What a handler gets besides its job: progress, cancellation, and executors for
-    work that must not run on the event loop."""
+    work that must not run on the event loop.
+
+    Progress is throttled: the first report is written at once, later ones at most every
+    ``progress_interval`` seconds (the newest value wins), a report of 1.0 at once, and the
+    last pending one before the job completes. So a handler may report as often as it
+    likes without flooding Postgres, Redis or browsers."""
 
     def __init__(
         self,
@@ -30,6 +38,7 @@ class JobContext:
         worker_name: str,
         thread_pool: Executor | None = None,
         process_pool: Callable[[], Executor] | None = None,
+        progress_interval: float = 0.0,
     ) -> None:
         self.job = job
         self.worker_name = worker_name
@@ -38,6 +47,14 @@ class JobContext:
         self._process_pool = process_pool
         self._cancel_requested = job.cancel_requested
         self._lease_lost = False
+        self._progress_interval = progress_interval
+        self._progress_lock = asyncio.Lock()
+        self._progress_written_at: float | None = None
+        self._progress_pending: tuple[float, str | None, int] | None = None
+        self._progress_seq = 0  # reports made; a write older than the last written is dropped
+        self._progress_written_seq = 0
+        self._progress_timer: asyncio.TimerHandle | None = None
+        self._progress_flush: asyncio.Task[None] | None = None
 
     @property
     def cancel_requested(self) -> bool:
@@ -63,10 +80,72 @@ class JobContext:
             raise JobCancelled(f"job {self.job.id} was cancelled")
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
-        """Record real progress (0..1) on the job; raises ``LeaseLost`` when fenced out."""
+        """Report real progress (0..1) on the job (throttled, see the class docstring);
+        raises ``LeaseLost`` when fenced out."""
         if self._lease_lost:
             raise LeaseLost(f"job {self.job.id} attempt {self.job.attempt} lost its lease")
-        if await self._queue.set_progress(self.job, fraction, message):
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError("progress must be between 0 and 1")
+        loop = asyncio.get_running_loop()
+        self._progress_seq += 1
+        written = self._progress_written_at
+        due = 0.0 if written is None else written + self._progress_interval
+        if fraction >= 1.0 or loop.time() >= due:
+            self._progress_pending = None
+            await self._write_progress(fraction, message, self._progress_seq)
+            return
+        self._progress_pending = (fraction, message, self._progress_seq)
+        if self._progress_timer is None:
+            self._progress_timer = loop.call_at(due, self._flush_later)
+
+    async def flush_progress(self) -> None:
+        """Write the pending (throttled) progress report now; the worker calls this when
+        the handler returns, so the last report is never lost."""
+        self._cancel_timer()
+        if self._progress_flush is not None:
+            await asyncio.gather(self._progress_flush, return_exceptions=True)
+        pending, self._progress_pending = self._progress_pending, None
+        if pending is not None and not self._lease_lost:
+            await self._write_progress(*pending)
+
+    def discard_progress(self) -> None:
+        """Drop a pending report (the job failed or was cancelled)."""
+        self._cancel_timer()
+        self._progress_pending = None
+
+    def _cancel_timer(self) -> None:
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
+            self._progress_timer = None
+
+    def _flush_later(self) -> None:
+        self._progress_timer = None
+        pending, self._progress_pending = self._progress_pending, None
+        if pending is not None and not self._lease_lost:
+            self._progress_flush = asyncio.get_running_loop().create_task(
+                self._write_progress_quietly(*pending)
+            )
+
+    async def _write_progress_quietly(self, fraction: float, message: str | None, seq: int) -> None:
+        try:
+            await self._write_progress(fraction, message, seq)
+        except LeaseLost:
+            pass  # the handler learns it at its next call
+        except Exception as exc:
+            log.warning("progress of job %s not written (%s)", self.job.id, exc)
+
+    async def _write_progress(self, fraction: float, message: str | None, seq: int) -> None:
+        async with self._progress_lock:
+            if seq <= self._progress_written_seq:
+                return  # a newer report was written meanwhile
+            self._progress_written_seq = seq
+            self._progress_written_at = asyncio.get_running_loop().time()
+            try:
+                cancel = await self._queue.set_progress(self.job, fraction, message)
+            except LeaseLost:
+                self._lease_lost = True
+                raise
+        if cancel:
             self._cancel_requested = True
 
     async def run_in_thread(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -45,6 +45,7 @@ class WorkerOptions:
     maintenance_interval: float = 60.0
     hot_age: float = 600.0
     archive_age: float = 7 * 86400.0
+    progress_interval: float = 0.25  # a job's progress is written at most this often
     name: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
@@ -73,6 +74,7 @@ class Worker:
         conninfo: str,
         options: WorkerOptions | None = None,
         backoff: Backoff | None = None,
+        maintenance: Sequence[Callable[[], Awaitable[object]]] = (),
     ) -> None:
         self.options = options or WorkerOptions()
         self.name = self.options.name
@@ -81,6 +83,7 @@ class Worker:
         self._registry = registry
         self._conninfo = conninfo
         self._backoff = backoff or Backoff()
+        self._maintenance = list(maintenance)  # run with the queue's maintenance sweep
         self._kinds = registry.select(self.options.kinds)
         # Jobs holding a concurrency slot (their handler runs) ...
         self._active: dict[uuid.UUID, tuple[asyncio.Task[None], JobContext]] = {}
@@ -261,6 +264,7 @@ class Worker:
             worker_name=self.name,
             thread_pool=self._threads,
             process_pool=self._process_pool,
+            progress_interval=self.options.progress_interval,
         )
         self._keeper.hold(job)
         task = asyncio.create_task(self._execute(ctx))
@@ -284,11 +288,16 @@ class Worker:
         job = ctx.job
         handler = self._registry.get(job.kind)
         try:
-            if handler is None:
-                raise JobFailed(f"no handler for kind {job.kind!r}", code="unknown_kind")
-            if ctx.cancel_requested:
-                raise JobCancelled("cancelled before it started")
-            result = await handler(ctx, job)
+            try:
+                if handler is None:
+                    raise JobFailed(f"no handler for kind {job.kind!r}", code="unknown_kind")
+                if ctx.cancel_requested:
+                    raise JobCancelled("cancelled before it started")
+                result = await handler(ctx, job)
+                await ctx.flush_progress()  # the last report goes out before the completion
+            except BaseException:
+                ctx.discard_progress()
+                raise
         except JobCancelled:
             if await self._queue.mark_cancelled(job):
                 self.stats.cancelled += 1
@@ -357,6 +366,8 @@ class Worker:
                     await self._queue.maintain(
                         hot_age=self.options.hot_age, archive_age=self.options.archive_age
                     )
+                    for task in self._maintenance:
+                        await task()
             except psycopg.Error as exc:
                 log.warning("housekeeping failed (%s); retrying", exc)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from mediajobs.service.app import Services, create_app
+from mediajobs.service.app import create_app
+from mediajobs.service.state import Services
 
 __all__ = ["Services", "create_app"]

@@ -1,7 +1,7 @@
 """The service's composition root: the Starlette app and the clients it holds.
 
-The lifespan opens the Postgres pool and the Redis client from ``Settings`` and closes them
-on shutdown; routes reach them through ``request.app.state.services``.
+The lifespan opens the Postgres pool, the Redis clients and the event hub from ``Settings``
+and closes them on shutdown; routes reach them through ``services(request)``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
@@ -19,72 +18,37 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from mediajobs.config import Environment, Settings
+from mediajobs.config import Settings
 from mediajobs.db.pool import Pool, open_pool
 from mediajobs.errors import ConfigError
 from mediajobs.queue.queue import JobQueue
+from mediajobs.realtime import (
+    EventHub,
+    EventRecorder,
+    EventStore,
+    HubOptions,
+    RealtimeMetrics,
+    RedisPublisher,
+    StreamOptions,
+)
+from mediajobs.realtime.connect import redis_client
+from mediajobs.service import events
+from mediajobs.service.auth import Authenticator
 from mediajobs.service.errors import EXCEPTION_HANDLERS
-from mediajobs.storage import CheckReport, MemoryStore, StoreRegistry, check_store, open_stores
+from mediajobs.service.state import Services, StorageCheck, services
+from mediajobs.storage import MemoryStore, StoreRegistry, open_stores
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 2.0
-STORAGE_CHECK_TIMEOUT = 10.0
-STORAGE_CHECK_EVERY = 30.0  # seconds a storage check result is reused by /readyz
 
 
-@dataclass
-class Services:
-    """Long-lived clients of one API process."""
-
-    settings: Settings
-    pool: Pool
-    redis: Redis
-    queue: JobQueue
-    stores: StoreRegistry
-    storage_check: StorageCheck
-
-
-RedisFactory = Callable[[], Redis]
-
-
-def redis_client(settings: Settings, fake_server: Any = None) -> Redis:
-    """The Redis client for ``settings``: REDIS_URL, else an in-process fakeredis server
-    (development and tests only; production requires REDIS_URL)."""
-    if settings.redis_url:
-        return Redis.from_url(settings.redis_url)
-    if settings.env is Environment.PRODUCTION:
-        raise ConfigError("REDIS_URL", "is required when MEDIAJOBS_ENV=production")
-    import fakeredis
-
-    client: Redis = fakeredis.FakeAsyncRedis(server=fake_server or fakeredis.FakeServer())
-    return client
-
-
-class StorageCheck:
-    """The storage check of `mediajobs storage check`, rerun by /readyz at most every
-    STORAGE_CHECK_EVERY seconds (it writes, reads and deletes a probe object)."""
-
-    def __init__(self, stores: StoreRegistry) -> None:
-        self._stores = stores
-        self._last: CheckReport | None = None
-        self._at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def report(self) -> CheckReport:
-        async with self._lock:
-            now = asyncio.get_running_loop().time()
-            if self._last is None or now - self._at >= STORAGE_CHECK_EVERY:
-                try:
-                    async with asyncio.timeout(STORAGE_CHECK_TIMEOUT):
-                        self._last = await check_store(self._stores.active)
-                except TimeoutError:
-                    active = self._stores.active
-                    self._last = CheckReport(
-                        active.provider, active.bucket, error="timed out", error_code="timeout"
-                    )
-                self._at = now
-            return self._last
+def stream_options(settings: Settings) -> StreamOptions:
+    return StreamOptions(
+        heartbeat=settings.sse_heartbeat,
+        retry_ms=int(settings.sse_retry * 1000),
+        send_timeout=settings.sse_send_timeout,
+    )
 
 
 def memory_base_url(settings: Settings) -> str:
@@ -96,27 +60,54 @@ def memory_base_url(settings: Settings) -> str:
 def create_app(
     settings: Settings,
     *,
-    redis_factory: RedisFactory | None = None,
+    fake_redis: Any = None,
     stores: StoreRegistry | None = None,
 ) -> Starlette:
     """Build the ASGI app; clients are opened by its lifespan. ``stores`` defaults to the
-    ones ``settings`` name (dev mode passes its own, shared with the worker)."""
+    ones ``settings`` name and ``fake_redis`` (a fakeredis server) stands in for REDIS_URL:
+    dev mode passes both, shared with its worker."""
     if not settings.database_url:
         raise ConfigError("DATABASE_URL", "the service needs a database URL")
     database_url = settings.database_url
     owns_stores = stores is None
     registry = stores or open_stores(settings.storage, memory_base_url=memory_base_url(settings))
+    metrics = RealtimeMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await open_pool(database_url, name="app", min_size=1, max_size=10)
-        redis = redis_factory() if redis_factory else redis_client(settings)
+        redis = redis_client(settings, fake_redis)
+        subscriber = redis_client(settings, fake_redis, subscriber=True)
+        store = EventStore(pool)
+        publisher = RedisPublisher(redis, settings.events_channel, metrics=metrics)
+        hub = EventHub(
+            store,
+            subscriber,
+            settings.events_channel,
+            metrics=metrics,
+            options=HubOptions(
+                buffer=settings.sse_buffer, poll_interval=settings.hub_poll_interval
+            ),
+        )
         app.state.services = Services(
-            settings, pool, redis, JobQueue(pool), registry, StorageCheck(registry)
+            settings=settings,
+            pool=pool,
+            redis=redis,
+            queue=JobQueue(pool, hooks=EventRecorder(publisher)),
+            stores=registry,
+            storage_check=StorageCheck(registry),
+            auth=Authenticator.from_settings(settings),
+            events=store,
+            hub=hub,
+            metrics=metrics,
+            stream_options=stream_options(settings),
         )
         try:
+            await hub.start()
             yield
         finally:
+            await hub.stop()
+            await subscriber.aclose()
             await redis.aclose()
             await pool.close()
             if owns_stores:
@@ -125,11 +116,23 @@ def create_app(
     routes: list[Route | Mount] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", events.metrics, methods=["GET"]),
+        Route("/events", events.events, methods=["GET"]),
+        Route("/events/ticket", events.ticket, methods=["POST"]),
+        Route("/jobs/{job_id}/events", events.job_events, methods=["GET"]),
     ]
     memory = [store for store in registry.stores if isinstance(store, MemoryStore)]
     if memory:
         routes.append(Mount("/storage", app=memory[0].app()))
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+
+
+def close_streams(app: Any) -> None:
+    """End every open SSE stream of ``app`` (at shutdown: the server waits for open
+    responses, and an event stream never ends by itself)."""
+    svc: Services | None = getattr(getattr(app, "state", None), "services", None)
+    if svc is not None:
+        svc.hub.close_all("shutdown")
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -140,11 +143,11 @@ async def healthz(request: Request) -> JSONResponse:
 async def readyz(request: Request) -> JSONResponse:
     """Every dependency answers (readiness): Postgres, Redis, and the storage bucket is
     reachable and writable (the same check as `mediajobs storage check`)."""
-    services: Services = request.app.state.services
+    svc = services(request)
     postgres, redis, storage = await asyncio.gather(
-        _check_postgres(services.pool),
-        _check_redis(services.redis),
-        services.storage_check.report(),
+        _check_postgres(svc.pool),
+        _check_redis(svc.redis),
+        svc.storage_check.report(),
     )
     checks = {
         "postgres": postgres,

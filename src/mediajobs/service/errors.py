@@ -10,6 +10,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from mediajobs.errors import AuthError
+
 log = logging.getLogger(__name__)
 
 
@@ -29,9 +31,40 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, message, exc.headers)
 
 
+async def auth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthError)
+    headers = None
+    if exc.status == 401:
+        # RFC 6750: no error attribute when the request carried no credentials at all.
+        challenge = 'Bearer realm="mediajobs"'
+        if exc.code != "missing_credentials":
+            challenge += ', error="invalid_token"'
+        headers = {"WWW-Authenticate": challenge}
+    return error_response(exc.status, exc.code, str(exc), headers)
+
+
+class ApiError(Exception):
+    """Raised by a route to answer with the error envelope."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, str(exc))
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "the server failed to handle this request")
 
 
-EXCEPTION_HANDLERS = {HTTPException: http_error, Exception: internal_error}
+EXCEPTION_HANDLERS = {
+    HTTPException: http_error,
+    AuthError: auth_error,
+    ApiError: api_error,
+    Exception: internal_error,
+}

@@ -1,0 +1,182 @@
+"""The event model: what a job transition tells the browser, and how it looks on the wire.
+
+An event is ``{family}_{phase}`` (``upload_progress``) or ``job_cancelled``. The family comes
+from the job's kind (``media.process`` -> ``upload``); the phase from the transition's cause.
+Its data is ``{jobId, progress?, message?, result?, error?}``. Every event has an id from
+``job_events_id_seq``: ids grow in commit order (see migration 0003).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mediajobs.queue.models import JSON, Cause, Transition
+
+# Job kind (or kind prefix before the first ".") -> event family. Kinds not listed here get
+# the generic family "job" (e.g. system.ping -> job_started, job_complete).
+FAMILIES: dict[str, str] = {
+    "media.process": "upload",
+    "media.upload": "upload",
+    "media.generate": "generation",
+    "media.generate_image": "generation",
+    "media.generate_video": "generation",
+    "media.delete": "delete",
+    "media.purge": "delete",
+    "media.ingest": "ingest",
+    "ingest": "ingest",
+}
+GENERIC_FAMILY = "job"
+CANCELLED = "job_cancelled"
+RESYNC = "resync"  # sent instead of a replay the server can no longer give
+STREAM_EXPIRED = "stream_expired"  # the ticket or token ran out: reconnect with a new one
+
+_PHASES = {
+    Cause.CLAIMED: "started",
+    Cause.PROGRESS: "progress",
+    Cause.SUCCEEDED: "complete",
+    Cause.FAILED: "failed",
+    # A failed attempt that will be retried, or a job requeued after its worker vanished, is
+    # not terminal: clients see it as progress with a message (and the error, when any).
+    Cause.RETRYING: "progress",
+    Cause.REQUEUED: "progress",
+}
+
+
+def family(kind: str) -> str:
+    """The event family of a job kind: an exact match first, then the part before the
+    first dot."""
+    return FAMILIES.get(kind) or FAMILIES.get(kind.partition(".")[0]) or GENERIC_FAMILY
+
+
+def is_terminal(event_type: str) -> bool:
+    """True for the last event a job emits: ``*_complete``, ``*_failed``, ``job_cancelled``."""
+    return event_type == CANCELLED or event_type.endswith(("_complete", "_failed"))
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event about to be written: everything but its id."""
+
+    owner_id: str
+    job_id: uuid.UUID
+    type: str
+    data: str  # the payload as compact JSON text
+
+
+@dataclass(slots=True)
+class Event:
+    """A recorded event. ``data`` is JSON text (one line), kept as text from the database or
+    the Redis message to the socket; ``published_at`` (epoch seconds) is set on events that
+    arrived live, for the publish-to-delivery lag."""
+
+    id: int
+    owner_id: str
+    job_id: uuid.UUID
+    type: str
+    data: str
+    published_at: float | None = None
+    _frame: bytes | None = field(default=None, repr=False)
+
+    @property
+    def terminal(self) -> bool:
+        return is_terminal(self.type)
+
+    @property
+    def frame(self) -> bytes:
+        """The SSE frame, built once and shared by every connection that receives it."""
+        if self._frame is None:
+            self._frame = sse_frame(self.type, self.data, event_id=self.id)
+        return self._frame
+
+    def payload(self) -> dict[str, JSON]:
+        value: dict[str, JSON] = json.loads(self.data)
+        return value
+
+    def to_message(self) -> dict[str, Any]:
+        """The form carried in a Redis message."""
+        return {
+            "id": self.id,
+            "owner": self.owner_id,
+            "job": str(self.job_id),
+            "type": self.type,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_message(cls, item: dict[str, Any], published_at: float | None) -> Event:
+        return cls(
+            id=int(item["id"]),
+            owner_id=str(item["owner"]),
+            job_id=uuid.UUID(item["job"]),
+            type=str(item["type"]),
+            data=str(item["data"]),
+            published_at=published_at,
+        )
+
+
+def dumps(value: JSON) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def pending_event(transition: Transition) -> PendingEvent | None:
+    """The event a transition emits, or None (a cancel request on a running job emits
+    nothing until the handler stops)."""
+    if transition.cause is Cause.CANCELLED:
+        event_type = CANCELLED
+    elif transition.cause in _PHASES:
+        event_type = f"{family(transition.kind)}_{_PHASES[transition.cause]}"
+    else:
+        return None
+    data: dict[str, JSON] = {"jobId": str(transition.job_id)}
+    if transition.cause is Cause.PROGRESS and transition.progress is not None:
+        data["progress"] = round(transition.progress, 4)
+    if transition.message is not None:
+        data["message"] = transition.message
+    if transition.cause is Cause.RETRYING:
+        data["message"] = f"attempt {transition.attempt} failed; retrying"
+    if transition.cause is Cause.SUCCEEDED:
+        data["result"] = transition.result
+    if transition.error is not None:
+        data["error"] = _public_error(transition.error)
+    return PendingEvent(transition.owner_id, transition.job_id, event_type, dumps(data))
+
+
+def pending_events(transitions: Iterable[Transition]) -> list[PendingEvent]:
+    return [event for event in map(pending_event, transitions) if event is not None]
+
+
+def _public_error(error: dict[str, JSON]) -> dict[str, JSON]:
+    """The error as clients see it: ``{code, message, retryable}`` and nothing else."""
+    return {
+        "code": str(error.get("code") or "error"),
+        "message": str(error.get("message") or ""),
+        "retryable": bool(error.get("retryable", False)),
+    }
+
+
+def sse_frame(event_type: str | None, data: str, *, event_id: int | None = None) -> bytes:
+    """One Server-Sent Events frame. ``data`` must be one line (compact JSON is)."""
+    parts: list[str] = []
+    if event_id is not None:
+        parts.append(f"id: {event_id}\n")
+    if event_type is not None:
+        parts.append(f"event: {event_type}\n")
+    parts.append(f"data: {data}\n\n")
+    return "".join(parts).encode()
+
+
+def parse_last_event_id(values: Sequence[str | None]) -> int | None:
+    """The first present value of Last-Event-ID / lastEventId as an event id; None when
+    absent or empty. Raises ``ValueError`` for anything but a non-negative integer."""
+    for value in values:
+        if value is None or not value.strip():
+            continue
+        text = value.strip()
+        if not text.isdigit() or len(text) > 19:
+            raise ValueError(f"not an event id: {value!r}")
+        return int(text)
+    return None

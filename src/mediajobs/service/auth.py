@@ -1,0 +1,198 @@
+"""Who is calling: bearer JWTs, and short-lived stream tickets for ``EventSource``.
+
+* A bearer token is a JWT signed HS256 with MEDIAJOBS_JWT_SECRET; ``sub`` is the user id and
+  ``exp`` is required; issuer and audience are checked when configured; ``roles`` lists
+  roles (``admin``).
+* A stream ticket exists because ``EventSource`` cannot send headers. It is minted by
+  ``POST /events/ticket`` for a bearer-authenticated user, lives MEDIAJOBS_STREAM_TICKET_TTL
+  seconds, and is signed with a key derived from the secret for this one purpose: a ticket
+  is never accepted as a bearer token, nor a token as a ticket. A stream opened with it ends
+  when it expires. Tickets travel in the query string, so access logs redact them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt.types import Options
+
+from mediajobs.config import Settings
+from mediajobs.errors import AuthError
+
+ALGORITHM = "HS256"
+TICKET_TYPE = "stream"
+_TICKET_KEY_INFO = b"mediajobs stream ticket v1"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    user_id: str
+    roles: frozenset[str]
+    expires_at: float | None  # epoch seconds; the stream it opens ends then
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+class Authenticator:
+    """Verifies bearer tokens and stream tickets, and issues both (tokens for the CLI and
+    development, tickets for browsers)."""
+
+    def __init__(
+        self,
+        secret: str | None,
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        ticket_ttl: float = 600.0,
+    ) -> None:
+        self._secret = secret
+        self._issuer = issuer
+        self._audience = audience
+        self.ticket_ttl = ticket_ttl
+        self._ticket_key = (
+            None
+            if secret is None
+            else hmac.new(secret.encode(), _TICKET_KEY_INFO, hashlib.sha256).digest()
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Authenticator:
+        return cls(
+            settings.jwt_secret,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ticket_ttl=settings.stream_ticket_ttl,
+        )
+
+    @property
+    def configured(self) -> bool:
+        return self._secret is not None
+
+    # -- bearer tokens -----------------------------------------------------------------
+
+    def bearer(self, authorization: str | None) -> Principal:
+        """The caller of an ``Authorization: Bearer`` header; raises ``AuthError``."""
+        if not authorization:
+            raise AuthError("missing_credentials", "send Authorization: Bearer <token>")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("invalid_token", "the Authorization header is not 'Bearer <token>'")
+        secret = self._require_secret()
+        options: Options = {"require": ["exp", "sub"]}
+        if self._audience is None:
+            options["verify_aud"] = False
+        try:
+            claims = jwt.decode(
+                token.strip(),
+                secret,
+                algorithms=[ALGORITHM],
+                issuer=self._issuer,
+                audience=self._audience,
+                options=options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token_expired", "the token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError("invalid_token", f"the token is not valid: {exc}") from None
+        return _principal(claims)
+
+    def issue_token(self, user_id: str, *, roles: Sequence[str] = (), ttl: float = 3600.0) -> str:
+        """A bearer token for ``user_id`` (``mediajobs token``, development, tests)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + int(ttl)}
+        if roles:
+            claims["roles"] = list(roles)
+        if self._issuer:
+            claims["iss"] = self._issuer
+        if self._audience:
+            claims["aud"] = self._audience
+        return jwt.encode(claims, self._require_secret(), algorithm=ALGORITHM)
+
+    # -- stream tickets ----------------------------------------------------------------
+
+    def issue_ticket(self, principal: Principal) -> tuple[str, float]:
+        """A stream ticket for ``principal`` and its expiry (epoch seconds); it never
+        outlives the token it was minted with."""
+        now = time.time()
+        expires_at = now + self.ticket_ttl
+        if principal.expires_at is not None:
+            expires_at = min(expires_at, principal.expires_at)
+        claims = {
+            "sub": principal.user_id,
+            "typ": TICKET_TYPE,
+            "iat": int(now),
+            "exp": int(expires_at),
+        }
+        assert self._ticket_key is not None  # _require_secret passed for the bearer
+        return jwt.encode(claims, self._ticket_key, algorithm=ALGORITHM), float(int(expires_at))
+
+    def ticket(self, ticket: str) -> Principal:
+        """The caller of a stream ticket; raises ``AuthError`` (``ticket_expired`` when it
+        ran out: fetch a new one and reconnect)."""
+        self._require_secret()
+        assert self._ticket_key is not None
+        try:
+            claims = jwt.decode(
+                ticket,
+                self._ticket_key,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp", "sub", "typ"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("ticket_expired", "the stream ticket has expired") from None
+        except jwt.InvalidTokenError:
+            raise AuthError("invalid_ticket", "the stream ticket is not valid") from None
+        if claims.get("typ") != TICKET_TYPE:
+            raise AuthError("invalid_ticket", "not a stream ticket")
+        return Principal(str(claims["sub"]), frozenset(), float(claims["exp"]))
+
+    def _require_secret(self) -> str:
+        if self._secret is None:
+            raise AuthError(
+                "auth_not_configured",
+                "authentication is not configured: set MEDIAJOBS_JWT_SECRET",
+                status=503,
+            )
+        return self._secret
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    user_id = claims.get("sub")
+    if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 200:
+        raise AuthError("invalid_token", "the token's sub is not a user id")
+    roles = claims.get("roles") or []
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise AuthError("invalid_token", "the token's roles claim is not a list of strings")
+    return Principal(user_id, frozenset(roles), float(claims["exp"]))
+
+
+_SECRET_QUERY = re.compile(r"((?:^|[?&])(?:ticket|access_token)=)[^&\s\"]*")
+
+
+def redact_query(text: str) -> str:
+    """``text`` with ticket values in query strings replaced by ``REDACTED``."""
+    return _SECRET_QUERY.sub(r"\1REDACTED", text)
+
+
+class RedactTickets(logging.Filter):
+    """Keeps stream tickets out of access logs (uvicorn logs the full path and query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_query(arg) if isinstance(arg, str) and "=" in arg else arg
+                for arg in record.args
+            )
+        return True

@@ -1,0 +1,95 @@
+"""Routes of the realtime layer: the SSE streams, stream tickets and ``/metrics``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mediajobs.errors import AuthError
+from mediajobs.realtime.events import parse_last_event_id
+from mediajobs.realtime.sse import EventStreamResponse
+from mediajobs.service.auth import Principal
+from mediajobs.service.errors import ApiError
+from mediajobs.service.state import Services, services
+
+
+def _stream_principal(request: Request, svc: Services) -> Principal:
+    """Bearer header for fetch-based clients, else the ``ticket`` query parameter."""
+    ticket = request.query_params.get("ticket")
+    if ticket and not request.headers.get("authorization"):
+        return svc.auth.ticket(ticket)
+    return svc.auth.bearer(request.headers.get("authorization"))
+
+
+def _last_event_id(request: Request) -> int | None:
+    try:
+        return parse_last_event_id(
+            [request.headers.get("last-event-id"), request.query_params.get("lastEventId")]
+        )
+    except ValueError as exc:
+        raise ApiError(400, "invalid_last_event_id", str(exc)) from None
+
+
+async def events(request: Request) -> Response:
+    """``GET /events``: every event of the caller's jobs, resumable with Last-Event-ID."""
+    svc = services(request)
+    principal = _stream_principal(request, svc)
+    return EventStreamResponse(
+        svc.hub,
+        svc.events,
+        svc.stream_options,
+        owner_id=principal.user_id,
+        last_event_id=_last_event_id(request),
+        expires_at=principal.expires_at,
+    )
+
+
+async def job_events(request: Request) -> Response:
+    """``GET /jobs/{id}/events``: one job's events from its first; ends after its last."""
+    svc = services(request)
+    principal = _stream_principal(request, svc)
+    try:
+        job_id = uuid.UUID(request.path_params["job_id"])
+    except ValueError:
+        raise ApiError(404, "job_not_found", "no such job") from None
+    last_event_id = _last_event_id(request)
+    job = await svc.queue.get(job_id)
+    if job is None or job.owner_id != principal.user_id:
+        # Another user's job answers exactly like a missing one.
+        raise ApiError(404, "job_not_found", "no such job")
+    return EventStreamResponse(
+        svc.hub,
+        svc.events,
+        svc.stream_options,
+        owner_id=principal.user_id,
+        last_event_id=last_event_id,
+        expires_at=principal.expires_at,
+        job_id=job_id,
+        job_finished=job.state.finished,
+    )
+
+
+async def ticket(request: Request) -> Response:
+    """``POST /events/ticket``: a short-lived ticket for ``EventSource`` (which cannot send
+    an Authorization header): ``GET /events?ticket=...``."""
+    svc = services(request)
+    principal = svc.auth.bearer(request.headers.get("authorization"))
+    value, expires_at = svc.auth.issue_ticket(principal)
+    if expires_at <= datetime.now(UTC).timestamp():
+        raise AuthError("token_expired", "the token expires before a ticket could be used")
+    return JSONResponse(
+        {
+            "ticket": value,
+            "expiresAt": datetime.fromtimestamp(expires_at, UTC).isoformat(),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus text."""
+    svc = services(request)
+    return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

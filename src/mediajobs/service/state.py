@@ -1,0 +1,67 @@
+"""What one API process holds: its long-lived clients, built by the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from starlette.requests import Request
+
+from mediajobs.config import Settings
+from mediajobs.db.pool import Pool
+from mediajobs.queue.queue import JobQueue
+from mediajobs.realtime import EventHub, EventStore, RealtimeMetrics, StreamOptions
+from mediajobs.service.auth import Authenticator
+from mediajobs.storage import CheckReport, StoreRegistry, check_store
+
+STORAGE_CHECK_TIMEOUT = 10.0
+STORAGE_CHECK_EVERY = 30.0  # seconds a storage check result is reused by /readyz
+
+
+@dataclass
+class Services:
+    """Long-lived clients of one API process."""
+
+    settings: Settings
+    pool: Pool
+    redis: Redis
+    queue: JobQueue
+    stores: StoreRegistry
+    storage_check: StorageCheck
+    auth: Authenticator
+    events: EventStore
+    hub: EventHub
+    metrics: RealtimeMetrics
+    stream_options: StreamOptions
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+class StorageCheck:
+    """The storage check of `mediajobs storage check`, rerun by /readyz at most every
+    STORAGE_CHECK_EVERY seconds (it writes, reads and deletes a probe object)."""
+
+    def __init__(self, stores: StoreRegistry) -> None:
+        self._stores = stores
+        self._last: CheckReport | None = None
+        self._at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def report(self) -> CheckReport:
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            if self._last is None or now - self._at >= STORAGE_CHECK_EVERY:
+                try:
+                    async with asyncio.timeout(STORAGE_CHECK_TIMEOUT):
+                        self._last = await check_store(self._stores.active)
+                except TimeoutError:
+                    active = self._stores.active
+                    self._last = CheckReport(
+                        active.provider, active.bucket, error="timed out", error_code="timeout"
+                    )
+                self._at = now
+            return self._last
