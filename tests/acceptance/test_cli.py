@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,39 +14,8 @@ import pytest
 
 from mediajobs.db.migrate import available_migrations
 from tests.conftest import free_port
+from tests.support.serving import Serving, clean_env, mediajobs, wait_http
 from tests.support.workers import REPO
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a fresh shell: none of our variables set."""
-    drop = ("MEDIAJOBS_", "DATABASE_URL", "REDIS_URL", "GCS_", "S3_", "STORAGE_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env.update(extra)
-    return env
-
-
-def mediajobs(
-    *args: str, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mediajobs", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def wait_http(url: str, timeout: float) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return httpx.get(url, timeout=2)
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -138,38 +105,6 @@ def test_production_with_development_parts_refuses_to_start_naming_the_variable(
     dev = mediajobs("dev", env={**env, "GCS_BUCKET": "media"})
     assert dev.returncode == 2
     assert "MEDIAJOBS_ENV: mediajobs dev is for development" in dev.stderr
-
-
-class Serving:
-    """`mediajobs serve` as a real process, up (healthz answers) inside the block and
-    stopped with SIGTERM after it; ``returncode`` and ``output`` are set then."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self._env = {**env, "MEDIAJOBS_PORT": str(self.port)}
-        self.returncode: int | None = None
-        self.output = ""
-
-    def __enter__(self) -> Serving:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "mediajobs", "serve"],
-            env=self._env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert wait_http(f"{self.base}/healthz", 30).status_code == 200
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._proc.send_signal(signal.SIGTERM)
-        self.output, _ = self._proc.communicate(timeout=30)
-        self.returncode = self._proc.returncode
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ import boto3
 import httpx
 import pytest
 
-from tests.acceptance.test_cli import Serving, clean_env, mediajobs
 from tests.support.emulators import S3_CREDENTIALS, gcs_emulator, moto_server, service_account_json
+from tests.support.serving import Serving, clean_env, mediajobs
 
 
 @pytest.fixture(scope="module")

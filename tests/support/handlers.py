@@ -42,8 +42,23 @@ async def sleepy(ctx: JobContext, job: Job) -> Any:
     return {"attempt": job.attempt}
 
 
+async def steps(ctx: JobContext, job: Job) -> Any:
+    """Reports progress ``steps`` times, ``delay`` seconds apart (``pad`` characters of
+    message each, to make events large), then returns ``{"steps": n}``."""
+    n = int(job.payload.get("steps", 10))
+    delay = float(job.payload.get("delay", 0.0))
+    pad = "x" * int(job.payload.get("pad", 0))
+    for i in range(n):
+        ctx.raise_if_cancelled()
+        await ctx.progress((i + 1) / n, f"step {i + 1} of {n}{pad}")
+        if delay:
+            await asyncio.sleep(delay)
+    return {"steps": n}
+
+
 def build_registry(settings: Settings) -> HandlerRegistry:
     registry = HandlerRegistry()
     registry.register("test.record", record)
     registry.register("test.sleepy", sleepy)
+    registry.register("test.steps", steps)
     return registry

@@ -51,8 +51,8 @@ def worker_env(database_url: str, **extra: str) -> dict[str, str]:
         PYTHONPATH=str(REPO),
         MEDIAJOBS_ENV="test",
         MEDIAJOBS_LOG_LEVEL="WARNING",
-        **extra,
     )
+    env.update(extra)
     return env
 
 

@@ -14,7 +14,7 @@ PRUNE_LOCK_KEY = int.from_bytes(b"mjevprun", "big") - (1 << 63)
 
 RECORD = """
 SELECT id FROM mediajobs_record_events(
-    %(owner_ids)s::text[], %(job_ids)s::uuid[], %(types)s::text[], %(data)s::jsonb[])
+    %(owner_ids)s::text[], %(job_ids)s::uuid[], %(types)s::text[], %(data)s::json[])
 """
 
 _COLUMNS = "id, owner_id, job_id, type, data::text AS data"

@@ -91,8 +91,9 @@ class EventStreamResponse(Response):
             if not self._done:
                 await self._live(sub)
         except _Stalled:
+            # A client whose buffer also overflowed meanwhile counts as slow.
             stalled = True
-            self._metrics.dropped.labels("stalled").inc()
+            self._metrics.dropped.labels("slow" if sub.closed == "slow" else "stalled").inc()
         finally:
             self._hub.unregister(sub)
             watcher.cancel()

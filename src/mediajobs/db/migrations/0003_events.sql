@@ -12,7 +12,7 @@ CREATE TABLE job_events (
     owner_id   text NOT NULL,
     job_id     uuid NOT NULL,
     type       text NOT NULL,
-    data       jsonb NOT NULL,
+    data       json NOT NULL,  -- kept as written: replay sends the same text as live
     created_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 ALTER SEQUENCE job_events_id_seq OWNED BY job_events.id;
@@ -33,7 +33,7 @@ INSERT INTO job_events_retention DEFAULT VALUES;
 -- Insert a transaction's events with commit-ordered ids; returns (id, created_at) in the
 -- order of the arrays. The lock key is mediajobs.realtime.store.EVENTS_LOCK_KEY.
 CREATE FUNCTION mediajobs_record_events(
-    p_owner_ids text[], p_job_ids uuid[], p_types text[], p_data jsonb[]
+    p_owner_ids text[], p_job_ids uuid[], p_types text[], p_data json[]
 ) RETURNS TABLE (id bigint, created_at timestamptz) LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(-1339146380007017357);

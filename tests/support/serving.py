@@ -1,0 +1,78 @@
+"""Real `mediajobs` processes for acceptance tests: one-shot commands and `serve`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.conftest import free_port
+from tests.support.workers import REPO
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a fresh shell: none of our variables set."""
+    drop = ("MEDIAJOBS_", "DATABASE_URL", "REDIS_URL", "GCS_", "S3_", "STORAGE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(extra)
+    return env
+
+
+def mediajobs(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mediajobs", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def wait_http(url: str, timeout: float) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class Serving:
+    """`mediajobs serve` as a real process, up (healthz answers) inside the block and
+    stopped with SIGTERM after it; ``returncode`` and ``output`` are set then."""
+
+    def __init__(self, env: dict[str, str], *, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._env = {**env, "MEDIAJOBS_PORT": str(self.port), "PYTHONPATH": str(REPO)}
+        self.returncode: int | None = None
+        self.output = ""
+
+    def __enter__(self) -> Serving:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "mediajobs", "serve"],
+            env=self._env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert wait_http(f"{self.base}/healthz", 30).status_code == 200
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.send_signal(signal.SIGTERM)
+        self.output, _ = self._proc.communicate(timeout=30)
+        self.returncode = self._proc.returncode

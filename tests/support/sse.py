@@ -1,0 +1,118 @@
+"""Following real SSE streams in tests (httpx + httpx-sse against real uvicorn processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from mediajobs.service.auth import Authenticator
+
+SECRET = "test-secret-" + "s" * 40
+
+
+def realtime_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of an API or worker process in these tests: real Postgres and Redis,
+    a channel of this test's own, every progress report written."""
+    from tests.support.serving import clean_env
+
+    return clean_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        MEDIAJOBS_ENV="test",
+        MEDIAJOBS_JWT_SECRET=SECRET,
+        MEDIAJOBS_EVENTS_CHANNEL=f"test:events:{uuid.uuid4().hex}",
+        MEDIAJOBS_PROGRESS_INTERVAL="0",
+        **extra,
+    )
+
+
+def bearer(user: str, ttl: float = 3600) -> dict[str, str]:
+    return {"Authorization": f"Bearer {Authenticator(SECRET).issue_token(user, ttl=ttl)}"}
+
+
+@dataclass
+class Stream:
+    """What one connection received."""
+
+    events: list[ServerSentEvent] = field(default_factory=list)
+    ended: bool = False  # the server ended the stream (not us)
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(event.id) for event in self.events if event.id]
+
+    @property
+    def types(self) -> list[str]:
+        return [event.event for event in self.events]
+
+    def data(self) -> list[dict[str, Any]]:
+        return [json.loads(event.data) for event in self.events]
+
+
+def terminal_of(job_id: uuid.UUID | str) -> Callable[[ServerSentEvent], bool]:
+    """A stop condition: the terminal event of that job."""
+
+    def stop(event: ServerSentEvent) -> bool:
+        if not event.event.endswith(("_complete", "_failed", "job_cancelled")):
+            return False
+        return bool(json.loads(event.data).get("jobId") == str(job_id))
+
+    return stop
+
+
+async def follow(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    stop: Callable[[ServerSentEvent], bool] | None = None,
+    count: int | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+    connected: asyncio.Event | None = None,
+) -> Stream:
+    """Read ``url`` until ``stop(event)``, ``count`` events, or the server ends it."""
+    stream = Stream()
+    async with asyncio.timeout(timeout):
+        async with aconnect_sse(client, "GET", url, headers=headers) as source:
+            source.response.raise_for_status()
+            if connected is not None:
+                connected.set()
+            async for event in source.aiter_sse():
+                if not event.data:
+                    continue  # httpx-sse yields the bare `retry:` field too; browsers do not
+                stream.events.append(event)
+                if (stop is not None and stop(event)) or (count and len(stream.events) >= count):
+                    return stream
+            stream.ended = True
+    return stream
+
+
+def event_ids(database_url: str, job_id: uuid.UUID | None = None) -> list[int]:
+    """The ids Postgres holds (of one job), in order: what a client must have received."""
+    with psycopg.connect(database_url) as conn:
+        if job_id is None:
+            rows = conn.execute("SELECT id FROM job_events ORDER BY id").fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT id FROM job_events WHERE job_id = %s ORDER BY id", (job_id,)
+            ).fetchall()
+    return [row[0] for row in rows]
+
+
+def metric(text: str, name: str, default: float | None = None) -> float:
+    """One sample of Prometheus text, by its full name with labels (``default`` when absent:
+    a label value appears only once counted)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    if default is None:
+        raise AssertionError(f"no metric {name}")
+    return default
