@@ -23,24 +23,21 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import conninfo, sql
+from psycopg import conninfo
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from common import DEFAULT_DSN, REPO, drop_database, fresh_database, percentile, record
+
 SYSTEMS = ("mediajobs", "procrastinate", "pgqueuer")
 
 
@@ -88,10 +85,15 @@ class Ours:
     pending_sql = "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')"
     reset_sql = "TRUNCATE jobs"
 
-    @staticmethod
-    async def work(dsn: str, concurrency: int) -> None:
+    events = False  # record and publish job events, as `mediajobs worker` does
+
+    @classmethod
+    async def work(cls, dsn: str, concurrency: int) -> None:
+        from redis.asyncio import Redis
+
         from mediajobs.db import open_pool
         from mediajobs.queue import HandlerRegistry, JobQueue, Worker, WorkerOptions
+        from mediajobs.realtime import EventRecorder, RedisPublisher
 
         registry = HandlerRegistry()
 
@@ -101,8 +103,10 @@ class Ours:
                 write_start(job.payload["log"], job.payload["i"])
 
         pool = await open_pool(dsn, name="bench-worker", min_size=2, max_size=concurrency + 2)
+        redis = Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        hooks = EventRecorder(RedisPublisher(redis, "bench:events")) if cls.events else None
         worker = Worker(
-            JobQueue(pool),
+            JobQueue(pool, hooks=hooks),
             registry,
             conninfo=dsn,
             options=WorkerOptions(concurrency=concurrency, shutdown_grace=0),
@@ -110,7 +114,23 @@ class Ours:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, worker.stop)
         await worker.run()
+        await redis.aclose()
         await pool.close()
+
+
+class OursWithEvents(Ours):
+    """mediajobs as production workers run it: every claim and completion also writes its
+    event rows in the same transaction and publishes them to Redis. The peers emit no
+    events, so the comparison with them uses plain `mediajobs`; this shows what events cost."""
+
+    name = "mediajobs_events"
+    events = True
+
+    async def __aenter__(self) -> OursWithEvents:
+        await super().__aenter__()
+        return self
+
+    reset_sql = "TRUNCATE jobs, job_events"
 
 
 class Procrastinate:
@@ -212,7 +232,12 @@ def _asyncpg_dsn(dsn: str) -> str:
     return f"postgresql://{user}@{host}:{params.get('port', 5432)}/{params['dbname']}"
 
 
-ADAPTERS: dict[str, Any] = {"mediajobs": Ours, "procrastinate": Procrastinate, "pgqueuer": PgQueuer}
+ADAPTERS: dict[str, Any] = {
+    "mediajobs": Ours,
+    "mediajobs_events": OursWithEvents,
+    "procrastinate": Procrastinate,
+    "pgqueuer": PgQueuer,
+}
 
 
 # -- measuring -----------------------------------------------------------------------------
@@ -258,12 +283,6 @@ def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 async def measure(system: str, dsn: str, args: argparse.Namespace) -> Round:
@@ -319,28 +338,6 @@ def summarise(rounds: list[Round]) -> dict[str, float]:
         "pickup_p50_ms": round(statistics.median(latencies), 2),
         "pickup_p99_ms": round(percentile(latencies, 0.99), 2),
     }
-
-
-def fresh_database(admin_dsn: str, system: str) -> tuple[str, str]:
-    name = f"bench_{system}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name, conninfo.make_conninfo(admin_dsn, dbname=name)
-
-
-def drop_database(admin_dsn: str, name: str) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def record(table: str, command: str) -> None:
-    doc = REPO / "docs" / "benchmarks.md"
-    machine = f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    with doc.open("a", encoding="utf-8") as out:
-        out.write(f"\n### Queue throughput, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n")
-        out.write(f"Command: `{command}`  \nMachine: {machine}\n\n{table}\n")
 
 
 def main() -> int:
@@ -404,12 +401,18 @@ def main() -> int:
                 ("pickup_p99", "pickup_p99_ms"),
             ):
                 figures[f"ratio_vs_{peer}_{figure}"] = round(ours[key] / results[peer][key], 2)
+    with_events = results.get("mediajobs_events")
+    for peer in ("procrastinate", "pgqueuer"):
+        if with_events and peer in results:
+            drain = with_events["drain_per_s"] / results[peer]["drain_per_s"]
+            figures[f"ratio_vs_{peer}_drain_with_events"] = round(drain, 2)
     table = "\n".join(rows)
     ratios = {k: v for k, v in figures.items() if k.startswith("ratio_")}
     table += "\n\nRatios (ours / peer's): " + ", ".join(f"`{k}` {v}" for k, v in ratios.items())
     print(table)
     if not args.no_record:
-        record(table, "python bench/queue_throughput.py " + " ".join(sys.argv[1:]))
+        command = "python bench/queue_throughput.py " + " ".join(sys.argv[1:])
+        record("Queue throughput", table, command)
     print(json.dumps(figures))
     return 0
 

@@ -190,24 +190,33 @@ class EventHub:
             self._watermark = event.id
 
     async def _sequence(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self._drain()
+            try:
+                await self._advance()
+            except Exception:  # a bug here must not stop delivery for the whole process
+                log.exception("hub sequencing failed; retrying")
+                await asyncio.sleep(0.5)
+                self._request_read()
+
+    async def _advance(self) -> None:
+        """Deliver what continues the watermark; settle a hole; read when due."""
+        loop = asyncio.get_running_loop()
+        self._drain()
+        if self._pending:
+            # A hole: give a late publish (another process's) a moment, then read it.
+            deadline = loop.time() + self.options.gap_wait
+            while self._pending and (remaining := deadline - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+                self._wake.clear()
+                self._drain()
             if self._pending:
-                # A hole: give a late publish (another process's) a moment, then read it.
-                deadline = loop.time() + self.options.gap_wait
-                while self._pending and (remaining := deadline - loop.time()) > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), remaining)
-                    self._wake.clear()
-                    self._drain()
-                if self._pending:
-                    await self._read(through=max(self._pending))
-            if self._read_due:
-                self._read_due = False
-                await self._read(through=None)
+                await self._read(through=max(self._pending))
+        if self._read_due:
+            self._read_due = False
+            await self._read(through=None)
 
     async def _read(self, *, through: int | None) -> None:
         """Deliver committed events after the watermark from Postgres (up to ``through``:
