@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from mediajobs.queue import JobQueue, JobSpec
+from mediajobs.queue.listener import LISTENER_APPLICATION_NAME
 from tests.conftest import free_port
 from tests.support.serving import Serving
 from tests.support.sse import (
@@ -27,7 +28,7 @@ from tests.support.sse import (
     realtime_env,
     terminal_of,
 )
-from tests.support.workers import WorkerProcess, queue_pool
+from tests.support.workers import WorkerProcess, queue_pool, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -36,12 +37,25 @@ STEPS_KIND = "test.steps"
 
 @contextlib.asynccontextmanager
 async def worker(database_url: str, env: dict[str, str]) -> AsyncIterator[WorkerProcess]:
+    """A `mediajobs worker` process, stopped with SIGTERM after the block (once it is up:
+    a process still importing would die of the signal instead of draining)."""
     proc = WorkerProcess(database_url, env=env)
     try:
         yield proc
     finally:
+        await wait_for(lambda: listening(database_url), timeout=30, interval=0.1)
         code = await proc.stop()
         assert code == 0, proc.stderr[-3000:]
+
+
+def listening(database_url: str) -> bool:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND datname = current_database()",
+            (LISTENER_APPLICATION_NAME,),
+        ).fetchone()
+    return bool(row and row[0])
 
 
 async def enqueue(database_url: str, owner: str, **payload: object) -> uuid.UUID:

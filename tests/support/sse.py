@@ -81,7 +81,7 @@ async def follow(
     """Read ``url`` until ``stop(event)``, ``count`` events, or the server ends it."""
     stream = Stream()
     async with asyncio.timeout(timeout):
-        async with aconnect_sse(client, "GET", url, headers=headers) as source:
+        async with aconnect_sse(client, "GET", url, headers=dict(headers or {})) as source:
             source.response.raise_for_status()
             if connected is not None:
                 connected.set()
