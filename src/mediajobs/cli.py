@@ -8,7 +8,7 @@ mediajobs config       print the effective configuration (no secrets)
 mediajobs jobs ...     ping | show ID | cancel ID | stats | enqueue KIND
 mediajobs token USER   print a bearer token for USER (--admin, --ttl)
 mediajobs events prune delete events older than MEDIAJOBS_EVENT_RETENTION
-mediajobs storage check
+mediajobs storage check  probe the bucket: write, read, list, sign, delete
 """
 
 from __future__ import annotations
