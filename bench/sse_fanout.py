@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from typing import Any
+
+import httpx
 
 from common import DEFAULT_DSN, REPO, drop_database, fresh_database, percentile, record
 
@@ -61,13 +65,10 @@ def start_api(dsn: str, redis_url: str, channel: str, port: int) -> subprocess.P
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        try:
-            import httpx
-
+        with contextlib.suppress(httpx.TransportError):
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
-        except Exception:
-            time.sleep(0.1)
+        time.sleep(0.1)
     proc.kill()
     raise RuntimeError("the API did not start")
 
@@ -81,8 +82,6 @@ def rss_kib(pid: int) -> int:
 
 
 def streams_open(port: int) -> int:
-    import httpx
-
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     for line in text.splitlines():
         if line.startswith("mediajobs_sse_clients "):
@@ -310,8 +309,6 @@ def main() -> int:
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/")
     args = parser.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
-
-    import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

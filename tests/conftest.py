@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +23,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from psycopg import conninfo, sql
+
+from tests.support.redis_server import start_redis_server
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -107,27 +107,12 @@ def _find_redis(required: bool, cleanups: list[Any]) -> tuple[str, str]:
     port = free_port()
     binary = shutil.which("redis-server")
     if binary:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        try:
+            proc = start_redis_server(port, binary)
+        except RuntimeError as exc:
+            raise pytest.UsageError(str(exc)) from None
         cleanups.append(proc.terminate)
-        url = f"redis://127.0.0.1:{port}/0"
-        for _ in range(100):
-            if _redis_answers(url):
-                return url, f"redis-server binary on port {port}"
-            time.sleep(0.05)
-        raise pytest.UsageError("the redis-server binary did not start")
+        return f"redis://127.0.0.1:{port}/0", f"redis-server binary on port {port}"
     from fakeredis import TcpFakeServer
 
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")

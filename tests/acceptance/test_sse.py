@@ -19,14 +19,17 @@ import redis
 from mediajobs.queue import JobQueue, JobSpec
 from mediajobs.queue.listener import LISTENER_APPLICATION_NAME
 from tests.conftest import free_port
+from tests.support.redis_server import start_redis_server
 from tests.support.serving import Serving
 from tests.support.sse import (
     bearer,
     event_ids,
     follow,
+    following,
     metric,
     realtime_env,
     terminal_of,
+    watch_job,
 )
 from tests.support.workers import WorkerProcess, queue_pool, wait_for
 
@@ -81,17 +84,9 @@ async def test_a_client_that_drops_mid_job_resumes_with_last_event_id_without_ga
     env = realtime_env(database_url, redis_url)
     with Serving(env) as api:
         async with worker(database_url, env), httpx.AsyncClient(timeout=30) as client:
-            connected = asyncio.Event()
-            reading = asyncio.create_task(
-                follow(
-                    client,
-                    f"{api.base}/events",
-                    count=8,
-                    headers=bearer("alice"),
-                    connected=connected,
-                )
+            reading = await following(
+                client, f"{api.base}/events", count=8, headers=bearer("alice")
             )
-            await connected.wait()
             job = await enqueue(database_url, "alice", steps=30, delay=0.04)
             first = await reading
             await asyncio.sleep(0.4)  # away while the job goes on publishing
@@ -112,16 +107,13 @@ async def test_two_users_only_ever_see_their_own_events(database_url, redis_url)
     env = realtime_env(database_url, redis_url)
     with Serving(env) as api:
         async with worker(database_url, env), httpx.AsyncClient(timeout=30) as client:
-            jobs: dict[str, uuid.UUID] = {}
-            connected = [asyncio.Event(), asyncio.Event()]
-            tasks = [
-                asyncio.create_task(_watch_after_connect(client, api.base, user, jobs, ready))
-                for user, ready in zip(("alice", "bob"), connected, strict=True)
-            ]
-            await asyncio.gather(*(c.wait() for c in connected))
-            jobs["alice"] = await enqueue(database_url, "alice", steps=5, delay=0.02)
-            jobs["bob"] = await enqueue(database_url, "bob", steps=5, delay=0.02)
-            alice_seen, bob_seen = await asyncio.gather(*tasks)
+            watches = {user: await watch_job(client, api.base, user) for user in ("alice", "bob")}
+            for user, watch in watches.items():
+                watch.job = await enqueue(database_url, user, steps=5, delay=0.02)
+            jobs = {user: watch.job for user, watch in watches.items()}
+            alice, bob = await asyncio.gather(*(watch.stream for watch in watches.values()))
+            alice_seen = [d["jobId"] for d in alice.data()]
+            bob_seen = [d["jobId"] for d in bob.data()]
             assert alice_seen and set(alice_seen) == {str(jobs["alice"])}
             assert bob_seen and set(bob_seen) == {str(jobs["bob"])}
 
@@ -141,104 +133,43 @@ async def test_two_users_only_ever_see_their_own_events(database_url, redis_url)
             assert replay.ids == event_ids(database_url, jobs["bob"])
 
 
-async def _watch_after_connect(
-    client: httpx.AsyncClient,
-    base: str,
-    user: str,
-    jobs: dict[str, uuid.UUID],
-    connected: asyncio.Event,
-) -> list[str]:
-    def stop(event: object) -> bool:
-        return user in jobs and terminal_of(jobs[user])(event)  # type: ignore[arg-type]
-
-    stream = await follow(
-        client, f"{base}/events", stop=stop, headers=bearer(user), connected=connected
-    )
-    return [d["jobId"] for d in stream.data()]
-
-
 async def test_two_api_processes_both_deliver_every_event(database_url, redis_url):
     env = realtime_env(database_url, redis_url)
     with Serving(env) as one, Serving(env) as two:
         async with worker(database_url, env), httpx.AsyncClient(timeout=30) as client:
-            connected = [asyncio.Event(), asyncio.Event()]
-            jobs: dict[str, uuid.UUID] = {}
-            tasks = [
-                asyncio.create_task(_follow_job_when_known(client, base, jobs, ready))
-                for base, ready in ((one.base, connected[0]), (two.base, connected[1]))
-            ]
-            await asyncio.gather(*(c.wait() for c in connected))
-            jobs["job"] = await enqueue(database_url, "alice", steps=10, delay=0.02)
-            streams = await asyncio.gather(*tasks)
-    expected = event_ids(database_url, jobs["job"])
+            watches = [await watch_job(client, base, "alice") for base in (one.base, two.base)]
+            job = await enqueue(database_url, "alice", steps=10, delay=0.02)
+            for watch in watches:
+                watch.job = job
+            streams = await asyncio.gather(*(watch.stream for watch in watches))
+    expected = event_ids(database_url, job)
     assert [stream.ids for stream in streams] == [expected, expected]
-
-
-async def _follow_job_when_known(
-    client: httpx.AsyncClient, base: str, jobs: dict[str, uuid.UUID], connected: asyncio.Event
-):
-    def stop(event: object) -> bool:
-        return "job" in jobs and terminal_of(jobs["job"])(event)  # type: ignore[arg-type]
-
-    return await follow(
-        client, f"{base}/events", stop=stop, headers=bearer("alice"), connected=connected
-    )
 
 
 async def test_killing_the_pubsub_connections_mid_job_loses_no_event(database_url, redis_url):
     env = realtime_env(database_url, redis_url)
     with Serving(env) as api:
         async with worker(database_url, env), httpx.AsyncClient(timeout=30) as client:
-            connected = asyncio.Event()
-            jobs: dict[str, uuid.UUID] = {}
-            reading = asyncio.create_task(_follow_job_when_known(client, api.base, jobs, connected))
-            await connected.wait()
-            jobs["job"] = await enqueue(database_url, "alice", steps=40, delay=0.04)
+            watch = await watch_job(client, api.base, "alice")
+            watch.job = await enqueue(database_url, "alice", steps=40, delay=0.04)
             await asyncio.sleep(0.5)
             killed = redis.Redis.from_url(redis_url).client_kill_filter(_type="pubsub")
             assert killed >= 1
-            stream = await reading
+            stream = await watch.stream
             metrics = (await client.get(f"{api.base}/metrics")).text
-    assert stream.ids == event_ids(database_url, jobs["job"])
+    assert stream.ids == event_ids(database_url, watch.job)
     assert stream.types == expected_types(40)
     assert metric(metrics, "mediajobs_hub_redis_reconnects_total") >= 1
 
 
 @contextlib.contextmanager
 def private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = _start_redis(port)
+    proc = start_redis_server(port)
     try:
         yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def _start_redis(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if redis.Redis(port=port, socket_connect_timeout=0.5).ping():
-                return proc
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 async def test_restarting_redis_mid_job_loses_no_event_and_fails_no_job(database_url):
@@ -247,26 +178,21 @@ async def test_restarting_redis_mid_job_loses_no_event_and_fails_no_job(database
         env = realtime_env(database_url, f"redis://127.0.0.1:{port}/0")
         with Serving(env) as api:
             async with worker(database_url, env), httpx.AsyncClient(timeout=30) as client:
-                connected = asyncio.Event()
-                jobs: dict[str, uuid.UUID] = {}
-                reading = asyncio.create_task(
-                    _follow_job_when_known(client, api.base, jobs, connected)
-                )
-                await connected.wait()
-                jobs["job"] = await enqueue(database_url, "alice", steps=50, delay=0.04)
+                watch = await watch_job(client, api.base, "alice")
+                watch.job = await enqueue(database_url, "alice", steps=50, delay=0.04)
                 await asyncio.sleep(0.4)
                 first.terminate()
                 await asyncio.to_thread(first.wait, 10)
                 await asyncio.sleep(0.8)  # events published now reach no one through Redis
-                second = _start_redis(port)
+                second = start_redis_server(port)
                 try:
-                    stream = await reading
+                    stream = await watch.stream
                 finally:
                     second.terminate()
                     second.wait(timeout=10)
-    assert stream.ids == event_ids(database_url, jobs["job"])
+    assert stream.ids == event_ids(database_url, watch.job)
     assert stream.types == expected_types(50)
-    assert job_state(database_url, jobs["job"]) == "succeeded"
+    assert job_state(database_url, watch.job) == "succeeded"
 
 
 async def test_a_slow_consumer_is_disconnected_while_the_others_get_everything(
@@ -283,12 +209,9 @@ async def test_a_slow_consumer_is_disconnected_while_the_others_get_everything(
         token = bearer("alice")["Authorization"]
         slow.sendall(f"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\r\n".encode())
         async with worker(database_url, env), httpx.AsyncClient(timeout=60) as client:
-            connected = asyncio.Event()
-            jobs: dict[str, uuid.UUID] = {}
-            reading = asyncio.create_task(_follow_job_when_known(client, api.base, jobs, connected))
-            await connected.wait()
-            jobs["job"] = await enqueue(database_url, "alice", steps=1200, pad=8000)
-            stream = await asyncio.wait_for(reading, 60)
+            watch = await watch_job(client, api.base, "alice")
+            watch.job = await enqueue(database_url, "alice", steps=1200, pad=8000)
+            stream = await asyncio.wait_for(watch.stream, 60)
             metrics = (await client.get(f"{api.base}/metrics")).text
         dropped = metric(metrics, 'mediajobs_sse_clients_dropped_total{reason="slow"}', 0) + metric(
             metrics, 'mediajobs_sse_clients_dropped_total{reason="stalled"}', 0
@@ -298,7 +221,7 @@ async def test_a_slow_consumer_is_disconnected_while_the_others_get_everything(
         while slow.recv(65536):
             pass
         slow.close()
-    assert stream.ids == event_ids(database_url, jobs["job"])
+    assert stream.ids == event_ids(database_url, watch.job)
     assert len(stream.ids) == 1202
     assert dropped == 1
 

@@ -14,6 +14,7 @@ import psycopg
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from mediajobs.service.auth import Authenticator
+from tests.support.serving import clean_env
 
 SECRET = "test-secret-" + "s" * 40
 
@@ -21,8 +22,6 @@ SECRET = "test-secret-" + "s" * 40
 def realtime_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     """The environment of an API or worker process in these tests: real Postgres and Redis,
     a channel of this test's own, every progress report written."""
-    from tests.support.serving import clean_env
-
     return clean_env(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
@@ -93,6 +92,39 @@ async def follow(
                     return stream
             stream.ended = True
     return stream
+
+
+async def following(client: httpx.AsyncClient, url: str, **kwargs: Any) -> asyncio.Task[Stream]:
+    """``follow`` in a task, returned once the server has registered the stream: every
+    event from then on reaches it."""
+    connected = asyncio.Event()
+    task = asyncio.create_task(follow(client, url, connected=connected, **kwargs))
+    waiting = asyncio.create_task(connected.wait())
+    await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if not connected.is_set():
+        task.result()  # raises what went wrong
+    return task
+
+
+@dataclass
+class JobWatch:
+    """A user's ``/events`` stream, open before the job exists: set ``job`` once it is
+    enqueued, then ``await watch.stream`` returns at that job's terminal event."""
+
+    job: uuid.UUID | None = None
+    stream: asyncio.Task[Stream] = field(init=False)
+
+    def reached_terminal(self, event: ServerSentEvent) -> bool:
+        return self.job is not None and terminal_of(self.job)(event)
+
+
+async def watch_job(client: httpx.AsyncClient, base: str, user: str) -> JobWatch:
+    watch = JobWatch()
+    watch.stream = await following(
+        client, f"{base}/events", stop=watch.reached_terminal, headers=bearer(user)
+    )
+    return watch
 
 
 def event_ids(database_url: str, job_id: uuid.UUID | None = None) -> list[int]:

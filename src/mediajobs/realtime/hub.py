@@ -21,7 +21,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -80,9 +80,6 @@ class Subscription:
         return batch
 
 
-RedisFactory = Callable[[], Redis]
-
-
 class EventHub:
     """See the module docstring. ``start()`` before registering, ``stop()`` at shutdown."""
 
@@ -105,9 +102,8 @@ class EventHub:
         self._pending: dict[int, Event] = {}  # live events above watermark + 1
         self._wake = asyncio.Event()
         self._read_due = False  # read Postgres after the watermark on the next turn
-        self._redis_up = False
+        self._subscribed = asyncio.Event()  # set while the Redis subscription is up
         self._tasks: list[asyncio.Task[None]] = []
-        self._subscribed = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -142,7 +138,7 @@ class EventHub:
 
     @property
     def redis_connected(self) -> bool:
-        return self._redis_up
+        return self._subscribed.is_set()
 
     @property
     def streams(self) -> int:
@@ -174,10 +170,9 @@ class EventHub:
         self._wake.set()
 
     def _deliver(self, event: Event) -> None:
-        subs = self._by_owner.get(event.owner_id)
-        if subs:
-            for sub in tuple(subs):
-                sub.push(event)
+        # push() never unregisters (streams do, in their own task): no copy of the set.
+        for sub in self._by_owner.get(event.owner_id, ()):
+            sub.push(event)
 
     def _drain(self) -> None:
         """Deliver the pending events that continue the watermark without a hole."""
@@ -246,7 +241,9 @@ class EventHub:
     async def _poll(self) -> None:
         while True:
             interval = (
-                self.options.poll_interval if self._redis_up else self.options.outage_poll_interval
+                self.options.poll_interval
+                if self._subscribed.is_set()
+                else self.options.outage_poll_interval
             )
             await asyncio.sleep(interval)
             self._request_read()
@@ -277,7 +274,7 @@ class EventHub:
                     if message is not None and message.get("type") == "message":
                         self._on_message(message["data"])
             except (RedisError, OSError) as exc:
-                if self._redis_up:
+                if self._subscribed.is_set():
                     log.warning(
                         "hub lost its Redis subscription (%s: %s); reading Postgres until it "
                         "is back",
@@ -301,7 +298,6 @@ class EventHub:
         self.offer(events)
 
     def _set_redis(self, up: bool) -> None:
-        self._redis_up = up
         self.metrics.redis_connected.set(1 if up else 0)
         if up:
             self._subscribed.set()

@@ -33,14 +33,8 @@ class EventStore:
     """The ``job_events`` table. Writes happen on the caller's connection, inside the
     transaction that changes the jobs; reads take a connection from ``pool``."""
 
-    def __init__(self, pool: Pool | None) -> None:
-        self._pool = pool
-
-    @property
-    def pool(self) -> Pool:
-        if self._pool is None:
-            raise RuntimeError("this EventStore only writes (it was made without a pool)")
-        return self._pool
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
 
     @staticmethod
     async def record(conn: Conn, pending: Sequence[PendingEvent]) -> list[Event]:

@@ -76,10 +76,6 @@ class Authenticator:
             ticket_ttl=settings.stream_ticket_ttl,
         )
 
-    @property
-    def configured(self) -> bool:
-        return self._secret is not None
-
     # -- bearer tokens -----------------------------------------------------------------
 
     def bearer(self, authorization: str | None) -> Principal:
