@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 
 from mediajobs.config import Environment, Settings, parse_duration
 from mediajobs.db.migrate import migrate
@@ -281,8 +282,12 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app  # config.loaded_app is wrapped in uvicorn's middleware
+
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
-        close_streams(self.config.loaded_app if self.config.loaded else self.config.app)
+        close_streams(self._app)
         await super().shutdown(sockets)
 
     def stop(self) -> None:
@@ -317,7 +322,7 @@ def _listen_settings(args: argparse.Namespace, settings: Settings) -> Settings:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     settings = with_dev_secret(_listen_settings(args, settings))
     app = create_app(settings)
-    server = _Server(_uvicorn_config(app, args, settings))
+    server = _Server(_uvicorn_config(app, args, settings), app)
 
     async def serve() -> None:
         with _signals(server.stop):
@@ -353,7 +358,7 @@ async def _dev(args: argparse.Namespace, settings: Settings, fake_server: Any) -
     # One set of stores for the API and the worker: the memory store lives in this process.
     stores = open_stores(settings.storage, memory_base_url=memory_base_url(settings))
     app = create_app(settings, fake_redis=fake_server, stores=stores)
-    server = _Server(_uvicorn_config(app, args, settings))
+    server = _Server(_uvicorn_config(app, args, settings), app)
     registry = build_registry(settings)
     async with open_worker(
         settings, registry, worker_options(settings), fake_redis=fake_server

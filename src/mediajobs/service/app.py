@@ -127,10 +127,10 @@ def create_app(
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
 
 
-def close_streams(app: Any) -> None:
+def close_streams(app: Starlette) -> None:
     """End every open SSE stream of ``app`` (at shutdown: the server waits for open
     responses, and an event stream never ends by itself)."""
-    svc: Services | None = getattr(getattr(app, "state", None), "services", None)
+    svc: Services | None = getattr(app.state, "services", None)  # None before startup
     if svc is not None:
         svc.hub.close_all("shutdown")
 
