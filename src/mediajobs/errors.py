@@ -4,6 +4,7 @@
     ├── ConfigError            a setting is missing, malformed or contradicts another
     ├── DatabaseError          Postgres could not be reached or answered unexpectedly
     ├── AuthError              a request's credentials are missing, invalid or expired
+    ├── ImageRejected          an upload is not an acceptable image (a stable ``code``)
     ├── StorageError           object storage refused or failed an operation
     │   ├── InvalidKey         a key or key part that could escape its prefix, or is malformed
     │   ├── ObjectNotFound     no object under that key
@@ -47,6 +48,21 @@ class AuthError(MediaJobsError):
         super().__init__(message)
         self.code = code
         self.status = status
+
+
+class ImageRejected(MediaJobsError):
+    """An upload is not an image we accept, or breaks the site policy; ``code`` is one of
+    ``empty_file``, ``file_too_large``, ``unsupported_type``, ``type_mismatch``,
+    ``corrupt_image``, ``too_small``, ``aspect_ratio_out_of_range``, ``too_many_pixels``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[ImageRejected], tuple[str, str]]:
+        # Crosses the imaging process boundary intact.
+        return (ImageRejected, (self.code, self.message))
 
 
 class StorageError(MediaJobsError):
@@ -122,10 +138,23 @@ class Retry(JobError):
 
 
 class JobFailed(JobError):
-    """Fail this job for good; ``code`` says why in a stable, machine-readable way."""
+    """Fail this job now; ``code`` says why in a stable, machine-readable way.
+
+    ``retryable=True`` marks a failure its owner may retry on request (a review with no
+    provider configured yet): the queue does not retry it by itself, but the recorded error
+    says ``retryable: true``."""
 
     code = "failed"
     retryable = False
+
+    def __init__(
+        self, message: str = "", *, code: str | None = None, retryable: bool = False
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_on_request = retryable
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "retryable": self.retry_on_request}
 
 
 class JobCancelled(JobError):

@@ -1,0 +1,370 @@
+"""Bytes in, WebP variants out. Pure: no I/O beyond the bytes given.
+
+``probe()`` reads only the header: format, dimensions and orientation, checked against the
+policy before a single pixel is decoded. ``process_image()`` then decodes once (with JPEG
+shrink-on-load when the largest variant allows it), orients, converts to sRGB, and
+cascades the variants from largest to smallest while a thread pool encodes each one to
+WebP as soon as it is resized (Pillow releases the GIL in both).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import math
+import os
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pillow_heif
+from PIL import Image, ImageCms, UnidentifiedImageError
+
+from mediajobs.errors import ImageRejected
+from mediajobs.imaging.exif import extract_exif
+from mediajobs.imaging.formats import AVIF, HEIC, HEIF, JPEG, PNG, WEBP, detect_type
+from mediajobs.imaging.policy import ImagePolicy, VariantSpec
+from mediajobs.queue.models import JSON
+
+pillow_heif.register_heif_opener(thumbnails=False)
+
+# Pillow's decompression-bomb guard stays on (its default limit); the policy's own cap is
+# checked from the header first, so a bomb is refused before Pillow is asked to decode it.
+_PILLOW_FORMATS = {
+    JPEG: ["JPEG", "MPO"],
+    PNG: ["PNG"],
+    WEBP: ["WEBP"],
+    HEIC: ["HEIF"],
+    HEIF: ["HEIF"],
+    AVIF: ["AVIF", "HEIF"],
+}
+_SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image a quarter
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SRGB = ImageCms.createProfile("sRGB")
+_MAX_BLUR_BYTES = 1024
+
+StepCallback = Callable[[str, str | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What the header says: the detected type and the upright size."""
+
+    detected_type: str
+    width: int
+    height: int
+    stored_width: int
+    stored_height: int
+    orientation: int
+    frames: int
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    name: str
+    width: int
+    height: int
+    data: bytes  # WebP; empty when ``same_as`` names an earlier variant of the same size
+    same_as: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedImage:
+    detected_type: str
+    width: int  # upright
+    height: int
+    source_bytes: int
+    sha256: str
+    has_alpha: bool
+    frames: int
+    variants: tuple[Variant, ...]  # in the policy's order
+    blur_data_url: str
+    exif: dict[str, JSON]
+    gps: dict[str, JSON] | None
+
+
+def _open(data: bytes, detected: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[detected])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected("too_many_pixels", str(exc)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageRejected("corrupt_image", f"the image header cannot be read ({exc})") from None
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def probe(
+    data: bytes,
+    policy: ImagePolicy,
+    *,
+    declared_type: str | None = None,
+    filename: str | None = None,
+) -> tuple[Probe, Image.Image]:
+    """Check ``data`` against ``policy`` from its header alone; return the probe and the
+    opened (not yet decoded) image. Raises ``ImageRejected``."""
+    if not data:
+        raise ImageRejected("empty_file", "the file is empty")
+    if len(data) > policy.max_bytes:
+        raise ImageRejected(
+            "file_too_large", f"{len(data)} bytes is over the limit of {policy.max_bytes}"
+        )
+    detected = detect_type(data, declared_type, filename)
+    image = _open(data, detected)
+    stored_w, stored_h = image.size
+    if stored_w < 1 or stored_h < 1:
+        raise ImageRejected("corrupt_image", "the image header gives no size")
+    if stored_w * stored_h > policy.max_pixels:
+        raise ImageRejected(
+            "too_many_pixels",
+            f"{stored_w}x{stored_h} is {stored_w * stored_h / 1e6:.1f} megapixels, over the "
+            f"cap of {policy.max_megapixels:g}",
+        )
+    orientation = _orientation(image)
+    width, height = (stored_h, stored_w) if orientation in _SWAPS_AXES else (stored_w, stored_h)
+    if width < policy.min_width or height < policy.min_height:
+        raise ImageRejected(
+            "too_small",
+            f"{width}x{height} is smaller than the minimum {policy.min_width}x{policy.min_height}",
+        )
+    aspect = width / height
+    if not policy.min_aspect <= aspect <= policy.max_aspect:
+        raise ImageRejected(
+            "aspect_ratio_out_of_range",
+            f"aspect ratio {aspect:.3f} is outside {policy.min_aspect:g}..{policy.max_aspect:g}",
+        )
+    frames = int(getattr(image, "n_frames", 1) or 1)
+    found = Probe(detected, width, height, stored_w, stored_h, orientation, frames)
+    return found, image
+
+
+def fit(width: int, height: int, long_edge: int) -> tuple[int, int]:
+    """The size whose long edge is ``long_edge``, keeping the aspect; never larger."""
+    longest = max(width, height)
+    if longest <= long_edge:
+        return width, height
+    scale = long_edge / longest
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _decode(image: Image.Image, found: Probe, largest: int) -> Image.Image:
+    """Load the first frame, with JPEG shrink-on-load when the largest variant is at most
+    half the stored size (the DCT scales by 1/2, 1/4 or 1/8 and never below the request)."""
+    try:
+        if image.format in ("JPEG", "MPO"):
+            want = fit(found.stored_width, found.stored_height, largest)
+            if want[0] * 2 <= found.stored_width:
+                image.draft(image.mode, want)
+        if found.frames > 1:
+            image.seek(0)
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected("too_many_pixels", str(exc)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageRejected("corrupt_image", f"the image cannot be decoded ({exc})") from None
+    return image
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    """RGB, RGBA or L in sRGB, whatever came in (CMYK, 16-bit, palette, grey+alpha...)."""
+    icc = image.info.get("icc_profile")
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        if mode != "I":
+            image = image.convert("I")
+        image = image.point(lambda v: v * (1 / 256)).convert("L")
+        mode = "L"
+    elif mode == "1":
+        image, mode = image.convert("L"), "L"
+    elif mode in ("P", "PA"):
+        transparent = mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if transparent else "RGB")
+        mode = image.mode
+    elif mode in ("LA", "La", "RGBa"):
+        image, mode = image.convert("RGBA"), "RGBA"
+    elif mode not in ("RGB", "RGBA", "L", "CMYK"):
+        image, mode = image.convert("RGB"), "RGB"
+    if icc and mode in ("RGB", "RGBA", "CMYK"):
+        converted = _icc_to_srgb(image, icc)
+        if converted is not None:
+            return converted
+    if mode == "CMYK":
+        return image.convert("RGB")
+    return image
+
+
+def _icc_to_srgb(image: Image.Image, icc: bytes) -> Image.Image | None:
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except (ImageCms.PyCMSError, OSError, TypeError):
+        return None  # a broken profile: fall back to treating the pixels as sRGB
+    description = (ImageCms.getProfileDescription(source) or "").strip().lower()
+    if image.mode != "CMYK" and description.startswith("srgb"):
+        return None  # already sRGB
+    alpha = image.getchannel("A") if image.mode == "RGBA" else None
+    base = image.convert("RGB") if image.mode == "RGBA" else image
+    try:
+        converted = ImageCms.profileToProfile(
+            base, source, _SRGB, outputMode="RGB", renderingIntent=ImageCms.Intent.PERCEPTUAL
+        )
+    except ImageCms.PyCMSError:
+        return None
+    assert converted is not None
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
+
+
+def _clean(image: Image.Image) -> Image.Image:
+    image.info.clear()  # no EXIF, XMP or ICC travels into a variant
+    return image
+
+
+def _encode(image: Image.Image, quality: int, method: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "WEBP", quality=quality, method=method, exif=b"", xmp=b"", icc_profile=None)
+    return buffer.getvalue()
+
+
+def blur_data_url(image: Image.Image, long_edge: int) -> str:
+    """A tiny WebP as a data URL (at most 1 KB) for placeholders."""
+    small = image
+    for edge, quality in ((long_edge, 40), (long_edge, 20), (max(8, long_edge // 2), 20)):
+        small = _clean(image.resize(fit(*image.size, edge), Image.Resampling.BILINEAR))
+        data = _encode(small, quality, 4)
+        url = "data:image/webp;base64," + base64.b64encode(data).decode("ascii")
+        if len(url) <= _MAX_BLUR_BYTES:
+            return url
+    return url
+
+
+def _threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def process_image(
+    data: bytes,
+    policy: ImagePolicy,
+    *,
+    declared_type: str | None = None,
+    filename: str | None = None,
+    on_step: StepCallback | None = None,
+    threads: int | None = None,
+) -> ProcessedImage:
+    """Validate, decode, orient, convert and encode every variant. ``on_step(step, name)`` is
+    called with ``("decoded", None)`` and then ``("variant", name)`` as each one is done.
+    Raises ``ImageRejected``."""
+    step = on_step or (lambda _step, _name: None)
+    found, image = probe(data, policy, declared_type=declared_type, filename=filename)
+    exif, gps = extract_exif(image)
+    ordered = policy.ordered_variants()
+    decoded = _decode(image, found, ordered[0].size)
+    has_alpha = decoded.mode in ("RGBA", "LA", "PA", "La") or (
+        decoded.mode in ("P", "L", "RGB") and "transparency" in decoded.info
+    )
+    upright = _to_srgb(decoded)
+    step("decoded", None)
+
+    pool = ThreadPoolExecutor(max_workers=threads or _threads(), thread_name_prefix="webp")
+    pending: dict[str, tuple[int, int, Future[bytes] | None, str | None]] = {}
+    try:
+        current = upright
+        oriented = found.orientation == 1
+        previous: tuple[str, tuple[int, int]] | None = None
+        for spec in ordered:
+            target = fit(found.width, found.height, spec.size)
+            if previous is not None and previous[1] == target:
+                pending[spec.name] = (*target, None, previous[0])
+                continue
+            current = _resize_to(current, target, oriented, found.orientation)
+            oriented = True
+            job = pool.submit(_encode, _clean(current), policy.quality, policy.method)
+            pending[spec.name] = (*target, job, None)
+            previous = (spec.name, target)
+        blur = blur_data_url(current, policy.blur_size)
+        variants = _collect(policy.variants, pending, step)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return ProcessedImage(
+        detected_type=found.detected_type,
+        width=found.width,
+        height=found.height,
+        source_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        has_alpha=has_alpha,
+        frames=found.frames,
+        variants=variants,
+        blur_data_url=blur,
+        exif=exif,
+        gps=gps,
+    )
+
+
+def _resize_to(
+    image: Image.Image, upright_target: tuple[int, int], oriented: bool, orientation: int
+) -> Image.Image:
+    """Resize to the upright target; the first resize also applies the EXIF orientation (on
+    the smaller result, which is cheaper than turning the full-size decode)."""
+    if oriented:
+        if image.size == upright_target:
+            return image
+        return image.resize(upright_target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    stored = upright_target[::-1] if orientation in _SWAPS_AXES else upright_target
+    if image.size != stored:
+        image = image.resize(stored, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image.transpose(_TRANSPOSE[orientation])
+
+
+def _collect(
+    specs: tuple[VariantSpec, ...],
+    pending: dict[str, tuple[int, int, Future[bytes] | None, str | None]],
+    step: StepCallback,
+) -> tuple[Variant, ...]:
+    done: dict[str, Variant] = {}
+    # Report in the order encodes finish being awaited: smallest first, as they finish first.
+    for name in sorted(pending, key=lambda n: pending[n][0] * pending[n][1]):
+        width, height, future, same_as = pending[name]
+        if future is None:
+            continue
+        done[name] = Variant(name, width, height, future.result())
+        step("variant", name)
+    for name, (width, height, future, same_as) in pending.items():
+        if future is None and same_as is not None:
+            done[name] = Variant(name, width, height, b"", same_as)
+            step("variant", name)
+    return tuple(done[spec.name] for spec in specs)
+
+
+def describe(processed: ProcessedImage) -> dict[str, Any]:
+    """A short summary for logs and benchmarks."""
+    return {
+        "type": processed.detected_type,
+        "size": f"{processed.width}x{processed.height}",
+        "variants": {v.name: f"{v.width}x{v.height}:{v.size}" for v in processed.variants},
+        "blur": len(processed.blur_data_url),
+        "frames": processed.frames,
+        "megapixels": round(math.prod((processed.width, processed.height)) / 1e6, 2),
+    }
