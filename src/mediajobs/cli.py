@@ -39,9 +39,9 @@ from mediajobs.handlers import PING_KIND, build_registry
 from mediajobs.queue import HandlerRegistry, JobQueue, JobSpec, Worker, WorkerOptions, WorkerStats
 from mediajobs.realtime import EventRecorder, EventStore, RedisPublisher
 from mediajobs.realtime.connect import redis_client
-from mediajobs.service.app import close_streams, create_app, memory_base_url
+from mediajobs.service.app import close_streams, create_app
 from mediajobs.service.auth import Authenticator, RedactTickets
-from mediajobs.storage import check_store, open_stores
+from mediajobs.storage import check_store, stores_for
 
 log = logging.getLogger("mediajobs")
 
@@ -230,6 +230,7 @@ async def open_worker(
             maintenance=[prune_events],
         )
     finally:
+        await registry.aclose()
         await redis.aclose()
         await pool.close()
 
@@ -356,10 +357,10 @@ async def _dev(args: argparse.Namespace, settings: Settings, fake_server: Any) -
     applied = await migrate(url)
     log.info("migrations applied: %s", ", ".join(applied) or "none needed")
     # One set of stores for the API and the worker: the memory store lives in this process.
-    stores = open_stores(settings.storage, memory_base_url=memory_base_url(settings))
+    stores = stores_for(settings)
     app = create_app(settings, fake_redis=fake_server, stores=stores)
     server = _Server(_uvicorn_config(app, args, settings), app)
-    registry = build_registry(settings)
+    registry = build_registry(settings, stores=stores)
     async with open_worker(
         settings, registry, worker_options(settings), fake_redis=fake_server
     ) as worker:
@@ -409,7 +410,7 @@ def cmd_storage_check(args: argparse.Namespace, settings: Settings) -> int:
     """The active bucket: a full probe. Previous buckets (read and delete only): a listing."""
 
     async def check() -> int:
-        stores = open_stores(settings.storage, memory_base_url=memory_base_url(settings))
+        stores = stores_for(settings)
         try:
             report = await check_store(stores.active)
             for line in report.lines():

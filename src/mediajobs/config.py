@@ -79,6 +79,12 @@ class Settings:
     sse_retry: float = 3.0  # reconnect delay told to EventSource
     stream_ticket_ttl: float = 600.0  # lifetime of a stream ticket (and its stream)
     hub_poll_interval: float = 2.0  # the hub reads missed events from Postgres this often
+    imaging_processes: int = 0  # decode processes per worker; 0: one per CPU
+    imaging_memory_mb: int = 2048  # address-space cap of each decode process
+    imaging_timeout: float = 120.0  # one image may take this long to process
+    review_webhook_url: str | None = None  # photo review provider "webhook" POSTs here
+    review_webhook_secret: str | None = field(default=None, repr=False)  # signs the POST
+    review_timeout: float = 10.0  # a review call slower than this is retried
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path(".mediajobs")
@@ -111,6 +117,14 @@ class Settings:
             sse_retry=env.duration("MEDIAJOBS_SSE_RETRY", 3.0, low=0.0),
             stream_ticket_ttl=env.duration("MEDIAJOBS_STREAM_TICKET_TTL", 600.0, low=1.0),
             hub_poll_interval=env.duration("MEDIAJOBS_HUB_POLL_INTERVAL", 2.0, low=0.05),
+            imaging_processes=env.integer("MEDIAJOBS_IMAGING_PROCESSES", 0, low=0, high=256),
+            imaging_memory_mb=env.integer(
+                "MEDIAJOBS_IMAGING_MEMORY_MB", 2048, low=256, high=1 << 20
+            ),
+            imaging_timeout=env.duration("MEDIAJOBS_IMAGING_TIMEOUT", 120.0, low=1.0),
+            review_webhook_url=env.text("MEDIAJOBS_REVIEW_WEBHOOK_URL"),
+            review_webhook_secret=env.text("MEDIAJOBS_REVIEW_WEBHOOK_SECRET"),
+            review_timeout=env.duration("MEDIAJOBS_REVIEW_TIMEOUT", 10.0, low=0.1),
             host=env.text("MEDIAJOBS_HOST") or "127.0.0.1",
             port=env.integer("MEDIAJOBS_PORT", 8000, low=0, high=65535),
             data_dir=Path(env.text("MEDIAJOBS_DATA_DIR") or ".mediajobs"),

@@ -22,9 +22,15 @@ from mediajobs.errors import InvalidKey, ObjectNotFound, StoreNotConfigured
 from mediajobs.storage import Locator, MemoryStore, Store, StoreRegistry
 from mediajobs.storage.gcs import GCSStore
 from mediajobs.storage.gcs import make_client as make_gcs_client
-from mediajobs.storage.s3 import S3Store, make_client
+from mediajobs.storage.s3 import S3Store
 from tests.conftest import free_port
-from tests.support.emulators import S3_CREDENTIALS, gcs_emulator, moto_server, service_account_json
+from tests.support.emulators import (
+    S3_CREDENTIALS,
+    gcs_emulator,
+    moto_server,
+    s3_store,
+    service_account_json,
+)
 from tests.support.http import serve_in_thread
 
 PROVIDERS = ["memory", "s3", "gcs"]
@@ -47,12 +53,6 @@ def gcs_host() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def signer_json() -> str:
     return service_account_json()
-
-
-def s3_store(endpoint: str, bucket: str, *, provider: str = "s3") -> S3Store:
-    client = make_client(endpoint_url=endpoint, region="us-east-1", force_path_style=True)
-    client.create_bucket(Bucket=bucket)
-    return S3Store(client, bucket, provider=provider)
 
 
 def gcs_store(host: str, bucket: str, signer_json: str) -> GCSStore:

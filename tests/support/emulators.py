@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,8 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mediajobs.storage.s3 import S3Store
+from mediajobs.storage.s3 import make_client as make_s3_client
 from tests.conftest import free_port
 
 MOTO_SCRIPT = """
@@ -109,3 +112,11 @@ def service_account_info() -> dict[str, Any]:
 
 def service_account_json() -> str:
     return json.dumps(service_account_info())
+
+
+def s3_store(endpoint: str, bucket: str | None = None, *, provider: str = "s3") -> S3Store:
+    """An S3Store on a new bucket of the moto server at ``endpoint``."""
+    bucket = bucket or f"media-{uuid.uuid4().hex[:12]}"
+    client = make_s3_client(endpoint_url=endpoint, region="us-east-1", force_path_style=True)
+    client.create_bucket(Bucket=bucket)
+    return S3Store(client, bucket, provider=provider)

@@ -57,6 +57,12 @@ class JobContext:
         self._progress_flush: asyncio.Task[None] | None = None
 
     @property
+    def queue(self) -> JobQueue:
+        """The queue this job came from (its pool serves the handler's own queries, and
+        follow-up jobs are enqueued through it)."""
+        return self._queue
+
+    @property
     def cancel_requested(self) -> bool:
         """True once someone asked this job to stop; poll it between steps."""
         return self._cancel_requested
@@ -170,6 +176,20 @@ class HandlerRegistry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Release a resource the handlers hold (a process pool, clients) when the worker
+        that runs them shuts down."""
+        self._closers.append(closer)
+
+    async def aclose(self) -> None:
+        closers, self._closers = self._closers, []
+        for closer in reversed(closers):
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing a handler resource failed")
 
     def register(self, kind: str, handler: Handler) -> None:
         if not kind or kind != kind.strip():

@@ -24,6 +24,7 @@ FAMILIES: dict[str, str] = {
     "media.generate": "generation",
     "media.generate_image": "generation",
     "media.generate_video": "generation",
+    "media.review": "review",
     "media.delete": "delete",
     "media.purge": "delete",
     "media.ingest": "ingest",

@@ -36,7 +36,7 @@ from mediajobs.service import events
 from mediajobs.service.auth import Authenticator
 from mediajobs.service.errors import EXCEPTION_HANDLERS
 from mediajobs.service.state import Services, StorageCheck, services
-from mediajobs.storage import MemoryStore, StoreRegistry, open_stores
+from mediajobs.storage import MemoryStore, StoreRegistry, stores_for
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,6 @@ def stream_options(settings: Settings) -> StreamOptions:
         retry_ms=int(settings.sse_retry * 1000),
         send_timeout=settings.sse_send_timeout,
     )
-
-
-def memory_base_url(settings: Settings) -> str:
-    """Where the service serves the memory store: this process's /storage."""
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    return f"http://{host}:{settings.port}/storage"
 
 
 def create_app(
@@ -70,7 +64,7 @@ def create_app(
         raise ConfigError("DATABASE_URL", "the service needs a database URL")
     database_url = settings.database_url
     owns_stores = stores is None
-    registry = stores or open_stores(settings.storage, memory_base_url=memory_base_url(settings))
+    registry = stores or stores_for(settings)
     metrics = RealtimeMetrics()
 
     @contextlib.asynccontextmanager

@@ -3,7 +3,7 @@ the registry that resolves each locator to its own store."""
 
 from __future__ import annotations
 
-from mediajobs.config import StorageKind, StorageSettings
+from mediajobs.config import Settings, StorageKind, StorageSettings
 from mediajobs.storage.base import (
     Locator,
     MediaObject,
@@ -32,9 +32,22 @@ __all__ = [
     "StoredObject",
     "UploadData",
     "check_store",
+    "memory_base_url",
     "open_store",
     "open_stores",
+    "stores_for",
 ]
+
+
+def memory_base_url(settings: Settings) -> str:
+    """Where the service serves the memory store: this process's /storage."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"http://{host}:{settings.port}/storage"
+
+
+def stores_for(settings: Settings) -> StoreRegistry:
+    """The configured stores (active and previous) of a deployment."""
+    return open_stores(settings.storage, memory_base_url=memory_base_url(settings))
 
 
 def open_store(settings: StorageSettings, *, memory_base_url: str) -> Store:

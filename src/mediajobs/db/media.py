@@ -1,0 +1,373 @@
+"""The ``media`` table: a user's library, its statuses, the review gate, replacement and soft
+deletion. Every status change is one statement (or one transaction, for a cutover), so two
+workers can never leave an item half changed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, cast
+
+import psycopg
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from mediajobs.db.pool import Pool
+from mediajobs.queue.models import JSON
+from mediajobs.storage.base import Locator
+
+Conn = psycopg.AsyncConnection[DictRow]
+
+
+class MediaStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    READY = "ready"  # the only status gallery reads show
+    IN_REVIEW = "in_review"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class MediaRecord:
+    id: uuid.UUID
+    owner_id: str
+    kind: str
+    purpose: str
+    status: MediaStatus
+    source_locator: str
+    original_filename: str | None
+    declared_type: str | None
+    detected_type: str | None
+    bytes: int | None
+    width: int | None
+    height: int | None
+    variants: dict[str, Any]
+    blur_data_url: str | None
+    exif: dict[str, Any] | None
+    gps: dict[str, Any] | None
+    sha256: str | None
+    duplicate_of: uuid.UUID | None
+    sort_order: int
+    alt_text: str | None
+    replaces: uuid.UUID | None
+    replaced_by: uuid.UUID | None
+    job_id: uuid.UUID | None
+    review: dict[str, Any] | None
+    error: dict[str, Any] | None
+    deleted_from: MediaStatus | None
+    deleted_at: datetime | None
+    purge_after: datetime | None
+    purged_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    processed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> MediaRecord:
+        values = dict(row)
+        values["status"] = MediaStatus(values["status"])
+        if values["deleted_from"] is not None:
+            values["deleted_from"] = MediaStatus(values["deleted_from"])
+        return cls(**values)
+
+    @property
+    def source(self) -> Locator:
+        return Locator.parse(self.source_locator)
+
+    def locators(self) -> set[Locator]:
+        """Every object this item owns: its source and each distinct variant."""
+        found = {self.source}
+        for variant in self.variants.values():
+            found.add(Locator.parse(variant["locator"]))
+        return found
+
+
+_RETURNING = "RETURNING *"
+
+
+class MediaRepository:
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def _conn(self, conn: Conn | None) -> Any:
+        if conn is not None:
+            yield conn
+            return
+        async with self._pool.connection() as fresh:
+            yield fresh
+
+    def transaction(self) -> AbstractAsyncContextManager[Conn]:
+        """A connection inside one transaction (commit on exit, rollback on error)."""
+        return _transaction(self._pool)
+
+    async def _one(
+        self, sql: str, params: Mapping[str, Any], conn: Conn | None
+    ) -> MediaRecord | None:
+        async with self._conn(conn) as c:
+            row = await (await c.execute(sql, params)).fetchone()
+        return None if row is None else MediaRecord.from_row(row)
+
+    async def create(
+        self,
+        *,
+        owner_id: str,
+        source: Locator,
+        media_id: uuid.UUID | None = None,
+        purpose: str = "gallery",
+        original_filename: str | None = None,
+        declared_type: str | None = None,
+        alt_text: str | None = None,
+        replaces: uuid.UUID | None = None,
+        job_id: uuid.UUID | None = None,
+        conn: Conn | None = None,
+    ) -> tuple[MediaRecord, bool]:
+        """A new pending item for an uploaded source; ``(existing, False)`` when that source
+        already became an item (completing an upload twice is one item)."""
+        params = {
+            "id": media_id or uuid.uuid4(),
+            "owner": owner_id,
+            "purpose": purpose,
+            "source": str(source),
+            "filename": original_filename,
+            "declared": declared_type,
+            "alt": alt_text,
+            "replaces": replaces,
+            "job": job_id,
+        }
+        created = await self._one(
+            """
+            INSERT INTO media (id, owner_id, purpose, source_locator, original_filename,
+                               declared_type, alt_text, replaces, job_id, sort_order)
+            VALUES (%(id)s, %(owner)s, %(purpose)s, %(source)s, %(filename)s, %(declared)s,
+                    %(alt)s, %(replaces)s, %(job)s,
+                    (SELECT coalesce(max(sort_order), 0) + 1 FROM media WHERE owner_id = %(owner)s))
+            ON CONFLICT (owner_id, source_locator) DO NOTHING
+            RETURNING *
+            """,
+            params,
+            conn,
+        )
+        if created is not None:
+            return created, True
+        existing = await self._one(
+            "SELECT * FROM media WHERE owner_id = %(owner)s AND source_locator = %(source)s",
+            params,
+            conn,
+        )
+        assert existing is not None
+        return existing, False
+
+    async def set_job(
+        self, media_id: uuid.UUID, job_id: uuid.UUID, *, conn: Conn | None = None
+    ) -> None:
+        async with self._conn(conn) as c:
+            await c.execute(
+                "UPDATE media SET job_id = %s, updated_at = now() WHERE id = %s", (job_id, media_id)
+            )
+
+    async def get(
+        self, media_id: uuid.UUID, owner_id: str | None = None, *, conn: Conn | None = None
+    ) -> MediaRecord | None:
+        """The item, or None (also when it belongs to someone else)."""
+        sql = "SELECT * FROM media WHERE id = %(id)s"
+        if owner_id is not None:
+            sql += " AND owner_id = %(owner)s"
+        return await self._one(sql, {"id": media_id, "owner": owner_id}, conn)
+
+    async def start_processing(self, media_id: uuid.UUID, job_id: uuid.UUID) -> MediaRecord | None:
+        """pending/processing/failed -> processing; None when the item is gone, deleted or
+        already past processing."""
+        return await self._one(
+            """
+            UPDATE media SET status = 'processing', job_id = %(job)s, error = NULL,
+                             updated_at = now()
+            WHERE id = %(id)s AND status IN ('pending', 'processing', 'failed')
+            RETURNING *
+            """,
+            {"id": media_id, "job": job_id},
+            None,
+        )
+
+    async def finish_processing(
+        self,
+        media_id: uuid.UUID,
+        *,
+        status: MediaStatus,
+        values: Mapping[str, Any],
+        conn: Conn,
+    ) -> MediaRecord | None:
+        """Store what processing produced and move to ``status`` (ready or in_review), unless
+        the item was deleted meanwhile."""
+        params = dict(values)
+        for key in ("variants", "exif", "gps"):
+            if params.get(key) is not None:
+                params[key] = Jsonb(params[key])
+        return await self._one(
+            """
+            UPDATE media SET status = %(status)s, detected_type = %(detected_type)s,
+                bytes = %(bytes)s, width = %(width)s, height = %(height)s,
+                variants = %(variants)s, blur_data_url = %(blur_data_url)s, exif = %(exif)s,
+                gps = %(gps)s, sha256 = %(sha256)s, duplicate_of = %(duplicate_of)s,
+                review = %(review)s, error = NULL, processed_at = now(), updated_at = now()
+            WHERE id = %(id)s AND status = 'processing'
+            RETURNING *
+            """,
+            {**params, "id": media_id, "status": status.value},
+            conn,
+        )
+
+    async def fail(self, media_id: uuid.UUID, error: Mapping[str, JSON]) -> MediaRecord | None:
+        return await self._one(
+            """
+            UPDATE media SET status = 'failed', error = %(error)s, updated_at = now()
+            WHERE id = %(id)s AND status IN ('pending', 'processing')
+            RETURNING *
+            """,
+            {"id": media_id, "error": Jsonb(dict(error))},
+            None,
+        )
+
+    async def duplicate_of(
+        self, owner_id: str, media_id: uuid.UUID, sha256: str
+    ) -> uuid.UUID | None:
+        """The oldest other live item of the owner with the same source bytes."""
+        async with self._conn(None) as c:
+            row = await (
+                await c.execute(
+                    """
+                    SELECT id FROM media
+                    WHERE owner_id = %s AND sha256 = %s AND id <> %s AND status <> 'deleted'
+                    ORDER BY created_at, id LIMIT 1
+                    """,
+                    (owner_id, sha256, media_id),
+                )
+            ).fetchone()
+        return None if row is None else cast(uuid.UUID, row["id"])
+
+    async def set_review(
+        self,
+        media_id: uuid.UUID,
+        review: Mapping[str, JSON],
+        *,
+        status: MediaStatus | None = None,
+        conn: Conn | None = None,
+    ) -> MediaRecord | None:
+        """Record a review outcome on an item in review; ``status`` moves it on (ready or
+        rejected). None when the item is no longer in review."""
+        return await self._one(
+            """
+            UPDATE media SET review = %(review)s, status = coalesce(%(status)s, status),
+                             updated_at = now()
+            WHERE id = %(id)s AND status = 'in_review'
+            RETURNING *
+            """,
+            {
+                "id": media_id,
+                "review": Jsonb(dict(review)),
+                "status": None if status is None else status.value,
+            },
+            conn,
+        )
+
+    async def cut_over(
+        self, new: MediaRecord, *, undo_window: float, conn: Conn
+    ) -> MediaRecord | None:
+        """The replacement ``new`` (now ready) takes the place of the item it replaces: the
+        old one is hidden (deleted, purged after the undo window) and ``new`` inherits its
+        sort order. Returns the old item as changed, or None when there was none to replace
+        (it was deleted meanwhile: ``new`` simply stays)."""
+        if new.replaces is None:
+            return None
+        old = await self._one(
+            """
+            UPDATE media SET status = 'deleted', deleted_from = status, deleted_at = now(),
+                purge_after = now() + make_interval(secs => %(window)s),
+                replaced_by = %(new)s, updated_at = now()
+            WHERE id = %(old)s AND owner_id = %(owner)s AND status <> 'deleted'
+            RETURNING *
+            """,
+            {"old": new.replaces, "new": new.id, "owner": new.owner_id, "window": undo_window},
+            conn,
+        )
+        if old is not None:
+            await conn.execute(
+                "UPDATE media SET sort_order = %s, updated_at = now() WHERE id = %s",
+                (old.sort_order, new.id),
+            )
+        return old
+
+    async def soft_delete(
+        self, media_id: uuid.UUID, owner_id: str, *, undo_window: float, conn: Conn | None = None
+    ) -> MediaRecord | None:
+        """Hide the item at once; its objects are purged after ``undo_window`` seconds. An
+        item already deleted is returned unchanged (deleting twice is one delete)."""
+        changed = await self._one(
+            """
+            UPDATE media SET status = 'deleted', deleted_from = status, deleted_at = now(),
+                purge_after = now() + make_interval(secs => %(window)s), updated_at = now()
+            WHERE id = %(id)s AND owner_id = %(owner)s AND status <> 'deleted'
+            RETURNING *
+            """,
+            {"id": media_id, "owner": owner_id, "window": undo_window},
+            conn,
+        )
+        return changed or await self.get(media_id, owner_id, conn=conn)
+
+    async def restore(self, media_id: uuid.UUID, owner_id: str) -> MediaRecord | None:
+        """Undo a delete inside its window; None when there is nothing to restore (not
+        deleted, window over, or already purged)."""
+        return await self._one(
+            """
+            UPDATE media SET status = deleted_from, deleted_from = NULL, deleted_at = NULL,
+                purge_after = NULL, updated_at = now()
+            WHERE id = %(id)s AND owner_id = %(owner)s AND status = 'deleted'
+              AND purged_at IS NULL AND purge_after > now() AND replaced_by IS NULL
+            RETURNING *
+            """,
+            {"id": media_id, "owner": owner_id},
+            None,
+        )
+
+    async def claim_purge(self, media_id: uuid.UUID) -> MediaRecord | None:
+        """The deleted item when its undo window is over and it is not purged yet."""
+        return await self._one(
+            """
+            SELECT * FROM media WHERE id = %(id)s AND status = 'deleted'
+              AND purged_at IS NULL AND purge_after <= now()
+            """,
+            {"id": media_id},
+            None,
+        )
+
+    async def mark_purged(self, media_id: uuid.UUID) -> None:
+        async with self._conn(None) as c:
+            await c.execute(
+                "UPDATE media SET purged_at = now(), updated_at = now() "
+                "WHERE id = %s AND status = 'deleted' AND purged_at IS NULL",
+                (media_id,),
+            )
+
+    async def gallery(self, owner_id: str, *, limit: int = 100) -> list[MediaRecord]:
+        """What galleries show: ready items only (the review gate), by sort order."""
+        async with self._conn(None) as c:
+            rows = await (
+                await c.execute(
+                    "SELECT * FROM media WHERE owner_id = %s AND status = 'ready' "
+                    "ORDER BY sort_order, created_at, id LIMIT %s",
+                    (owner_id, limit),
+                )
+            ).fetchall()
+        return [MediaRecord.from_row(row) for row in rows]
+
+
+@asynccontextmanager
+async def _transaction(pool: Pool) -> Any:
+    async with pool.connection() as conn, conn.transaction():
+        yield conn

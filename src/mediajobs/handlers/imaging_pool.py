@@ -1,0 +1,210 @@
+"""Where decodes run: child processes a bad image cannot take down the worker with.
+
+Each slot is its own single-process executor with an address-space cap. A decode that
+crashes its process (a decoder bug, the kernel's OOM killer) or runs past the timeout costs
+only the job it was running: that slot is replaced and every other slot keeps its work.
+(One shared ``ProcessPoolExecutor`` would fail every pending task when one child dies.)
+
+Children report steps (decoded, each variant) through a pipe, so the job's progress is real
+while the work happens in another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import resource
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+from mediajobs.imaging.pipeline import ProcessedImage, process_image
+from mediajobs.imaging.policy import ImagePolicy
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+StepListener = Callable[[str, str | None], None]
+
+_step_pipe: Connection | None = None  # in a child: where steps are reported
+
+
+class ImagingCrashed(Exception):
+    """The imaging process died while working on this job."""
+
+    code = "imaging_crashed"
+
+
+class ImagingTimeout(Exception):
+    """The imaging process ran past its time limit and was stopped."""
+
+    code = "imaging_timeout"
+
+
+class ImagingOutOfMemory(Exception):
+    """The image needed more memory than the imaging process may use."""
+
+    code = "imaging_out_of_memory"
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    processes: int = max(1, os.cpu_count() or 1)
+    memory_limit: int | None = 2 << 30  # bytes of address space per process; None: no cap
+    timeout: float = 120.0  # seconds one image may take
+    tasks_per_process: int = 500  # recycle children now and then (heap fragmentation)
+
+
+def _child_init(memory_limit: int | None, pipe: Connection) -> None:
+    global _step_pipe
+    _step_pipe = pipe
+    if memory_limit:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
+
+def report_step(step: str, name: str | None) -> None:
+    """In a child: tell the parent a step is done (a no-op outside the pool)."""
+    if _step_pipe is not None:
+        with contextlib.suppress(OSError):
+            _step_pipe.send((step, name))
+
+
+def run_process_image(
+    data: bytes, policy: ImagePolicy, declared_type: str | None, filename: str | None
+) -> ProcessedImage:
+    """The imaging entry point the handler sends to a child."""
+    try:
+        return process_image(
+            data, policy, declared_type=declared_type, filename=filename, on_step=report_step
+        )
+    except MemoryError:
+        raise ImagingOutOfMemory("the image needs more memory than imaging may use") from None
+
+
+class _Slot:
+    def __init__(self, options: PoolOptions) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.reader, writer = context.Pipe(duplex=False)
+        self.executor = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=context,
+            initializer=_child_init,
+            initargs=(options.memory_limit, writer),
+            max_tasks_per_child=options.tasks_per_process,
+        )
+        self._writer = writer  # kept open: replacement children get it too
+        self.listener: StepListener | None = None
+        self._watching = False
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._watching:
+            loop.add_reader(self.reader.fileno(), self._drain)
+            self._watching = True
+
+    def _drain(self) -> None:
+        try:
+            while self.reader.poll():
+                step, name = self.reader.recv()
+                if self.listener is not None:
+                    self.listener(step, name)
+        except (EOFError, OSError):
+            pass
+
+    def kill(self) -> None:
+        processes: dict[int, Any] = getattr(self.executor, "_processes", None) or {}
+        for process in list(processes.values()):
+            with contextlib.suppress(Exception):
+                process.kill()
+
+    def close(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        if self._watching and loop is not None and not loop.is_closed():
+            loop.remove_reader(self.reader.fileno())
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.reader.close()
+        self._writer.close()
+
+
+class ImagingPool:
+    """``await pool.run(fn, *args, on_step=...)`` runs ``fn`` in a free child process."""
+
+    def __init__(self, options: PoolOptions | None = None) -> None:
+        self.options = options or PoolOptions()
+        self._free: asyncio.Queue[_Slot] | None = None
+        self._slots: list[_Slot] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.crashes = 0
+
+    def _start(self) -> asyncio.Queue[_Slot]:
+        if self._free is None:
+            self._loop = asyncio.get_running_loop()
+            self._free = asyncio.Queue()
+            for _ in range(self.options.processes):
+                slot = _Slot(self.options)
+                self._slots.append(slot)
+                self._free.put_nowait(slot)
+        return self._free
+
+    async def run(
+        self,
+        fn: Callable[..., R],
+        *args: Any,
+        on_step: StepListener | None = None,
+    ) -> R:
+        free = self._start()
+        loop = asyncio.get_running_loop()
+        slot = await free.get()
+        slot.watch(loop)
+        slot.listener = on_step
+        replace = False
+        try:
+            future = asyncio.wrap_future(slot.executor.submit(fn, *args))
+            try:
+                result: R = await asyncio.wait_for(future, self.options.timeout)
+            except TimeoutError:
+                replace = True
+                raise ImagingTimeout(
+                    f"imaging took longer than {self.options.timeout:g} s and was stopped"
+                ) from None
+            except BrokenProcessPool:
+                replace = True
+                self.crashes += 1
+                raise ImagingCrashed("the imaging process died while decoding this image") from None
+            except asyncio.CancelledError:
+                replace = True  # the job was abandoned: do not leave its decode running
+                raise
+            slot._drain()  # steps sent just before the result
+            return result
+        finally:
+            slot.listener = None
+            if replace:
+                slot.kill()
+                slot.close(loop)
+                slot = _Slot(self.options)
+                self._slots = [s for s in self._slots if not s.reader.closed] + [slot]
+            free.put_nowait(slot)
+
+    async def process(
+        self,
+        data: bytes,
+        policy: ImagePolicy,
+        *,
+        declared_type: str | None,
+        filename: str | None,
+        on_step: StepListener | None = None,
+    ) -> ProcessedImage:
+        return await self.run(
+            run_process_image, data, policy, declared_type, filename, on_step=on_step
+        )
+
+    def close(self) -> None:
+        for slot in self._slots:
+            slot.close(self._loop)
+        self._slots.clear()
+        self._free = None

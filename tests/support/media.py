@@ -1,0 +1,193 @@
+"""A media pipeline in one test: real Postgres queue and worker, real Redis events, a real
+store (memory served over HTTP, or S3 through moto), and the real imaging process pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from mediajobs.config import Settings
+from mediajobs.db import Pool
+from mediajobs.db.media import MediaRecord, MediaRepository
+from mediajobs.db.policies import SitePolicies
+from mediajobs.handlers.imaging_pool import ImagingPool, PoolOptions
+from mediajobs.handlers.media import DELETE_KIND, PROCESS_KIND, MediaHandlers
+from mediajobs.imaging.pipeline import ProcessedImage
+from mediajobs.imaging.policy import ImagePolicy
+from mediajobs.queue import HandlerRegistry, Job, JobQueue, JobSpec, JobState, Worker
+from mediajobs.realtime import EventRecorder, RedisPublisher
+from mediajobs.storage import MemoryStore, Store, StoreRegistry
+from mediajobs.storage.keys import upload_key
+from tests.conftest import free_port
+from tests.support.http import serve_in_thread
+from tests.support.workers import queue_pool, running_worker, wait_for
+
+CHANNEL_PREFIX = "mediajobs-test:"
+
+
+@contextlib.contextmanager
+def memory_store() -> Iterator[MemoryStore]:
+    """A memory store whose URLs are served by a real uvicorn."""
+    port = free_port()
+    store = MemoryStore(f"http://127.0.0.1:{port}/storage")
+    with serve_in_thread(Starlette(routes=[Mount("/storage", app=store.app())]), port):
+        yield store
+
+
+def crash_now(*_args: Any) -> None:
+    """Runs in an imaging child: dies the way a decoder segfault would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CrashingPool(ImagingPool):
+    """The real pool, except that a file named ``crash.jpg`` kills its imaging process."""
+
+    async def process(
+        self,
+        data: bytes,
+        policy: ImagePolicy,
+        *,
+        declared_type: str | None,
+        filename: str | None,
+        on_step: Any = None,
+    ) -> ProcessedImage:
+        if filename == "crash.jpg":
+            await self.run(crash_now, on_step=on_step)
+        return await super().process(
+            data, policy, declared_type=declared_type, filename=filename, on_step=on_step
+        )
+
+
+@dataclass
+class MediaEnv:
+    pool: Pool
+    queue: JobQueue
+    store: Store
+    stores: StoreRegistry
+    handlers: MediaHandlers
+    worker: Worker | None = None
+    owner: str = "alice"
+    created: list[uuid.UUID] = field(default_factory=list)
+
+    @property
+    def media(self) -> MediaRepository:
+        return MediaRepository(self.pool)
+
+    @property
+    def policies(self) -> SitePolicies:
+        return SitePolicies(self.pool)
+
+    async def upload(
+        self,
+        data: bytes,
+        filename: str = "photo.jpg",
+        *,
+        content_type: str = "image/jpeg",
+        replaces: uuid.UUID | None = None,
+        owner: str | None = None,
+    ) -> tuple[uuid.UUID, uuid.UUID]:
+        """Put a source object, create its media row and enqueue ``media.process``, the
+        way the API's upload/complete will: row and job in one transaction."""
+        owner = owner or self.owner
+        key = upload_key(owner, filename)
+        stored = await self.store.upload(key, data, content_type or "application/octet-stream")
+        async with self.media.transaction() as conn:
+            record, _ = await self.media.create(
+                owner_id=owner,
+                source=stored.locator,
+                original_filename=filename,
+                declared_type=content_type,
+                replaces=replaces,
+                conn=conn,
+            )
+            job = await self.queue.enqueue(
+                JobSpec(PROCESS_KIND, owner, {"mediaId": str(record.id)}, max_attempts=3),
+                conn=conn,
+            )
+            await self.media.set_job(record.id, job.id, conn=conn)
+        return record.id, job.id
+
+    async def delete(self, media_id: uuid.UUID, owner: str | None = None) -> uuid.UUID:
+        job = await self.queue.enqueue(
+            JobSpec(DELETE_KIND, owner or self.owner, {"mediaId": str(media_id)})
+        )
+        return job.id
+
+    async def finished(self, job_id: uuid.UUID, timeout: float = 60) -> Job:
+        async def done() -> bool:
+            job = await self.queue.get(job_id)
+            return job is not None and job.state.finished
+
+        await wait_for(done, timeout, interval=0.05)
+        job = await self.queue.get(job_id)
+        assert job is not None
+        return job
+
+    async def succeeded(self, job_id: uuid.UUID, timeout: float = 60) -> Job:
+        job = await self.finished(job_id, timeout)
+        assert job.state is JobState.SUCCEEDED, job.error
+        return job
+
+    async def record(self, media_id: uuid.UUID) -> MediaRecord:
+        record = await self.media.get(media_id)
+        assert record is not None
+        return record
+
+    async def events(self, job_id: uuid.UUID) -> list[tuple[str, dict[str, Any]]]:
+        async with self.pool.connection() as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT type, data::text AS data FROM job_events WHERE job_id = %s ORDER BY id",
+                    (job_id,),
+                )
+            ).fetchall()
+        return [(row["type"], json.loads(row["data"])) for row in rows]
+
+    async def keys(self, prefix: str = "media/") -> list[str]:
+        page = await self.store.list(prefix)
+        return sorted(item.key for item in page.items)
+
+
+@contextlib.asynccontextmanager
+async def media_env(
+    database_url: str,
+    redis_url: str,
+    store: Store,
+    *,
+    imaging: ImagingPool | None = None,
+    settings: Settings | None = None,
+    worker: bool = True,
+    **worker_options: Any,
+) -> AsyncIterator[MediaEnv]:
+    redis = Redis.from_url(redis_url)
+    stores = StoreRegistry(store)
+    pool_for_imaging = imaging or ImagingPool(PoolOptions(processes=2, timeout=60))
+    handlers = MediaHandlers(settings or Settings(), stores=stores, imaging=pool_for_imaging)
+    registry = handlers.register(HandlerRegistry())
+    try:
+        async with queue_pool(database_url) as pool:
+            publisher = RedisPublisher(redis, CHANNEL_PREFIX + uuid.uuid4().hex)
+            queue = JobQueue(pool, hooks=EventRecorder(publisher))
+            env = MediaEnv(pool, queue, store, stores, handlers)
+            if not worker:
+                yield env
+                return
+            options = {"progress_interval": 0.0, "poll_interval": 0.1, **worker_options}
+            async with running_worker(queue, registry, database_url, **options) as running:
+                env.worker = running
+                yield env
+    finally:
+        await registry.aclose()
+        await redis.aclose()
+        await asyncio.sleep(0)
