@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,7 @@ from mediajobs.storage import Store
 from tests.support.emulators import S3_CREDENTIALS, moto_server, s3_store
 from tests.support.images import camera_exif, decoded, jpeg, oriented_jpeg, photo, quadrants
 from tests.support.media import CrashingPool, MediaEnv, media_env, memory_store
+from tests.support.workers import start_worker_process, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -403,3 +405,65 @@ async def _purge_jobs(env: MediaEnv, media_id: Any) -> list[Any]:
             )
         ).fetchall()
     return [row["id"] for row in rows]
+
+
+# -- crash recovery ------------------------------------------------------------------
+
+
+def s3_worker_env(moto_url: str, bucket: str, redis_url: str) -> dict[str, str]:
+    return {
+        **S3_CREDENTIALS,
+        "REDIS_URL": redis_url,
+        "S3_BUCKET": bucket,
+        "S3_ENDPOINT_URL": moto_url,
+        "S3_REGION": "us-east-1",
+        "S3_FORCE_PATH_STYLE": "true",
+        "MEDIAJOBS_LEASE_SECONDS": "2",
+        "MEDIAJOBS_POLL_INTERVAL": "0.2",
+        "MEDIAJOBS_PROGRESS_INTERVAL": "0",
+        "MEDIAJOBS_IMAGING_PROCESSES": "1",
+    }
+
+
+async def test_a_rerun_after_sigkill_mid_upload_leaves_no_orphan_objects(
+    database_url: str, redis_url: str, moto_url: str
+) -> None:
+    store = await asyncio.to_thread(s3_store, moto_url)
+    env_vars = s3_worker_env(moto_url, store.bucket, redis_url)
+    app = ["--app", "mediajobs.handlers:build_registry"]
+    try:
+        async with media_env(database_url, redis_url, store, worker=False) as env:
+            # Slow, large encodes widen the window in which the worker dies mid-job.
+            await env.policies.update({"webp_method": 6})
+            media_id, job_id = await env.upload(jpeg(photo(5000, 3750)), "big.jpg")
+            doomed = start_worker_process(database_url, *app, env=env_vars)
+
+            async def uploading() -> bool:
+                job = await env.queue.get(job_id)
+                assert job is not None and not job.state.finished, "finished before the kill"
+                return bool(job.message and job.message.endswith("uploaded"))
+
+            await wait_for(uploading, timeout=60, interval=0.005)
+            assert await doomed.kill_group() == -signal.SIGKILL
+            partial = await env.keys()
+            record = await env.record(media_id)
+            assert record.status is MediaStatus.PROCESSING
+            assert 1 < len(partial) < 6  # the source and some, not all, variants
+
+            rescuer = start_worker_process(database_url, *app, env=env_vars)
+            try:
+                job = await env.succeeded(job_id, timeout=60)
+            finally:
+                assert await rescuer.stop() == 0, rescuer.stderr[-3000:]
+            assert job.attempt == 2
+            record = await env.record(media_id)
+            assert record.status is MediaStatus.READY
+            owned = sorted(locator.key for locator in record.locators())
+            assert await env.keys() == owned  # nothing else in the bucket: no orphans
+            assert len(owned) == 6
+            assert set(partial) <= set(owned)
+            types = [t for t, _ in await env.events(job_id)]
+            assert types.count("upload_started") == 2
+            assert types[-1] == "upload_complete"
+    finally:
+        await store.close()

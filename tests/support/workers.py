@@ -65,6 +65,7 @@ class WorkerProcess:
             env=worker_env(database_url, **(env or {})),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group, children included
         )
         self.stdout = ""
         self.stderr = ""
@@ -77,6 +78,11 @@ class WorkerProcess:
         out, err = await asyncio.to_thread(self.popen.communicate, timeout=timeout)
         self.stdout, self.stderr = out.decode(), err.decode()
         return self.popen.returncode
+
+    async def kill_group(self) -> int:
+        """SIGKILL the worker and every process it started (its imaging pool) at once."""
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        return await self.finish()
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.popen.poll() is None:
