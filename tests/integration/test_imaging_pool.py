@@ -1,0 +1,71 @@
+"""The imaging process pool: the memory cap, the time limit and step reports, with real
+child processes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from PIL import Image
+
+from mediajobs.handlers.imaging_pool import (
+    ImagingOutOfMemory,
+    ImagingPool,
+    ImagingTimeout,
+    PoolOptions,
+)
+from mediajobs.imaging import ImagePolicy
+from tests.support.images import encode, jpeg, quadrants
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def small_image_works(pool: ImagingPool) -> None:
+    result = await pool.process(
+        jpeg(quadrants()), ImagePolicy(), declared_type="image/jpeg", filename="a.jpg"
+    )
+    assert result.width == 800
+
+
+async def test_an_image_over_the_memory_cap_fails_alone_and_the_pool_goes_on() -> None:
+    # 80 megapixels of one colour: a 250 KB PNG that needs ~240 MB to decode.
+    huge = encode(Image.new("RGB", (10_000, 8_000), (10, 200, 30)), "PNG")
+    policy = ImagePolicy(max_megapixels=100, max_bytes=1 << 30)
+    pool = ImagingPool(PoolOptions(processes=1, memory_limit=300 << 20))
+    try:
+        with pytest.raises(ImagingOutOfMemory):
+            await pool.process(huge, policy, declared_type=None, filename=None)
+        await small_image_works(pool)
+    finally:
+        pool.close()
+
+
+async def test_an_image_past_the_time_limit_is_stopped_and_its_process_replaced() -> None:
+    pool = ImagingPool(PoolOptions(processes=1, timeout=0.5))
+    try:
+        started = time.monotonic()
+        with pytest.raises(ImagingTimeout):
+            await pool.run(time.sleep, 30)
+        assert time.monotonic() - started < 5
+        await small_image_works(pool)
+    finally:
+        pool.close()
+
+
+async def test_steps_are_reported_from_the_child_as_they_happen() -> None:
+    steps: list[tuple[str, str | None]] = []
+    pool = ImagingPool(PoolOptions(processes=1))
+    try:
+        await pool.process(
+            jpeg(quadrants(3000, 2000)),
+            ImagePolicy(),
+            declared_type=None,
+            filename=None,
+            on_step=lambda step, name: steps.append((step, name)),
+        )
+    finally:
+        pool.close()
+    assert steps[0] == ("decoded", None)
+    assert sorted(name for step, name in steps[1:] if step == "variant") == sorted(
+        ["thumb", "card", "preview", "detail", "detail_xl"]
+    )
