@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: dev test lint format bench bench-queue bench-sse clean
+.PHONY: dev test lint format bench bench-queue bench-sse bench-imaging clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,13 +33,16 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: bench-queue bench-sse
+bench: bench-queue bench-sse bench-imaging
 
 bench-queue: $(STAMP)
 	$(BIN)/python bench/queue_throughput.py
 
 bench-sse: $(STAMP)
 	$(BIN)/python bench/sse_fanout.py
+
+bench-imaging: $(STAMP)
+	$(BIN)/python bench/imaging.py
 
 clean:
 	rm -rf $(VENV) .mediajobs .pytest_cache .mypy_cache .ruff_cache

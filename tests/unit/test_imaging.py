@@ -230,3 +230,15 @@ def test_embedded_icc_profile_is_applied_and_not_carried_over() -> None:
     out = decoded(process_image(data, POLICY).variants[0].data)
     assert "icc_profile" not in out.info
     assert_quadrants(out)
+
+
+def test_avif_is_sniffed_and_processed_when_pillow_decodes_it() -> None:
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")
+    data = encode(quadrants(), "AVIF", quality=90)
+    result = process_image(data, POLICY, declared_type="", filename="photo.avif")
+    assert result.detected_type == "image/avif"
+    assert_quadrants(decoded(result.variants[-1].data))
+    rejected("type_mismatch", data, declared_type="image/jpeg")

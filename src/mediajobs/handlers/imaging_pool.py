@@ -77,12 +77,21 @@ def report_step(step: str, name: str | None) -> None:
 
 
 def run_process_image(
-    data: bytes, policy: ImagePolicy, declared_type: str | None, filename: str | None
+    data: bytes,
+    policy: ImagePolicy,
+    declared_type: str | None,
+    filename: str | None,
+    threads: int | None = None,
 ) -> ProcessedImage:
     """The imaging entry point the handler sends to a child."""
     try:
         return process_image(
-            data, policy, declared_type=declared_type, filename=filename, on_step=report_step
+            data,
+            policy,
+            declared_type=declared_type,
+            filename=filename,
+            on_step=report_step,
+            threads=threads,
         )
     except MemoryError:
         raise ImagingOutOfMemory("the image needs more memory than imaging may use") from None
@@ -139,6 +148,7 @@ class ImagingPool:
         self._free: asyncio.Queue[_Slot] | None = None
         self._slots: list[_Slot] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._busy = 0
         self.crashes = 0
 
     def _start(self) -> asyncio.Queue[_Slot]:
@@ -160,6 +170,7 @@ class ImagingPool:
         free = self._start()
         loop = asyncio.get_running_loop()
         slot = await free.get()
+        self._busy += 1
         slot.watch(loop)
         slot.listener = on_step
         replace = False
@@ -182,6 +193,7 @@ class ImagingPool:
             slot._drain()  # steps sent just before the result
             return result
         finally:
+            self._busy -= 1
             slot.listener = None
             if replace:
                 slot.kill()
@@ -200,8 +212,22 @@ class ImagingPool:
         on_step: StepListener | None = None,
     ) -> ProcessedImage:
         return await self.run(
-            run_process_image, data, policy, declared_type, filename, on_step=on_step
+            run_process_image,
+            data,
+            policy,
+            declared_type,
+            filename,
+            self._threads_per_image,
+            on_step=on_step,
         )
+
+    @property
+    def _threads_per_image(self) -> int:
+        """Encode threads for the next image: the cores not taken by images already in
+        flight. Alone, an image encodes its variants in parallel (latency); when every
+        process is busy, each encodes on one thread (no hand-offs: throughput)."""
+        cores = os.cpu_count() or 1
+        return max(1, cores // (self._busy + 1))
 
     def close(self) -> None:
         for slot in self._slots:
