@@ -212,15 +212,16 @@ async def test_a_slow_consumer_is_disconnected_while_the_others_get_everything(
             watch = await watch_job(client, api.base, "alice")
             watch.job = await enqueue(database_url, "alice", steps=1200, pad=8000)
             stream = await asyncio.wait_for(watch.stream, 60)
+            # The server closes the slow client's connection (maybe a moment after the
+            # fast stream ended): reading it to the end finishes. Only then count drops.
+            slow.settimeout(20)
+            while await asyncio.to_thread(slow.recv, 65536):
+                pass
+            slow.close()
             metrics = (await client.get(f"{api.base}/metrics")).text
         dropped = metric(metrics, 'mediajobs_sse_clients_dropped_total{reason="slow"}', 0) + metric(
             metrics, 'mediajobs_sse_clients_dropped_total{reason="stalled"}', 0
         )
-        # The server closed the slow client's connection: reading it to the end finishes.
-        slow.settimeout(20)
-        while slow.recv(65536):
-            pass
-        slow.close()
     assert stream.ids == event_ids(database_url, watch.job)
     assert len(stream.ids) == 1202
     assert dropped == 1
