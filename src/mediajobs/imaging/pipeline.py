@@ -10,10 +10,11 @@ WebP as soon as it is resized (Pillow releases the GIL in both).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
-import math
 import os
+import threading
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -256,15 +257,20 @@ def _encode(image: Image.Image, quality: int, method: int) -> bytes:
 
 
 def blur_data_url(image: Image.Image, long_edge: int) -> str:
-    """A tiny WebP as a data URL (at most 1 KB) for placeholders."""
-    small = image
-    for edge, quality in ((long_edge, 40), (long_edge, 20), (max(8, long_edge // 2), 20)):
+    """A tiny WebP as a data URL (at most 1 KB) for placeholders: smaller and coarser until
+    it fits."""
+    url = ""
+    for edge, quality in ((long_edge, 40), (long_edge, 20), (max(4, long_edge // 2), 10)):
         small = _clean(image.resize(fit(*image.size, edge), Image.Resampling.BILINEAR))
-        data = _encode(small, quality, 4)
-        url = "data:image/webp;base64," + base64.b64encode(data).decode("ascii")
+        url = "data:image/webp;base64," + base64.b64encode(_encode(small, quality, 4)).decode()
         if len(url) <= _MAX_BLUR_BYTES:
-            return url
+            break
     return url
+
+
+def _report_variant(report: StepCallback, name: str, future: Future[bytes]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        report("variant", name)
 
 
 class _Inline:
@@ -299,6 +305,12 @@ def process_image(
     called with ``("decoded", None)`` and then ``("variant", name)`` as each one is done.
     Raises ``ImageRejected``."""
     step = on_step or (lambda _step, _name: None)
+    lock = threading.Lock()
+
+    def report(what: str, name: str | None) -> None:  # encode threads report too
+        with lock:
+            step(what, name)
+
     found, image = probe(data, policy, declared_type=declared_type, filename=filename)
     exif, gps = extract_exif(image)
     ordered = policy.ordered_variants()
@@ -308,7 +320,7 @@ def process_image(
     )
     current = _to_srgb(decoded)
     del image, decoded  # the full-size decode goes as soon as the first variant is made
-    step("decoded", None)
+    report("decoded", None)
 
     workers = threads or _threads()
     pool: ThreadPoolExecutor | _Inline = (
@@ -326,10 +338,11 @@ def process_image(
             current = _resize_to(current, target, first, found.orientation)
             first = False
             job = pool.submit(_encode, _clean(current), policy.quality, policy.method)
+            job.add_done_callback(functools.partial(_report_variant, report, spec.name))
             pending[spec.name] = (*target, job, None)
             previous = (spec.name, target)
         blur = blur_data_url(current, policy.blur_size)
-        variants = _collect(policy.variants, pending, step)
+        variants = _collect(policy.variants, pending, report)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return ProcessedImage(
@@ -369,28 +382,14 @@ def _collect(
     pending: dict[str, tuple[int, int, Future[bytes] | None, str | None]],
     step: StepCallback,
 ) -> tuple[Variant, ...]:
+    """The variants in the policy's order; those sharing a larger one's object are reported
+    here (the encoded ones were reported as each encode finished)."""
     done: dict[str, Variant] = {}
-    # Report in the order encodes finish being awaited: smallest first, as they finish first.
-    for name in sorted(pending, key=lambda n: pending[n][0] * pending[n][1]):
-        width, height, future, same_as = pending[name]
-        if future is None:
-            continue
-        done[name] = Variant(name, width, height, future.result())
-        step("variant", name)
+    for name, (width, height, future, _same) in pending.items():
+        if future is not None:
+            done[name] = Variant(name, width, height, future.result())
     for name, (width, height, future, same_as) in pending.items():
         if future is None and same_as is not None:
             done[name] = Variant(name, width, height, b"", same_as)
             step("variant", name)
     return tuple(done[spec.name] for spec in specs)
-
-
-def describe(processed: ProcessedImage) -> dict[str, Any]:
-    """A short summary for logs and benchmarks."""
-    return {
-        "type": processed.detected_type,
-        "size": f"{processed.width}x{processed.height}",
-        "variants": {v.name: f"{v.width}x{v.height}:{v.size}" for v in processed.variants},
-        "blur": len(processed.blur_data_url),
-        "frames": processed.frames,
-        "megapixels": round(math.prod((processed.width, processed.height)) / 1e6, 2),
-    }
