@@ -208,12 +208,9 @@ class MediaHandlers:
         }
         async with media.transaction() as conn:
             done = await media.finish_processing(media_id, status=status, values=values, conn=conn)
-            if done is None:  # deleted meanwhile: its variants must not outlive it
-                for variant in variants.values():
-                    assert isinstance(variant, dict)
-                    await self.stores.delete(Locator.parse(str(variant["locator"])))
-                raise JobFailed(f"media {media_id} changed while processing", code="media_deleted")
-            if review_on:
+            if done is None:
+                pass
+            elif review_on:
                 await ctx.queue.enqueue(
                     JobSpec(
                         REVIEW_KIND,
@@ -225,6 +222,11 @@ class MediaHandlers:
                 )
             else:
                 await self._cut_over(ctx, done, policy, conn)
+        if done is None:  # deleted while it was processed: its variants must not outlive it
+            for variant in variants.values():
+                assert isinstance(variant, dict)
+                await self.stores.delete(Locator.parse(str(variant["locator"])))
+            raise JobFailed(f"media {media_id} was deleted while processing", code="media_deleted")
         return await self._result(done)
 
     async def _download(self, ctx: JobContext, record: MediaRecord, policy: SitePolicy) -> bytes:
