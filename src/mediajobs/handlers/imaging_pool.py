@@ -36,19 +36,26 @@ StepListener = Callable[[str, str | None], None]
 _step_pipe: Connection | None = None  # in a child: where steps are reported
 
 
-class ImagingCrashed(Exception):
+class ImagingFailed(Exception):
+    """The imaging process could not finish this image (not the image's fault, as far as
+    anyone can tell); ``code`` says how."""
+
+    code = "imaging_failed"
+
+
+class ImagingCrashed(ImagingFailed):
     """The imaging process died while working on this job."""
 
     code = "imaging_crashed"
 
 
-class ImagingTimeout(Exception):
+class ImagingTimeout(ImagingFailed):
     """The imaging process ran past its time limit and was stopped."""
 
     code = "imaging_timeout"
 
 
-class ImagingOutOfMemory(Exception):
+class ImagingOutOfMemory(ImagingFailed):
     """The image needed more memory than the imaging process may use."""
 
     code = "imaging_out_of_memory"

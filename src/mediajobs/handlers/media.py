@@ -41,13 +41,7 @@ from mediajobs.errors import (
     Retry,
     StorageError,
 )
-from mediajobs.handlers.imaging_pool import (
-    ImagingCrashed,
-    ImagingOutOfMemory,
-    ImagingPool,
-    ImagingTimeout,
-    PoolOptions,
-)
+from mediajobs.handlers.imaging_pool import ImagingFailed, ImagingPool, PoolOptions
 from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.queue.models import JSON, Job, JobSpec
 from mediajobs.queue.registry import HandlerRegistry, JobContext
@@ -151,10 +145,9 @@ class MediaHandlers:
         except ImageRejected as exc:
             await media.fail(media_id, {"code": exc.code, "message": exc.message})
             raise JobFailed(exc.message, code=exc.code) from None
-        except (ImagingCrashed, ImagingTimeout, ImagingOutOfMemory) as exc:
-            code: str = exc.code
-            await media.fail(media_id, {"code": code, "message": str(exc)})
-            raise JobFailed(str(exc), code=code) from None
+        except ImagingFailed as exc:
+            await media.fail(media_id, {"code": exc.code, "message": str(exc)})
+            raise JobFailed(str(exc), code=exc.code) from None
         except LeaseLost:
             raise  # another attempt owns the item now
         except JobCancelled as exc:
