@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 
 from mediajobs.config import Environment, Settings, parse_duration
 from mediajobs.db.migrate import migrate
+from mediajobs.db.policies import PolicyInvalid, SitePolicies, SitePolicy
 from mediajobs.db.pool import open_pool
 from mediajobs.devenv import with_dev_secret
 from mediajobs.errors import ConfigError, DatabaseError, StorageError
@@ -140,6 +141,17 @@ def _parser() -> argparse.ArgumentParser:
     storage_commands.add_parser(
         "check", help="write, read, list, sign and delete a probe object in the bucket"
     ).set_defaults(handler=cmd_storage_check)
+
+    policy = commands.add_parser("policy", help="the live site policy (limits, review gate)")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    policy_commands.add_parser("show", help="print the site policy as JSON").set_defaults(
+        handler=cmd_policy_show
+    )
+    policy_set = policy_commands.add_parser(
+        "set", help="change fields, e.g. photo_review_enabled=true max_megapixels=40"
+    )
+    policy_set.add_argument("changes", nargs="+", metavar="FIELD=VALUE")
+    policy_set.set_defaults(handler=cmd_policy_set)
     return parser
 
 
@@ -400,6 +412,42 @@ def cmd_events_prune(args: argparse.Namespace, settings: Settings) -> int:
 
     deleted = _with_queue(settings, prune)
     print("another process is pruning" if deleted is None else f"pruned {deleted} event(s)")
+    return 0
+
+
+# -- policy ------------------------------------------------------------------------------
+
+
+def cmd_policy_show(args: argparse.Namespace, settings: Settings) -> int:
+    async def show(queue: JobQueue) -> SitePolicy:
+        return await SitePolicies(queue.pool).load()
+
+    print(json.dumps(_with_queue(settings, show).to_json(), indent=2))
+    return 0
+
+
+def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
+    """``FIELD=VALUE`` pairs; a value is read as JSON when it parses (numbers, booleans,
+    the variants list), else as text. Workers apply the change from their next job."""
+    changes: dict[str, Any] = {}
+    for item in args.changes:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigError("policy set", f"expected FIELD=VALUE, got {item!r}")
+        try:
+            changes[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            changes[name.strip()] = text
+
+    async def update(queue: JobQueue) -> SitePolicy:
+        return await SitePolicies(queue.pool).update(changes, by="cli")
+
+    try:
+        policy = _with_queue(settings, update)
+    except PolicyInvalid as exc:
+        print(f"mediajobs: policy not changed: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(policy.to_json(), indent=2))
     return 0
 
 

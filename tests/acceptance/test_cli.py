@@ -154,6 +154,42 @@ def test_jobs_commands_enqueue_show_cancel_and_count(database_url):
     assert (bad.returncode, "--payload: must be a JSON object" in bad.stderr) == (2, True)
 
 
+def test_policy_show_and_set_change_the_live_limits_with_validation(database_url):
+    env = clean_env(DATABASE_URL=database_url)
+    shown = json.loads(mediajobs("policy", "show", env=env).stdout)
+    assert shown["photoReviewEnabled"] is False
+    assert [v["name"] for v in shown["variants"]] == [
+        "thumb",
+        "card",
+        "preview",
+        "detail",
+        "detail_xl",
+    ]
+    changed = mediajobs(
+        "policy",
+        "set",
+        "photo_review_enabled=true",
+        "max_megapixels=40",
+        'variants=[{"name": "small", "size": 400}, {"name": "large", "size": 1200}]',
+        env=env,
+    )
+    assert changed.returncode == 0, changed.stderr
+    after = json.loads(mediajobs("policy", "show", env=env).stdout)
+    assert (after["photoReviewEnabled"], after["maxMegapixels"]) == (True, 40.0)
+    assert after["variants"] == [{"name": "small", "size": 400}, {"name": "large", "size": 1200}]
+    for bad, field in [
+        ("photo_review_enabled=maybe", "photo_review_enabled"),
+        ("min_aspect_ratio=5", "policy"),  # above the max of 4
+        ("photo_review_provider=gemini", "photoReviewProvider"),
+        ("no_such_field=1", "no_such_field"),
+        ('variants=[{"name": "Bad Name", "size": 10}]', "variants"),
+    ]:
+        refused = mediajobs("policy", "set", bad, env=env)
+        assert refused.returncode == 2, (bad, refused.stderr)
+        assert f"policy not changed: {field}" in refused.stderr, refused.stderr
+    assert json.loads(mediajobs("policy", "show", env=env).stdout) == after
+
+
 def test_stdlib_queue_is_not_shadowed_from_the_repo_root():
     result = subprocess.run(
         [

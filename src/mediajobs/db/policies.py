@@ -104,6 +104,40 @@ class SitePolicy:
 
 
 _COLUMNS = [f.name for f in dataclasses.fields(SitePolicy) if f.name != "updated_at"]
+_TYPES: dict[str, type] = {
+    "max_batch_size": int,
+    "max_source_bytes": int,
+    "min_width": int,
+    "min_height": int,
+    "min_aspect_ratio": float,
+    "max_aspect_ratio": float,
+    "max_megapixels": float,
+    "undo_window_seconds": int,
+    "photo_review_enabled": bool,
+    "photo_review_provider": str,
+    "webp_quality": int,
+    "webp_method": int,
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """``value`` as the field's type, or ``PolicyInvalid`` (no silent truthiness: ``"no"`` is
+    not a boolean, ``2.5`` is not an integer)."""
+    if name == "variants":
+        try:
+            return tuple(VariantSpec(str(v["name"]), int(v["size"])) for v in value)
+        except (TypeError, KeyError, ValueError) as exc:
+            raise PolicyInvalid("variants", f"a list of {{name, size}} ({exc})") from None
+    wanted = _TYPES[name]
+    ok = (
+        (wanted is bool and isinstance(value, bool))
+        or (wanted is int and isinstance(value, int) and not isinstance(value, bool))
+        or (wanted is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (wanted is str and isinstance(value, str))
+    )
+    if not ok:
+        raise PolicyInvalid(name, f"must be a {wanted.__name__}, not {value!r}")
+    return float(value) if wanted is float else value
 
 
 class SitePolicies:
@@ -118,14 +152,12 @@ class SitePolicies:
 
     async def update(self, changes: Mapping[str, Any], *, by: str | None = None) -> SitePolicy:
         """Apply ``changes`` (snake_case field names) after validating the whole result."""
-        unknown = set(changes) - set(_COLUMNS) - {"updated_by"}
+        unknown = set(changes) - set(_TYPES) - {"variants"}
         if unknown:
             raise PolicyInvalid(sorted(unknown)[0], "is not a policy field")
+        values = {name: _coerce(name, value) for name, value in changes.items()}
         current = await self.load()
-        try:
-            policy = dataclasses.replace(current, **changes, updated_by=by).validate()
-        except TypeError as exc:
-            raise PolicyInvalid("policy", str(exc)) from None
+        policy = dataclasses.replace(current, **values, updated_by=by).validate()
         values = {name: getattr(policy, name) for name in _COLUMNS}
         values["variants"] = Jsonb([{"name": v.name, "size": v.size} for v in policy.variants])
         assignments = ", ".join(f"{name} = %({name})s" for name in _COLUMNS)
