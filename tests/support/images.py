@@ -136,3 +136,55 @@ def decoded(data: bytes) -> Image.Image:
 def close_to(pixel: object, color: tuple[int, ...], tolerance: int = 40) -> bool:
     assert isinstance(pixel, tuple)
     return all(abs(a - b) <= tolerance for a, b in zip(pixel[:3], color[:3], strict=True))
+
+
+def swapped_primaries_icc() -> bytes:
+    """A valid ICC v2 RGB profile whose red and blue primaries are swapped: a pixel stored
+    as pure red in it *is* blue, so only a real colour conversion turns it blue in sRGB."""
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ \0\0\0\0" + s15(x) + s15(y) + s15(z)
+
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, 0x0233) + b"\0\0"  # gamma 2.2
+    text = b"swapped primaries\0"
+    desc = (
+        b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
+    )
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(0.1431, 0.0606, 0.7141)),  # sRGB's blue (D50)
+        (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)),
+        (b"bXYZ", xyz(0.4361, 0.2225, 0.0139)),  # sRGB's red (D50)
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+        (b"cprt", b"text\0\0\0\0public domain\0"),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size)
+        + b"none"
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + struct.pack(">6H", 2024, 1, 1, 0, 0, 0)
+        + b"acsp"
+        + b"\0" * 24
+        + struct.pack(">I", 0)  # perceptual
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
+        + b"none"
+        + b"\0" * 44
+    )
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body

@@ -242,3 +242,19 @@ def test_avif_is_sniffed_and_processed_when_pillow_decodes_it() -> None:
     assert result.detected_type == "image/avif"
     assert_quadrants(decoded(result.variants[-1].data))
     rejected("type_mismatch", data, declared_type="image/jpeg")
+
+
+def test_pixels_are_converted_to_srgb_through_the_embedded_profile() -> None:
+    from tests.support.images import swapped_primaries_icc
+
+    profile = swapped_primaries_icc()
+    red_in_profile = Image.new("RGB", (400, 300), (230, 20, 20))  # blue, in this profile
+    out = decoded(process_image(jpeg(red_in_profile, icc_profile=profile), POLICY).variants[0].data)
+    r, g, b = out.convert("RGB").getpixel((10, 10))  # type: ignore[misc]
+    assert b > 150 and r < 80, (r, g, b)
+    assert "icc_profile" not in out.info
+    # With alpha: the colour is converted and the alpha kept.
+    rgba = Image.new("RGBA", (400, 300), (230, 20, 20, 100))
+    out = decoded(process_image(encode(rgba, "PNG", icc_profile=profile), POLICY).variants[0].data)
+    r, g, b, a = out.getpixel((10, 10))  # type: ignore[misc]
+    assert b > 150 and r < 80 and abs(a - 100) <= 3, (r, g, b, a)
