@@ -90,6 +90,21 @@ def test_cmyk_jpeg_including_adobe_inverted_is_converted_to_rgb() -> None:
     assert close_to(image.getpixel((10, 10)), (255, 0, 0), tolerance=30)
 
 
+def test_plain_cmyk_jpeg_without_the_adobe_marker_is_not_inverted() -> None:
+    from PIL import ImageChops
+
+    red = Image.new("CMYK", (600, 400), (0, 255, 255, 0))
+    # Pillow writes CMYK inverted with an Adobe marker; invert first and drop the marker, and
+    # the file holds plain CMYK samples, as some non-Adobe writers produce.
+    adobe = encode(ImageChops.invert(red), "JPEG", quality=95)
+    start = adobe.index(b"\xff\xee")
+    length = int.from_bytes(adobe[start + 2 : start + 4], "big")
+    plain = adobe[:start] + adobe[start + 2 + length :]
+    assert Image.open(io.BytesIO(plain)).info.get("adobe") is None
+    image = decoded(process_image(plain, POLICY).variants[0].data)
+    assert close_to(image.getpixel((10, 10)), (255, 0, 0), tolerance=30)
+
+
 def test_sixteen_bit_grey_png_is_scaled_not_clipped() -> None:
     image = Image.new("I;16", (400, 300), 32768)  # mid grey in 16 bits
     result = process_image(encode(image, "PNG"), POLICY)

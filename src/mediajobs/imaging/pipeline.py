@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pillow_heif
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageCms, UnidentifiedImageError
 
 from mediajobs.errors import ImageRejected
 from mediajobs.imaging.exif import extract_exif
@@ -188,6 +188,10 @@ def _decode(image: Image.Image, found: Probe, largest: int) -> Image.Image:
         if found.frames > 1:
             image.seek(0)
         image.load()
+        if image.format in ("JPEG", "MPO") and image.mode == "CMYK" and "adobe" not in image.info:
+            # Pillow reads every CMYK JPEG with Adobe's inverted polarity; without the
+            # Adobe marker the samples are plain CMYK, so undo that inversion.
+            image = ImageChops.invert(image)
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_many_pixels", str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
