@@ -59,11 +59,15 @@ async def test_process_streams_decodes_uploads_and_emits_events_in_order(
     database_url: str, redis_url: str, store: Store
 ) -> None:
     source = jpeg(photo(3000, 2000), exif=camera_exif(gps=True))
-    async with env_for(database_url, redis_url, store) as env:
+    async with env_for(database_url, redis_url, store) as env, env.live_events() as live:
         media_id, job_id = await env.upload(source, "IMG_0001.JPG")
         job = await env.succeeded(job_id)
         events = await env.events(job_id)
         record = await env.record(media_id)
+        await wait_for(lambda: any(e.terminal for e in live), timeout=10)
+
+    # Redis carried the same events, in the same order, as Postgres recorded.
+    assert [(e.type, json.loads(e.data)) for e in live if e.job_id == job_id] == events
 
     types = [t for t, _ in events]
     assert types[0] == "upload_started"

@@ -27,6 +27,8 @@ from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.imaging.policy import ImagePolicy
 from mediajobs.queue import HandlerRegistry, Job, JobQueue, JobSpec, JobState, Worker
 from mediajobs.realtime import EventRecorder, RedisPublisher
+from mediajobs.realtime.events import Event
+from mediajobs.realtime.publisher import decode_message
 from mediajobs.storage import MemoryStore, Store, StoreRegistry
 from mediajobs.storage.keys import upload_key
 from tests.conftest import free_port
@@ -76,6 +78,8 @@ class MediaEnv:
     store: Store
     stores: StoreRegistry
     handlers: MediaHandlers
+    redis: Redis
+    channel: str
     worker: Worker | None = None
     owner: str = "alice"
     created: list[uuid.UUID] = field(default_factory=list)
@@ -154,6 +158,28 @@ class MediaEnv:
             ).fetchall()
         return [(row["type"], json.loads(row["data"])) for row in rows]
 
+    @contextlib.asynccontextmanager
+    async def live_events(self) -> AsyncIterator[list[Event]]:
+        """Collects every event published on Redis while the block runs (a real
+        subscription to the channel, as the SSE hub has)."""
+        received: list[Event] = []
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self.channel)
+
+        async def listen() -> None:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    received.extend(decode_message(message["data"]))
+
+        task = asyncio.create_task(listen())
+        try:
+            yield received
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await pubsub.aclose()
+
     async def keys(self, prefix: str = "media/") -> list[str]:
         page = await self.store.list(prefix)
         return sorted(item.key for item in page.items)
@@ -177,9 +203,9 @@ async def media_env(
     registry = handlers.register(HandlerRegistry())
     try:
         async with queue_pool(database_url) as pool:
-            publisher = RedisPublisher(redis, CHANNEL_PREFIX + uuid.uuid4().hex)
-            queue = JobQueue(pool, hooks=EventRecorder(publisher))
-            env = MediaEnv(pool, queue, store, stores, handlers)
+            channel = CHANNEL_PREFIX + uuid.uuid4().hex
+            queue = JobQueue(pool, hooks=EventRecorder(RedisPublisher(redis, channel)))
+            env = MediaEnv(pool, queue, store, stores, handlers, redis, channel)
             if not worker:
                 yield env
                 return
