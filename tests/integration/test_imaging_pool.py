@@ -3,6 +3,8 @@ child processes."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 
 import pytest
@@ -69,3 +71,15 @@ async def test_steps_are_reported_from_the_child_as_they_happen() -> None:
     assert sorted(name for step, name in steps[1:] if step == "variant") == sorted(
         ["thumb", "card", "preview", "detail", "detail_xl"]
     )
+
+
+async def test_an_image_alone_gets_every_core_and_a_busy_pool_shares_them() -> None:
+    cores = os.cpu_count() or 1
+    pool = ImagingPool(PoolOptions(processes=2))
+    try:
+        # max(0, threads) hands back the thread count the pool chose for the call.
+        assert await pool.run(max, 0, pass_threads=True) == cores
+        both = await asyncio.gather(*(pool.run(max, 0, pass_threads=True) for _ in range(2)))
+        assert sorted(both) == sorted([cores, max(1, cores // 2)])
+    finally:
+        pool.close()

@@ -121,10 +121,10 @@ class _Slot:
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._watching:
-            loop.add_reader(self.reader.fileno(), self._drain)
+            loop.add_reader(self.reader.fileno(), self.drain)
             self._watching = True
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         try:
             while self.reader.poll():
                 step, name = self.reader.recv()
@@ -173,7 +173,10 @@ class ImagingPool:
         fn: Callable[..., R],
         *args: Any,
         on_step: StepListener | None = None,
+        pass_threads: bool = False,
     ) -> R:
+        """``fn(*args)`` in a free process; with ``pass_threads``, ``fn`` also gets the
+        number of threads it may use, decided once it has its process."""
         free = self._start()
         loop = asyncio.get_running_loop()
         slot = await free.get()
@@ -182,6 +185,8 @@ class ImagingPool:
         slot.listener = on_step
         replace = False
         try:
+            if pass_threads:
+                args = (*args, self._threads_per_image())
             future = asyncio.wrap_future(slot.executor.submit(fn, *args))
             try:
                 result: R = await asyncio.wait_for(future, self.options.timeout)
@@ -197,7 +202,7 @@ class ImagingPool:
             except asyncio.CancelledError:
                 replace = True  # the job was abandoned: do not leave its decode running
                 raise
-            slot._drain()  # steps sent just before the result
+            slot.drain()  # steps sent just before the result
             return result
         finally:
             self._busy -= 1
@@ -224,17 +229,17 @@ class ImagingPool:
             policy,
             declared_type,
             filename,
-            self._threads_per_image,
             on_step=on_step,
+            pass_threads=True,
         )
 
-    @property
     def _threads_per_image(self) -> int:
-        """Encode threads for the next image: the cores not taken by images already in
-        flight. Alone, an image encodes its variants in parallel (latency); when every
-        process is busy, each encodes on one thread (no hand-offs: throughput)."""
+        """Encode threads for an image starting now: the cores shared among the images in
+        flight (this one included). Alone, an image encodes its variants in parallel
+        (latency); when every process is busy, each encodes on one thread (no hand-offs:
+        throughput)."""
         cores = os.cpu_count() or 1
-        return max(1, cores // (self._busy + 1))
+        return max(1, cores // max(1, self._busy))
 
     def close(self) -> None:
         for slot in self._slots:
