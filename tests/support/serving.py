@@ -50,7 +50,10 @@ class Serving:
     """`mediajobs serve` as a real process, up (healthz answers) inside the block and
     stopped with SIGTERM after it; ``returncode`` and ``output`` are set then."""
 
-    def __init__(self, env: dict[str, str], *, port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], *, port: int | None = None, command: str = "serve"
+    ) -> None:
+        self.command = command  # "serve", or "dev" (API and worker in one process)
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self._env = {**env, "MEDIAJOBS_PORT": str(self.port), "PYTHONPATH": str(REPO)}
@@ -59,7 +62,7 @@ class Serving:
 
     def __enter__(self) -> Serving:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "mediajobs", "serve"],
+            [sys.executable, "-m", "mediajobs", self.command],
             env=self._env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -88,7 +88,15 @@ class MediaRecord:
         return found
 
 
-_RETURNING = "RETURNING *"
+# The key of the source locator ``provider://bucket/key``, in SQL.
+_SOURCE_KEY = (
+    "substr(split_part(source_locator, '://', 2), "
+    "strpos(split_part(source_locator, '://', 2), '/') + 1)"
+)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class MediaRepository:
@@ -365,6 +373,75 @@ class MediaRepository:
                 )
             ).fetchall()
         return [MediaRecord.from_row(row) for row in rows]
+
+    async def page(
+        self,
+        owner_id: str,
+        *,
+        statuses: tuple[MediaStatus, ...] = (MediaStatus.READY,),
+        purpose: str | None = None,
+        key_prefix: str | None = None,
+        after: tuple[datetime, uuid.UUID] | None = None,
+        limit: int = 50,
+    ) -> list[MediaRecord]:
+        """A page of the owner's items, newest first, after the keyset ``after``."""
+        sql = ["SELECT * FROM media WHERE owner_id = %(owner)s AND status = ANY(%(statuses)s)"]
+        params: dict[str, Any] = {
+            "owner": owner_id,
+            "statuses": [s.value for s in statuses],
+            "limit": limit,
+        }
+        if purpose is not None:
+            sql.append("AND purpose = %(purpose)s")
+            params["purpose"] = purpose
+        if key_prefix is not None:
+            sql.append(f"AND {_SOURCE_KEY} LIKE %(like)s")
+            params["like"] = _like_escape(key_prefix) + "%"
+        if after is not None:
+            sql.append("AND (created_at, id) < (%(at)s, %(id)s)")
+            params["at"], params["id"] = after
+        sql.append("ORDER BY created_at DESC, id DESC LIMIT %(limit)s")
+        async with self._conn(None) as c:
+            rows = await (await c.execute(" ".join(sql), params)).fetchall()
+        return [MediaRecord.from_row(row) for row in rows]
+
+    async def by_source_key(
+        self, owner_id: str, key: str, *, include_deleted: bool = False
+    ) -> MediaRecord | None:
+        """The owner's item whose source object has this key (in any store)."""
+        sql = f"SELECT * FROM media WHERE owner_id = %(owner)s AND {_SOURCE_KEY} = %(key)s"
+        if not include_deleted:
+            sql += " AND status <> 'deleted'"
+        sql += " ORDER BY created_at DESC LIMIT 1"
+        return await self._one(sql, {"owner": owner_id, "key": key}, None)
+
+    async def in_flight(self, owner_id: str) -> int:
+        """The owner's items still waiting for or in processing."""
+        async with self._conn(None) as c:
+            row = await (
+                await c.execute(
+                    "SELECT count(*) AS n FROM media WHERE owner_id = %s "
+                    "AND status IN ('pending', 'processing')",
+                    (owner_id,),
+                )
+            ).fetchone()
+        return int(row["n"]) if row else 0
+
+    async def update_fields(
+        self, media_id: uuid.UUID, owner_id: str, changes: Mapping[str, Any]
+    ) -> MediaRecord | None:
+        """Change ``alt_text``, ``sort_order`` or ``purpose`` of a visible item."""
+        allowed = {"alt_text", "sort_order", "purpose"}
+        assert set(changes) <= allowed
+        if not changes:
+            return await self.get(media_id, owner_id)
+        assignments = ", ".join(f"{name} = %({name})s" for name in changes)
+        return await self._one(
+            f"UPDATE media SET {assignments}, updated_at = now() "
+            "WHERE id = %(id)s AND owner_id = %(owner)s AND status <> 'deleted' RETURNING *",
+            {**changes, "id": media_id, "owner": owner_id},
+            None,
+        )
 
 
 @asynccontextmanager

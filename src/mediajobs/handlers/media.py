@@ -43,6 +43,7 @@ from mediajobs.errors import (
 )
 from mediajobs.handlers.imaging_pool import ImagingFailed, ImagingPool, PoolOptions
 from mediajobs.imaging.pipeline import ProcessedImage
+from mediajobs.queue import kinds
 from mediajobs.queue.models import JSON, Job, JobSpec
 from mediajobs.queue.registry import HandlerRegistry, JobContext
 from mediajobs.storage import StoreRegistry, stores_for
@@ -51,10 +52,10 @@ from mediajobs.storage.keys import variant_key
 
 log = logging.getLogger(__name__)
 
-PROCESS_KIND = "media.process"
-REVIEW_KIND = "media.review"
-DELETE_KIND = "media.delete"
-PURGE_KIND = "media.purge"
+PROCESS_KIND = kinds.MEDIA_PROCESS
+REVIEW_KIND = kinds.MEDIA_REVIEW
+DELETE_KIND = kinds.MEDIA_DELETE
+PURGE_KIND = kinds.MEDIA_PURGE
 
 VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
@@ -142,6 +143,39 @@ class JobQueue:
         async with self._pool.connection() as conn:
             row = await (await conn.execute(sql.SELECT_JOB, {"id": job_id})).fetchone()
         return None if row is None else Job.from_row(row)
+
+    async def for_owner(
+        self,
+        owner_id: str,
+        *,
+        state: JobState | None = None,
+        kind: str | None = None,
+        before: tuple[datetime, uuid.UUID] | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """The owner's jobs (hot and archived), newest first, before the keyset ``before``."""
+        where = ["owner_id = %(owner)s"]
+        params: dict[str, Any] = {"owner": owner_id, "limit": limit}
+        if state is not None:
+            where.append("state = %(state)s")
+            params["state"] = state.value
+        if kind is not None:
+            where.append("kind = %(kind)s")
+            params["kind"] = kind
+        if before is not None:
+            where.append("(created_at, id) < (%(at)s, %(id)s)")
+            params["at"], params["id"] = before
+        condition = " AND ".join(where)
+        statement = (
+            f"(SELECT {sql.JOB_COLUMNS} FROM jobs WHERE {condition} "
+            "ORDER BY created_at DESC, id DESC LIMIT %(limit)s) UNION ALL "
+            f"(SELECT {sql.JOB_COLUMNS} FROM jobs_archive WHERE {condition} "
+            "ORDER BY created_at DESC, id DESC LIMIT %(limit)s) "
+            "ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+        )
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(statement, params)).fetchall()
+        return [Job.from_row(row) for row in rows]
 
     async def counts(self) -> dict[JobState, int]:
         """Jobs in the hot table by state (every state present, zero when none)."""

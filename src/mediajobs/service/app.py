@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from mediajobs.config import Settings
+from mediajobs.config import Environment, Settings
 from mediajobs.db.pool import Pool, open_pool
 from mediajobs.errors import ConfigError
 from mediajobs.queue.queue import JobQueue
@@ -32,7 +32,7 @@ from mediajobs.realtime import (
     StreamOptions,
 )
 from mediajobs.realtime.connect import redis_client
-from mediajobs.service import events
+from mediajobs.service import events, jobs, media, policy
 from mediajobs.service.auth import Authenticator
 from mediajobs.service.errors import EXCEPTION_HANDLERS
 from mediajobs.service.state import Services, StorageCheck, services
@@ -114,7 +114,23 @@ def create_app(
         Route("/events", events.events, methods=["GET"]),
         Route("/events/ticket", events.ticket, methods=["POST"]),
         Route("/jobs/{job_id}/events", events.job_events, methods=["GET"]),
+        Route("/media", media.list_media, methods=["GET"]),
+        Route("/media/upload/init", media.upload_init, methods=["POST"]),
+        Route("/media/upload/complete", media.upload_complete, methods=["POST"]),
+        Route("/media/restore", media.restore_media, methods=["POST"]),
+        Route("/media/{media_id}", media.get_media, methods=["GET"]),
+        Route("/media/{media_id}", media.patch_media, methods=["PATCH"]),
+        Route("/media/{path:path}", media.delete_media, methods=["DELETE"]),
+        Route("/jobs", jobs.list_jobs, methods=["GET"]),
+        Route("/jobs/{job_id}", jobs.get_job, methods=["GET"]),
+        Route("/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
+        Route("/jobs/{job_id}/retry", jobs.retry_job, methods=["POST"]),
+        Route("/v1/meta/media-rules", policy.media_rules, methods=["GET"]),
+        Route("/v1/admin/site-policies", policy.get_site_policy, methods=["GET"]),
+        Route("/v1/admin/site-policies", policy.put_site_policy, methods=["PUT"]),
     ]
+    if settings.env is not Environment.PRODUCTION:
+        routes.append(Route("/dev/token", policy.dev_token, methods=["POST"]))
     memory = [store for store in registry.stores if isinstance(store, MemoryStore)]
     if memory:
         routes.append(Mount("/storage", app=memory[0].app()))

@@ -1,0 +1,131 @@
+"""Request bodies and query parameters: parsed strictly, refused with the error envelope.
+
+A body must be a JSON object of known fields with the right types; anything else is a 4xx
+that names the problem (``malformed_json``, ``unknown_field``, ``invalid_field``,
+``missing_field``, ``body_too_large``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from mediajobs.service.errors import ApiError
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Field:
+    """One body field: its JSON types, whether it is required, and an optional check that
+    returns an error message (or None)."""
+
+    types: tuple[type, ...]
+    required: bool = False
+    nullable: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+
+def text(max_length: int, *, pattern: str | None = None) -> Callable[[Any], str | None]:
+    regex = re.compile(pattern) if pattern else None
+
+    def check(value: Any) -> str | None:
+        if len(value) > max_length:
+            return f"at most {max_length} characters"
+        if regex is not None and not regex.fullmatch(value):
+            return f"must match {pattern}"
+        return None
+
+    return check
+
+
+def integer(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must be {low}..{high}"
+
+    return check
+
+
+async def read_json(
+    request: Request, fields: Mapping[str, Field], *, allow_empty: bool = False
+) -> dict[str, Any]:
+    """The body as a dict of the given fields (absent optional fields left out); an empty
+    body is ``{}`` when ``allow_empty``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+    if not raw.strip() and allow_empty:
+        return {}
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise ApiError(400, "unknown_field", f"unknown field {unknown[0]!r}")
+    out: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name not in body:
+            if field.required:
+                raise ApiError(422, "missing_field", f"{name} is required")
+            continue
+        value = body[name]
+        if value is None and field.nullable:
+            out[name] = None
+            continue
+        if not _is(value, field.types):
+            names = " or ".join(_json_name(t) for t in field.types)
+            raise ApiError(422, "invalid_field", f"{name} must be {names}")
+        problem = field.check(value) if field.check else None
+        if problem:
+            raise ApiError(422, "invalid_field", f"{name}: {problem}")
+        out[name] = value
+    return out
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in types
+    if float in types and isinstance(value, int | float):
+        return True
+    return isinstance(value, types)
+
+
+def _json_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}.get(
+        kind, kind.__name__
+    )
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_query", f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, "invalid_query", f"{name} must be {low}..{high}")
+    return value
+
+
+def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise ApiError(400, "invalid_query", f"{name} must be one of {', '.join(choices)}")
+    return raw

@@ -1,0 +1,375 @@
+"""The media library routes: presigned uploads, completion into a processing job, listing,
+one item, edits, delete and restore.
+
+Every route answers for the caller's own media only; another user's id or path is a 404,
+never a 403. Nothing here waits on processing: completion and deletion return a job id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import posixpath
+import uuid
+from datetime import datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus
+from mediajobs.db.policies import SitePolicies
+from mediajobs.errors import InvalidKey
+from mediajobs.imaging.formats import ACCEPTED_TYPES, EXTENSIONS, normalize_type
+from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
+from mediajobs.queue.models import JSON, JobSpec
+from mediajobs.service.auth import Principal
+from mediajobs.service.body import Field, integer, query_choice, query_int, read_json, text
+from mediajobs.service.errors import ApiError
+from mediajobs.service.state import Services, services
+from mediajobs.storage.base import Locator
+from mediajobs.storage.keys import sanitize_filename, upload_key, user_prefix, validate_key
+
+UPLOAD_URL_TTL = 900.0  # seconds a presigned upload stays valid
+PURPOSE_PATTERN = r"[a-z][a-z0-9_]{0,31}"
+LISTABLE = tuple(s.value for s in MediaStatus if s is not MediaStatus.DELETED)
+
+
+def caller(request: Request) -> tuple[Services, Principal]:
+    svc = services(request)
+    return svc, svc.auth.bearer(request.headers.get("authorization"))
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "media_not_found", "no such media")
+
+
+def _parse_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+# -- items ---------------------------------------------------------------------------------
+
+
+async def media_item(svc: Services, record: MediaRecord, *, detail: bool = False) -> JSON:
+    """The public shape of an item; URLs come from the store, GPS never appears."""
+    variants: dict[str, JSON] = {}
+    url: str | None = None
+    largest = -1
+    for name, variant in record.variants.items():
+        variant_url = await svc.stores.url(Locator.parse(variant["locator"]))
+        variants[name] = {
+            "url": variant_url,
+            "width": variant["width"],
+            "height": variant["height"],
+        }
+        area = int(variant["width"]) * int(variant["height"])
+        if area > largest:
+            largest, url = area, variant_url
+    item: dict[str, JSON] = {
+        "id": str(record.id),
+        "path": record.source.key,
+        "status": record.status.value,
+        "kind": record.kind,
+        "purpose": record.purpose,
+        "width": record.width,
+        "height": record.height,
+        "url": url,
+        "variants": variants,
+        "blurDataURL": record.blur_data_url,
+        "altText": record.alt_text,
+        "sortOrder": record.sort_order,
+        "createdAt": record.created_at.isoformat(),
+        "jobId": str(record.job_id) if record.job_id else None,
+        "filename": record.original_filename,
+        "contentType": record.detected_type,
+        "bytes": record.bytes,
+        "replaces": str(record.replaces) if record.replaces else None,
+        "duplicateOf": str(record.duplicate_of) if record.duplicate_of else None,
+        "error": record.error,
+        "review": record.review,
+    }
+    if detail:
+        item["exif"] = record.exif  # camera data; GPS is kept apart and never shown
+    return item
+
+
+def encode_cursor(at: datetime, ident: uuid.UUID) -> str:
+    """An opaque keyset cursor: (created_at, id) of the last item of a page."""
+    raw = f"{at.isoformat()}|{ident}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if not value:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        at, _, ident = raw.partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API gave") from None
+
+
+async def list_media(request: Request) -> Response:
+    """``GET /media``: the caller's library, newest first. Without ``status`` it is the
+    gallery (ready items only: the review gate); ``status`` shows the owner other states."""
+    svc, principal = caller(request)
+    status = query_choice(request, "status", LISTABLE)
+    purpose = request.query_params.get("purpose") or None
+    prefix = request.query_params.get("prefix") or None
+    limit = query_int(request, "limit", 50, 1, 200)
+    after = decode_cursor(request.query_params.get("cursor"))
+    key_prefix = None
+    if prefix is not None:
+        try:
+            key_prefix = user_prefix(principal.user_id) + prefix.lstrip("/")
+            validate_key(key_prefix.rstrip("/") or "x")
+        except InvalidKey as exc:
+            raise ApiError(400, "invalid_prefix", str(exc)) from None
+    statuses = (MediaStatus(status),) if status else (MediaStatus.READY,)
+    records = await MediaRepository(svc.pool).page(
+        principal.user_id,
+        statuses=statuses,
+        purpose=purpose,
+        key_prefix=key_prefix,
+        after=after,
+        limit=limit + 1,
+    )
+    more = len(records) > limit
+    records = records[:limit]
+    items = [await media_item(svc, record) for record in records]
+    last = records[-1] if more and records else None
+    next_cursor = encode_cursor(last.created_at, last.id) if last else None
+    return JSONResponse({"items": items, "nextCursor": next_cursor})
+
+
+async def get_media(request: Request) -> Response:
+    svc, principal = caller(request)
+    record = await _visible(svc, principal, request.path_params["media_id"])
+    return JSONResponse(await media_item(svc, record, detail=True))
+
+
+async def _visible(svc: Services, principal: Principal, ident: str) -> MediaRecord:
+    media_id = _parse_id(ident)
+    record = None
+    if media_id is not None:
+        record = await MediaRepository(svc.pool).get(media_id, principal.user_id)
+    if record is None or record.status is MediaStatus.DELETED:
+        raise _not_found()
+    return record
+
+
+PATCH_FIELDS = {
+    "altText": Field((str,), nullable=True, check=text(1000)),
+    "sortOrder": Field((int,), check=integer(-(2**31), 2**31 - 1)),
+    "purpose": Field((str,), check=text(32, pattern=PURPOSE_PATTERN)),
+}
+_PATCH_COLUMNS = {"altText": "alt_text", "sortOrder": "sort_order", "purpose": "purpose"}
+
+
+async def patch_media(request: Request) -> Response:
+    svc, principal = caller(request)
+    record = await _visible(svc, principal, request.path_params["media_id"])
+    body = await read_json(request, PATCH_FIELDS)
+    changes = {_PATCH_COLUMNS[name]: value for name, value in body.items()}
+    updated = await MediaRepository(svc.pool).update_fields(record.id, principal.user_id, changes)
+    if updated is None:
+        raise _not_found()
+    return JSONResponse(await media_item(svc, updated, detail=True))
+
+
+# -- uploads -------------------------------------------------------------------------------
+
+
+INIT_FIELDS = {
+    "filename": Field((str,), required=True, check=text(255)),
+    "contentType": Field((str,), nullable=True, check=text(255)),
+    "size": Field((int,), required=True, check=integer(1, 2**53)),
+}
+
+
+def _check_type(filename: str, content_type: str | None) -> str:
+    """The content type the upload is signed for; refuses types we never accept (415)."""
+    declared = normalize_type(content_type)
+    if declared and declared not in ACCEPTED_TYPES:
+        raise ApiError(415, "unsupported_type", f"{declared} is not an accepted image type")
+    ext = posixpath.splitext(filename.lower())[1]
+    by_name = EXTENSIONS.get(ext)
+    if by_name is not None and by_name not in ACCEPTED_TYPES:
+        raise ApiError(415, "unsupported_type", f"{ext} files are not accepted")
+    return declared or "application/octet-stream"
+
+
+async def upload_init(request: Request) -> Response:
+    """``POST /media/upload/init``: a presigned request that writes straight to storage."""
+    svc, principal = caller(request)
+    body = await read_json(request, INIT_FIELDS)
+    policy = await SitePolicies(svc.pool).load()
+    if body["size"] > policy.max_source_bytes:
+        raise ApiError(
+            413, "file_too_large", f"files are limited to {policy.max_source_bytes} bytes"
+        )
+    content_type = _check_type(body["filename"], body.get("contentType"))
+    try:
+        key = upload_key(principal.user_id, body["filename"])
+    except InvalidKey as exc:
+        raise ApiError(400, "invalid_filename", str(exc)) from None
+    signed = await svc.stores.active.presign_upload(
+        key, content_type, policy.max_source_bytes, expires_in=UPLOAD_URL_TTL
+    )
+    answer: dict[str, JSON] = {
+        "uploadURL": signed.url,
+        "method": signed.method,
+        "headers": dict(signed.headers),
+        "objectPath": key,
+        "expiresAt": signed.expires_at.isoformat() if signed.expires_at else None,
+    }
+    if signed.fields:
+        answer["fields"] = dict(signed.fields)
+    return JSONResponse(answer)
+
+
+COMPLETE_FIELDS = {
+    "objectPath": Field((str,), required=True, check=text(1024)),
+    "purpose": Field((str,), check=text(32, pattern=PURPOSE_PATTERN)),
+    "replaces": Field((str,), nullable=True, check=text(64)),
+    "altText": Field((str,), nullable=True, check=text(1000)),
+}
+
+
+def _own_upload_key(principal: Principal, path: str) -> str:
+    """``path`` when it is one of the caller's upload objects, else 404 (no existence
+    leaks: another user's path looks exactly like a missing one)."""
+    try:
+        key = validate_key(path)
+    except InvalidKey:
+        raise ApiError(404, "upload_not_found", "no such uploaded object") from None
+    if not key.startswith(user_prefix(principal.user_id, "uploads")):
+        raise ApiError(404, "upload_not_found", "no such uploaded object")
+    return key
+
+
+async def upload_complete(request: Request) -> Response:
+    """``POST /media/upload/complete``: the media row and its ``media.process`` job, in one
+    transaction; 202 with both ids. Completing the same object again returns the same."""
+    svc, principal = caller(request)
+    body = await read_json(request, COMPLETE_FIELDS)
+    key = _own_upload_key(principal, body["objectPath"])
+    media = MediaRepository(svc.pool)
+    locator = svc.stores.locate(key)
+    existing = await media.by_source_key(principal.user_id, key, include_deleted=True)
+    if existing is not None and existing.source_locator == str(locator):
+        return _accepted(existing.job_id, existing.id)
+    replaces = None
+    if body.get("replaces"):
+        replaces = _parse_id(body["replaces"])
+        target = None if replaces is None else await media.get(replaces, principal.user_id)
+        if target is None or target.status is MediaStatus.DELETED:
+            raise ApiError(404, "media_not_found", "the media to replace does not exist")
+    # Slow checks first, with no database connection held.
+    info = await svc.stores.active.head(key)
+    if info is None:
+        raise ApiError(404, "upload_not_found", "nothing was uploaded to that objectPath")
+    policy = await SitePolicies(svc.pool).load()
+    if info.size > policy.max_source_bytes:
+        raise ApiError(413, "file_too_large", f"files are limited to {policy.max_source_bytes}")
+    if await media.in_flight(principal.user_id) >= policy.max_batch_size:
+        raise ApiError(
+            429,
+            "too_many_uploads",
+            f"at most {policy.max_batch_size} uploads may be processing at once",
+        )
+    filename = sanitize_filename(posixpath.basename(key))
+    async with media.transaction() as conn:
+        record, created = await media.create(
+            owner_id=principal.user_id,
+            source=locator,
+            purpose=body.get("purpose") or "gallery",
+            original_filename=filename,
+            declared_type=info.content_type,
+            alt_text=body.get("altText"),
+            replaces=replaces,
+            conn=conn,
+        )
+        if not created:
+            return _accepted(record.job_id, record.id)
+        job = await svc.queue.enqueue(
+            JobSpec(
+                MEDIA_PROCESS,
+                principal.user_id,
+                {"mediaId": str(record.id)},
+                idempotency_key=f"{MEDIA_PROCESS}:{record.id}",
+            ),
+            conn=conn,
+        )
+        await media.set_job(record.id, job.id, conn=conn)
+    return _accepted(job.id, record.id)
+
+
+def _accepted(job_id: uuid.UUID | None, media_id: uuid.UUID) -> JSONResponse:
+    return JSONResponse(
+        {"jobId": str(job_id) if job_id else None, "mediaId": str(media_id)}, status_code=202
+    )
+
+
+# -- delete and restore --------------------------------------------------------------------
+
+
+async def _by_path(svc: Services, principal: Principal, path: str) -> MediaRecord | None:
+    """An item by its id or its path (the source object's key)."""
+    media = MediaRepository(svc.pool)
+    media_id = _parse_id(path)
+    if media_id is not None:
+        return await media.get(media_id, principal.user_id)
+    try:
+        key = validate_key(path)
+    except InvalidKey:
+        return None
+    if not key.startswith(user_prefix(principal.user_id)):
+        return None
+    return await media.by_source_key(principal.user_id, key, include_deleted=True)
+
+
+async def delete_media(request: Request) -> Response:
+    """``DELETE /media/{path}``: hidden at once; its objects are purged after the undo
+    window by the job whose id this returns."""
+    svc, principal = caller(request)
+    record = await _by_path(svc, principal, request.path_params["path"])
+    if record is None or record.status is MediaStatus.DELETED:
+        raise _not_found()
+    policy = await SitePolicies(svc.pool).load()
+    media = MediaRepository(svc.pool)
+    async with media.transaction() as conn:
+        hidden = await media.soft_delete(
+            record.id, principal.user_id, undo_window=policy.undo_window_seconds, conn=conn
+        )
+        assert hidden is not None
+        job = await svc.queue.enqueue(
+            JobSpec(MEDIA_DELETE, principal.user_id, {"mediaId": str(record.id)}), conn=conn
+        )
+    purge_after = hidden.purge_after.isoformat() if hidden.purge_after else None
+    return JSONResponse(
+        {"jobId": str(job.id), "mediaId": str(record.id), "purgeAfter": purge_after},
+        status_code=202,
+    )
+
+
+RESTORE_FIELDS = {"path": Field((str,), required=True, check=text(1024))}
+
+
+async def restore_media(request: Request) -> Response:
+    """``POST /media/restore``: undo a delete inside the undo window."""
+    svc, principal = caller(request)
+    body = await read_json(request, RESTORE_FIELDS)
+    record = await _by_path(svc, principal, body["path"])
+    if record is None:
+        raise _not_found()
+    restored = await MediaRepository(svc.pool).restore(record.id, principal.user_id)
+    if restored is None:
+        if record.status is MediaStatus.DELETED:
+            raise ApiError(409, "undo_window_over", "the undo window is over")
+        raise ApiError(409, "not_deleted", "this media is not deleted")
+    return JSONResponse(await media_item(svc, restored, detail=True))
