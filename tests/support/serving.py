@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -61,10 +62,13 @@ class Serving:
         self.output = ""
 
     def __enter__(self) -> Serving:
+        # Output goes to a file, not a pipe: a busy server would fill a pipe nobody reads
+        # until exit and then block on its next log line.
+        self._log = tempfile.TemporaryFile(mode="w+t")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "mediajobs", self.command],
             env=self._env,
-            stdout=subprocess.PIPE,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
         )
@@ -77,5 +81,8 @@ class Serving:
 
     def __exit__(self, *exc: object) -> None:
         self._proc.send_signal(signal.SIGTERM)
-        self.output, _ = self._proc.communicate(timeout=30)
+        self._proc.wait(timeout=30)
         self.returncode = self._proc.returncode
+        self._log.seek(0)
+        self.output = self._log.read()
+        self._log.close()

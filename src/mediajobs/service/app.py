@@ -32,7 +32,7 @@ from mediajobs.realtime import (
     StreamOptions,
 )
 from mediajobs.realtime.connect import redis_client
-from mediajobs.service import events, jobs, media, policy
+from mediajobs.service import events, jobs, media, openapi, policy
 from mediajobs.service.auth import Authenticator
 from mediajobs.service.errors import EXCEPTION_HANDLERS
 from mediajobs.service.state import Services, StorageCheck, services
@@ -131,10 +131,13 @@ def create_app(
     ]
     if settings.env is not Environment.PRODUCTION:
         routes.append(Route("/dev/token", policy.dev_token, methods=["POST"]))
+    routes.append(Route("/openapi.json", openapi.openapi, methods=["GET"]))
     memory = [store for store in registry.stores if isinstance(store, MemoryStore)]
     if memory:
         routes.append(Mount("/storage", app=memory[0].app()))
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app.state.openapi_flags = (settings.env is not Environment.PRODUCTION, bool(memory))
+    return app
 
 
 def close_streams(app: Starlette) -> None:

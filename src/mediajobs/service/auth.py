@@ -166,7 +166,12 @@ class Authenticator:
 
 def _principal(claims: dict[str, Any]) -> Principal:
     user_id = claims.get("sub")
-    if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 200:
+    if (
+        not isinstance(user_id, str)
+        or not user_id.strip()
+        or len(user_id) > 200
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in user_id)
+    ):
         raise AuthError("invalid_token", "the token's sub is not a user id")
     roles = claims.get("roles") or []
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):

@@ -37,6 +37,8 @@ def text(max_length: int, *, pattern: str | None = None) -> Callable[[Any], str 
     def check(value: Any) -> str | None:
         if len(value) > max_length:
             return f"at most {max_length} characters"
+        if "\x00" in value:
+            return "must not contain NUL characters"
         if regex is not None and not regex.fullmatch(value):
             return f"must match {pattern}"
         return None
@@ -120,6 +122,16 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     if not low <= value <= high:
         raise ApiError(400, "invalid_query", f"{name} must be {low}..{high}")
     return value
+
+
+def query_text(request: Request, name: str, pattern: str) -> str | None:
+    """A text parameter that must match ``pattern`` (None when absent or empty)."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not re.fullmatch(pattern, raw):
+        raise ApiError(400, "invalid_query", f"{name} must match {pattern}")
+    return raw
 
 
 def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:

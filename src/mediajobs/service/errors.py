@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from http import HTTPStatus
 
+import psycopg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -57,6 +58,13 @@ async def api_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.code, str(exc))
 
 
+async def data_error(request: Request, exc: Exception) -> Response:
+    """Input Postgres cannot store (a NUL in text, an out-of-range number) that slipped past
+    validation: the caller's fault, so a 400, and logged so the validation gets fixed."""
+    log.warning("input refused by Postgres on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(400, "invalid_input", "the request holds a value that cannot be stored")
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "the server failed to handle this request")
@@ -66,5 +74,6 @@ EXCEPTION_HANDLERS = {
     HTTPException: http_error,
     AuthError: auth_error,
     ApiError: api_error,
+    psycopg.DataError: data_error,
     Exception: internal_error,
 }

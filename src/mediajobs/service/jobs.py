@@ -8,12 +8,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mediajobs.queue.models import JSON, Job, JobSpec, JobState
-from mediajobs.service.body import query_choice, query_int
+from mediajobs.service.body import query_choice, query_int, query_text
 from mediajobs.service.errors import ApiError
 from mediajobs.service.media import caller, decode_cursor, encode_cursor
 from mediajobs.service.state import Services
 
 STATES = tuple(state.value for state in JobState)
+KIND_PATTERN = r"[a-z][a-z0-9_.]{0,63}"
 
 
 def job_json(job: Job) -> JSON:
@@ -57,7 +58,7 @@ async def list_jobs(request: Request) -> Response:
     """``GET /jobs?state=&kind=&cursor=&limit=``: the caller's jobs, newest first."""
     svc, principal = caller(request)
     state = query_choice(request, "state", STATES)
-    kind = request.query_params.get("kind") or None
+    kind = query_text(request, "kind", KIND_PATTERN)
     limit = query_int(request, "limit", 50, 1, 200)
     before = decode_cursor(request.query_params.get("cursor"))
     jobs = await svc.queue.for_owner(

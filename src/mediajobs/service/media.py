@@ -23,7 +23,15 @@ from mediajobs.imaging.formats import ACCEPTED_TYPES, EXTENSIONS, normalize_type
 from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
 from mediajobs.queue.models import JSON, JobSpec
 from mediajobs.service.auth import Principal
-from mediajobs.service.body import Field, integer, query_choice, query_int, read_json, text
+from mediajobs.service.body import (
+    Field,
+    integer,
+    query_choice,
+    query_int,
+    query_text,
+    read_json,
+    text,
+)
 from mediajobs.service.errors import ApiError
 from mediajobs.service.state import Services, services
 from mediajobs.storage.base import Locator
@@ -118,7 +126,7 @@ async def list_media(request: Request) -> Response:
     gallery (ready items only: the review gate); ``status`` shows the owner other states."""
     svc, principal = caller(request)
     status = query_choice(request, "status", LISTABLE)
-    purpose = request.query_params.get("purpose") or None
+    purpose = query_text(request, "purpose", PURPOSE_PATTERN)
     prefix = request.query_params.get("prefix") or None
     limit = query_int(request, "limit", 50, 1, 200)
     after = decode_cursor(request.query_params.get("cursor"))

@@ -1,0 +1,112 @@
+"""``/openapi.json`` describes every route the app has, and the app honours it: schemathesis
+generates requests from the document against a real `mediajobs dev` process (real Postgres
+and Redis) and checks that nothing answers 5xx and every response matches its schema."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.routing import Mount, Route
+
+from mediajobs.config import Environment, Settings
+from mediajobs.service.app import create_app
+from mediajobs.service.openapi import spec
+from tests.conftest import create_database, drop_database
+from tests.support.serving import Serving
+from tests.support.sse import bearer, realtime_env
+
+METHODS = {"get", "put", "post", "patch", "delete", "head"}
+
+
+def app_operations(env: Environment) -> set[tuple[str, str]]:
+    app = create_app(Settings(env=env, database_url="postgresql://unused/x"))
+    found = set()
+    for route in app.routes:
+        if isinstance(route, Route):
+            path = re.sub(r"\{(\w+):path\}", r"{\1}", route.path)
+            for method in route.methods or ():
+                if method != "HEAD":
+                    found.add((path, method.lower()))
+        elif isinstance(route, Mount) and route.path == "/storage":
+            found |= {("/storage/{key}", m) for m in ("get", "head", "put")}
+    return found
+
+
+def spec_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (path, method)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in METHODS
+    }
+
+
+@pytest.mark.parametrize("env", [Environment.TEST, Environment.PRODUCTION])
+def test_the_document_describes_every_route_and_nothing_else(env: Environment) -> None:
+    production = env is Environment.PRODUCTION
+    document = spec(development=not production, memory_store=not production)
+    operations = app_operations(env) if not production else None
+    if operations is None:  # production has no memory store: compare without it
+        operations = {
+            op
+            for op in app_operations(Environment.TEST)
+            if not op[0].startswith(("/storage", "/dev"))
+        }
+    assert spec_operations(document) == operations
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            assert "default" in operation["responses"], (path, method)
+
+
+@pytest.fixture(scope="module")
+def live_api(services: Any, migrated_template: str) -> Iterator[str]:
+    name = f"oas_{uuid.uuid4().hex[:8]}"
+    url = create_database(services.pg_admin_url, name, template=migrated_template)
+    try:
+        with Serving(realtime_env(url, services.redis_url), command="dev") as serving:
+            yield serving.base
+    finally:
+        drop_database(services.pg_admin_url, name)
+
+
+@pytest.mark.timeout(300)
+def test_no_5xx_and_every_response_matches_the_document(live_api: str, tmp_path: Path) -> None:
+    token = bearer("fuzzer")["Authorization"]
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{live_api}/openapi.json",
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,"
+            "response_schema_conformance",
+            "--header",
+            f"Authorization: {token}",
+            "--exclude-path-regex",
+            "events$",  # streams never end by themselves; test_sse.py covers them
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "20",
+            "--max-time",
+            "45",
+            "--request-timeout",
+            "5",
+            "--seed",
+            "1",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
