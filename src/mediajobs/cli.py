@@ -42,6 +42,7 @@ from mediajobs.realtime import EventRecorder, EventStore, RedisPublisher
 from mediajobs.realtime.connect import redis_client
 from mediajobs.service.app import close_streams, create_app
 from mediajobs.service.auth import Authenticator, RedactTickets
+from mediajobs.service.middleware import configure_logging
 from mediajobs.storage import check_store, stores_for
 
 log = logging.getLogger("mediajobs")
@@ -55,11 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        logging.basicConfig(
-            level=settings.log_level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        configure_logging(settings.log_level, json_lines=settings.log_format == "json")
         handler: Callable[[argparse.Namespace, Settings], int] = args.handler
         return handler(args, settings)
     except ConfigError as exc:
@@ -317,6 +314,7 @@ def _uvicorn_config(app: Any, args: argparse.Namespace, settings: Settings) -> u
         host=args.host or settings.host,
         port=settings.port if args.port is None else args.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # our handlers: request ids, JSON lines in production
         lifespan="on",
         proxy_headers=True,
         timeout_graceful_shutdown=10,

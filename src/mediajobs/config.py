@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -85,6 +85,8 @@ class Settings:
     review_webhook_url: str | None = None  # photo review provider "webhook" POSTs here
     review_webhook_secret: str | None = field(default=None, repr=False)  # signs the POST
     review_timeout: float = 10.0  # a review call slower than this is retried
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API ("*": any)
+    log_format: str = "text"  # "text" or "json" (the default in production)
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path(".mediajobs")
@@ -125,16 +127,27 @@ class Settings:
             review_webhook_url=env.text("MEDIAJOBS_REVIEW_WEBHOOK_URL"),
             review_webhook_secret=env.text("MEDIAJOBS_REVIEW_WEBHOOK_SECRET"),
             review_timeout=env.duration("MEDIAJOBS_REVIEW_TIMEOUT", 10.0, low=0.1),
+            cors_origins=tuple(
+                origin.strip()
+                for origin in (env.text("MEDIAJOBS_CORS_ORIGINS") or "").split(",")
+                if origin.strip()
+            ),
+            log_format=(env.text("MEDIAJOBS_LOG_FORMAT") or "").lower(),
             host=env.text("MEDIAJOBS_HOST") or "127.0.0.1",
             port=env.integer("MEDIAJOBS_PORT", 8000, low=0, high=65535),
             data_dir=Path(env.text("MEDIAJOBS_DATA_DIR") or ".mediajobs"),
             log_level=(env.text("MEDIAJOBS_LOG_LEVEL") or "INFO").upper(),
         )
+        if not settings.log_format:
+            production = settings.env is Environment.PRODUCTION
+            settings = replace(settings, log_format="json" if production else "text")
         settings.validate()
         return settings
 
     def validate(self) -> None:
         """Refuse contradictory combinations (most of them: production with dev parts)."""
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("MEDIAJOBS_LOG_FORMAT", "is text or json")
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError("MEDIAJOBS_LOG_LEVEL", f"unknown level {self.log_level!r}")
         if self.poll_interval >= self.lease_seconds:

@@ -27,7 +27,8 @@ def api(services: Any, migrated_template: str) -> Iterator[str]:
     name = f"api_{uuid.uuid4().hex[:8]}"
     url = create_database(services.pg_admin_url, name, template=migrated_template)
     try:
-        with Serving(realtime_env(url, services.redis_url), command="dev") as serving:
+        env = realtime_env(url, services.redis_url, MEDIAJOBS_CORS_ORIGINS="https://app.example")
+        with Serving(env, command="dev") as serving:
             yield serving.base
     finally:
         drop_database(services.pg_admin_url, name)
@@ -191,3 +192,38 @@ async def test_a_patch_changes_only_the_given_fields_and_validates_them(
     assert_error(await client.patch(url, json={"purpose": "Not Valid"}, headers=ALICE), 422)
     assert_error(await client.patch(url, json={"altText": "x" * 1001}, headers=ALICE), 422)
     assert_error(await client.patch(url, json={"status": "ready"}, headers=ALICE), 400)
+
+
+async def test_request_ids_metrics_and_cors(client: httpx.AsyncClient) -> None:
+    made = await client.get("/media", headers=ALICE)
+    assert len(made.headers["x-request-id"]) == 32
+    echoed = await client.get("/media", headers={**ALICE, "X-Request-Id": "client-42"})
+    assert echoed.headers["x-request-id"] == "client-42"
+    replaced = await client.get("/media", headers={**ALICE, "X-Request-Id": "bad id;" * 20})
+    assert len(replaced.headers["x-request-id"]) == 32  # not echoed: made anew
+    assert_error(await client.get("/nope"), 404)
+
+    metrics = (await client.get("/metrics")).text
+    assert 'mediajobs_http_requests_total{method="GET",route="/media",status="200"}' in metrics
+    assert (
+        'mediajobs_http_request_duration_seconds_bucket{le="0.005",method="GET",route="/media"}'
+        in metrics
+    )
+    assert 'route="unmatched",status="404"' in metrics
+    assert 'mediajobs_jobs{state="queued"}' in metrics
+    assert "mediajobs_queue_depth " in metrics
+    assert "mediajobs_queue_oldest_age_seconds " in metrics
+    assert "mediajobs_sse_clients " in metrics
+
+    preflight = await client.options(
+        "/media",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    other = await client.get("/media", headers={**ALICE, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers

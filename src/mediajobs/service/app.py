@@ -14,6 +14,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -35,6 +37,8 @@ from mediajobs.realtime.connect import redis_client
 from mediajobs.service import events, jobs, media, openapi, policy
 from mediajobs.service.auth import Authenticator
 from mediajobs.service.errors import EXCEPTION_HANDLERS
+from mediajobs.service.metrics import HttpMetrics, QueueGauges
+from mediajobs.service.middleware import RequestContext
 from mediajobs.service.state import Services, StorageCheck, services
 from mediajobs.storage import MemoryStore, StoreRegistry, stores_for
 
@@ -66,6 +70,7 @@ def create_app(
     owns_stores = stores is None
     registry = stores or stores_for(settings)
     metrics = RealtimeMetrics()
+    queue_gauges = QueueGauges(metrics.registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -95,6 +100,7 @@ def create_app(
             hub=hub,
             metrics=metrics,
             stream_options=stream_options(settings),
+            queue_gauges=queue_gauges,
         )
         try:
             await hub.start()
@@ -135,7 +141,24 @@ def create_app(
     memory = [store for store in registry.stores if isinstance(store, MemoryStore)]
     if memory:
         routes.append(Mount("/storage", app=memory[0].app()))
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    middleware = [Middleware(RequestContext, metrics=HttpMetrics(metrics.registry))]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=["authorization", "content-type", "last-event-id", "x-request-id"],
+                expose_headers=["x-request-id"],
+                max_age=600,
+            )
+        )
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=middleware,
+    )
     app.state.openapi_flags = (settings.env is not Environment.PRODUCTION, bool(memory))
     return app
 

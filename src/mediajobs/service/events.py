@@ -92,4 +92,5 @@ async def ticket(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus text."""
     svc = services(request)
+    await svc.queue_gauges.refresh(svc.queue)
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -13,6 +13,7 @@ from mediajobs.db.pool import Pool
 from mediajobs.queue.queue import JobQueue
 from mediajobs.realtime import EventHub, EventStore, RealtimeMetrics, StreamOptions
 from mediajobs.service.auth import Authenticator
+from mediajobs.service.metrics import QueueGauges
 from mediajobs.storage import CheckReport, StoreRegistry, check_store
 
 STORAGE_CHECK_TIMEOUT = 10.0
@@ -34,6 +35,7 @@ class Services:
     hub: EventHub
     metrics: RealtimeMetrics
     stream_options: StreamOptions
+    queue_gauges: QueueGauges
 
 
 def services(request: Request) -> Services:
