@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: dev test lint format bench bench-queue bench-sse bench-imaging clean
+.PHONY: dev test lint format bench bench-queue bench-sse bench-imaging bench-api clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: bench-queue bench-sse bench-imaging
+bench: bench-queue bench-sse bench-imaging bench-api
 
 bench-queue: $(STAMP)
 	$(BIN)/python bench/queue_throughput.py
@@ -43,6 +43,9 @@ bench-sse: $(STAMP)
 
 bench-imaging: $(STAMP)
 	$(BIN)/python bench/imaging.py
+
+bench-api: $(STAMP)
+	$(BIN)/python bench/api_load.py --rate 67
 
 clean:
 	rm -rf $(VENV) .mediajobs .pytest_cache .mypy_cache .ruff_cache

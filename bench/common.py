@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import psycopg
 from psycopg import conninfo, sql
 
@@ -43,3 +48,34 @@ def record(title: str, table: str, command: str) -> None:
     with doc.open("a", encoding="utf-8") as out:
         out.write(f"\n### {title}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n")
         out.write(f"Command: `{command}`  \nMachine: {machine}\n\n{table}\n")
+
+
+def start_serve(
+    dsn: str, redis_url: str, port: int, secret: str, **extra: str
+) -> subprocess.Popen[bytes]:
+    """`mediajobs serve` on ``port`` (quiet), up when this returns."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MEDIAJOBS_")},
+        "DATABASE_URL": dsn,
+        "REDIS_URL": redis_url,
+        "MEDIAJOBS_ENV": "test",
+        "MEDIAJOBS_JWT_SECRET": secret,
+        "MEDIAJOBS_LOG_LEVEL": "WARNING",
+        "MEDIAJOBS_PORT": str(port),
+        **extra,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mediajobs", "serve"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the API did not start")

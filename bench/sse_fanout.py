@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import multiprocessing
 import os
@@ -36,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from common import DEFAULT_DSN, REPO, drop_database, fresh_database, percentile, record
+from common import DEFAULT_DSN, drop_database, fresh_database, percentile, record, start_serve
 
 SECRET = "bench-secret-" + "b" * 40
 CONNECT_CONCURRENCY = 200
@@ -46,31 +45,7 @@ CONNECT_CONCURRENCY = 200
 
 
 def start_api(dsn: str, redis_url: str, channel: str, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MEDIAJOBS_")},
-        "DATABASE_URL": dsn,
-        "REDIS_URL": redis_url,
-        "MEDIAJOBS_ENV": "test",
-        "MEDIAJOBS_JWT_SECRET": SECRET,
-        "MEDIAJOBS_EVENTS_CHANNEL": channel,
-        "MEDIAJOBS_LOG_LEVEL": "WARNING",
-        "MEDIAJOBS_PORT": str(port),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mediajobs", "serve"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the API did not start")
+    return start_serve(dsn, redis_url, port, SECRET, MEDIAJOBS_EVENTS_CHANNEL=channel)
 
 
 def rss_kib(pid: int) -> int:
