@@ -63,6 +63,8 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_issuer: str | None = None
+    jwt_public_key: str | None = None  # PEM (or a path to one): RS256/ES256 bearer tokens
+    jwt_jwks_url: str | None = None  # an identity provider's JWKS: RS256/ES256 by key id
     jwt_audience: str | None = None
     worker_concurrency: int = 8
     lease_seconds: float = 30.0
@@ -103,6 +105,8 @@ class Settings:
             storage=_storage_from_env(env),
             jwt_secret=env.text("MEDIAJOBS_JWT_SECRET"),
             jwt_issuer=env.text("MEDIAJOBS_JWT_ISSUER"),
+            jwt_public_key=_pem(env.text("MEDIAJOBS_JWT_PUBLIC_KEY")),
+            jwt_jwks_url=env.text("MEDIAJOBS_JWT_JWKS_URL"),
             jwt_audience=env.text("MEDIAJOBS_JWT_AUDIENCE"),
             worker_concurrency=env.integer("MEDIAJOBS_WORKER_CONCURRENCY", 8, low=1, high=1000),
             lease_seconds=env.duration("MEDIAJOBS_LEASE_SECONDS", 30.0, low=1.0),
@@ -193,6 +197,17 @@ class Settings:
             "lease_seconds": self.lease_seconds,
             "listen": f"{self.host}:{self.port}",
         }
+
+
+def _pem(value: str | None) -> str | None:
+    """A PEM given inline, or read from the path given."""
+    if value is None or value.lstrip().startswith("-----BEGIN"):
+        return value
+    try:
+        return Path(value).read_text(encoding="ascii")
+    except OSError as exc:
+        message = f"neither a PEM nor a readable file: {exc}"
+        raise ConfigError("MEDIAJOBS_JWT_PUBLIC_KEY", message) from None
 
 
 def _storage_from_env(env: _Reader) -> StorageSettings:

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import logging
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mediajobs.errors import AuthError
-from mediajobs.service.auth import Authenticator, Principal, RedactTickets, redact_query
+from mediajobs.service.auth import (
+    Authenticator,
+    JwksKeys,
+    Principal,
+    RedactTickets,
+    redact_query,
+)
 
 SECRET = "unit-secret-" + "k" * 40
 
@@ -90,3 +105,86 @@ def test_tickets_are_redacted_from_access_log_lines():
     )
     RedactTickets().filter(record)
     assert "s3cret" not in record.getMessage()
+
+
+def _keys() -> dict[str, tuple[Any, str]]:
+    """Private key objects and their public PEMs: RSA for RS256, P-256 for ES256."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    pem = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    return {
+        "RS256": (rsa_key, rsa_key.public_key().public_bytes(*pem).decode()),
+        "ES256": (ec_key, ec_key.public_key().public_bytes(*pem).decode()),
+    }
+
+
+def _hs256_by_hand(claims: dict[str, Any], key: bytes) -> str:
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(json.dumps(claims).encode())
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64(signature)
+
+
+def _claims(user: str = "carol") -> dict[str, Any]:
+    return {"sub": user, "exp": int(time.time()) + 600, "roles": ["admin"]}
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_tokens_of_an_identity_provider_verify_with_its_public_key(algorithm: str) -> None:
+    private, public_pem = _keys()[algorithm]
+    auth = Authenticator(SECRET, public_key=public_pem)
+    token = jwt.encode(_claims(), private, algorithm=algorithm)
+    principal = auth.bearer(f"Bearer {token}")
+    assert (principal.user_id, principal.is_admin) == ("carol", True)
+    # Our own HS256 tokens (CLI, dev) still work next to it.
+    assert auth.bearer(f"Bearer {auth.issue_token('dave')}").user_id == "dave"
+    # Another key's signature, and the classic confusion (HS256 keyed with the public
+    # PEM), are refused.
+    other, _ = _keys()[algorithm]
+    with pytest.raises(AuthError):
+        auth.bearer(f"Bearer {jwt.encode(_claims(), other, algorithm=algorithm)}")
+    forged = _hs256_by_hand(_claims(), public_pem.encode())  # PyJWT refuses to make it
+    with pytest.raises(AuthError):
+        auth.bearer(f"Bearer {forged}")
+    with pytest.raises(AuthError) as info:
+        auth.bearer(f"Bearer {jwt.encode(_claims(), 'x' * 64, algorithm='HS384')}")
+    assert info.value.code == "invalid_token"
+
+
+def test_tokens_verify_with_the_keys_of_a_jwks_url_by_key_id() -> None:
+    private, _ = _keys()["RS256"]
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    served = {"keys": [{**jwk, "kid": "key-1", "alg": "RS256", "use": "sig"}]}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(served).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        jwks = JwksKeys(f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json")
+        auth = Authenticator(SECRET, jwks=jwks)
+        jwks.refresh()
+        token = jwt.encode(_claims(), private, algorithm="RS256", headers={"kid": "key-1"})
+        assert auth.bearer(f"Bearer {token}").user_id == "carol"
+        unknown = jwt.encode(_claims(), private, algorithm="RS256", headers={"kid": "key-2"})
+        with pytest.raises(AuthError) as info:
+            auth.bearer(f"Bearer {unknown}")
+        assert info.value.code == "unknown_signing_key"
+        # The provider rotates: the new kid is fetched and then accepted.
+        served["keys"].append({**jwk, "kid": "key-2", "alg": "RS256"})
+        jwks.refresh()
+        assert auth.bearer(f"Bearer {unknown}").user_id == "carol"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -88,6 +88,14 @@ def create_app(
                 buffer=settings.sse_buffer, poll_interval=settings.hub_poll_interval
             ),
         )
+        auth = Authenticator.from_settings(settings)
+        jwks_task = None
+        if auth.jwks is not None:
+            try:
+                await asyncio.to_thread(auth.jwks.refresh)
+            except Exception as exc:  # serve anyway: HS256 tokens work, keys come later
+                log.warning("JWKS %s not loaded at start: %s", auth.jwks.url, exc)
+            jwks_task = asyncio.create_task(auth.jwks.keep_fresh())
         app.state.services = Services(
             settings=settings,
             pool=pool,
@@ -95,7 +103,7 @@ def create_app(
             queue=JobQueue(pool, hooks=EventRecorder(publisher)),
             stores=registry,
             storage_check=StorageCheck(registry),
-            auth=Authenticator.from_settings(settings),
+            auth=auth,
             events=store,
             hub=hub,
             metrics=metrics,
@@ -106,6 +114,8 @@ def create_app(
             await hub.start()
             yield
         finally:
+            if jwks_task is not None:
+                jwks_task.cancel()
             await hub.stop()
             await subscriber.aclose()
             await redis.aclose()

@@ -1,8 +1,11 @@
 """Who is calling: bearer JWTs, and short-lived stream tickets for ``EventSource``.
 
-* A bearer token is a JWT signed HS256 with MEDIAJOBS_JWT_SECRET; ``sub`` is the user id and
-  ``exp`` is required; issuer and audience are checked when configured; ``roles`` lists
-  roles (``admin``).
+* A bearer token is a JWT: HS256 with MEDIAJOBS_JWT_SECRET (what ``mediajobs token`` and dev
+  mode issue), or RS256/ES256 from an identity provider, verified with
+  MEDIAJOBS_JWT_PUBLIC_KEY or the keys of MEDIAJOBS_JWT_JWKS_URL (by ``kid``). The token's
+  ``alg`` picks the key, and each key only verifies its own kind, so a public key can never
+  be used as an HMAC secret. ``sub`` is the user id and ``exp`` is required; issuer and
+  audience are checked when configured; ``roles`` lists roles (``admin``).
 * A stream ticket exists because ``EventSource`` cannot send headers. It is minted by
   ``POST /events/ticket`` for a bearer-authenticated user, lives MEDIAJOBS_STREAM_TICKET_TTL
   seconds, and is signed with a key derived from the secret for this one purpose: a ticket
@@ -12,11 +15,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import re
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +33,12 @@ from jwt.types import Options
 from mediajobs.config import Settings
 from mediajobs.errors import AuthError
 
+log = logging.getLogger(__name__)
+
 ALGORITHM = "HS256"
+ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+JWKS_REFRESH_EVERY = 300.0  # seconds between JWKS fetches
+JWKS_MIN_INTERVAL = 10.0  # an unknown kid triggers a fetch at most this often
 TICKET_TYPE = "stream"
 _TICKET_KEY_INFO = b"mediajobs stream ticket v1"
 
@@ -45,6 +56,52 @@ class Principal:
         return "admin" in self.roles
 
 
+class JwksKeys:
+    """The signing keys of a JWKS URL, fetched at start, every few minutes, and soon after a
+    token names a key id not seen yet. Verification never waits on the network."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        self.url = url
+        self._timeout = timeout
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = 0.0
+        self._wanted = False
+
+    def refresh(self) -> None:
+        """Fetch the key set (blocking: call it from a thread)."""
+        request = urllib.request.Request(self.url, headers={"accept": "application/json"})
+        with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            document = json.load(response)
+        keys = {}
+        for entry in jwt.PyJWKSet.from_dict(document).keys:
+            if entry.key_id and entry.algorithm_name in ASYMMETRIC:
+                keys[entry.key_id] = entry.key
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+        self._wanted = False
+
+    def key(self, kid: str | None) -> Any:
+        found = self._keys.get(kid or "")
+        if found is None:
+            self._wanted = True
+        return found
+
+    def due(self) -> bool:
+        age = time.monotonic() - self._fetched_at
+        return age >= JWKS_REFRESH_EVERY or (self._wanted and age >= JWKS_MIN_INTERVAL)
+
+    async def keep_fresh(self) -> None:
+        """Runs for the life of the process (the app's lifespan starts it)."""
+        while True:
+            if self.due():
+                try:
+                    await asyncio.to_thread(self.refresh)
+                except Exception as exc:  # keep the keys we have; try again later
+                    log.warning("JWKS refresh from %s failed: %s", self.url, exc)
+                    self._fetched_at = time.monotonic() - JWKS_REFRESH_EVERY + JWKS_MIN_INTERVAL
+            await asyncio.sleep(1.0)
+
+
 class Authenticator:
     """Verifies bearer tokens and stream tickets, and issues both (tokens for the CLI and
     development, tickets for browsers)."""
@@ -56,8 +113,12 @@ class Authenticator:
         issuer: str | None = None,
         audience: str | None = None,
         ticket_ttl: float = 600.0,
+        public_key: str | None = None,
+        jwks: JwksKeys | None = None,
     ) -> None:
         self._secret = secret
+        self._public_key = public_key
+        self.jwks = jwks
         self._issuer = issuer
         self._audience = audience
         self.ticket_ttl = ticket_ttl
@@ -74,6 +135,8 @@ class Authenticator:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             ticket_ttl=settings.stream_ticket_ttl,
+            public_key=settings.jwt_public_key,
+            jwks=JwksKeys(settings.jwt_jwks_url) if settings.jwt_jwks_url else None,
         )
 
     # -- bearer tokens -----------------------------------------------------------------
@@ -85,15 +148,17 @@ class Authenticator:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("invalid_token", "the Authorization header is not 'Bearer <token>'")
-        secret = self._require_secret()
+        if self._public_key is None and self.jwks is None:
+            self._require_secret()  # nothing could verify any token: not configured
+        key, algorithm = self._verification_key(token.strip())
         options: Options = {"require": ["exp", "sub"]}
         if self._audience is None:
             options["verify_aud"] = False
         try:
             claims = jwt.decode(
                 token.strip(),
-                secret,
-                algorithms=[ALGORITHM],
+                key,
+                algorithms=[algorithm],
                 issuer=self._issuer,
                 audience=self._audience,
                 options=options,
@@ -103,6 +168,26 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             raise AuthError("invalid_token", f"the token is not valid: {exc}") from None
         return _principal(claims)
+
+    def _verification_key(self, token: str) -> tuple[Any, str]:
+        """The key for this token's ``alg`` (and ``kid``), and that one algorithm."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise AuthError("invalid_token", f"the token is not valid: {exc}") from None
+        algorithm = header.get("alg")
+        if algorithm == ALGORITHM:
+            return self._require_secret(), ALGORITHM
+        if algorithm not in ASYMMETRIC:
+            raise AuthError("invalid_token", f"tokens signed with {algorithm!r} are not accepted")
+        if self.jwks is not None:
+            key = self.jwks.key(header.get("kid"))
+            if key is None:
+                raise AuthError("unknown_signing_key", "the token's signing key (kid) is unknown")
+            return key, str(algorithm)
+        if self._public_key is not None:
+            return self._public_key, str(algorithm)
+        raise AuthError("invalid_token", "no public key is configured for signed tokens")
 
     def issue_token(self, user_id: str, *, roles: Sequence[str] = (), ttl: float = 3600.0) -> str:
         """A bearer token for ``user_id`` (``mediajobs token``, development, tests)."""
