@@ -254,6 +254,7 @@ async def run_worker(
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    settings = with_dev_secret(settings)  # the memory store's signing key derives from it
     registry = load_registry(args.app, settings)
     kinds = [kind.strip() for kind in args.kinds.split(",")] if args.kinds else None
     try:

@@ -1,7 +1,8 @@
 """The upload flow end to end with real processes: init -> PUT/POST straight to storage ->
 complete -> SSE progress -> listed ready -> delete, restore, delete -> purged after the undo
-window. Memory store: `mediajobs dev` (API and worker share the in-process store). S3:
-`mediajobs serve` plus a separate `mediajobs worker`, on moto's S3 server."""
+window. `mediajobs serve` plus a separate `mediajobs worker` on the memory store (the worker
+reaches the API's store over HTTP) and on S3 (moto's server); and `mediajobs dev`, where
+the API and the worker share one process."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from mediajobs.service.auth import Authenticator
+from tests.conftest import free_port
 from tests.support.emulators import S3_CREDENTIALS, moto_server, s3_store
 from tests.support.images import camera_exif, decoded, jpeg, photo
 from tests.support.serving import Serving
@@ -41,33 +43,39 @@ async def deployment(
 ) -> AsyncIterator[Any]:
     """A running API (and worker) on the memory store or on S3; yields (base URL, bucket
     lister)."""
-    if kind == "memory":
+    if kind == "memory-dev":
         with Serving(realtime_env(database_url, redis_url), command="dev") as api:
             yield api.base, None
         return
-    moto = request.getfixturevalue("moto_url")
-    store = await asyncio.to_thread(s3_store, moto)
-    env = realtime_env(
-        database_url,
-        redis_url,
-        **S3_CREDENTIALS,
-        S3_BUCKET=store.bucket,
-        S3_ENDPOINT_URL=moto,
-        S3_REGION="us-east-1",
-        S3_FORCE_PATH_STYLE="true",
-        MEDIAJOBS_LEASE_SECONDS="5",
-        MEDIAJOBS_POLL_INTERVAL="0.2",
-        MEDIAJOBS_IMAGING_PROCESSES="1",
-    )
+    worker_settings = {
+        "MEDIAJOBS_LEASE_SECONDS": "5",
+        "MEDIAJOBS_POLL_INTERVAL": "0.2",
+        "MEDIAJOBS_IMAGING_PROCESSES": "1",
+    }
+    store = None
+    if kind == "s3":
+        moto = request.getfixturevalue("moto_url")
+        store = await asyncio.to_thread(s3_store, moto)
+        worker_settings.update(
+            S3_CREDENTIALS,
+            S3_BUCKET=store.bucket,
+            S3_ENDPOINT_URL=moto,
+            S3_REGION="us-east-1",
+            S3_FORCE_PATH_STYLE="true",
+        )
+    port = free_port()
+    # The memory store lives in the API process; the separate worker reaches it over HTTP.
+    env = realtime_env(database_url, redis_url, MEDIAJOBS_PORT=str(port), **worker_settings)
     worker = start_worker_process(
         database_url, "--app", "mediajobs.handlers:build_registry", env=env
     )
     try:
-        with Serving(env) as api:
+        with Serving(env, port=port) as api:
             yield api.base, store
     finally:
         code = await worker.stop()
-        await store.close()
+        if store is not None:
+            await store.close()
         assert code == 0, worker.stderr[-3000:]
 
 
@@ -81,7 +89,7 @@ async def put_upload(client: httpx.AsyncClient, init: dict[str, Any], data: byte
     assert response.status_code in (200, 201, 204), response.text
 
 
-@pytest.mark.parametrize("kind", ["memory", "s3"])
+@pytest.mark.parametrize("kind", ["memory", "s3", "memory-dev"])
 async def test_upload_process_list_delete_restore_and_purge(
     kind: str, database_url: str, redis_url: str, request: pytest.FixtureRequest
 ) -> None:

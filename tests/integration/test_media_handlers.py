@@ -471,3 +471,30 @@ async def test_a_rerun_after_sigkill_mid_upload_leaves_no_orphan_objects(
             assert types[-1] == "upload_complete"
     finally:
         await store.close()
+
+
+async def test_a_delete_job_that_runs_after_a_restore_leaves_the_item_alone(
+    database_url: str, redis_url: str
+) -> None:
+    with memory_store() as store:
+        async with env_for(database_url, redis_url, store, worker=False) as env:
+            media_id, _ = await env.upload(jpeg(), "a.jpg")
+            async with env.pool.connection() as conn:  # processed, as far as this test goes
+                await conn.execute("UPDATE media SET status = 'ready' WHERE id = %s", (media_id,))
+            # What DELETE /media does: hide at once, and enqueue the job with the moment.
+            hidden = await env.media.soft_delete(media_id, "alice", undo_window=30)
+            assert hidden is not None and hidden.deleted_at is not None
+            job = await env.queue.enqueue(
+                JobSpec(
+                    "media.delete",
+                    "alice",
+                    {"mediaId": str(media_id), "deletedAt": hidden.deleted_at.isoformat()},
+                )
+            )
+            assert await env.media.restore(media_id, "alice") is not None
+        async with env_for(database_url, redis_url, store) as env:
+            done = await env.succeeded(job.id)
+            assert done.result == {"mediaId": str(media_id), "status": "ready", "purged": False}
+            assert (await env.record(media_id)).status is MediaStatus.READY
+            purges = await _purge_jobs(env, media_id)
+            assert purges == []

@@ -154,6 +154,14 @@ async def test_paths_that_could_escape_are_refused(store, http, path):
     assert (reply.status_code, error_code(reply)) == (400, "invalid_key")
 
 
-async def test_only_get_head_and_put_are_served(store, http):
+async def test_deletes_need_a_signature_and_other_methods_are_not_served(store, http, clock):
+    await store.upload(KEY, b"x", "text/plain")
     reply = await http.delete(f"/storage/{KEY}")
+    assert (reply.status_code, error_code(reply)) == (403, "signature_missing")
+    signed = store._signed_url("DELETE", KEY, "", 0, int(clock() + 60))
+    forged = signed.replace(KEY, "media/u1/uploads/abc/other.jpg")
+    assert (await http.delete(forged)).status_code == 403
+    assert (await http.delete(signed)).status_code == 204
+    assert await store.head(KEY) is None
+    reply = await http.post(f"/storage/{KEY}")
     assert (reply.status_code, error_code(reply)) == (405, "method_not_allowed")

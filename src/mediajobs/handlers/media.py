@@ -72,6 +72,15 @@ def _media_id(job: Job) -> uuid.UUID:
         raise JobFailed("the job payload has no valid mediaId", code="invalid_payload") from None
 
 
+def _still_hidden(record: MediaRecord, hidden_at: str) -> bool:
+    """The item is still in the delete that happened at ``hidden_at``."""
+    return (
+        record.status is MediaStatus.DELETED
+        and record.deleted_at is not None
+        and record.deleted_at.isoformat() == hidden_at
+    )
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -106,7 +115,9 @@ class MediaHandlers:
     @property
     def stores(self) -> StoreRegistry:
         if self._stores is None:
-            self._stores = stores_for(self.settings)
+            # A worker does not serve the memory store: in development it reaches the
+            # API's over HTTP (dev mode passes its own in-process stores instead).
+            self._stores = stores_for(self.settings, remote_memory=True)
         return self._stores
 
     @property
@@ -464,13 +475,21 @@ class MediaHandlers:
     async def delete(self, ctx: JobContext, job: Job) -> JSON:
         media_id = _media_id(job)
         media = MediaRepository(ctx.queue.pool)
+        hidden_at = job.payload.get("deletedAt")
         policy = await SitePolicies(ctx.queue.pool).load()
         async with media.transaction() as conn:
-            record = await media.soft_delete(
-                media_id, job.owner_id, undo_window=policy.undo_window_seconds, conn=conn
-            )
+            if hidden_at is None:  # enqueued on its own: hide it now
+                record = await media.soft_delete(
+                    media_id, job.owner_id, undo_window=policy.undo_window_seconds, conn=conn
+                )
+            else:  # the API hid it when it enqueued this job
+                record = await media.get(media_id, job.owner_id, conn=conn)
             if record is None:
                 raise JobFailed(f"media {media_id} not found", code="media_not_found")
+            if hidden_at is not None and not _still_hidden(record, str(hidden_at)):
+                # Restored (or deleted again, which has its own job) before this ran: the
+                # delete this job stood for is over.
+                return {"mediaId": str(media_id), "status": record.status.value, "purged": False}
             if record.purged_at is None:
                 await self._schedule_purge(ctx, record, conn)
         return {

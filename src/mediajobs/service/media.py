@@ -355,9 +355,9 @@ async def delete_media(request: Request) -> Response:
             record.id, principal.user_id, undo_window=policy.undo_window_seconds, conn=conn
         )
         assert hidden is not None
-        job = await svc.queue.enqueue(
-            JobSpec(MEDIA_DELETE, principal.user_id, {"mediaId": str(record.id)}), conn=conn
-        )
+        assert hidden.deleted_at is not None
+        payload = {"mediaId": str(record.id), "deletedAt": hidden.deleted_at.isoformat()}
+        job = await svc.queue.enqueue(JobSpec(MEDIA_DELETE, principal.user_id, payload), conn=conn)
     purge_after = hidden.purge_after.isoformat() if hidden.purge_after else None
     return JSONResponse(
         {"jobId": str(job.id), "mediaId": str(record.id), "purgeAfter": purge_after},

@@ -3,7 +3,10 @@ the registry that resolves each locator to its own store."""
 
 from __future__ import annotations
 
+import hmac
+
 from mediajobs.config import Settings, StorageKind, StorageSettings
+from mediajobs.errors import StoreNotConfigured
 from mediajobs.storage.base import (
     Locator,
     MediaObject,
@@ -15,7 +18,7 @@ from mediajobs.storage.base import (
     UploadData,
 )
 from mediajobs.storage.check import CheckReport, check_store
-from mediajobs.storage.memory import MemoryStorageApp, MemoryStore
+from mediajobs.storage.memory import MemoryStorageApp, MemoryStore, RemoteMemoryStore
 from mediajobs.storage.registry import StoreRegistry
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectPage",
     "PresignedUpload",
+    "RemoteMemoryStore",
     "Store",
     "StoreRegistry",
     "StoredObject",
@@ -45,15 +49,43 @@ def memory_base_url(settings: Settings) -> str:
     return f"http://{host}:{settings.port}/storage"
 
 
-def stores_for(settings: Settings) -> StoreRegistry:
-    """The configured stores (active and previous) of a deployment."""
-    return open_stores(settings.storage, memory_base_url=memory_base_url(settings))
+def memory_secret(settings: Settings) -> bytes | None:
+    """The key that signs memory-store writes, derived from MEDIAJOBS_JWT_SECRET so that the
+    API and a separate worker agree (None: a random key, private to the process)."""
+    if not settings.jwt_secret:
+        return None
+    return hmac.new(settings.jwt_secret.encode(), b"mediajobs memory store v1", "sha256").digest()
 
 
-def open_store(settings: StorageSettings, *, memory_base_url: str) -> Store:
+def stores_for(settings: Settings, *, remote_memory: bool = False) -> StoreRegistry:
+    """The configured stores (active and previous) of a deployment. ``remote_memory``: this
+    process does not serve the memory store (a worker): reach it over HTTP instead."""
+    return open_stores(
+        settings.storage,
+        memory_base_url=memory_base_url(settings),
+        memory_secret=memory_secret(settings),
+        remote_memory=remote_memory,
+    )
+
+
+def open_store(
+    settings: StorageSettings,
+    *,
+    memory_base_url: str,
+    memory_secret: bytes | None = None,
+    remote_memory: bool = False,
+) -> Store:
     """One store from its settings (the composition roots call this, then close it)."""
     if settings.kind is StorageKind.MEMORY:
-        return MemoryStore(settings.public_base_url or memory_base_url, provider=settings.name)
+        base = settings.public_base_url or memory_base_url
+        if remote_memory:
+            if memory_secret is None:
+                raise StoreNotConfigured(
+                    "a worker apart from the API reaches the memory store with a key derived "
+                    "from MEDIAJOBS_JWT_SECRET: set it (the same for both)"
+                )
+            return RemoteMemoryStore(base, secret=memory_secret, provider=settings.name)
+        return MemoryStore(base, secret=memory_secret, provider=settings.name)
     assert settings.bucket is not None
     if settings.kind is StorageKind.S3:
         from mediajobs.storage.s3 import S3Store, make_client
@@ -89,9 +121,21 @@ def open_store(settings: StorageSettings, *, memory_base_url: str) -> Store:
     )
 
 
-def open_stores(settings: StorageSettings, *, memory_base_url: str) -> StoreRegistry:
+def open_stores(
+    settings: StorageSettings,
+    *,
+    memory_base_url: str,
+    memory_secret: bytes | None = None,
+    remote_memory: bool = False,
+) -> StoreRegistry:
     """The active store plus every previous one, as a registry."""
-    return StoreRegistry(
-        open_store(settings, memory_base_url=memory_base_url),
-        [open_store(previous, memory_base_url=memory_base_url) for previous in settings.previous],
-    )
+
+    def one(store: StorageSettings) -> Store:
+        return open_store(
+            store,
+            memory_base_url=memory_base_url,
+            memory_secret=memory_secret,
+            remote_memory=remote_memory,
+        )
+
+    return StoreRegistry(one(settings), [one(previous) for previous in settings.previous])

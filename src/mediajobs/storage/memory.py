@@ -2,7 +2,9 @@
 
 Reads (GET/HEAD) are open, like a public bucket, with ETag / If-None-Match, single byte
 ranges and Cache-Control. Writes (PUT) only come through a presigned URL whose HMAC covers
-method, key, content type, max bytes and expiry; the app enforces all of them.
+method, key, content type, max bytes and expiry; the app enforces all of them, and so for
+signed DELETEs. ``RemoteMemoryStore`` is the client another process (a separate worker in
+development) uses to reach these objects.
 """
 
 from __future__ import annotations
@@ -18,10 +20,19 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
 
+import httpx
 from starlette.types import Receive, Scope, Send
 
-from mediajobs.errors import InvalidKey, ObjectNotFound
+from mediajobs.errors import (
+    InvalidKey,
+    ObjectNotFound,
+    StorageDenied,
+    StorageError,
+    StorageUnavailable,
+)
 from mediajobs.storage.base import (
     CHUNK_SIZE,
     ObjectInfo,
@@ -48,7 +59,70 @@ class _Object:
     cache_control: str
 
 
-class MemoryStore(StoreBase):
+class _Signed(StoreBase):
+    """What the memory store and its remote client share: the URL of a key and the HMAC
+    that authorises a write or a delete through the ``/storage`` app."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        secret: bytes | None,
+        bucket: str,
+        provider: str,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(provider, bucket, public_base_url=base_url)  # reads are open
+        self._secret = secret or os.urandom(32)
+        self._clock = clock
+
+    def now(self) -> float:
+        return self._clock()
+
+    async def presign_upload(
+        self, key: str, content_type: str, max_bytes: int, expires_in: float = 900.0
+    ) -> PresignedUpload:
+        validate_key(key)
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        expires = int(self._clock() + expires_in)
+        return PresignedUpload(
+            locator=self.locator(key),
+            url=self._signed_url("PUT", key, content_type, max_bytes, expires),
+            method="PUT",
+            headers={"Content-Type": content_type},
+            expires_at=datetime.fromtimestamp(expires, UTC),
+            max_bytes=max_bytes,
+            content_type=content_type,
+        )
+
+    def _signed_url(
+        self, method: str, key: str, content_type: str, max_bytes: int, expires: int
+    ) -> str:
+        query = {
+            "ct": content_type,
+            "max": str(max_bytes),
+            "exp": str(expires),
+            "sig": self.signature(method, key, content_type, max_bytes, expires),
+        }
+        return f"{self._object_url(key)}?{urllib.parse.urlencode(query)}"
+
+    def signature(
+        self, method: str, key: str, content_type: str, max_bytes: int, expires: int
+    ) -> str:
+        message = "\n".join((method, key, content_type, str(max_bytes), str(expires)))
+        return hmac.new(self._secret, message.encode(), hashlib.sha256).hexdigest()
+
+    async def url(self, key: str, *, expires_in: float = 3600.0) -> str:
+        return self._object_url(validate_key(key))
+
+    def _object_url(self, key: str) -> str:
+        url = self._public_url(key)
+        assert url is not None  # the memory store always has its base URL
+        return url
+
+
+class MemoryStore(_Signed):
     """Objects in a dict. ``base_url`` is where the ``/storage`` app is reachable, e.g.
     ``http://127.0.0.1:8000/storage``."""
 
@@ -61,24 +135,14 @@ class MemoryStore(StoreBase):
         provider: str = "memory",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(provider, bucket, public_base_url=base_url)  # reads are open
-        self._secret = secret or os.urandom(32)
-        self._clock = clock
+        super().__init__(base_url, secret=secret, bucket=bucket, provider=provider, clock=clock)
         self._objects: dict[str, _Object] = {}
 
     async def upload(
         self, key: str, data: UploadData, content_type: str, *, cache_control: str | None = None
     ) -> StoredObject:
         validate_key(key)
-        if is_bytes_like(data):
-            body = bytes(data)  # type: ignore[arg-type]
-        elif is_async_iterable(data):
-            parts = bytearray()
-            async for chunk in data:  # type: ignore[union-attr]
-                parts += chunk
-            body = bytes(parts)
-        else:
-            body = await run_blocking(data.read)  # type: ignore[union-attr]
+        body = await _read_all(data)
         stored = self.put(key, body, content_type, cache_control=cache_control)
         return StoredObject(self.locator(key), len(body), content_type, stored.etag)
 
@@ -95,48 +159,8 @@ class MemoryStore(StoreBase):
         self._objects[key] = obj
         return obj
 
-    def now(self) -> float:
-        return self._clock()
-
     def get(self, key: str) -> _Object | None:
         return self._objects.get(key)
-
-    async def presign_upload(
-        self, key: str, content_type: str, max_bytes: int, expires_in: float = 900.0
-    ) -> PresignedUpload:
-        validate_key(key)
-        if max_bytes < 0:
-            raise ValueError("max_bytes must be >= 0")
-        expires = int(self._clock() + expires_in)
-        query = {
-            "ct": content_type,
-            "max": str(max_bytes),
-            "exp": str(expires),
-            "sig": self.signature("PUT", key, content_type, max_bytes, expires),
-        }
-        return PresignedUpload(
-            locator=self.locator(key),
-            url=f"{self._object_url(key)}?{urllib.parse.urlencode(query)}",
-            method="PUT",
-            headers={"Content-Type": content_type},
-            expires_at=datetime.fromtimestamp(expires, UTC),
-            max_bytes=max_bytes,
-            content_type=content_type,
-        )
-
-    def signature(
-        self, method: str, key: str, content_type: str, max_bytes: int, expires: int
-    ) -> str:
-        message = "\n".join((method, key, content_type, str(max_bytes), str(expires)))
-        return hmac.new(self._secret, message.encode(), hashlib.sha256).hexdigest()
-
-    async def url(self, key: str, *, expires_in: float = 3600.0) -> str:
-        return self._object_url(validate_key(key))
-
-    def _object_url(self, key: str) -> str:
-        url = self._public_url(key)
-        assert url is not None  # the memory store always has its base URL
-        return url
 
     async def open(self, key: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
         obj = self._require(key)
@@ -183,6 +207,111 @@ class MemoryStore(StoreBase):
         return MemoryStorageApp(self)
 
 
+async def _read_all(data: UploadData) -> bytes:
+    if is_bytes_like(data):
+        return bytes(data)  # type: ignore[arg-type]
+    if is_async_iterable(data):
+        parts = bytearray()
+        async for chunk in data:  # type: ignore[union-attr]
+            parts += chunk
+        return bytes(parts)
+    body: bytes = await run_blocking(data.read)  # type: ignore[union-attr]
+    return body
+
+
+class RemoteMemoryStore(_Signed):
+    """A client of another process's memory store, through its ``/storage`` app: a worker
+    run apart from ``mediajobs serve`` in development reads and writes the API's objects.
+    Writes and deletes are signed with the secret both derive from MEDIAJOBS_JWT_SECRET."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        secret: bytes,
+        bucket: str = "memory",
+        provider: str = "memory",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(base_url, secret=secret, bucket=bucket, provider=provider, clock=clock)
+        self._client = httpx.AsyncClient(timeout=30)
+
+    async def upload(
+        self, key: str, data: UploadData, content_type: str, *, cache_control: str | None = None
+    ) -> StoredObject:
+        validate_key(key)
+        body = await _read_all(data)
+        url = self._signed_url("PUT", key, content_type, len(body), int(self._clock() + 300))
+        response = await self._request(
+            "PUT", url, content=body, headers={"content-type": content_type}
+        )
+        etag = response.headers.get("etag")
+        return StoredObject(self.locator(key), len(body), content_type, etag)
+
+    async def open(self, key: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+        url = self._object_url(validate_key(key))
+        try:
+            async with self._client.stream("GET", url) as response:
+                if response.status_code == 404:
+                    raise ObjectNotFound(f"no object {key!r}")
+                _raise_for(response)
+                async for chunk in response.aiter_bytes(chunk_size):
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise StorageUnavailable(f"the memory store at {url} failed: {exc}") from exc
+
+    async def download(self, key: str) -> bytes:
+        response = await self._request("GET", self._object_url(validate_key(key)))
+        if response.status_code == 404:
+            raise ObjectNotFound(f"no object {key!r}")
+        return response.content
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        response = await self._request("HEAD", self._object_url(validate_key(key)))
+        if response.status_code == 404:
+            return None
+        modified = response.headers.get("last-modified")
+        return ObjectInfo(
+            key,
+            int(response.headers.get("content-length", "0")),
+            response.headers.get("content-type"),
+            response.headers.get("etag"),
+            parsedate_to_datetime(modified) if modified else None,
+        )
+
+    async def delete(self, key: str) -> None:
+        url = self._signed_url("DELETE", validate_key(key), "", 0, int(self._clock() + 300))
+        await self._request("DELETE", url)
+
+    async def list(
+        self, prefix: str = "", cursor: str | None = None, limit: int = 1000
+    ) -> ObjectPage:
+        raise StorageError("a remote memory store cannot list; ask the process that holds it")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise StorageUnavailable(f"the memory store at {url} failed: {exc}") from exc
+        if response.status_code != 404:
+            _raise_for(response)
+        return response
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code in (401, 403):
+        raise StorageDenied(f"the memory store refused the request: {response.text[:200]}")
+    if response.status_code >= 500:
+        raise StorageUnavailable(f"the memory store answered {response.status_code}")
+    if response.status_code >= 400:
+        raise StorageError(
+            f"the memory store answered {response.status_code}: {response.text[:200]}"
+        )
+
+
 # -- the ASGI app -----------------------------------------------------------------------------
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -209,6 +338,8 @@ class MemoryStorageApp:
             method = scope["method"]
             if method in ("GET", "HEAD"):
                 await self._get(scope, send, key, head=method == "HEAD")
+            elif method == "DELETE":
+                await self._delete(scope, send, key)
             elif method == "PUT":
                 await self._put(scope, receive, send, key)
             else:
@@ -264,7 +395,8 @@ class MemoryStorageApp:
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": b"" if head else body})
 
-    async def _put(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
+    def _verify(self, scope: Scope, method: str, key: str) -> tuple[str, int]:
+        """The signed content type and size limit of a write (or delete) URL."""
         query = urllib.parse.parse_qs(
             scope.get("query_string", b"").decode(), keep_blank_values=True
         )
@@ -274,12 +406,22 @@ class MemoryStorageApp:
             expires = int(query["exp"][0])
             signature = query["sig"][0]
         except (KeyError, IndexError, ValueError) as exc:
-            raise _HTTPError(403, "signature_missing", "uploads need a presigned URL") from exc
-        expected = self._store.signature("PUT", key, content_type, max_bytes, expires)
+            raise _HTTPError(403, "signature_missing", "writes need a presigned URL") from exc
+        expected = self._store.signature(method, key, content_type, max_bytes, expires)
         if not hmac.compare_digest(signature, expected):
-            raise _HTTPError(403, "signature_invalid", "the upload URL was altered or is not ours")
+            raise _HTTPError(403, "signature_invalid", "the URL was altered or is not ours")
         if self._store.now() > expires:
-            raise _HTTPError(403, "signature_expired", "the upload URL has expired")
+            raise _HTTPError(403, "signature_expired", "the URL has expired")
+        return content_type, max_bytes
+
+    async def _delete(self, scope: Scope, send: Send, key: str) -> None:
+        self._verify(scope, "DELETE", key)
+        await self._store.delete(key)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _put(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
+        content_type, max_bytes = self._verify(scope, "PUT", key)
         headers = _headers(scope)
         if headers.get("content-type", "") != content_type:
             raise _HTTPError(
