@@ -205,3 +205,14 @@ def empty_database_url(services: Services) -> Iterator[str]:
 @pytest.fixture
 def redis_url(services: Services) -> str:
     return services.redis_url
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """A moto S3 server for the module, with boto3's credential chain pointed at it."""
+    from tests.support.emulators import S3_CREDENTIALS, moto_server
+
+    with pytest.MonkeyPatch.context() as patch, moto_server() as url:
+        for name, value in S3_CREDENTIALS.items():  # boto3's credential chain reads these
+            patch.setenv(name, value)
+        yield url

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,7 +18,7 @@ import pytest
 
 from mediajobs.service.auth import Authenticator
 from tests.conftest import free_port
-from tests.support.emulators import S3_CREDENTIALS, moto_server, s3_store
+from tests.support.emulators import S3_CREDENTIALS, s3_store
 from tests.support.images import camera_exif, decoded, jpeg, photo
 from tests.support.serving import Serving
 from tests.support.sse import SECRET, bearer, realtime_env, watch_job
@@ -27,14 +27,6 @@ from tests.support.workers import start_worker_process
 pytestmark = pytest.mark.timeout(180)
 
 ADMIN = {"Authorization": f"Bearer {Authenticator(SECRET).issue_token('ops', roles=['admin'])}"}
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as patch, moto_server() as url:
-        for name, value in S3_CREDENTIALS.items():
-            patch.setenv(name, value)
-        yield url
 
 
 @contextlib.asynccontextmanager
@@ -173,5 +165,7 @@ async def test_upload_process_list_delete_restore_and_purge(
             await asyncio.sleep(0.5)
         if bucket is not None:
             assert (await bucket.list("media/alice/")).items == []
+        else:  # the private source is gone from the memory store too
+            assert (await client.get(f"/storage/{path}")).status_code == 404
         gone = await client.post("/media/restore", json={"path": path}, headers=alice)
         assert gone.status_code == 409

@@ -20,20 +20,12 @@ from mediajobs.db.media import MediaStatus
 from mediajobs.handlers.imaging_pool import PoolOptions
 from mediajobs.queue import JobSpec, JobState
 from mediajobs.storage import Store
-from tests.support.emulators import S3_CREDENTIALS, moto_server, s3_store
+from tests.support.emulators import S3_CREDENTIALS, s3_store
 from tests.support.images import camera_exif, decoded, jpeg, oriented_jpeg, photo, quadrants
 from tests.support.media import CrashingPool, MediaEnv, media_env, memory_store
 from tests.support.workers import start_worker_process, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as patch, moto_server() as url:
-        for name, value in S3_CREDENTIALS.items():
-            patch.setenv(name, value)
-        yield url
 
 
 @pytest.fixture(params=["memory", "s3"])

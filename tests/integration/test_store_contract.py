@@ -25,23 +25,13 @@ from mediajobs.storage.gcs import make_client as make_gcs_client
 from mediajobs.storage.s3 import S3Store
 from tests.conftest import free_port
 from tests.support.emulators import (
-    S3_CREDENTIALS,
     gcs_emulator,
-    moto_server,
     s3_store,
     service_account_json,
 )
 from tests.support.http import serve_in_thread
 
 PROVIDERS = ["memory", "s3", "gcs"]
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as patch, moto_server() as url:
-        for name, value in S3_CREDENTIALS.items():  # boto3's credential chain reads these
-            patch.setenv(name, value)
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,22 @@ ANY: dict[str, Any] = {}
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
 
+POLICY_FIELDS: dict[str, Any] = {
+    "maxBatchSize": INTEGER,
+    "maxSourceBytes": INTEGER,
+    "minWidth": INTEGER,
+    "minHeight": INTEGER,
+    "minAspectRatio": NUMBER,
+    "maxAspectRatio": NUMBER,
+    "maxMegapixels": NUMBER,
+    "undoWindowSeconds": INTEGER,
+    "photoReviewEnabled": BOOLEAN,
+    "photoReviewProvider": {"type": "string", "enum": ["disabled", "webhook"]},
+    "variants": {"type": "array", "items": ref("Variant")},
+    "webpQuality": INTEGER,
+    "webpMethod": INTEGER,
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": obj(
         {"error": obj({"code": STRING, "message": STRING}, ("code", "message"), closed=True)},
@@ -167,42 +183,9 @@ SCHEMAS: dict[str, Any] = {
         ("maxSourceBytes", "acceptedTypes", "variants"),
     ),
     "SitePolicy": obj(
-        {
-            "maxBatchSize": INTEGER,
-            "maxSourceBytes": INTEGER,
-            "minWidth": INTEGER,
-            "minHeight": INTEGER,
-            "minAspectRatio": NUMBER,
-            "maxAspectRatio": NUMBER,
-            "maxMegapixels": NUMBER,
-            "undoWindowSeconds": INTEGER,
-            "photoReviewEnabled": BOOLEAN,
-            "photoReviewProvider": {"type": "string", "enum": ["disabled", "webhook"]},
-            "variants": {"type": "array", "items": ref("Variant")},
-            "webpQuality": INTEGER,
-            "webpMethod": INTEGER,
-            "updatedAt": nullable(TIME),
-            "updatedBy": nullable(STRING),
-        }
+        {**POLICY_FIELDS, "updatedAt": nullable(TIME), "updatedBy": nullable(STRING)}
     ),
-    "SitePolicyUpdate": obj(
-        {
-            "maxBatchSize": INTEGER,
-            "maxSourceBytes": INTEGER,
-            "minWidth": INTEGER,
-            "minHeight": INTEGER,
-            "minAspectRatio": NUMBER,
-            "maxAspectRatio": NUMBER,
-            "maxMegapixels": NUMBER,
-            "undoWindowSeconds": INTEGER,
-            "photoReviewEnabled": BOOLEAN,
-            "photoReviewProvider": {"type": "string", "enum": ["disabled", "webhook"]},
-            "variants": {"type": "array", "items": ref("Variant")},
-            "webpQuality": INTEGER,
-            "webpMethod": INTEGER,
-        },
-        closed=True,
-    ),
+    "SitePolicyUpdate": obj(POLICY_FIELDS, closed=True),
     "Ticket": obj({"ticket": STRING, "expiresAt": {"nullable": True}}, ("ticket",)),
     "DevTokenRequest": obj({"user": STRING}, closed=True),
     "DevToken": obj({"token": STRING, "user": STRING, "expiresIn": INTEGER}, ("token",)),
