@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: dev test lint format bench bench-queue bench-sse bench-imaging bench-api clean
+.PHONY: dev test lint format browser bench bench-queue bench-sse bench-imaging bench-api clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: lint
+# Debian's chromium for the browser tests (Playwright drives it; it never downloads one).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q --no-install-recommends chromium \
+	  || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends chromium; } \
+	  || echo "could not install chromium: the browser tests will not run"; }
+
+test: lint browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 format: $(STAMP)

@@ -89,6 +89,7 @@ class Settings:
     review_timeout: float = 10.0  # a review call slower than this is retried
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API ("*": any)
     log_format: str = "text"  # "text" or "json" (the default in production)
+    serve_page: bool = True  # the media library page at / (default: outside production)
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path(".mediajobs")
@@ -137,6 +138,11 @@ class Settings:
                 if origin.strip()
             ),
             log_format=(env.text("MEDIAJOBS_LOG_FORMAT") or "").lower(),
+            serve_page=env.boolean(
+                "MEDIAJOBS_SERVE_PAGE",
+                env.choice("MEDIAJOBS_ENV", Environment, Environment.DEVELOPMENT)
+                is not Environment.PRODUCTION,
+            ),
             host=env.text("MEDIAJOBS_HOST") or "127.0.0.1",
             port=env.integer("MEDIAJOBS_PORT", 8000, low=0, high=65535),
             data_dir=Path(env.text("MEDIAJOBS_DATA_DIR") or ".mediajobs"),

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -17,8 +18,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from mediajobs.config import Environment, Settings
 from mediajobs.db.pool import Pool, open_pool
@@ -148,6 +150,9 @@ def create_app(
     if settings.env is not Environment.PRODUCTION:
         routes.append(Route("/dev/token", policy.dev_token, methods=["POST"]))
     routes.append(Route("/openapi.json", openapi.openapi, methods=["GET"]))
+    if settings.serve_page:
+        routes.append(Route("/", page, methods=["GET"]))
+        routes.append(Mount("/static", app=StaticFiles(directory=STATIC)))
     memory = [store for store in registry.stores if isinstance(store, MemoryStore)]
     if memory:
         routes.append(Mount("/storage", app=memory[0].app()))
@@ -169,8 +174,20 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=middleware,
     )
-    app.state.openapi_flags = (settings.env is not Environment.PRODUCTION, bool(memory))
+    app.state.openapi_flags = (
+        settings.env is not Environment.PRODUCTION,
+        bool(memory),
+        settings.serve_page,
+    )
     return app
+
+
+STATIC = Path(__file__).with_name("static")
+
+
+async def page(request: Request) -> Response:
+    """The media library page (a static file; the browser talks to the API)."""
+    return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
 
 def close_streams(app: Starlette) -> None:

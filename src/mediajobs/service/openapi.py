@@ -238,7 +238,7 @@ SSE = {
 }
 
 
-def spec(*, development: bool, memory_store: bool) -> dict[str, Any]:
+def spec(*, development: bool, memory_store: bool, page: bool = False) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/healthz": {"get": op("liveness", {"200": _json(ref("Health"))}, public=True)},
         "/readyz": {
@@ -384,6 +384,18 @@ def spec(*, development: bool, memory_store: bool) -> dict[str, Any]:
                 },
             }
         }
+    if page:
+        html = {"200": {"description": "HTML", "content": {"text/html": {"schema": STRING}}}}
+        asset = {"200": {"description": "a file", "content": {"*/*": {"schema": STRING}}}}
+        paths["/"] = {"get": op("the media library page", html, public=True)}
+        paths["/static/{file}"] = {
+            "get": op(
+                "the page's script, styles and the JavaScript client",
+                asset,
+                params=[path_param("file")],
+                public=True,
+            )
+        }
     if memory_store:
         paths["/storage/{key}"] = {
             "get": op(
@@ -427,5 +439,5 @@ def spec(*, development: bool, memory_store: bool) -> dict[str, Any]:
 
 
 async def openapi(request: Request) -> Response:
-    development, memory_store = request.app.state.openapi_flags
-    return JSONResponse(spec(development=development, memory_store=memory_store))
+    development, memory_store, page = request.app.state.openapi_flags
+    return JSONResponse(spec(development=development, memory_store=memory_store, page=page))
