@@ -4,17 +4,14 @@ one error shape, against a real `mediajobs dev` process on the real Postgres and
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import create_database, drop_database
 from tests.support.images import jpeg, quadrants
-from tests.support.serving import Serving
-from tests.support.sse import bearer, realtime_env
+from tests.support.sse import bearer, dev_site
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,15 +20,10 @@ ALICE, BOB = bearer("alice"), bearer("bob")
 
 @pytest.fixture(scope="module")
 def api(services: Any, migrated_template: str) -> Iterator[str]:
-
-    name = f"api_{uuid.uuid4().hex[:8]}"
-    url = create_database(services.pg_admin_url, name, template=migrated_template)
-    try:
-        env = realtime_env(url, services.redis_url, MEDIAJOBS_CORS_ORIGINS="https://app.example")
-        with Serving(env, command="dev") as serving:
-            yield serving.base
-    finally:
-        drop_database(services.pg_admin_url, name)
+    with dev_site(
+        services, migrated_template, MEDIAJOBS_CORS_ORIGINS="https://app.example"
+    ) as base:
+        yield base
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,7 @@ from starlette.routing import Mount, Route
 from mediajobs.config import Environment, Settings
 from mediajobs.service.app import create_app
 from mediajobs.service.openapi import spec
-from tests.conftest import create_database, drop_database
-from tests.support.serving import Serving
-from tests.support.sse import bearer, realtime_env
+from tests.support.sse import bearer, dev_site
 
 METHODS = {"get", "put", "post", "patch", "delete", "head"}
 
@@ -69,13 +66,8 @@ def test_the_document_describes_every_route_and_nothing_else(env: Environment) -
 
 @pytest.fixture(scope="module")
 def live_api(services: Any, migrated_template: str) -> Iterator[str]:
-    name = f"oas_{uuid.uuid4().hex[:8]}"
-    url = create_database(services.pg_admin_url, name, template=migrated_template)
-    try:
-        with Serving(realtime_env(url, services.redis_url), command="dev") as serving:
-            yield serving.base
-    finally:
-        drop_database(services.pg_admin_url, name)
+    with dev_site(services, migrated_template) as base:
+        yield base
 
 
 @pytest.mark.timeout(300)
@@ -110,5 +102,6 @@ def test_no_5xx_and_every_response_matches_the_document(live_api: str, tmp_path:
         text=True,
         timeout=240,
         check=False,
+        cwd=tmp_path,  # its cache directory goes there, not into the repository
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

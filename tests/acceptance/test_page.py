@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REPO, create_database, drop_database
+from tests.conftest import REPO
 from tests.support.images import heic, jpeg, oriented_jpeg, quadrants
-from tests.support.serving import Serving
-from tests.support.sse import metric, realtime_env
+from tests.support.sse import dev_site, metric
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -45,13 +43,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def site(services: Any, migrated_template: str) -> Iterator[str]:
-    name = f"page_{uuid.uuid4().hex[:8]}"
-    url = create_database(services.pg_admin_url, name, template=migrated_template)
-    try:
-        with Serving(realtime_env(url, services.redis_url), command="dev") as serving:
-            yield serving.base
-    finally:
-        drop_database(services.pg_admin_url, name)
+    with dev_site(services, migrated_template) as base:
+        yield base
 
 
 @pytest.fixture

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,3 +149,19 @@ def metric(text: str, name: str, default: float | None = None) -> float:
     if default is None:
         raise AssertionError(f"no metric {name}")
     return default
+
+
+@contextlib.contextmanager
+def dev_site(services: Any, template: str, **extra: str) -> Iterator[str]:
+    """`mediajobs dev` (API, worker and page in one process) on a fresh copy of the migrated
+    database and the real Redis; yields its base URL."""
+    from tests.conftest import create_database, drop_database
+    from tests.support.serving import Serving
+
+    name = f"site_{uuid.uuid4().hex[:8]}"
+    url = create_database(services.pg_admin_url, name, template=template)
+    try:
+        with Serving(realtime_env(url, services.redis_url, **extra), command="dev") as serving:
+            yield serving.base
+    finally:
+        drop_database(services.pg_admin_url, name)
