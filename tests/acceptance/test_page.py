@@ -145,3 +145,33 @@ async def test_upload_three_photos_delete_undo_and_reload(site: str, browser: An
     await shot(small, "library-375")
     await phone.close()
     await context.close()
+
+
+@pytest.fixture(scope="module")
+def short_ticket_site(services: Any, migrated_template: str) -> Iterator[str]:
+    with dev_site(services, migrated_template, MEDIAJOBS_STREAM_TICKET_TTL="3") as base:
+        yield base
+
+
+async def test_the_client_renews_its_stream_ticket_and_misses_nothing(
+    short_ticket_site: str, browser: Any
+) -> None:
+    page = await browser.new_page()
+    await page.goto(short_ticket_site)
+    await page.wait_for_selector("body[data-ready='true']")
+    await page.wait_for_timeout(7_000)  # two 3-second tickets have run out by now
+    await page.set_input_files(
+        "#picker",
+        files=[
+            {"name": "later.jpg", "mimeType": "image/jpeg", "buffer": jpeg(quadrants(900, 600))}
+        ],
+    )
+    await page.wait_for_function(
+        "document.querySelectorAll('.upload.done').length === 1", timeout=60_000
+    )
+    await page.wait_for_function("document.querySelectorAll('#grid .card').length === 1")
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{short_ticket_site}/metrics")).text
+    # Streams ended by expiry were replaced: still exactly one open for the tab.
+    assert metric(metrics, 'mediajobs_sse_clients_dropped_total{reason="expired"}', 0) >= 2
+    assert metric(metrics, "mediajobs_sse_clients") == 1
