@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -99,8 +99,10 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every setting; raise ``ConfigError`` naming the variable."""
         env = _Reader(os.environ if environ is None else environ)
+        environment = env.choice("MEDIAJOBS_ENV", Environment, Environment.DEVELOPMENT)
+        production = environment is Environment.PRODUCTION  # some defaults differ there
         settings = cls(
-            env=env.choice("MEDIAJOBS_ENV", Environment, Environment.DEVELOPMENT),
+            env=environment,
             database_url=env.text("DATABASE_URL"),
             redis_url=env.text("REDIS_URL"),
             storage=_storage_from_env(env),
@@ -137,20 +139,15 @@ class Settings:
                 for origin in (env.text("MEDIAJOBS_CORS_ORIGINS") or "").split(",")
                 if origin.strip()
             ),
-            log_format=(env.text("MEDIAJOBS_LOG_FORMAT") or "").lower(),
-            serve_page=env.boolean(
-                "MEDIAJOBS_SERVE_PAGE",
-                env.choice("MEDIAJOBS_ENV", Environment, Environment.DEVELOPMENT)
-                is not Environment.PRODUCTION,
-            ),
+            log_format=(
+                env.text("MEDIAJOBS_LOG_FORMAT") or ("json" if production else "text")
+            ).lower(),
+            serve_page=env.boolean("MEDIAJOBS_SERVE_PAGE", not production),
             host=env.text("MEDIAJOBS_HOST") or "127.0.0.1",
             port=env.integer("MEDIAJOBS_PORT", 8000, low=0, high=65535),
             data_dir=Path(env.text("MEDIAJOBS_DATA_DIR") or ".mediajobs"),
             log_level=(env.text("MEDIAJOBS_LOG_LEVEL") or "INFO").upper(),
         )
-        if not settings.log_format:
-            production = settings.env is Environment.PRODUCTION
-            settings = replace(settings, log_format="json" if production else "text")
         settings.validate()
         return settings
 

@@ -10,7 +10,7 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -22,10 +22,11 @@ from mediajobs.db import Pool
 from mediajobs.db.media import MediaRecord, MediaRepository
 from mediajobs.db.policies import SitePolicies
 from mediajobs.handlers.imaging_pool import ImagingPool, PoolOptions
-from mediajobs.handlers.media import DELETE_KIND, PROCESS_KIND, MediaHandlers
+from mediajobs.handlers.media import MediaHandlers
 from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.imaging.policy import ImagePolicy
 from mediajobs.queue import HandlerRegistry, Job, JobQueue, JobSpec, JobState, Worker
+from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
 from mediajobs.realtime import EventRecorder, RedisPublisher
 from mediajobs.realtime.events import Event
 from mediajobs.realtime.publisher import decode_message
@@ -82,7 +83,6 @@ class MediaEnv:
     channel: str
     worker: Worker | None = None
     owner: str = "alice"
-    created: list[uuid.UUID] = field(default_factory=list)
 
     @property
     def media(self) -> MediaRepository:
@@ -116,7 +116,7 @@ class MediaEnv:
                 conn=conn,
             )
             job = await self.queue.enqueue(
-                JobSpec(PROCESS_KIND, owner, {"mediaId": str(record.id)}, max_attempts=3),
+                JobSpec(MEDIA_PROCESS, owner, {"mediaId": str(record.id)}, max_attempts=3),
                 conn=conn,
             )
             await self.media.set_job(record.id, job.id, conn=conn)
@@ -124,7 +124,7 @@ class MediaEnv:
 
     async def delete(self, media_id: uuid.UUID, owner: str | None = None) -> uuid.UUID:
         job = await self.queue.enqueue(
-            JobSpec(DELETE_KIND, owner or self.owner, {"mediaId": str(media_id)})
+            JobSpec(MEDIA_DELETE, owner or self.owner, {"mediaId": str(media_id)})
         )
         return job.id
 

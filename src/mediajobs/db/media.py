@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from mediajobs.db.pool import Pool
 from mediajobs.queue.models import JSON
 from mediajobs.storage.base import Locator
+from mediajobs.storage.registry import StoreRegistry
 
 Conn = psycopg.AsyncConnection[DictRow]
 
@@ -86,6 +87,26 @@ class MediaRecord:
         for variant in self.variants.values():
             found.add(Locator.parse(variant["locator"]))
         return found
+
+
+async def variant_urls(
+    record: MediaRecord, stores: StoreRegistry
+) -> tuple[dict[str, JSON], str | None]:
+    """Each variant as ``{url, width, height}`` and the URL of the largest (an item's main
+    ``url``). URLs come from the store; variants that share an object get it once."""
+    urls: dict[str, str] = {}
+    variants: dict[str, JSON] = {}
+    main: str | None = None
+    largest = -1
+    for name, variant in record.variants.items():
+        locator = variant["locator"]
+        if locator not in urls:
+            urls[locator] = await stores.url(Locator.parse(locator))
+        width, height = int(variant["width"]), int(variant["height"])
+        variants[name] = {"url": urls[locator], "width": width, "height": height}
+        if width * height > largest:
+            largest, main = width * height, urls[locator]
+    return variants, main
 
 
 # The key of the source locator ``provider://bucket/key``, in SQL.

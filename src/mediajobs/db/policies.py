@@ -64,22 +64,14 @@ class SitePolicy:
         )
 
     def to_json(self) -> dict[str, JSON]:
-        """camelCase, as the API shows it."""
-        return {
-            "maxBatchSize": self.max_batch_size,
-            "maxSourceBytes": self.max_source_bytes,
-            "minWidth": self.min_width,
-            "minHeight": self.min_height,
-            "minAspectRatio": self.min_aspect_ratio,
-            "maxAspectRatio": self.max_aspect_ratio,
-            "maxMegapixels": self.max_megapixels,
-            "undoWindowSeconds": self.undo_window_seconds,
-            "photoReviewEnabled": self.photo_review_enabled,
-            "photoReviewProvider": self.photo_review_provider,
-            "variants": [{"name": v.name, "size": v.size} for v in self.variants],
-            "webpQuality": self.webp_quality,
-            "webpMethod": self.webp_method,
-        }
+        """The editable fields, camelCase, as the API shows them."""
+        return {api: self._json_value(column) for column, (api, _) in FIELDS.items()}
+
+    def _json_value(self, column: str) -> JSON:
+        if column == "variants":
+            return _variants_json(self.variants)
+        value: JSON = getattr(self, column)
+        return value
 
     def validate(self) -> SitePolicy:
         if self.photo_review_provider not in REVIEW_PROVIDERS:
@@ -103,21 +95,28 @@ class SitePolicy:
         return self
 
 
-_COLUMNS = [f.name for f in dataclasses.fields(SitePolicy) if f.name != "updated_at"]
-_TYPES: dict[str, type] = {
-    "max_batch_size": int,
-    "max_source_bytes": int,
-    "min_width": int,
-    "min_height": int,
-    "min_aspect_ratio": float,
-    "max_aspect_ratio": float,
-    "max_megapixels": float,
-    "undo_window_seconds": int,
-    "photo_review_enabled": bool,
-    "photo_review_provider": str,
-    "webp_quality": int,
-    "webp_method": int,
+def _variants_json(variants: tuple[VariantSpec, ...]) -> list[JSON]:
+    return [{"name": v.name, "size": v.size} for v in variants]
+
+
+# The editable fields: column -> (API name, JSON type). The API, its OpenAPI document and the
+# CLI all take the field list from here.
+FIELDS: dict[str, tuple[str, type]] = {
+    "max_batch_size": ("maxBatchSize", int),
+    "max_source_bytes": ("maxSourceBytes", int),
+    "min_width": ("minWidth", int),
+    "min_height": ("minHeight", int),
+    "min_aspect_ratio": ("minAspectRatio", float),
+    "max_aspect_ratio": ("maxAspectRatio", float),
+    "max_megapixels": ("maxMegapixels", float),
+    "undo_window_seconds": ("undoWindowSeconds", int),
+    "photo_review_enabled": ("photoReviewEnabled", bool),
+    "photo_review_provider": ("photoReviewProvider", str),
+    "variants": ("variants", list),  # of {name, size}
+    "webp_quality": ("webpQuality", int),
+    "webp_method": ("webpMethod", int),
 }
+_COLUMNS = [*FIELDS, "updated_by"]
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -128,7 +127,7 @@ def _coerce(name: str, value: Any) -> Any:
             return tuple(VariantSpec(str(v["name"]), int(v["size"])) for v in value)
         except (TypeError, KeyError, ValueError) as exc:
             raise PolicyInvalid("variants", f"a list of {{name, size}} ({exc})") from None
-    wanted = _TYPES[name]
+    wanted = FIELDS[name][1]
     ok = (
         (wanted is bool and isinstance(value, bool))
         or (wanted is int and isinstance(value, int) and not isinstance(value, bool))
@@ -152,22 +151,24 @@ class SitePolicies:
 
     async def update(self, changes: Mapping[str, Any], *, by: str | None = None) -> SitePolicy:
         """Apply ``changes`` (snake_case field names) after validating the whole result."""
-        unknown = set(changes) - set(_TYPES) - {"variants"}
+        unknown = set(changes) - set(FIELDS)
         if unknown:
             raise PolicyInvalid(sorted(unknown)[0], "is not a policy field")
         values = {name: _coerce(name, value) for name, value in changes.items()}
         current = await self.load()
         policy = dataclasses.replace(current, **values, updated_by=by).validate()
         values = {name: getattr(policy, name) for name in _COLUMNS}
-        values["variants"] = Jsonb([{"name": v.name, "size": v.size} for v in policy.variants])
-        assignments = ", ".join(f"{name} = %({name})s" for name in _COLUMNS)
+        values["variants"] = Jsonb(_variants_json(policy.variants))
+        columns = ", ".join(_COLUMNS)
+        placeholders = ", ".join(f"%({name})s" for name in _COLUMNS)
+        assignments = ", ".join(f"{name} = EXCLUDED.{name}" for name in _COLUMNS)
         async with self._pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO site_policies (name) VALUES ('default') ON CONFLICT DO NOTHING"
-            )
-            await conn.execute(
-                f"UPDATE site_policies SET {assignments}, updated_at = now() "
-                "WHERE name = 'default'",
+            cursor = await conn.execute(
+                f"INSERT INTO site_policies (name, {columns}) VALUES ('default', {placeholders}) "
+                f"ON CONFLICT (name) DO UPDATE SET {assignments}, updated_at = now() "
+                "RETURNING *",
                 values,
             )
-        return await self.load()
+            row = await cursor.fetchone()
+        assert row is not None
+        return SitePolicy.from_row(row)

@@ -6,13 +6,7 @@
 from __future__ import annotations
 
 from mediajobs.config import Settings
-from mediajobs.handlers.media import (
-    DELETE_KIND,
-    PROCESS_KIND,
-    PURGE_KIND,
-    REVIEW_KIND,
-    MediaHandlers,
-)
+from mediajobs.handlers.media import MediaHandlers
 from mediajobs.handlers.system import PING_KIND, ping
 from mediajobs.queue.registry import HandlerRegistry
 from mediajobs.storage import StoreRegistry
@@ -28,12 +22,4 @@ def build_registry(settings: Settings, *, stores: StoreRegistry | None = None) -
     return registry
 
 
-__all__ = [
-    "DELETE_KIND",
-    "PING_KIND",
-    "PROCESS_KIND",
-    "PURGE_KIND",
-    "REVIEW_KIND",
-    "MediaHandlers",
-    "build_registry",
-]
+__all__ = ["PING_KIND", "MediaHandlers", "build_registry"]

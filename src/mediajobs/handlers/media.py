@@ -21,16 +21,14 @@ import asyncio
 import hashlib
 import hmac
 import json
-import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from mediajobs.config import Settings
-from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus
+from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus, variant_urls
 from mediajobs.db.policies import SitePolicies, SitePolicy
 from mediajobs.errors import (
     ImageRejected,
@@ -50,19 +48,10 @@ from mediajobs.storage import StoreRegistry, stores_for
 from mediajobs.storage.base import Locator
 from mediajobs.storage.keys import variant_key
 
-log = logging.getLogger(__name__)
-
-PROCESS_KIND = kinds.MEDIA_PROCESS
-REVIEW_KIND = kinds.MEDIA_REVIEW
-DELETE_KIND = kinds.MEDIA_DELETE
-PURGE_KIND = kinds.MEDIA_PURGE
-
 VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 # Progress of media.process: download 0..0.35, decode 0.45, variants ..0.75, uploads ..0.97.
 _DOWNLOAD, _DECODED, _ENCODED, _UPLOADED = 0.35, 0.45, 0.75, 0.97
-
-ImagingFn = Callable[..., Awaitable[ProcessedImage]]
 
 
 def _media_id(job: Job) -> uuid.UUID:
@@ -105,10 +94,10 @@ class MediaHandlers:
         self._http = http
 
     def register(self, registry: HandlerRegistry) -> HandlerRegistry:
-        registry.register(PROCESS_KIND, self.process)
-        registry.register(REVIEW_KIND, self.review)
-        registry.register(DELETE_KIND, self.delete)
-        registry.register(PURGE_KIND, self.purge)
+        registry.register(kinds.MEDIA_PROCESS, self.process)
+        registry.register(kinds.MEDIA_REVIEW, self.review)
+        registry.register(kinds.MEDIA_DELETE, self.delete)
+        registry.register(kinds.MEDIA_PURGE, self.purge)
         registry.on_close(self.aclose)
         return registry
 
@@ -218,7 +207,7 @@ class MediaHandlers:
             elif review_on:
                 await ctx.queue.enqueue(
                     JobSpec(
-                        REVIEW_KIND,
+                        kinds.MEDIA_REVIEW,
                         job.owner_id,
                         {"mediaId": str(media_id)},
                         idempotency_key=f"review:{media_id}:{job.id}",
@@ -322,21 +311,14 @@ class MediaHandlers:
         return stored
 
     async def _result(self, record: MediaRecord) -> JSON:
-        variants: dict[str, JSON] = {}
-        largest: tuple[int, str] | None = None
-        for name, variant in record.variants.items():
-            url = await self.stores.url(Locator.parse(variant["locator"]))
-            variants[name] = {"url": url, "width": variant["width"], "height": variant["height"]}
-            area = int(variant["width"]) * int(variant["height"])
-            if largest is None or area > largest[0]:
-                largest = (area, url)
+        variants, url = await variant_urls(record, self.stores)
         return {
             "mediaId": str(record.id),
             "status": record.status.value,
             "width": record.width,
             "height": record.height,
             "detectedType": record.detected_type,
-            "url": largest[1] if largest else None,
+            "url": url,
             "variants": variants,
             "blurDataURL": record.blur_data_url,
             "duplicateOf": str(record.duplicate_of) if record.duplicate_of else None,
@@ -359,7 +341,7 @@ class MediaHandlers:
         assert deleted.purge_after is not None
         await ctx.queue.enqueue(
             JobSpec(
-                PURGE_KIND,
+                kinds.MEDIA_PURGE,
                 deleted.owner_id,
                 {"mediaId": str(deleted.id)},
                 run_at=deleted.purge_after,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from mediajobs.queue import kinds
 from mediajobs.queue.models import JSON, Job
 from mediajobs.queue.registry import JobContext
 
-PING_KIND = "system.ping"
+PING_KIND = kinds.PING
 
 
 async def ping(ctx: JobContext, job: Job) -> JSON:

@@ -8,10 +8,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mediajobs.queue.models import JSON, Job, JobSpec, JobState
-from mediajobs.service.body import query_choice, query_int, query_text
+from mediajobs.service.body import decode_cursor, page_of, query_choice, query_int, query_text
 from mediajobs.service.errors import ApiError
-from mediajobs.service.media import caller, decode_cursor, encode_cursor
-from mediajobs.service.state import Services
+from mediajobs.service.state import Services, caller
 
 STATES = tuple(state.value for state in JobState)
 KIND_PATTERN = r"[a-z][a-z0-9_.]{0,63}"
@@ -68,9 +67,7 @@ async def list_jobs(request: Request) -> Response:
         before=before,
         limit=limit + 1,
     )
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
-    cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if more and jobs else None
+    jobs, cursor = page_of(jobs, limit)
     return JSONResponse({"items": [job_json(job) for job in jobs], "nextCursor": cursor})
 
 

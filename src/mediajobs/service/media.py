@@ -7,16 +7,13 @@ never a 403. Nothing here waits on processing: completion and deletion return a 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import posixpath
 import uuid
-from datetime import datetime
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus
+from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus, variant_urls
 from mediajobs.db.policies import SitePolicies
 from mediajobs.errors import InvalidKey
 from mediajobs.imaging.formats import ACCEPTED_TYPES, EXTENSIONS, normalize_type
@@ -25,7 +22,9 @@ from mediajobs.queue.models import JSON, JobSpec
 from mediajobs.service.auth import Principal
 from mediajobs.service.body import (
     Field,
+    decode_cursor,
     integer,
+    page_of,
     query_choice,
     query_int,
     query_text,
@@ -33,18 +32,18 @@ from mediajobs.service.body import (
     text,
 )
 from mediajobs.service.errors import ApiError
-from mediajobs.service.state import Services, services
-from mediajobs.storage.base import Locator
-from mediajobs.storage.keys import sanitize_filename, upload_key, user_prefix, validate_key
+from mediajobs.service.state import Services, caller
+from mediajobs.storage.keys import (
+    sanitize_filename,
+    upload_key,
+    user_prefix,
+    validate_key,
+    validate_prefix,
+)
 
 UPLOAD_URL_TTL = 900.0  # seconds a presigned upload stays valid
 PURPOSE_PATTERN = r"[a-z][a-z0-9_]{0,31}"
 LISTABLE = tuple(s.value for s in MediaStatus if s is not MediaStatus.DELETED)
-
-
-def caller(request: Request) -> tuple[Services, Principal]:
-    svc = services(request)
-    return svc, svc.auth.bearer(request.headers.get("authorization"))
 
 
 def _not_found() -> ApiError:
@@ -63,19 +62,7 @@ def _parse_id(value: str) -> uuid.UUID | None:
 
 async def media_item(svc: Services, record: MediaRecord, *, detail: bool = False) -> JSON:
     """The public shape of an item; URLs come from the store, GPS never appears."""
-    variants: dict[str, JSON] = {}
-    url: str | None = None
-    largest = -1
-    for name, variant in record.variants.items():
-        variant_url = await svc.stores.url(Locator.parse(variant["locator"]))
-        variants[name] = {
-            "url": variant_url,
-            "width": variant["width"],
-            "height": variant["height"],
-        }
-        area = int(variant["width"]) * int(variant["height"])
-        if area > largest:
-            largest, url = area, variant_url
+    variants, url = await variant_urls(record, svc.stores)
     item: dict[str, JSON] = {
         "id": str(record.id),
         "path": record.source.key,
@@ -104,23 +91,6 @@ async def media_item(svc: Services, record: MediaRecord, *, detail: bool = False
     return item
 
 
-def encode_cursor(at: datetime, ident: uuid.UUID) -> str:
-    """An opaque keyset cursor: (created_at, id) of the last item of a page."""
-    raw = f"{at.isoformat()}|{ident}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(value: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if not value:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        at, _, ident = raw.partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this API gave") from None
-
-
 async def list_media(request: Request) -> Response:
     """``GET /media``: the caller's library, newest first. Without ``status`` it is the
     gallery (ready items only: the review gate); ``status`` shows the owner other states."""
@@ -133,8 +103,7 @@ async def list_media(request: Request) -> Response:
     key_prefix = None
     if prefix is not None:
         try:
-            key_prefix = user_prefix(principal.user_id) + prefix.lstrip("/")
-            validate_key(key_prefix.rstrip("/") or "x")
+            key_prefix = validate_prefix(user_prefix(principal.user_id) + prefix.lstrip("/"))
         except InvalidKey as exc:
             raise ApiError(400, "invalid_prefix", str(exc)) from None
     statuses = (MediaStatus(status),) if status else (MediaStatus.READY,)
@@ -146,11 +115,8 @@ async def list_media(request: Request) -> Response:
         after=after,
         limit=limit + 1,
     )
-    more = len(records) > limit
-    records = records[:limit]
+    records, next_cursor = page_of(records, limit)
     items = [await media_item(svc, record) for record in records]
-    last = records[-1] if more and records else None
-    next_cursor = encode_cursor(last.created_at, last.id) if last else None
     return JSONResponse({"items": items, "nextCursor": next_cursor})
 
 
@@ -248,16 +214,14 @@ COMPLETE_FIELDS = {
 }
 
 
-def _own_upload_key(principal: Principal, path: str) -> str:
-    """``path`` when it is one of the caller's upload objects, else 404 (no existence
-    leaks: another user's path looks exactly like a missing one)."""
+def _owned_key(principal: Principal, path: str, folder: str = "") -> str | None:
+    """``path`` when it is a valid key under the caller's own prefix (or ``folder`` of it),
+    else None: another user's path and a malformed one look exactly like a missing one."""
     try:
         key = validate_key(path)
     except InvalidKey:
-        raise ApiError(404, "upload_not_found", "no such uploaded object") from None
-    if not key.startswith(user_prefix(principal.user_id, "uploads")):
-        raise ApiError(404, "upload_not_found", "no such uploaded object")
-    return key
+        return None
+    return key if key.startswith(user_prefix(principal.user_id, folder)) else None
 
 
 async def upload_complete(request: Request) -> Response:
@@ -265,7 +229,9 @@ async def upload_complete(request: Request) -> Response:
     transaction; 202 with both ids. Completing the same object again returns the same."""
     svc, principal = caller(request)
     body = await read_json(request, COMPLETE_FIELDS)
-    key = _own_upload_key(principal, body["objectPath"])
+    key = _owned_key(principal, body["objectPath"], "uploads")
+    if key is None:
+        raise ApiError(404, "upload_not_found", "no such uploaded object")
     media = MediaRepository(svc.pool)
     locator = svc.stores.locate(key)
     existing = await media.by_source_key(principal.user_id, key, include_deleted=True)
@@ -332,11 +298,8 @@ async def _by_path(svc: Services, principal: Principal, path: str) -> MediaRecor
     media_id = _parse_id(path)
     if media_id is not None:
         return await media.get(media_id, principal.user_id)
-    try:
-        key = validate_key(path)
-    except InvalidKey:
-        return None
-    if not key.startswith(user_prefix(principal.user_id)):
+    key = _owned_key(principal, path)
+    if key is None:
         return None
     return await media.by_source_key(principal.user_id, key, include_deleted=True)
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mediajobs import __version__
+from mediajobs.db.policies import FIELDS, REVIEW_PROVIDERS
 from mediajobs.imaging.formats import ACCEPTED_TYPES
 from mediajobs.queue.models import JobState
 from mediajobs.service.media import LISTABLE, PURPOSE_PATTERN
@@ -43,20 +44,15 @@ ANY: dict[str, Any] = {}
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
 
-POLICY_FIELDS: dict[str, Any] = {
-    "maxBatchSize": INTEGER,
-    "maxSourceBytes": INTEGER,
-    "minWidth": INTEGER,
-    "minHeight": INTEGER,
-    "minAspectRatio": NUMBER,
-    "maxAspectRatio": NUMBER,
-    "maxMegapixels": NUMBER,
-    "undoWindowSeconds": INTEGER,
-    "photoReviewEnabled": BOOLEAN,
-    "photoReviewProvider": {"type": "string", "enum": ["disabled", "webhook"]},
-    "variants": {"type": "array", "items": ref("Variant")},
-    "webpQuality": INTEGER,
-    "webpMethod": INTEGER,
+_JSON_TYPES: dict[type, dict[str, Any]] = {
+    int: INTEGER,
+    float: NUMBER,
+    bool: BOOLEAN,
+    str: STRING,
+    list: {"type": "array", "items": ref("Variant")},  # the variant list
+}
+POLICY_FIELDS: dict[str, Any] = {api: _JSON_TYPES[kind] for api, kind in FIELDS.values()} | {
+    "photoReviewProvider": {"type": "string", "enum": list(REVIEW_PROVIDERS)}
 }
 
 SCHEMAS: dict[str, Any] = {

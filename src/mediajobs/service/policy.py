@@ -8,31 +8,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mediajobs.config import Environment
-from mediajobs.db.policies import PolicyInvalid, SitePolicies, SitePolicy
+from mediajobs.db.policies import FIELDS, PolicyInvalid, SitePolicies, SitePolicy
 from mediajobs.errors import AuthError
 from mediajobs.imaging.formats import ACCEPTED_TYPES, EXTENSIONS
+from mediajobs.service.auth import Principal
 from mediajobs.service.body import Field, read_json, text
 from mediajobs.service.errors import ApiError
-from mediajobs.service.media import caller
-from mediajobs.service.state import services
+from mediajobs.service.state import Services, caller, services
 
-# camelCase API name -> site_policies column
-POLICY_FIELDS: dict[str, tuple[str, Field]] = {
-    "maxBatchSize": ("max_batch_size", Field((int,))),
-    "maxSourceBytes": ("max_source_bytes", Field((int,))),
-    "minWidth": ("min_width", Field((int,))),
-    "minHeight": ("min_height", Field((int,))),
-    "minAspectRatio": ("min_aspect_ratio", Field((float,))),
-    "maxAspectRatio": ("max_aspect_ratio", Field((float,))),
-    "maxMegapixels": ("max_megapixels", Field((float,))),
-    "undoWindowSeconds": ("undo_window_seconds", Field((int,))),
-    "photoReviewEnabled": ("photo_review_enabled", Field((bool,))),
-    "photoReviewProvider": ("photo_review_provider", Field((str,))),
-    "variants": ("variants", Field((list,))),
-    "webpQuality": ("webp_quality", Field((int,))),
-    "webpMethod": ("webp_method", Field((int,))),
-}
-_CAMEL = {column: name for name, (column, _) in POLICY_FIELDS.items()}
+# The body of PUT /v1/admin/site-policies: API name -> site_policies column, and the column
+# back to its API name for error messages.
+_BODY = {api: Field((kind,)) for api, kind in FIELDS.values()}
+_COLUMN = {api: column for column, (api, _) in FIELDS.items()}
+_CAMEL = {column: api for column, (api, _) in FIELDS.items()}
 
 
 def rules_json(policy: SitePolicy) -> dict[str, Any]:
@@ -58,7 +46,7 @@ async def media_rules(request: Request) -> Response:
     return JSONResponse(rules_json(policy), headers={"cache-control": "public, max-age=30"})
 
 
-def _admin(request: Request) -> Any:
+def _admin(request: Request) -> tuple[Services, Principal]:
     svc, principal = caller(request)
     if not principal.is_admin:
         raise ApiError(403, "forbidden", "the site policy needs the admin role")
@@ -80,8 +68,8 @@ async def get_site_policy(request: Request) -> Response:
 async def put_site_policy(request: Request) -> Response:
     """Change any subset of the fields; validated as a whole, effective at once."""
     svc, principal = _admin(request)
-    body = await read_json(request, {name: field for name, (_, field) in POLICY_FIELDS.items()})
-    changes = {POLICY_FIELDS[name][0]: value for name, value in body.items()}
+    body = await read_json(request, _BODY)
+    changes = {_COLUMN[name]: value for name, value in body.items()}
     try:
         policy = await SitePolicies(svc.pool).update(changes, by=principal.user_id)
     except PolicyInvalid as exc:

@@ -12,7 +12,7 @@ from mediajobs.config import Settings
 from mediajobs.db.pool import Pool
 from mediajobs.queue.queue import JobQueue
 from mediajobs.realtime import EventHub, EventStore, RealtimeMetrics, StreamOptions
-from mediajobs.service.auth import Authenticator
+from mediajobs.service.auth import Authenticator, Principal
 from mediajobs.service.metrics import QueueGauges
 from mediajobs.storage import CheckReport, StoreRegistry, check_store
 
@@ -41,6 +41,12 @@ class Services:
 def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
+
+
+def caller(request: Request) -> tuple[Services, Principal]:
+    """The process's services and the bearer-authenticated caller (or ``AuthError``)."""
+    svc = services(request)
+    return svc, svc.auth.bearer(request.headers.get("authorization"))
 
 
 class StorageCheck:
