@@ -106,8 +106,9 @@ async def test_rejected_uploads_fail_with_their_code_and_never_touch_other_data(
         async with env_for(database_url, redis_url, store) as env:
             good, good_job = await env.upload(jpeg(quadrants()), "good.jpg")
             await env.succeeded(good_job)
+            # The bytes decide: JPEG bytes named and declared PNG are a JPEG named .jpg.
+            renamed, renamed_job = await env.upload(jpeg(), "renamed.png", content_type="image/png")
             cases = {
-                "type_mismatch": (jpeg(), "renamed.png", "image/png"),
                 "corrupt_image": (jpeg(photo(1200, 900))[:5000], "cut.jpg", "image/jpeg"),
                 "too_small": (jpeg(quadrants(120, 90)), "tiny.jpg", "image/jpeg"),
                 "unsupported_type": (b"GIF89a" + b"\0" * 64, "a.gif", ""),
@@ -125,8 +126,12 @@ async def test_rejected_uploads_fail_with_their_code_and_never_touch_other_data(
                 record = await env.record(media_id)
                 assert record.status is MediaStatus.FAILED
                 assert record.error is not None and record.error["code"] == code
+            await env.succeeded(renamed_job)
+            record = await env.record(renamed)
+            assert (record.status, record.detected_type) == (MediaStatus.READY, "image/jpeg")
+            assert (record.original_filename, record.declared_type) == ("renamed.jpg", "image/png")
             assert (await env.record(good)).status is MediaStatus.READY
-            assert [r.id for r in await env.media.gallery("alice")] == [good]
+            assert [r.id for r in await env.media.gallery("alice")] == [good, renamed]
 
 
 async def test_a_crashing_imaging_process_fails_only_its_own_job(
