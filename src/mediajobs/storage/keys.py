@@ -94,7 +94,9 @@ def owner_segment(sub: str) -> str:
       (66 characters): a 150-character ``sub``, or a long non-ASCII one.
 
     Why two different subs never share a segment: a plain segment has no ``~`` and the
-    other two forms always do, so no plain segment equals another form. Escaping is
+    other two forms always do (a ``sub`` whose escaping has no ``~`` is made of safe bytes
+    and starts with a letter or digit: plain up to 128 characters, hashed beyond), so no
+    plain segment equals another form. Escaping is
     injective: UTF-8 is, and the byte code is prefix-free (a kept byte is one character
     that is never ``~``; an escaped byte is ``~`` and exactly two hex digits), so the
     escaped string decodes back to exactly one ``sub``. An escaped segment never has ``~``
