@@ -52,8 +52,8 @@ class AuthError(MediaJobsError):
 
 class ImageRejected(MediaJobsError):
     """An upload is not an image we accept, or breaks the site policy; ``code`` is one of
-    ``empty_file``, ``file_too_large``, ``unsupported_type``, ``type_mismatch``,
-    ``corrupt_image``, ``too_small``, ``aspect_ratio_out_of_range``, ``too_many_pixels``."""
+    ``empty_file``, ``file_too_large``, ``unsupported_type``, ``corrupt_image``,
+    ``too_small``, ``aspect_ratio_out_of_range``, ``too_many_pixels``."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

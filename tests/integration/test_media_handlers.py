@@ -106,8 +106,9 @@ async def test_rejected_uploads_fail_with_their_code_and_never_touch_other_data(
         async with env_for(database_url, redis_url, store) as env:
             good, good_job = await env.upload(jpeg(quadrants()), "good.jpg")
             await env.succeeded(good_job)
+            # The bytes decide: JPEG bytes named and declared PNG are a JPEG named .jpg.
+            renamed, renamed_job = await env.upload(jpeg(), "renamed.png", content_type="image/png")
             cases = {
-                "type_mismatch": (jpeg(), "renamed.png", "image/png"),
                 "corrupt_image": (jpeg(photo(1200, 900))[:5000], "cut.jpg", "image/jpeg"),
                 "too_small": (jpeg(quadrants(120, 90)), "tiny.jpg", "image/jpeg"),
                 "unsupported_type": (b"GIF89a" + b"\0" * 64, "a.gif", ""),
@@ -125,8 +126,12 @@ async def test_rejected_uploads_fail_with_their_code_and_never_touch_other_data(
                 record = await env.record(media_id)
                 assert record.status is MediaStatus.FAILED
                 assert record.error is not None and record.error["code"] == code
+            await env.succeeded(renamed_job)
+            record = await env.record(renamed)
+            assert (record.status, record.detected_type) == (MediaStatus.READY, "image/jpeg")
+            assert (record.original_filename, record.declared_type) == ("renamed.jpg", "image/png")
             assert (await env.record(good)).status is MediaStatus.READY
-            assert [r.id for r in await env.media.gallery("alice")] == [good]
+            assert [r.id for r in await env.media.gallery("alice")] == [good, renamed]
 
 
 async def test_a_crashing_imaging_process_fails_only_its_own_job(
@@ -490,3 +495,30 @@ async def test_a_delete_job_that_runs_after_a_restore_leaves_the_item_alone(
             assert (await env.record(media_id)).status is MediaStatus.READY
             purges = await _purge_jobs(env, media_id)
             assert purges == []
+
+
+async def test_an_upload_keeps_its_display_name_from_init_to_complete_for_its_owner_only(
+    database_url: str, redis_url: str
+) -> None:
+    with memory_store() as store:
+        async with env_for(database_url, redis_url, store) as env:
+            media = env.media
+            key = "media/auth0~7C5f7c8ec7/uploads/0d9c/file.jpg"
+            await media.start_upload(key, "auth0|5f7c8ec7", "🌅.jpg", "image/jpeg")
+            async with media.transaction() as conn:
+                assert await media.take_upload(key, "auth0_5f7c8ec7", conn=conn) is None
+            async with media.transaction() as conn:
+                assert await media.take_upload(key, "auth0|5f7c8ec7", conn=conn) == "🌅.jpg"
+            async with media.transaction() as conn:  # taken once: the item has it now
+                assert await media.take_upload(key, "auth0|5f7c8ec7", conn=conn) is None
+            # The worker gives the item's name the extension of what the bytes are, and the
+            # owner id stays the sub itself.
+            media_id, job_id = await env.upload(
+                jpeg(quadrants()), "IMG_0001.HEIC", content_type="image/heic", owner="auth0|x@y"
+            )
+            await env.succeeded(job_id)
+            record = await env.record(media_id)
+            assert (record.owner_id, record.original_filename) == ("auth0|x@y", "IMG_0001.jpg")
+            assert record.source.key.startswith("media/auth0~7Cx~40y/uploads/")
+            for variant in record.variants.values():
+                assert variant["locator"].split("/", 3)[3].startswith("media/auth0~7Cx~40y/images/")

@@ -22,6 +22,7 @@ from mediajobs.errors import InvalidKey, ObjectNotFound, StoreNotConfigured
 from mediajobs.storage import Locator, MemoryStore, Store, StoreRegistry
 from mediajobs.storage.gcs import GCSStore
 from mediajobs.storage.gcs import make_client as make_gcs_client
+from mediajobs.storage.keys import upload_key, user_prefix
 from mediajobs.storage.s3 import S3Store
 from tests.conftest import free_port
 from tests.support.emulators import (
@@ -292,3 +293,30 @@ async def test_s3_presigned_put_and_public_base_urls(moto_url):
     assert (info.size, info.content_type) == (4, "image/jpeg")
     public = S3Store(store._client, store.bucket, public_base_url="https://cdn.example.com/")
     assert await public.url(key) == "https://cdn.example.com/media/u1/uploads/x/a%20b.jpg"
+
+
+@pytest.mark.parametrize(
+    ("sub", "filename"),
+    [("auth0|5f7c8ec7", "🌅.jpg"), ("ann+x@example.com", "—.png"), ("ü/../" * 30, "Été 1.HEIC")],
+)
+async def test_keys_of_every_owner_and_name_work_in_every_store(
+    store: Store, sub: str, filename: str
+) -> None:
+    """Escaped and hashed owner segments (``~``) and sanitized names upload presigned, list
+    under their owner's prefix, and are served, in every store."""
+    key = upload_key(sub, filename)
+    presigned = await store.presign_upload(key, "image/jpeg", max_bytes=1000, expires_in=300)
+    body = b"\xff\xd8\xff" + b"k" * 100
+    async with httpx.AsyncClient() as http:
+        if presigned.method == "POST":
+            files = {"file": ("upload", body, "image/jpeg")}
+            reply = await http.post(presigned.url, data=presigned.fields, files=files)
+        else:
+            reply = await http.put(presigned.url, content=body, headers=presigned.headers)
+        assert reply.status_code in (200, 201, 204), reply.text
+        listed = await store.list(user_prefix(sub))
+        assert [item.key for item in listed.items] == [key]
+        fetched = await http.get(await store.url(key))
+    assert (fetched.status_code, fetched.content) == (200, body)
+    await store.delete(key)
+    assert await store.head(key) is None

@@ -58,6 +58,22 @@ def test_bad_bearer_tokens_are_refused_with_a_code():
     assert code_of(lambda: auth.bearer(f"Bearer {none_alg}")) == "invalid_token"
 
 
+@pytest.mark.parametrize(
+    "sub", ["auth0|5f7c8ec7", "google-oauth2|1234", "ann@example.com", "x" * 255, "日本🙂"]
+)
+def test_every_sub_an_identity_provider_issues_is_a_user_id(sub):
+    auth = Authenticator(SECRET)
+    assert auth.bearer(f"Bearer {auth.issue_token(sub)}").user_id == sub
+
+
+@pytest.mark.parametrize("sub", ["x" * 256, "a\nb", "\ud800", " ", ""])
+def test_subs_no_provider_issues_are_invalid_tokens(sub):
+    auth = Authenticator(SECRET)
+    claims = {"sub": sub, "exp": int(time.time()) + 60}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    assert code_of(lambda: auth.bearer(f"Bearer {token}")) == "invalid_token"
+
+
 def test_issuer_and_audience_are_checked_when_configured():
     strict = Authenticator(SECRET, issuer="https://id.example", audience="mediajobs")
     assert strict.bearer(f"Bearer {strict.issue_token('alice')}").user_id == "alice"

@@ -11,6 +11,7 @@ from PIL import Image
 
 from mediajobs.errors import ImageRejected
 from mediajobs.imaging import ImagePolicy, VariantSpec, detect_type, probe, process_image
+from mediajobs.imaging.formats import corrected_filename
 from tests.support.images import (
     BLUE,
     GREEN,
@@ -165,11 +166,59 @@ def test_gps_is_extracted_but_absent_from_every_variant() -> None:
     assert b"EXIF" not in base64.b64decode(result.blur_data_url.split(",", 1)[1])
 
 
-def test_jpeg_renamed_png_is_a_type_mismatch() -> None:
-    rejected("type_mismatch", jpeg(), filename="holiday.png")
-    rejected("type_mismatch", jpeg(), declared_type="image/png")
-    rejected("type_mismatch", jpeg(), declared_type="", filename="holiday.PNG")
-    assert process_image(jpeg(), POLICY, declared_type="image/jpg").detected_type == "image/jpeg"
+@pytest.mark.parametrize(
+    ("filename", "declared"),
+    [
+        ("IMG_0001.HEIC", "image/jpeg"),
+        ("IMG_0001.HEIC", "image/heic"),
+        ("holiday.png", "image/png"),
+        ("holiday.PNG", ""),
+        ("photo.gif", "image/gif"),
+        ("scan", "application/octet-stream"),
+        (None, None),
+    ],
+)
+def test_the_bytes_decide_the_type_whatever_the_name_or_declaration(
+    filename: str | None, declared: str | None
+) -> None:
+    result = process_image(jpeg(), POLICY, declared_type=declared, filename=filename)
+    assert result.detected_type == "image/jpeg"
+    assert detect_type(encode(quadrants(), "PNG"), declared, filename) == "image/png"
+    assert detect_type(encode(quadrants(), "WEBP"), declared, filename) == "image/webp"
+
+
+def test_bytes_of_no_accepted_format_are_refused_whatever_they_claim() -> None:
+    gif = encode(quadrants(), "GIF")
+    for data in (gif, encode(quadrants(), "BMP"), b"<svg onload=alert(1)>", b"just text here"):
+        for declared, name in (("image/jpeg", "a.jpg"), ("", "a.heic"), (None, None)):
+            with pytest.raises(ImageRejected) as info:
+                detect_type(data, declared, name)
+            assert info.value.code == "unsupported_type"
+    with pytest.raises(ImageRejected) as info:
+        detect_type(gif, "image/jpeg", "party.jpg")
+    assert "image/gif" in info.value.message and "party.jpg" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "detected", "corrected"),
+    [
+        ("IMG_0001.HEIC", "image/jpeg", "IMG_0001.jpg"),
+        ("IMG_0001.heic", "image/heic", "IMG_0001.heic"),
+        ("IMG_0001.HEIF", "image/heic", "IMG_0001.HEIF"),  # one family
+        ("holiday.JPEG", "image/jpeg", "holiday.JPEG"),
+        ("holiday.png", "image/jpeg", "holiday.jpg"),
+        ("party.gif", "image/webp", "party.webp"),
+        ("pic.jpg", "image/avif", "pic.avif"),
+        ("IMG_0001", "image/png", "IMG_0001.png"),
+        ("scan.v2", "image/jpeg", "scan.v2.jpg"),
+        ("🌅.jpg", "image/heif", "🌅.heif"),
+        (".jpg", "image/png", ".png"),
+    ],
+)
+def test_the_file_name_gets_the_extension_of_what_the_bytes_are(
+    name: str, detected: str, corrected: str
+) -> None:
+    assert corrected_filename(name, detected) == corrected
 
 
 def test_truncated_file_is_corrupt() -> None:
@@ -256,7 +305,8 @@ def test_avif_is_sniffed_and_processed_when_pillow_decodes_it() -> None:
     result = process_image(data, POLICY, declared_type="", filename="photo.avif")
     assert result.detected_type == "image/avif"
     assert_quadrants(decoded(result.variants[-1].data))
-    rejected("type_mismatch", data, declared_type="image/jpeg")
+    mislabelled = process_image(data, POLICY, declared_type="image/jpeg", filename="p.jpg")
+    assert mislabelled.detected_type == "image/avif"
 
 
 def test_pixels_are_converted_to_srgb_through_the_embedded_profile() -> None:

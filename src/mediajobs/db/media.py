@@ -193,6 +193,36 @@ class MediaRepository:
         assert existing is not None
         return existing, False
 
+    async def start_upload(
+        self, key: str, owner_id: str, display_name: str, declared_type: str | None
+    ) -> None:
+        """Remember the name the user gave an upload's object until it is completed (a
+        second init of the same key keeps the latest)."""
+        async with self._conn(None) as c:
+            await c.execute(
+                """
+                INSERT INTO media_uploads (object_key, owner_id, display_name, declared_type)
+                VALUES (%s, %s, %s, %s)
+                ON CONFLICT (object_key) DO UPDATE SET owner_id = excluded.owner_id,
+                    display_name = excluded.display_name,
+                    declared_type = excluded.declared_type, created_at = now()
+                """,
+                (key, owner_id, display_name, declared_type),
+            )
+
+    async def take_upload(self, key: str, owner_id: str, *, conn: Conn) -> str | None:
+        """The display name remembered for the owner's upload of ``key``, forgotten in the
+        caller's transaction; None when there is none (an upload from before names were
+        kept)."""
+        row = await (
+            await conn.execute(
+                "DELETE FROM media_uploads WHERE object_key = %s AND owner_id = %s "
+                "RETURNING display_name",
+                (key, owner_id),
+            )
+        ).fetchone()
+        return None if row is None else str(row["display_name"])
+
     async def set_job(
         self, media_id: uuid.UUID, job_id: uuid.UUID, *, conn: Conn | None = None
     ) -> None:
@@ -233,14 +263,16 @@ class MediaRepository:
         conn: Conn,
     ) -> MediaRecord | None:
         """Store what processing produced and move to ``status`` (ready or in_review), unless
-        the item was deleted meanwhile."""
-        params = dict(values)
+        the item was deleted meanwhile. ``values`` may carry ``original_filename``: the file
+        name with the extension of the detected type."""
+        params = {"original_filename": None, **values}
         for key in ("variants", "exif", "gps"):
             if params.get(key) is not None:
                 params[key] = Jsonb(params[key])
         return await self._one(
             """
             UPDATE media SET status = %(status)s, detected_type = %(detected_type)s,
+                original_filename = coalesce(%(original_filename)s, original_filename),
                 bytes = %(bytes)s, width = %(width)s, height = %(height)s,
                 variants = %(variants)s, blur_data_url = %(blur_data_url)s, exif = %(exif)s,
                 gps = %(gps)s, sha256 = %(sha256)s, duplicate_of = %(duplicate_of)s,

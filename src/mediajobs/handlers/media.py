@@ -40,6 +40,7 @@ from mediajobs.errors import (
     StorageError,
 )
 from mediajobs.handlers.imaging_pool import ImagingFailed, ImagingPool, PoolOptions
+from mediajobs.imaging.formats import corrected_filename
 from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.queue import kinds
 from mediajobs.queue.models import JSON, Job, JobSpec
@@ -189,6 +190,12 @@ class MediaHandlers:
         status = MediaStatus.IN_REVIEW if review_on else MediaStatus.READY
         values: dict[str, Any] = {
             "detected_type": processed.detected_type,
+            # The item's file name says what the bytes are (IMG_0001.HEIC -> IMG_0001.jpg).
+            "original_filename": corrected_filename(
+                record.original_filename, processed.detected_type
+            )
+            if record.original_filename
+            else None,
             "bytes": processed.source_bytes,
             "width": processed.width,
             "height": processed.height,

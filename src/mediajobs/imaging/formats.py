@@ -1,14 +1,12 @@
-"""What an upload really is: the format sniffed from its bytes, checked against what the
-client declared (its content type and its file name's extension).
+"""What an upload really is: the format sniffed from its bytes.
 
-The bytes decide. A specific declared image type must agree with them; an empty or generic
-one (browsers often send none, or ``application/octet-stream``, for HEIC) is accepted and
-replaced by the sniffed type.
+The bytes decide. Bytes of an accepted format are accepted whatever the file name or the
+declared content type say (phone apps export JPEG bytes named ``IMG_0001.HEIC``); the
+item's file name then gets the extension of what the bytes are (``corrected_filename``).
+Only bytes of no accepted format are refused (``unsupported_type``).
 """
 
 from __future__ import annotations
-
-import posixpath
 
 from mediajobs.errors import ImageRejected
 
@@ -64,6 +62,16 @@ EXTENSIONS = {
     ".svg": "image/svg+xml",
 }
 
+# The extension an item's file name gets for each accepted type (the first of EXTENSIONS).
+CANONICAL_EXTENSIONS = {
+    JPEG: ".jpg",
+    PNG: ".png",
+    WEBP: ".webp",
+    HEIC: ".heic",
+    HEIF: ".heif",
+    AVIF: ".avif",
+}
+
 _HEIC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
 _AVIF_BRANDS = {b"avif", b"avis"}
 _HEIF_BRANDS = {b"mif1", b"msf1", b"mif2", b"miaf"}
@@ -114,23 +122,39 @@ def _same(a: str, b: str) -> bool:
 def detect_type(
     data: bytes | memoryview, declared_type: str | None = None, filename: str | None = None
 ) -> str:
-    """The sniffed type of ``data``, after checking it against the declared content type and
-    the file name's extension. Raises ``ImageRejected`` with ``unsupported_type`` (bytes of
-    no accepted format) or ``type_mismatch`` (a specific declaration the bytes contradict)."""
+    """The type of ``data``, sniffed from its bytes: one of ``ACCEPTED_TYPES``.
+
+    The declared content type and the file name never refuse an upload (a JPEG named
+    ``.HEIC`` or declared ``image/png`` is a JPEG); they only make the message of a refusal
+    say what the client claimed. Raises ``ImageRejected("unsupported_type")`` when the
+    bytes are of no accepted format (GIF, BMP, SVG, text, unrecognised)."""
     detected = sniff(data)
-    declared = normalize_type(declared_type)
-    if detected is None or detected not in ACCEPTED_TYPES:
-        what = detected or "unrecognised bytes"
-        raise ImageRejected(
-            "unsupported_type",
-            f"{what} is not an accepted image type (accepted: {', '.join(ACCEPTED_TYPES)})",
-        )
-    if declared and not _same(declared, detected):
-        raise ImageRejected("type_mismatch", f"declared as {declared} but the bytes are {detected}")
-    ext = posixpath.splitext((filename or "").lower())[1]
-    by_name = EXTENSIONS.get(ext)
-    if by_name is not None and not _same(by_name, detected):
-        raise ImageRejected(
-            "type_mismatch", f"the file name ends in {ext} but the bytes are {detected}"
-        )
-    return detected
+    if detected in ACCEPTED_TYPES:
+        assert detected is not None
+        return detected
+    claimed = [f"declared {normalize_type(declared_type)}"] if normalize_type(declared_type) else []
+    if filename:
+        claimed.append(f"named {filename!r}")
+    said = f" ({', '.join(claimed)})" if claimed else ""
+    raise ImageRejected(
+        "unsupported_type",
+        f"the bytes are {detected or 'of no image format we know'}{said}, not an accepted"
+        f" image type (accepted: {', '.join(ACCEPTED_TYPES)})",
+    )
+
+
+def corrected_filename(name: str, detected: str) -> str:
+    """``name`` with the extension of what its bytes are: kept when it already names that
+    type (``.jpeg``, ``.JPG`` stay for JPEG; ``.heif`` stays for HEIC: one family),
+    replaced when it names another image type (``IMG_0001.HEIC`` with JPEG bytes ->
+    ``IMG_0001.jpg``), appended otherwise (``IMG_0001`` -> ``IMG_0001.jpg``,
+    ``scan.v2`` -> ``scan.v2.jpg``). ``detected`` is one of ``ACCEPTED_TYPES``; raises
+    ``KeyError`` for others."""
+    canonical = CANONICAL_EXTENSIONS[detected]
+    stem, dot, ext = name.rpartition(".")
+    by_name = EXTENSIONS.get(f".{ext.lower()}") if dot else None
+    if by_name is None:
+        return name + canonical
+    if _same(by_name, detected):
+        return name
+    return stem + canonical

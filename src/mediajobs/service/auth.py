@@ -251,11 +251,13 @@ class Authenticator:
 
 def _principal(claims: dict[str, Any]) -> Principal:
     user_id = claims.get("sub")
+    # OpenID Connect Core 1.0 section 2: a sub is at most 255 ASCII characters. Control
+    # characters and lone surrogates (not text Postgres can store) are refused.
     if (
         not isinstance(user_id, str)
         or not user_id.strip()
-        or len(user_id) > 200
-        or any(ord(ch) < 32 or ord(ch) == 127 for ch in user_id)
+        or len(user_id) > 255
+        or any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in user_id)
     ):
         raise AuthError("invalid_token", "the token's sub is not a user id")
     roles = claims.get("roles") or []

@@ -8,6 +8,7 @@ never a 403. Nothing here waits on processing: completion and deletion return a 
 from __future__ import annotations
 
 import posixpath
+import re
 import uuid
 
 from starlette.requests import Request
@@ -16,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus, variant_urls
 from mediajobs.db.policies import SitePolicies
 from mediajobs.errors import InvalidKey
-from mediajobs.imaging.formats import ACCEPTED_TYPES, EXTENSIONS, normalize_type
+from mediajobs.imaging.formats import ACCEPTED_TYPES, normalize_type
 from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
 from mediajobs.queue.models import JSON, JobSpec
 from mediajobs.service.auth import Principal
@@ -34,6 +35,7 @@ from mediajobs.service.body import (
 from mediajobs.service.errors import ApiError
 from mediajobs.service.state import Services, caller
 from mediajobs.storage.keys import (
+    display_filename,
     sanitize_filename,
     upload_key,
     user_prefix,
@@ -80,6 +82,7 @@ async def media_item(svc: Services, record: MediaRecord, *, detail: bool = False
         "jobId": str(record.job_id) if record.job_id else None,
         "filename": record.original_filename,
         "contentType": record.detected_type,
+        "detectedType": record.detected_type,
         "bytes": record.bytes,
         "replaces": str(record.replaces) if record.replaces else None,
         "duplicateOf": str(record.duplicate_of) if record.duplicate_of else None,
@@ -165,16 +168,29 @@ INIT_FIELDS = {
 }
 
 
-def _check_type(filename: str, content_type: str | None) -> str:
-    """The content type the upload is signed for; refuses types we never accept (415)."""
+# Declared types a presigned upload may bind onto the stored object: an image type whose
+# content a browser never runs. SVG and other XML images can carry scripts (stored XSS
+# wherever the object is served with its type), and non-image types (text/html) even more
+# so. Which image the bytes really are is decided by the worker, not here.
+_BINDABLE_TYPE = re.compile(r"image/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+
+
+def _bound_type(content_type: str | None) -> str:
+    """The content type the upload is signed for: the declared one, or
+    ``application/octet-stream`` when it is empty or generic. Refuses (415) a declared type
+    that is not an image, or is an image type that can carry scripts; never the file name,
+    and never one image type for another (the bytes decide that, after the upload)."""
     declared = normalize_type(content_type)
-    if declared and declared not in ACCEPTED_TYPES:
-        raise ApiError(415, "unsupported_type", f"{declared} is not an accepted image type")
-    ext = posixpath.splitext(filename.lower())[1]
-    by_name = EXTENSIONS.get(ext)
-    if by_name is not None and by_name not in ACCEPTED_TYPES:
-        raise ApiError(415, "unsupported_type", f"{ext} files are not accepted")
-    return declared or "application/octet-stream"
+    if not declared:
+        return "application/octet-stream"
+    if not _BINDABLE_TYPE.fullmatch(declared) or "svg" in declared or declared.endswith("+xml"):
+        raise ApiError(
+            415,
+            "unsupported_type",
+            f"{declared} cannot be uploaded: declare an image type ({', '.join(ACCEPTED_TYPES)})"
+            " or none",
+        )
+    return declared
 
 
 async def upload_init(request: Request) -> Response:
@@ -186,11 +202,11 @@ async def upload_init(request: Request) -> Response:
         raise ApiError(
             413, "file_too_large", f"files are limited to {policy.max_source_bytes} bytes"
         )
-    content_type = _check_type(body["filename"], body.get("contentType"))
-    try:
-        key = upload_key(principal.user_id, body["filename"])
-    except InvalidKey as exc:
-        raise ApiError(400, "invalid_filename", str(exc)) from None
+    content_type = _bound_type(body.get("contentType"))
+    key = upload_key(principal.user_id, body["filename"])
+    await MediaRepository(svc.pool).start_upload(
+        key, principal.user_id, display_filename(body["filename"]), content_type
+    )
     signed = await svc.stores.active.presign_upload(
         key, content_type, policy.max_source_bytes, expires_in=UPLOAD_URL_TTL
     )
@@ -256,13 +272,15 @@ async def upload_complete(request: Request) -> Response:
             "too_many_uploads",
             f"at most {policy.max_batch_size} uploads may be processing at once",
         )
-    filename = sanitize_filename(posixpath.basename(key))
     async with media.transaction() as conn:
+        # The name the user gave at init; an object from before names were kept shows its
+        # key's sanitized name.
+        filename = await media.take_upload(key, principal.user_id, conn=conn)
         record, created = await media.create(
             owner_id=principal.user_id,
             source=locator,
             purpose=body.get("purpose") or "gallery",
-            original_filename=filename,
+            original_filename=filename or sanitize_filename(posixpath.basename(key)),
             declared_type=info.content_type,
             alt_text=body.get("altText"),
             replaces=replaces,

@@ -80,6 +80,7 @@ SCHEMAS: dict[str, Any] = {
             "jobId": nullable(UUID),
             "filename": nullable(STRING),
             "contentType": nullable(STRING),
+            "detectedType": nullable(STRING),
             "bytes": nullable(INTEGER),
             "replaces": nullable(UUID),
             "duplicateOf": nullable(UUID),
