@@ -320,7 +320,7 @@ async def test_failed_items_say_why_offer_retry_when_retryable_and_survive_a_rel
         right = pixels.getpixel((int(width * 0.75), height // 2))
         assert isinstance(right, tuple)
         assert all(abs(a - b) <= 12 for a, b in zip(right, RED, strict=True)), right
-        await shot(page, "failed-1440")
+        await shot(page, "transparent-1440")
 
         # A failure that retrying can fix: review is on but has no provider.
         changed = await client.put(
@@ -365,7 +365,7 @@ async def test_failed_items_say_why_offer_retry_when_retryable_and_survive_a_rel
             "This file is damaged and cannot be read."
         )
         assert await tile(page, waiting["id"]) == expected_review
-        await shot(page, "failed-review-1440")
+        await shot(page, "failed-1440")
 
         # On a phone the badges are whole and the page does not scroll sideways.
         phone = await browser.new_context(viewport={"width": 375, "height": 667})

@@ -309,7 +309,7 @@ async def test_webhook_review_retries_a_5xx_then_allows(
             assert preview.status_code == 200 and decoded(preview.content).format == "WEBP"
 
 
-async def test_a_webhook_refusing_the_request_records_the_review_error_and_its_job(
+async def test_a_review_that_stops_for_good_records_its_error_and_job_on_the_item(
     database_url: str, redis_url: str, reviewer: Reviewer
 ) -> None:
     reviewer.answers += [(403, {"error": "forbidden"})]
@@ -335,6 +335,22 @@ async def test_a_webhook_refusing_the_request_records_the_review_error_and_its_j
                 "code": "review_webhook_refused",
                 "jobId": str(review_job),
             }
+
+            # A review whose retries are used up (its last attempt got a 503) records its
+            # code and its own job as well.
+            reviewer.answers += [(503, {"error": "busy"})]
+            last = await env.queue.enqueue(
+                JobSpec("media.review", "alice", {"mediaId": str(media_id)}, max_attempts=1)
+            )
+            finished = await env.finished(last.id)
+            assert finished.state is JobState.FAILED
+            assert finished.error is not None and finished.error["retryable"] is True
+            record = await env.record(media_id)
+            assert record.status is MediaStatus.IN_REVIEW and record.review is not None
+            assert (record.review["code"], record.review["jobId"]) == (
+                "review_unavailable",
+                str(last.id),
+            )
 
 
 async def test_replacement_cuts_over_only_when_it_passes_and_a_refused_one_leaves_the_old(
