@@ -1,5 +1,7 @@
 // The media library page: uploads with real progress, a responsive grid, a detail view,
-// delete with undo. Talks to the API only through mediajobs-client.js.
+// delete with undo, and the items that are not in the gallery with why (in words and the
+// error code) and a Retry where it can help. Talks to the API only through
+// mediajobs-client.js.
 import { createMediaClient, MediaError } from "/static/mediajobs-client.js";
 
 // A sentence for each error code a user can meet; the code is shown next to it.
@@ -18,6 +20,9 @@ const MESSAGES = {
   imaging_timeout: "Processing this image took too long.",
   source_missing: "The uploaded file is no longer in storage.",
   media_deleted: "The photo was deleted while it was being processed.",
+  media_not_found: "This photo no longer exists.",
+  media_not_processable: "This photo was not in a state that can be processed.",
+  invalid_payload: "The job for this photo was malformed.",
   cancelled: "Processing was cancelled.",
   job_cancelled: "Processing was cancelled.",
   lease_expired: "The worker processing this photo stopped.",
@@ -290,9 +295,10 @@ async function retry(item, li, button) {
   try {
     const { jobId } = await media.retry(item.failedJob.id);
     li.dataset.retryJob = jobId;
-    await media.follow(jobId);
+    await media.follow(jobId); // a new failure shows on the refreshed tile
   } catch (error) {
-    if (words) words.textContent = sentence(error instanceof MediaError ? error.code : "network_error");
+    const code = error instanceof MediaError ? error.code : "network_error";
+    toast(`Could not retry ${item.filename || "this photo"}: ${sentence(code)}`);
   }
   await refresh();
 }
@@ -323,12 +329,23 @@ async function refresh() {
 // -- delete with undo -----------------------------------------------------------------------
 
 let toastTimer = null;
+
+/** A message in the toast, without Undo. */
+function toast(text) {
+  $("toast-text").textContent = text;
+  $("toast-undo").hidden = true;
+  $("toast").hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => ($("toast").hidden = true), 8000);
+}
+
 async function remove(item) {
   await media.remove(item.id);
   await refresh();
   $("toast-text").textContent = `Deleted ${item.filename || "photo"}.`;
   $("toast").hidden = false;
   const undo = $("toast-undo");
+  undo.hidden = false;
   undo.onclick = async () => {
     $("toast").hidden = true;
     await media.restore(item.path);
