@@ -4,6 +4,7 @@ test-artifacts/."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -12,10 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
+from mediajobs.service.auth import Authenticator
 from tests.conftest import REPO
-from tests.support.images import heic, jpeg, oriented_jpeg, quadrants
-from tests.support.sse import dev_site, metric
+from tests.support.images import encode, heic, jpeg, oriented_jpeg, photo, quadrants
+from tests.support.sse import SECRET, bearer, dev_site, metric
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -175,3 +178,242 @@ async def test_the_client_renews_its_stream_ticket_and_misses_nothing(
     # Streams ended by expiry were replaced: still exactly one open for the tab.
     assert metric(metrics, 'mediajobs_sse_clients_dropped_total{reason="expired"}', 0) >= 2
     assert metric(metrics, "mediajobs_sse_clients") == 1
+
+
+# -- failed items, retry, transparency, the rules line, the icon, a phone ----------------------
+
+ADMIN = {"Authorization": f"Bearer {Authenticator(SECRET).issue_token('ops', roles=['admin'])}"}
+DEV = bearer("dev")  # the page's user in development
+CARD_BACKGROUND = (255, 255, 255)  # .card's background in app.css
+RED = (230, 20, 20)
+
+
+def half_transparent_png(width: int = 800, height: int = 600) -> bytes:
+    """Left half fully transparent, right half opaque red: the blur placeholder of such an
+    image is red, and smeared into the left half it is the halo."""
+    image = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    image.paste((*RED, 255), (width // 2, 0, width, height))
+    return encode(image, "PNG")
+
+
+@pytest.fixture(scope="module")
+def failure_site(services: Any, migrated_template: str) -> Iterator[str]:
+    with dev_site(services, migrated_template) as base:
+        yield base
+
+
+class PageProblems:
+    """Everything that went wrong loading a page: HTTP errors (the favicon's among them: a
+    browser's own favicon request shows only as a console error), failed requests and
+    console errors."""
+
+    def __init__(self, page: Any) -> None:
+        self.items: list[str] = []
+        page.on("console", self._console)
+        page.on("requestfailed", lambda r: self.items.append(f"failed {r.url} {r.failure}"))
+        page.on(
+            "response",
+            lambda r: self.items.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+        )
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error":
+            self.items.append(f"console: {message.text}")
+
+
+async def tile(page: Any, media_id: str) -> dict[str, Any]:
+    """What one tile of the page shows."""
+    shown: dict[str, Any] = await page.eval_on_selector(
+        f".card[data-id='{media_id}']",
+        """(card) => ({
+            list: card.parentElement.id,
+            reason: card.querySelector('.reason-text')?.textContent ?? null,
+            code: card.querySelector('.reason code')?.textContent ?? null,
+            badge: card.querySelector('.badge')?.textContent ?? null,
+            buttons: [...card.querySelectorAll('.actions button')].map((b) => b.textContent),
+        })""",
+    )
+    return shown
+
+
+async def item_of(client: httpx.AsyncClient, status: str, filename: str) -> dict[str, Any]:
+    listed = (await client.get("/media", params={"status": status}, headers=DEV)).json()
+    [item] = [i for i in listed["items"] if i["filename"] == filename]
+    return item  # type: ignore[no-any-return]
+
+
+async def test_failed_items_say_why_offer_retry_when_retryable_and_survive_a_reload(
+    failure_site: str, browser: Any
+) -> None:
+    site = failure_site
+    context = await browser.new_context(viewport={"width": 1440, "height": 900})
+    page = await context.new_page()
+    problems = PageProblems(page)
+    await page.goto(site)
+    await page.wait_for_selector("body[data-ready='true']")
+    await page.wait_for_timeout(500)  # the browser asks for an icon after the load
+
+    # The rules line names formats, not 14 extensions; the page declares its icon, so the
+    # browser never asks for /favicon.ico; nothing failed on the way.
+    assert await page.text_content("#rules") == (
+        "JPEG, PNG, WebP, HEIC, AVIF · up to 30 MB · at least 200\u00d7200"
+    )
+    assert problems.items == []
+    icon = await page.evaluate(
+        """async () => {
+            const r = await fetch(document.querySelector("link[rel='icon']").href);
+            return [r.status, r.headers.get('content-type')];
+        }"""
+    )
+    assert icon == [200, "image/svg+xml"]
+
+    broken = jpeg(photo(900, 600))
+    await page.set_input_files(
+        "#picker",
+        files=[
+            {"name": "clear.png", "mimeType": "image/png", "buffer": half_transparent_png()},
+            {"name": "broken.jpg", "mimeType": "image/jpeg", "buffer": broken[: len(broken) // 2]},
+        ],
+    )
+    await page.wait_for_selector(".upload.failed[data-error='corrupt_image']", timeout=60_000)
+    await page.wait_for_selector(".upload.done", timeout=60_000)
+
+    async with httpx.AsyncClient(base_url=site, timeout=30) as client:
+        # A failure that retrying cannot fix: its reason in words and its code, no Retry.
+        corrupt = await item_of(client, "failed", "broken.jpg")
+        assert corrupt["failedJob"]["kind"] == "media.process"
+        assert corrupt["failedJob"]["error"]["code"] == "corrupt_image"
+        assert corrupt["failedJob"]["error"]["retryable"] is False
+        await page.wait_for_selector(f"#pending .card[data-id='{corrupt['id']}']")
+        assert await tile(page, corrupt["id"]) == {
+            "list": "pending",
+            "reason": "This file is damaged and cannot be read.",
+            "code": "corrupt_image",
+            "badge": "Failed",
+            "buttons": ["Delete"],
+        }
+
+        # The transparent PNG: once loaded, its placeholder is gone, so the transparent half
+        # shows the card's own background and no red halo.
+        clear = await item_of(client, "ready", "clear.png")
+        thumb = f"#grid .card[data-id='{clear['id']}'] button.open"
+        await page.wait_for_function(
+            """(selector) => {
+                const button = document.querySelector(selector);
+                const img = button && button.querySelector('img');
+                return img && img.complete && img.naturalWidth > 0
+                    && button.classList.contains('loaded');
+            }""",
+            arg=thumb,
+        )
+        style = await page.eval_on_selector(
+            thumb,
+            "(b) => [getComputedStyle(b).backgroundImage, getComputedStyle(b).backgroundColor]",
+        )
+        assert style == ["none", "rgba(0, 0, 0, 0)"]
+        pixels = Image.open(io.BytesIO(await page.locator(thumb).screenshot())).convert("RGB")
+        width, height = pixels.size
+        for fx in (0.05, 0.25, 0.40, 0.46):  # the transparent half, up to near its edge
+            for fy in (0.1, 0.5, 0.9):
+                pixel = pixels.getpixel((int(width * fx), int(height * fy)))
+                assert pixel == CARD_BACKGROUND, (fx, fy, pixel)
+        right = pixels.getpixel((int(width * 0.75), height // 2))
+        assert isinstance(right, tuple)
+        assert all(abs(a - b) <= 12 for a, b in zip(right, RED, strict=True)), right
+        await shot(page, "transparent-1440")
+
+        # A failure that retrying can fix: review is on but has no provider.
+        changed = await client.put(
+            "/v1/admin/site-policies", json={"photoReviewEnabled": True}, headers=ADMIN
+        )
+        assert changed.status_code == 200, changed.text
+        await page.set_input_files(
+            "#picker",
+            files=[
+                {
+                    "name": "review-me.jpg",
+                    "mimeType": "image/jpeg",
+                    "buffer": jpeg(quadrants(1000, 750)),
+                }
+            ],
+        )
+        await page.wait_for_selector(
+            "#pending .card[data-status='in_review'] .reason code", timeout=60_000
+        )
+        waiting = await item_of(client, "in_review", "review-me.jpg")
+        review_job = waiting["failedJob"]
+        assert review_job["kind"] == "media.review"
+        assert review_job["error"] == {
+            "code": "review_provider_disabled",
+            "message": "photo review is on but no review provider is configured",
+            "retryable": True,
+        }
+        expected_review = {
+            "list": "pending",
+            "reason": "The review could not run: no review service is set up.",
+            "code": "review_provider_disabled",
+            "badge": "In review",
+            "buttons": ["Retry", "Delete"],
+        }
+        assert await tile(page, waiting["id"]) == expected_review
+
+        # A reload shows the same: the reasons come from the API, not from live events.
+        await page.reload()
+        await page.wait_for_selector("body[data-ready='true']")
+        await page.wait_for_selector(f".card[data-id='{waiting['id']}']")
+        assert (await tile(page, corrupt["id"]))["reason"] == (
+            "This file is damaged and cannot be read."
+        )
+        assert await tile(page, waiting["id"]) == expected_review
+        await shot(page, "failed-1440")
+
+        # On a phone the badges are whole and the page does not scroll sideways.
+        phone = await browser.new_context(viewport={"width": 375, "height": 667})
+        small = await phone.new_page()
+        await small.goto(site)
+        await small.wait_for_selector("body[data-ready='true']")
+        await small.wait_for_selector(f".card[data-id='{waiting['id']}'] .badge")
+        badges = await small.eval_on_selector_all(
+            "#pending .badge",
+            """(badges) => badges.map((b) => {
+                const box = b.getBoundingClientRect();
+                const card = b.closest('.card').getBoundingClientRect();
+                return {text: b.textContent, scroll: b.scrollWidth, client: b.clientWidth,
+                        inside: box.left >= card.left && box.right <= card.right};
+            })""",
+        )
+        assert sorted(b["text"] for b in badges) == ["Failed", "In review"]
+        for badge in badges:
+            assert badge["scroll"] <= badge["client"] and badge["inside"], badge
+        assert await small.evaluate("document.documentElement.scrollWidth") <= 375
+        await shot(small, "failed-375")
+        await phone.close()
+
+        # Retry once a provider is no longer needed: the new review job runs and the photo
+        # moves to the gallery.
+        changed = await client.put(
+            "/v1/admin/site-policies", json={"photoReviewEnabled": False}, headers=ADMIN
+        )
+        assert changed.status_code == 200, changed.text
+        async with page.expect_response(lambda r: r.url.endswith("/retry")) as answer:
+            await page.click(f".card[data-id='{waiting['id']}'] .retry")
+        retried = await (await answer.value).json()
+        assert (await answer.value).status == 202
+        assert retried["retryOf"] == review_job["id"]
+        await page.wait_for_selector(f"#grid .card[data-id='{waiting['id']}'] img", timeout=60_000)
+        assert await page.query_selector(f"#pending .card[data-id='{waiting['id']}']") is None
+        job = (await client.get(f"/jobs/{retried['jobId']}", headers=DEV)).json()
+        assert (job["kind"], job["state"]) == ("media.review", "succeeded")
+        assert job["result"]["status"] == "ready"
+        item = (await client.get(f"/media/{waiting['id']}", headers=DEV)).json()
+        assert item["status"] == "ready" and item["failedJob"] is None
+
+        # Delete still works on a failed tile.
+        await page.click(f".card[data-id='{corrupt['id']}'] .delete")
+        await page.wait_for_selector(f".card[data-id='{corrupt['id']}']", state="detached")
+        assert await page.text_content("#toast-text") == "Deleted broken.jpg."
+        listed = (await client.get("/media", params={"status": "failed"}, headers=DEV)).json()
+        assert listed["items"] == []
+    # No HTTP error or console error all along (the reload aborts the old page's stream).
+    assert [p for p in problems.items if "net::ERR_ABORTED" not in p] == []
+    await context.close()

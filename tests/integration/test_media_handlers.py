@@ -216,6 +216,7 @@ async def test_review_on_with_provider_disabled_keeps_media_out_and_fails_retrya
             record = await env.record(media_id)
             assert record.status is MediaStatus.IN_REVIEW
             assert record.review is not None and record.review["code"] == "review_provider_disabled"
+            assert record.review["jobId"] == str(review_job)  # the job its owner can retry
             assert await env.media.gallery("alice") == []
 
 
@@ -311,6 +312,50 @@ async def test_webhook_review_retries_a_5xx_then_allows(
             async with httpx.AsyncClient() as client:
                 preview = await client.get(asked["body"]["previewURL"])
             assert preview.status_code == 200 and decoded(preview.content).format == "WEBP"
+
+
+async def test_a_review_that_stops_for_good_records_its_error_and_job_on_the_item(
+    database_url: str, redis_url: str, reviewer: Reviewer
+) -> None:
+    reviewer.answers += [(403, {"error": "forbidden"})]
+    with memory_store() as store:
+        async with env_for(
+            database_url, redis_url, store, settings=webhook_settings(reviewer.url)
+        ) as env:
+            await env.policies.update(
+                {"photo_review_enabled": True, "photo_review_provider": "webhook"}
+            )
+            media_id, job_id = await env.upload(jpeg(), "a.jpg")
+            await env.succeeded(job_id)
+            review_job = await _review_job(env, media_id)
+            finished = await env.finished(review_job)
+            assert finished.state is JobState.FAILED
+            assert finished.error is not None and finished.error["retryable"] is True
+            record = await env.record(media_id)
+            assert record.status is MediaStatus.IN_REVIEW
+            assert record.review is not None
+            assert {k: record.review[k] for k in ("status", "provider", "code", "jobId")} == {
+                "status": "error",
+                "provider": "webhook",
+                "code": "review_webhook_refused",
+                "jobId": str(review_job),
+            }
+
+            # A review whose retries are used up (its last attempt got a 503) records its
+            # code and its own job as well.
+            reviewer.answers += [(503, {"error": "busy"})]
+            last = await env.queue.enqueue(
+                JobSpec("media.review", "alice", {"mediaId": str(media_id)}, max_attempts=1)
+            )
+            finished = await env.finished(last.id)
+            assert finished.state is JobState.FAILED
+            assert finished.error is not None and finished.error["retryable"] is True
+            record = await env.record(media_id)
+            assert record.status is MediaStatus.IN_REVIEW and record.review is not None
+            assert (record.review["code"], record.review["jobId"]) == (
+                "review_unavailable",
+                str(last.id),
+            )
 
 
 async def test_replacement_cuts_over_only_when_it_passes_and_a_refused_one_leaves_the_old(

@@ -370,20 +370,29 @@ class MediaHandlers:
         policy = await SitePolicies(ctx.queue.pool).load()
         provider = policy.photo_review_provider
         reason: str | None
-        if not policy.photo_review_enabled:
-            allowed, reason, provider = True, "review turned off", "none"
-        elif provider == "webhook" and self.settings.review_webhook_url:
-            allowed, reason = await self._ask_webhook(record)
-        else:
-            code = "review_provider_disabled"
-            message = "photo review is on but no review provider is configured"
-            if provider == "webhook":
-                code = "review_webhook_not_configured"
-                message = "the webhook review provider needs MEDIAJOBS_REVIEW_WEBHOOK_URL"
-            await media.set_review(
-                media_id, {"status": "error", "provider": provider, "code": code, "at": _now()}
-            )
-            raise JobFailed(message, code=code, retryable=True)
+        try:
+            if not policy.photo_review_enabled:
+                allowed, reason, provider = True, "review turned off", "none"
+            elif provider == "webhook" and self.settings.review_webhook_url:
+                allowed, reason = await self._ask_webhook(record)
+            elif provider == "webhook":
+                raise JobFailed(
+                    "the webhook review provider needs MEDIAJOBS_REVIEW_WEBHOOK_URL",
+                    code="review_webhook_not_configured",
+                    retryable=True,
+                )
+            else:
+                raise JobFailed(
+                    "photo review is on but no review provider is configured",
+                    code="review_provider_disabled",
+                    retryable=True,
+                )
+        except (JobFailed, Retry) as exc:
+            if isinstance(exc, JobFailed) or job.attempt >= job.max_attempts:
+                # The review stopped for good: the item says why, and which job to retry.
+                error = {"status": "error", "provider": provider, "code": exc.code}
+                await media.set_review(media_id, {**error, "jobId": str(job.id), "at": _now()})
+            raise
         review: dict[str, JSON] = {
             "status": "allowed" if allowed else "rejected",
             "provider": provider,

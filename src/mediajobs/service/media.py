@@ -19,7 +19,7 @@ from mediajobs.db.policies import SitePolicies
 from mediajobs.errors import InvalidKey
 from mediajobs.imaging.formats import ACCEPTED_TYPES, normalize_type
 from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
-from mediajobs.queue.models import JSON, JobSpec
+from mediajobs.queue.models import JSON, JobSpec, JobState
 from mediajobs.service.auth import Principal
 from mediajobs.service.body import (
     Field,
@@ -88,10 +88,38 @@ async def media_item(svc: Services, record: MediaRecord, *, detail: bool = False
         "duplicateOf": str(record.duplicate_of) if record.duplicate_of else None,
         "error": record.error,
         "review": record.review,
+        "failedJob": await _failed_job(svc, record),
     }
     if detail:
         item["exif"] = record.exif  # camera data; GPS is kept apart and never shown
     return item
+
+
+async def _failed_job(svc: Services, record: MediaRecord) -> JSON:
+    """What stopped an item, when a job did: ``{id, kind, error: {code, message, retryable}}``
+    of its processing job (a failed item) or of its review job (an item in review whose
+    review failed), if that job failed; else None. ``POST /jobs/{id}/retry`` runs it again
+    when ``retryable``."""
+    job_id: object = None
+    if record.status is MediaStatus.FAILED:
+        job_id = record.job_id
+    elif record.status is MediaStatus.IN_REVIEW and record.review:
+        job_id = record.review.get("jobId")
+    if job_id is None or (job_uuid := _parse_id(str(job_id))) is None:
+        return None
+    job = await svc.queue.get(job_uuid)
+    if job is None or job.state is not JobState.FAILED or job.owner_id != record.owner_id:
+        return None
+    error = job.error or {}
+    return {
+        "id": str(job.id),
+        "kind": job.kind,
+        "error": {
+            "code": str(error.get("code") or "failed"),
+            "message": str(error.get("message") or ""),
+            "retryable": bool(error.get("retryable", False)),
+        },
+    }
 
 
 async def list_media(request: Request) -> Response:

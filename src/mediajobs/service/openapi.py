@@ -86,9 +86,21 @@ SCHEMAS: dict[str, Any] = {
             "duplicateOf": nullable(UUID),
             "error": nullable({"type": "object"}),
             "review": nullable({"type": "object"}),
+            "failedJob": nullable(ref("FailedJob")),
             "exif": nullable({"type": "object"}),
         },
         ("id", "path", "status", "variants", "createdAt"),
+    ),
+    "FailedJob": obj(
+        {
+            "id": UUID,
+            "kind": STRING,
+            "error": obj(
+                {"code": STRING, "message": STRING, "retryable": BOOLEAN},
+                ("code", "message", "retryable"),
+            ),
+        },
+        ("id", "kind", "error"),
     ),
     "MediaList": obj(
         {"items": {"type": "array", "items": ref("MediaItem")}, "nextCursor": nullable(STRING)},

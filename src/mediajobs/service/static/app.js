@@ -1,7 +1,10 @@
 // The media library page: uploads with real progress, a responsive grid, a detail view,
-// delete with undo. Talks to the API only through mediajobs-client.js.
+// delete with undo, and the items that are not in the gallery with why (in words and the
+// error code) and a Retry where it can help. Talks to the API only through
+// mediajobs-client.js.
 import { createMediaClient, MediaError } from "/static/mediajobs-client.js";
 
+// A sentence for each error code a user can meet; the code is shown next to it.
 const MESSAGES = {
   too_small: "This photo is too small.",
   file_too_large: "This file is too large.",
@@ -12,7 +15,35 @@ const MESSAGES = {
   too_many_pixels: "This photo has too many pixels.",
   empty_file: "This file is empty.",
   too_many_uploads: "Too many uploads at once; try again in a moment.",
+  imaging_crashed: "Reading this image crashed the image processor.",
+  imaging_out_of_memory: "This image needs more memory than processing may use.",
+  imaging_timeout: "Processing this image took too long.",
+  source_missing: "The uploaded file is no longer in storage.",
+  media_deleted: "The photo was deleted while it was being processed.",
+  media_not_found: "This photo no longer exists.",
+  media_not_processable: "This photo was not in a state that can be processed.",
+  invalid_payload: "The job for this photo was malformed.",
+  cancelled: "Processing was cancelled.",
+  job_cancelled: "Processing was cancelled.",
+  lease_expired: "The worker processing this photo stopped.",
+  internal_error: "Something went wrong on our side.",
+  storage_unavailable: "Storage could not be reached.",
+  storage_denied: "Storage refused the request.",
+  upload_rejected: "Storage refused the upload.",
+  network_error: "The connection failed.",
+  review_provider_disabled: "The review could not run: no review service is set up.",
+  review_webhook_not_configured: "The review could not run: the review service has no address.",
+  review_webhook_refused: "The review service refused the request.",
+  review_timeout: "The review service did not answer in time.",
+  review_unavailable: "The review service could not be reached.",
+  review_invalid_response: "The review service's answer could not be read.",
+  not_retryable: "This can no longer be retried.",
 };
+const TYPE_NAMES = {
+  "image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP", "image/heic": "HEIC",
+  "image/heif": "HEIC", "image/avif": "AVIF", "image/gif": "GIF", "image/tiff": "TIFF",
+};
+const BADGES = { in_review: "In review", failed: "Failed", rejected: "Rejected" };
 const $ = (id) => document.getElementById(id);
 
 async function signIn() {
@@ -45,8 +76,18 @@ $("who").textContent = `Signed in as ${userOf(token)}`;
 const media = createMediaClient({ baseURL: "", getToken: () => signIn() });
 const rules = await media.rules();
 $("rules").textContent =
-  `${rules.acceptedExtensions.join(", ")} · up to ${(rules.maxSourceBytes / 1048576).toFixed(0)} MB · ` +
-  `at least ${rules.minWidth}×${rules.minHeight}`;
+  `${formatNames(rules.acceptedTypes).join(", ")} · ` +
+  `up to ${(rules.maxSourceBytes / 1048576).toFixed(0)} MB · at least ${rules.minWidth}×${rules.minHeight}`;
+
+/** "image/heic", "image/heif" -> "HEIC": the names people know, once each. */
+function formatNames(types) {
+  return [...new Set(types.map((t) => TYPE_NAMES[t] || t.replace(/^image\//, "").toUpperCase()))];
+}
+
+/** A sentence for an error code; unknown codes get a general one (the code is shown too). */
+function sentence(code) {
+  return MESSAGES[code] || "This photo could not be processed.";
+}
 
 // -- uploads --------------------------------------------------------------------------------
 
@@ -82,7 +123,7 @@ async function uploadOne(file) {
   const local = checkLocally(file);
   if (local) return fail(row, state, bar, local);
   try {
-    await media.upload(file, {
+    const item = await media.upload(file, {
       onProgress: (p) => {
         bar.value = Math.round(p.fraction * 100);
         bar.dataset.value = String(bar.value);
@@ -92,7 +133,7 @@ async function uploadOne(file) {
       },
     });
     row.classList.add("done");
-    state.textContent = "Ready";
+    state.textContent = item.status === "in_review" ? "Waiting for review" : "Ready";
     await refresh();
   } catch (error) {
     fail(row, state, bar, error instanceof MediaError ? error.code : "network_error", error.message);
@@ -134,37 +175,41 @@ function card(item) {
   li.className = "card";
   li.dataset.id = item.id;
   li.dataset.status = item.status;
-  const open = document.createElement("button");
-  open.className = "open";
-  open.type = "button";
   const label = item.altText || item.filename || "photo";
-  open.setAttribute("aria-label", `Open ${label}`);
-  if (item.blurDataURL) open.style.backgroundImage = `url("${item.blurDataURL}")`;
-  const card = item.variants.card || Object.values(item.variants)[0];
-  if (card) {
-    const img = document.createElement("img");
-    img.src = card.url;
-    img.srcset = srcset(item);
-    img.sizes = "(max-width: 480px) 50vw, 220px";
-    img.loading = "lazy";
-    img.decoding = "async";
-    img.alt = label;
-    img.width = card.width;
-    img.height = card.height;
-    open.append(img);
+  const variant = item.variants.card || Object.values(item.variants)[0];
+  const why = reason(item);
+  if (variant) {
+    li.append(thumbnail(item, variant, label));
+  } else {
+    // Nothing to show but the reason: it fills the tile.
+    const box = document.createElement("div");
+    box.className = "thumb";
+    if (why) box.append(why);
+    li.append(box);
   }
-  open.addEventListener("click", () => showDetail(item));
+  if (BADGES[item.status]) {
+    const badge = document.createElement("span");
+    badge.className = `badge ${item.status}`;
+    badge.textContent = BADGES[item.status];
+    li.append(badge);
+  }
+  if (variant && why) li.append(why);
   const meta = document.createElement("div");
   meta.className = "meta";
   const name = document.createElement("span");
+  name.className = "name";
   name.textContent = item.filename || "";
-  meta.append(name);
-  if (item.status !== "ready") {
-    const badge = document.createElement("span");
-    badge.className = `badge ${item.status}`;
-    badge.textContent = item.status === "in_review" ? "In review" : item.status;
-    if (item.error) badge.title = item.error.message;
-    meta.append(badge);
+  name.title = item.filename || "";
+  const actions = document.createElement("span");
+  actions.className = "actions";
+  if (item.failedJob && item.failedJob.error.retryable) {
+    const again = document.createElement("button");
+    again.className = "retry";
+    again.type = "button";
+    again.textContent = "Retry";
+    again.setAttribute("aria-label", `Retry ${label}`);
+    again.addEventListener("click", () => retry(item, li, again));
+    actions.append(again);
   }
   const del = document.createElement("button");
   del.className = "delete";
@@ -172,9 +217,90 @@ function card(item) {
   del.textContent = "Delete";
   del.setAttribute("aria-label", `Delete ${label}`);
   del.addEventListener("click", () => remove(item));
-  meta.append(del);
-  li.append(open, meta);
+  actions.append(del);
+  meta.append(name, actions);
+  li.append(meta);
   return li;
+}
+
+function thumbnail(item, variant, label) {
+  const open = document.createElement("button");
+  open.className = "open";
+  open.type = "button";
+  open.setAttribute("aria-label", `Open ${label}`);
+  if (item.blurDataURL) open.style.backgroundImage = `url("${item.blurDataURL}")`;
+  const img = document.createElement("img");
+  // The placeholder goes once the image is there: it would show through transparent pixels.
+  const loaded = () => {
+    open.style.backgroundImage = "";
+    open.classList.add("loaded");
+  };
+  img.addEventListener("load", loaded, { once: true });
+  img.src = variant.url;
+  img.srcset = srcset(item);
+  img.sizes = "(max-width: 480px) 50vw, 220px";
+  img.loading = "lazy";
+  img.decoding = "async";
+  img.alt = label;
+  img.width = variant.width;
+  img.height = variant.height;
+  if (img.complete && img.naturalWidth > 0) loaded();
+  open.append(img);
+  open.addEventListener("click", () => showDetail(item));
+  return open;
+}
+
+/** Why an item is not in the gallery, in words and with its code; null when it just waits. */
+function reason(item) {
+  let code = null;
+  let text = null;
+  if (item.status === "failed") {
+    code = (item.error && item.error.code) || (item.failedJob && item.failedJob.error.code) || "failed";
+    text = sentence(code);
+  } else if (item.status === "in_review" && item.review && item.review.status === "error") {
+    code = (item.failedJob && item.failedJob.error.code) || item.review.code || "review_failed";
+    text = sentence(code);
+  } else if (item.status === "in_review") {
+    text = "Waiting for review.";
+  } else if (item.status === "rejected") {
+    const why = item.review && item.review.reason;
+    text = why ? `Not accepted by review: ${why}` : "Not accepted by review.";
+  } else {
+    return null;
+  }
+  const p = document.createElement("p");
+  p.className = "reason";
+  const words = document.createElement("span");
+  words.className = "reason-text";
+  words.textContent = text;
+  p.append(words);
+  if (code) {
+    // Long codes may wrap after an underscore on a narrow tile, never inside a word.
+    const tag = document.createElement("code");
+    code.split("_").forEach((part, i) => {
+      if (i > 0) tag.append("_", document.createElement("wbr"));
+      tag.append(part);
+    });
+    p.append(" ", tag);
+  }
+  return p;
+}
+
+async function retry(item, li, button) {
+  button.disabled = true;
+  button.textContent = "Retrying…";
+  li.classList.add("retrying");
+  const words = li.querySelector(".reason-text");
+  if (words) words.textContent = "Trying again…";
+  try {
+    const { jobId } = await media.retry(item.failedJob.id);
+    li.dataset.retryJob = jobId;
+    await media.follow(jobId); // a new failure shows on the refreshed tile
+  } catch (error) {
+    const code = error instanceof MediaError ? error.code : "network_error";
+    toast(`Could not retry ${item.filename || "this photo"}: ${sentence(code)}`);
+  }
+  await refresh();
 }
 
 function showDetail(item) {
@@ -187,14 +313,15 @@ function showDetail(item) {
 }
 
 async function refresh() {
-  const [ready, review, failed] = await Promise.all([
+  const [ready, review, failed, rejected] = await Promise.all([
     media.list({ limit: 200 }),
     media.list({ status: "in_review", limit: 50 }),
     media.list({ status: "failed", limit: 50 }),
+    media.list({ status: "rejected", limit: 50 }),
   ]);
   $("grid").replaceChildren(...ready.items.map(card));
   $("empty").hidden = ready.items.length > 0;
-  const others = [...review.items, ...failed.items];
+  const others = [...failed.items, ...review.items, ...rejected.items];
   $("pending").replaceChildren(...others.map(card));
   $("pending-title").hidden = others.length === 0;
 }
@@ -202,12 +329,23 @@ async function refresh() {
 // -- delete with undo -----------------------------------------------------------------------
 
 let toastTimer = null;
+
+/** A message in the toast, without Undo. */
+function toast(text) {
+  $("toast-text").textContent = text;
+  $("toast-undo").hidden = true;
+  $("toast").hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => ($("toast").hidden = true), 8000);
+}
+
 async function remove(item) {
   await media.remove(item.id);
   await refresh();
   $("toast-text").textContent = `Deleted ${item.filename || "photo"}.`;
   $("toast").hidden = false;
   const undo = $("toast-undo");
+  undo.hidden = false;
   undo.onclick = async () => {
     $("toast").hidden = true;
     await media.restore(item.path);
@@ -218,6 +356,15 @@ async function remove(item) {
   toastTimer = setTimeout(() => ($("toast").hidden = true), rules.undoWindowSeconds * 1000);
 }
 
-media.events({ onEvent: (event) => { if (event.type === "resync") refresh(); } });
+// Jobs end outside this tab's own uploads too (reviews, retries, other tabs): refetch then.
+let refreshTimer = null;
+const ENDED = /(_complete|_failed)$|^job_cancelled$|^resync$/;
+media.events({
+  onEvent: (event) => {
+    if (!ENDED.test(event.type)) return;
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(refresh, 200);
+  },
+});
 await refresh();
 document.body.dataset.ready = "true";

@@ -13,7 +13,12 @@
  *   width: number|null, height: number|null, url: string|null,
  *   variants: Record<string, VariantRef>, blurDataURL: string|null, altText: string|null,
  *   sortOrder: number, createdAt: string, jobId: string|null, filename: string|null,
- *   error: {code: string, message: string}|null, review: object|null}} MediaItem
+ *   error: {code: string, message: string}|null, review: object|null,
+ *   failedJob: FailedJob|null}} MediaItem
+ * @typedef {{id: string, kind: string,
+ *   error: {code: string, message: string, retryable: boolean}}} FailedJob The job that
+ *   stopped an item (its processing, or its review); `retry(id)` runs it again when
+ *   `error.retryable`.
  * @typedef {{maxBatchSize: number, maxSourceBytes: number, minWidth: number,
  *   minHeight: number, minAspectRatio: number, maxAspectRatio: number,
  *   maxMegapixels: number, undoWindowSeconds: number, acceptedTypes: string[],
@@ -235,6 +240,27 @@ export function createMediaClient({ baseURL = "", getToken }) {
     return api("/media/restore", { method: "POST", json: { path } });
   }
 
+  /**
+   * Run a failed job again (`POST /jobs/{id}/retry`; only when its error is retryable, e.g.
+   * an item's `failedJob`). Resolves with the new job's id once it is queued; follow it with
+   * `follow(jobId)`. Rejects with a MediaError (`not_retryable`, `job_not_found`).
+   * @param {string} jobId @returns {Promise<{jobId: string, retryOf: string}>}
+   */
+  async function retry(jobId) {
+    await ensureStream(); // open before the new job exists: no event can be missed
+    return api(`/jobs/${encodeURIComponent(jobId)}/retry`, { method: "POST" });
+  }
+
+  /**
+   * Follow one job to its end. Resolves with its terminal event (`*_complete`, `*_failed` or
+   * `job_cancelled`); `onEvent` sees each of its events on the way.
+   * @param {string} jobId @param {(e: MediaEvent) => void} [onEvent]
+   * @returns {Promise<MediaEvent>}
+   */
+  function follow(jobId, onEvent) {
+    return waitForJob(jobId, onEvent);
+  }
+
   /** @returns {Promise<MediaRules>} */
   function rules() {
     return fetch(`${base}/v1/meta/media-rules`).then((r) => r.json());
@@ -247,5 +273,5 @@ export function createMediaClient({ baseURL = "", getToken }) {
     listeners.clear();
   }
 
-  return { upload, events, list, get, remove, restore, rules, close };
+  return { upload, events, list, get, remove, restore, retry, follow, rules, close };
 }
