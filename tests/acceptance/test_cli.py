@@ -178,7 +178,8 @@ def test_policy_show_and_set_change_the_live_limits_with_validation(database_url
     assert (after["photoReviewEnabled"], after["maxMegapixels"]) == (True, 40.0)
     assert after["variants"] == [{"name": "small", "size": 400}, {"name": "large", "size": 1200}]
     for bad, field in [
-        ("photo_review_enabled=maybe", "photo_review_enabled"),
+        ("photo_review_enabled=maybe", "photoReviewEnabled"),
+        ("photoReviewEnabled=maybe", "photoReviewEnabled"),
         ("min_aspect_ratio=5", "policy"),  # above the max of 4
         ("photo_review_provider=gemini", "photoReviewProvider"),
         ("no_such_field=1", "no_such_field"),
