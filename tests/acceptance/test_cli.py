@@ -140,7 +140,7 @@ def test_jobs_commands_enqueue_show_cancel_and_count(database_url):
     assert enqueued.returncode == 0, enqueued.stderr
     job_id = enqueued.stdout.strip()
     shown = json.loads(mediajobs("jobs", "show", job_id, env=env).stdout)
-    assert (shown["kind"], shown["owner_id"], shown["payload"], shown["state"]) == (
+    assert (shown["kind"], shown["ownerId"], shown["payload"], shown["state"]) == (
         "media.process",
         "u1",
         {"x": 1},
