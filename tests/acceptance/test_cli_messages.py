@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import uuid
 
 import psycopg
@@ -29,6 +30,7 @@ DATABASE_COMMANDS = [
     ("migrate",),
     ("policy", "show"),
     ("events", "prune"),
+    ("worker", "--burst"),
 ]
 
 
@@ -46,26 +48,33 @@ def _keys(value: object) -> list[str]:
 
 
 @pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=" ".join)
-@pytest.mark.parametrize(
-    "unreachable",
-    ["closed-port", "missing-socket-dir"],
-)
+@pytest.mark.parametrize("unreachable", ["closed-port", "missing-socket-dir", "silent-server"])
 def test_an_unreachable_database_fails_at_once_in_one_line_naming_database_url(
     command, unreachable, tmp_path
 ):
-    url = (
-        f"postgresql://postgres@127.0.0.1:{free_port()}/mediajobs"
-        if unreachable == "closed-port"
-        else f"postgresql://postgres:@/mediajobs?host={tmp_path / 'gone' / 'pg'}"
-    )
-    result = mediajobs(*command, env=clean_env(DATABASE_URL=url), timeout=HANG_GUARD)
+    silent = socket.socket()  # accepts TCP connections (the kernel does) but never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    urls = {
+        "closed-port": f"postgresql://postgres@127.0.0.1:{free_port()}/mediajobs",
+        "missing-socket-dir": f"postgresql://postgres:@/mediajobs?host={tmp_path / 'gone' / 'pg'}",
+        "silent-server": f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/mediajobs",
+    }
+    url = urls[unreachable]
+    env = clean_env(DATABASE_URL=url, MEDIAJOBS_JWT_SECRET="s" * 40)
+    with silent:
+        result = mediajobs(*command, env=env, timeout=HANG_GUARD)
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr  # no driver warnings, no traceback
     assert lines[0].startswith(f"mediajobs: cannot reach the database at DATABASE_URL={url}: ")
     assert "in development, `make dev` must be running" in lines[0]
-    reason = "Connection refused" if unreachable == "closed-port" else "No such file or directory"
+    reason = {
+        "closed-port": "Connection refused",
+        "missing-socket-dir": "No such file or directory",
+        "silent-server": "timeout expired",
+    }[unreachable]
     assert reason in lines[0]
 
 
