@@ -541,6 +541,12 @@ def cmd_storage_check(args: argparse.Namespace, settings: Settings) -> int:
                     "`make dev` (or `mediajobs serve`) runs; start it, or set MEDIAJOBS_PORT "
                     "to its port"
                 )
+            elif remote and report.error_code == "storage_denied":
+                print(
+                    f"the server at {where} refused the signed probe: it signs with another "
+                    "key (MEDIAJOBS_JWT_SECRET, or the jwt-secret file of its "
+                    "MEDIAJOBS_DATA_DIR): run this with the server's settings"
+                )
             healthy = report.ok
             for store in stores.stores:
                 if store is stores.active:

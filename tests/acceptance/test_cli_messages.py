@@ -143,6 +143,22 @@ def test_storage_check_in_development_probes_the_running_servers_memory_store(
     assert re.search(rf'"HEAD /storage/{re.escape(key)} [^"]*" 404', serving.output)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_storage_check_against_a_server_with_another_key_says_so(database_url, redis_url):
+    env = realtime_env(database_url, redis_url)
+    with Serving(env, command="dev") as serving:
+        other = {**env, "MEDIAJOBS_PORT": str(serving.port), "MEDIAJOBS_JWT_SECRET": "o" * 40}
+        done = mediajobs("storage", "check", env=other)
+    assert done.returncode == 1
+    assert "FAIL write: StorageDenied" in done.stdout
+    assert done.stdout.splitlines()[-1] == (
+        f"the server at {serving.base}/storage refused the signed probe: it signs with another "
+        "key (MEDIAJOBS_JWT_SECRET, or the jwt-secret file of its MEDIAJOBS_DATA_DIR): run "
+        "this with the server's settings"
+    )
+
+
 def test_storage_check_in_development_without_a_server_says_nothing_answers(tmp_path):
     port = free_port()
     env = clean_env(MEDIAJOBS_PORT=str(port), MEDIAJOBS_DATA_DIR=str(tmp_path))
