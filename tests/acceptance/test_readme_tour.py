@@ -133,7 +133,8 @@ def test_the_readme_tour_works_pasted_line_by_line(tmp_path):
     workdir.mkdir()
     (workdir / ".venv").symlink_to(Path(sys.executable).parent.parent)
     port = free_port()
-    terminal_env = clean_env(MEDIAJOBS_PORT=str(port))  # `export MEDIAJOBS_PORT=...` as told
+    # `export MEDIAJOBS_PORT=...` as the tour says for another port; a TMPDIR of its own
+    terminal_env = clean_env(MEDIAJOBS_PORT=str(port), TMPDIR=str(tmp_path))
     base = f"http://127.0.0.1:{port}"
 
     with make_dev(workdir, port) as dev_log:
@@ -211,3 +212,29 @@ def test_the_readme_tour_works_pasted_line_by_line(tmp_path):
                 terminal_3.wait(timeout=10)
     everything = "\n".join(transcript) + dev_log.read_text()
     assert "Traceback" not in everything, everything
+
+
+@pytest.mark.timeout(120)
+def test_the_tour_without_make_dev_fails_step_by_step_in_words_not_tracebacks(tmp_path):
+    blocks = tour_blocks()
+    setup, watch, upload = (commands(code) for _, code in blocks[1:])
+    workdir = tmp_path / "clone"
+    workdir.mkdir()
+    (workdir / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    terminal = Shell(workdir, clean_env(MEDIAJOBS_PORT=str(free_port()), TMPDIR=str(tmp_path)))
+    transcript: dict[str, tuple[int, str]] = {}
+    try:
+        for command in [*setup, *watch, *upload]:
+            transcript[command] = terminal.run(command)
+    finally:
+        terminal.close()
+    shown = "\n".join(f"$ {command}\n[{rc}] {out}" for command, (rc, out) in transcript.items())
+    assert "Traceback" not in shown, shown
+    failed = [command for command, (rc, _) in transcript.items() if rc != 0]
+    # Every step that needs the server fails, and says why in a line or two.
+    for needs_server in ("/readyz", "jobs ping", "jobs stats", "/events", "/upload/init", "PUT"):
+        assert any(needs_server in command for command in failed), (needs_server, shown)
+    for command in failed:
+        assert 1 <= len(transcript[command][1].strip().splitlines()) <= 3, shown
+    [ping] = [out for command, (_, out) in transcript.items() if "jobs ping" in command]
+    assert "cannot reach the database at DATABASE_URL=" in ping and "make dev" in ping
