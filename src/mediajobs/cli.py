@@ -1,14 +1,9 @@
-"""``mediajobs``: the command line.
+"""``mediajobs``: the command line. ``mediajobs --help`` lists every command from the
+parser itself (one help line each), so the list cannot leave one out.
 
-mediajobs dev          API + worker in one process, embedded services when unset
-mediajobs serve        the HTTP API
-mediajobs worker       a worker: claims and runs jobs
-mediajobs migrate      apply database migrations (idempotent, safe to run concurrently)
-mediajobs config       print the effective configuration (no secrets)
-mediajobs jobs ...     ping | show ID | cancel ID | stats | enqueue KIND
-mediajobs token USER   print a bearer token for USER (--admin, --ttl)
-mediajobs events prune delete events older than MEDIAJOBS_EVENT_RETENTION
-mediajobs storage check  probe the bucket: write, read, list, sign, delete
+Commands that print JSON use the API's camelCase names (``jobs show`` is the API's job plus
+the operator's fields). Commands that need the database try one connection first, with a
+short timeout, and fail with one line naming DATABASE_URL when nothing answers.
 """
 
 from __future__ import annotations
@@ -30,24 +25,30 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from mediajobs.config import Environment, Settings, parse_duration
+from mediajobs.config import Environment, Settings, StorageKind, parse_duration, redact_url
 from mediajobs.db.migrate import migrate
+from mediajobs.db.policies import FIELDS as POLICY_FIELDS
 from mediajobs.db.policies import PolicyInvalid, SitePolicies, SitePolicy
-from mediajobs.db.pool import open_pool
-from mediajobs.devenv import with_dev_secret
+from mediajobs.db.pool import connect, open_pool
+from mediajobs.devenv import dev_database_url, with_dev_secret
 from mediajobs.errors import ConfigError, DatabaseError, StorageError
 from mediajobs.handlers import PING_KIND, build_registry
 from mediajobs.queue import HandlerRegistry, JobQueue, JobSpec, Worker, WorkerOptions, WorkerStats
+from mediajobs.queue.models import JSON, Job
 from mediajobs.realtime import EventRecorder, EventStore, RedisPublisher
 from mediajobs.realtime.connect import redis_client
 from mediajobs.service.app import close_streams, create_app
 from mediajobs.service.auth import Authenticator, RedactTickets
+from mediajobs.service.jobs import job_json
 from mediajobs.service.middleware import configure_logging
-from mediajobs.storage import check_store, stores_for
+from mediajobs.storage import check_store, memory_base_url, stores_for
 
 log = logging.getLogger("mediajobs")
 
 DEFAULT_APP = "mediajobs.handlers:build_registry"
+# Seconds a command waits for Postgres to answer (libpq's minimum): an unreachable
+# DATABASE_URL fails at once with one line, not after the pool's 10 s and its warnings.
+DB_CONNECT_TIMEOUT = 2
 RegistryFactory = Callable[[Settings], HandlerRegistry]
 
 
@@ -69,9 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mediajobs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="mediajobs",
+        description="mediajobs: every media operation is an asynchronous job.",
+        epilog="`mediajobs COMMAND --help` describes one command. JSON output uses the API's "
+        "camelCase names.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = commands.add_parser("dev", help="API + worker in one process (embedded services)")
     _add_listen(dev)
@@ -99,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
         handler=cmd_config
     )
 
-    jobs = commands.add_parser("jobs", help="inspect and operate on jobs")
+    jobs = commands.add_parser(
+        "jobs", help="ping | show ID | wait ID | cancel ID | stats | enqueue KIND"
+    )
     jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
     ping = jobs_commands.add_parser("ping", help="enqueue system.ping and wait for a worker")
     ping.add_argument("--timeout", type=float, default=10.0)
@@ -107,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     show = jobs_commands.add_parser("show", help="print one job as JSON")
     show.add_argument("job_id", type=uuid.UUID)
     show.set_defaults(handler=cmd_jobs_show)
+    wait = jobs_commands.add_parser(
+        "wait", help="wait until a job has finished, print it as JSON; exit 0 if it succeeded"
+    )
+    wait.add_argument("job_id", type=uuid.UUID)
+    wait.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    wait.set_defaults(handler=cmd_jobs_wait)
     cancel = jobs_commands.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job_id", type=uuid.UUID)
     cancel.set_defaults(handler=cmd_jobs_cancel)
@@ -121,31 +133,37 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--max-attempts", type=int, default=5)
     enqueue.set_defaults(handler=cmd_jobs_enqueue)
 
-    token = commands.add_parser("token", help="print a bearer token for a user")
+    token = commands.add_parser(
+        "token", help="print a bearer token for USER (the page's user is dev)"
+    )
     token.add_argument("user", help="the user id (the token's sub)")
     token.add_argument("--admin", action="store_true", help="grant the admin role")
     token.add_argument("--ttl", default="12h", help="lifetime, e.g. 3600, 30m, 12h (default)")
     token.set_defaults(handler=cmd_token)
 
-    events = commands.add_parser("events", help="job events")
+    events = commands.add_parser("events", help="prune: delete events past their retention")
     events_commands = events.add_subparsers(dest="events_command", required=True)
     events_commands.add_parser(
         "prune", help="delete events older than MEDIAJOBS_EVENT_RETENTION now"
     ).set_defaults(handler=cmd_events_prune)
 
-    storage = commands.add_parser("storage", help="object storage")
+    storage = commands.add_parser("storage", help="check: probe the store the server uses")
     storage_commands = storage.add_subparsers(dest="storage_command", required=True)
     storage_commands.add_parser(
-        "check", help="write, read, list, sign and delete a probe object in the bucket"
+        "check",
+        help="write, read, list, sign and delete a probe object in the bucket (in development: "
+        "in the running server's memory store)",
     ).set_defaults(handler=cmd_storage_check)
 
-    policy = commands.add_parser("policy", help="the live site policy (limits, review gate)")
+    policy = commands.add_parser(
+        "policy", help="show | set FIELD=VALUE...: the live site policy (limits, review gate)"
+    )
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     policy_commands.add_parser("show", help="print the site policy as JSON").set_defaults(
         handler=cmd_policy_show
     )
     policy_set = policy_commands.add_parser(
-        "set", help="change fields, e.g. photo_review_enabled=true max_megapixels=40"
+        "set", help="change fields, e.g. photoReviewEnabled=true maxMegapixels=40"
     )
     policy_set.add_argument("changes", nargs="+", metavar="FIELD=VALUE")
     policy_set.set_defaults(handler=cmd_policy_set)
@@ -158,16 +176,51 @@ def _add_listen(parser: argparse.ArgumentParser) -> None:
 
 
 def _database_url(settings: Settings) -> str:
-    if not settings.database_url:
-        raise ConfigError("DATABASE_URL", "is required for this command (mediajobs dev embeds one)")
-    return settings.database_url
+    if settings.database_url:
+        return settings.database_url
+    hint = "mediajobs dev embeds one"
+    if settings.env is not Environment.PRODUCTION:
+        hint = (
+            "for the database of a running `make dev`: "
+            f'export DATABASE_URL="{dev_database_url(settings.data_dir)}"'
+        )
+    raise ConfigError("DATABASE_URL", f"is required for this command ({hint})")
+
+
+async def _reachable_database(settings: Settings) -> str:
+    """DATABASE_URL, once one connection to it has succeeded within DB_CONNECT_TIMEOUT.
+
+    Raises ConfigError when it is unset, DatabaseError with a one-line message naming the
+    variable (in development: that `make dev` must be running) when nothing answers."""
+    url = _database_url(settings)
+    try:
+        conn = await connect(
+            url, application_name="mediajobs-cli", connect_timeout=DB_CONNECT_TIMEOUT
+        )
+    except DatabaseError as exc:
+        cause = str(exc.__cause__ or exc).strip().splitlines()[0]
+        reason = cause.removeprefix("connection failed: ").removeprefix("connection is bad: ")
+        hint = (
+            "is Postgres up and the variable right?"
+            if settings.env is Environment.PRODUCTION
+            else "in development, `make dev` must be running (it serves the embedded database),"
+            " or set DATABASE_URL to a running Postgres"
+        )
+        raise DatabaseError(
+            f"cannot reach the database at DATABASE_URL={redact_url(url)}: {reason}; {hint}"
+        ) from None
+    await conn.close()
+    return url
 
 
 # -- migrate, config ---------------------------------------------------------------------
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    applied = asyncio.run(migrate(_database_url(settings)))
+    async def run() -> list[str]:
+        return await migrate(await _reachable_database(settings))
+
+    applied = asyncio.run(run())
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
     return 0
 
@@ -264,9 +317,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     options = worker_options(
         settings, concurrency=args.concurrency, kinds=kinds, burst=args.burst or None
     )
+    asyncio.run(_reachable_database(settings))
     stats = asyncio.run(run_worker(settings, registry, options))
-    print(json.dumps(dataclasses.asdict(stats)))
+    print(json.dumps({_camel(name): n for name, n in dataclasses.asdict(stats).items()}))
     return 0
+
+
+def _camel(name: str) -> str:
+    """``handed_back`` -> ``handedBack``: the API's naming, for JSON the CLI prints."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 @contextlib.contextmanager
@@ -428,15 +488,17 @@ def cmd_policy_show(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
     """``FIELD=VALUE`` pairs; a value is read as JSON when it parses (numbers, booleans,
     the variants list), else as text. Workers apply the change from their next job."""
+    columns = {api: column for column, (api, _) in POLICY_FIELDS.items()}
     changes: dict[str, Any] = {}
     for item in args.changes:
         name, sep, text = item.partition("=")
         if not sep or not name:
             raise ConfigError("policy set", f"expected FIELD=VALUE, got {item!r}")
+        field = columns.get(name.strip(), name.strip())  # the API's name, or the column's
         try:
-            changes[name.strip()] = json.loads(text)
+            changes[field] = json.loads(text)
         except json.JSONDecodeError:
-            changes[name.strip()] = text
+            changes[field] = text
 
     async def update(queue: JobQueue) -> SitePolicy:
         return await SitePolicies(queue.pool).update(changes, by="cli")
@@ -444,7 +506,9 @@ def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
     try:
         policy = _with_queue(settings, update)
     except PolicyInvalid as exc:
-        print(f"mediajobs: policy not changed: {exc}", file=sys.stderr)
+        name = POLICY_FIELDS[exc.field][0] if exc.field in POLICY_FIELDS else exc.field
+        reason = str(exc).removeprefix(f"{exc.field}: ")
+        print(f"mediajobs: policy not changed: {name}: {reason}", file=sys.stderr)
         return 2
     print(json.dumps(policy.to_json(), indent=2))
     return 0
@@ -454,14 +518,35 @@ def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_storage_check(args: argparse.Namespace, settings: Settings) -> int:
-    """The active bucket: a full probe. Previous buckets (read and delete only): a listing."""
+    """The active bucket: a full probe. Previous buckets (read and delete only): a listing.
+
+    The memory store (development) lives in the server process, so the probe goes to that
+    process's ``/storage`` over HTTP (MEDIAJOBS_PORT names it), never to an empty store of
+    this process; when nothing answers there, it says so."""
+    settings = with_dev_secret(settings)  # the memory store's signing key derives from it
+    remote = settings.storage.kind is StorageKind.MEMORY
+    where = settings.storage.public_base_url or memory_base_url(settings)
+    if remote:
+        print(f"the memory store lives in the server process: checking the one at {where}")
 
     async def check() -> int:
-        stores = stores_for(settings)
+        stores = stores_for(settings, remote_memory=remote)
         try:
             report = await check_store(stores.active)
             for line in report.lines():
                 print(line)
+            if remote and report.error_code == "storage_unavailable":
+                print(
+                    f"nothing answers at {where}: the memory store exists only while "
+                    "`make dev` (or `mediajobs serve`) runs; start it, or set MEDIAJOBS_PORT "
+                    "to its port"
+                )
+            elif remote and report.error_code == "storage_denied":
+                print(
+                    f"the server at {where} refused the signed probe: it signs with another "
+                    "key (MEDIAJOBS_JWT_SECRET, or the jwt-secret file of its "
+                    "MEDIAJOBS_DATA_DIR): run this with the server's settings"
+                )
             healthy = report.ok
             for store in stores.stores:
                 if store is stores.active:
@@ -487,7 +572,10 @@ def cmd_storage_check(args: argparse.Namespace, settings: Settings) -> int:
 
 def _with_queue(settings: Settings, action: Callable[[JobQueue], Any]) -> Any:
     async def run() -> Any:
-        pool = await open_pool(_database_url(settings), name="cli", min_size=1, max_size=2)
+        url = await _reachable_database(settings)
+        pool = await open_pool(
+            url, name="cli", min_size=1, max_size=2, connect_timeout=DB_CONNECT_TIMEOUT
+        )
         try:
             return await action(JobQueue(pool))
         finally:
@@ -496,8 +584,23 @@ def _with_queue(settings: Settings, action: Callable[[JobQueue], Any]) -> Any:
     return asyncio.run(run())
 
 
-def _job_json(job: Any) -> str:
-    return json.dumps(dataclasses.asdict(job), default=str, indent=2)
+def operator_job_json(job: Job) -> dict[str, JSON]:
+    """A job as ``GET /jobs/{id}`` shows it, plus what only an operator sees (owner,
+    priority, lease, cancel flag, idempotency key), in the API's camelCase."""
+    return {
+        **job_json(job),
+        "ownerId": job.owner_id,
+        "priority": job.priority,
+        "runAt": job.run_at.isoformat(),
+        "leaseOwner": job.lease_owner,
+        "leaseExpiresAt": job.lease_expires_at.isoformat() if job.lease_expires_at else None,
+        "cancelRequested": job.cancel_requested,
+        "idempotencyKey": job.idempotency_key,
+    }
+
+
+def _job_json(job: Job) -> str:
+    return json.dumps(operator_job_json(job), indent=2)
 
 
 def cmd_jobs_ping(args: argparse.Namespace, settings: Settings) -> int:
@@ -534,6 +637,37 @@ def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no job {args.job_id}", file=sys.stderr)
         return 1
     print(_job_json(job))
+    return 0
+
+
+def cmd_jobs_wait(args: argparse.Namespace, settings: Settings) -> int:
+    """Poll the job until it has finished (or ``--timeout`` seconds): print it as JSON; exit
+    0 when it succeeded, 1 when it failed or was cancelled (with its error on stderr), 1 on
+    timeout."""
+
+    async def wait(queue: JobQueue) -> Job | None:
+        deadline = time.monotonic() + args.timeout
+        while True:
+            job = await queue.get(args.job_id)
+            if job is None or job.state.finished or time.monotonic() > deadline:
+                return job
+            await asyncio.sleep(0.2)
+
+    job = _with_queue(settings, wait)
+    if job is None:
+        print(f"no job {args.job_id}", file=sys.stderr)
+        return 1
+    print(_job_json(job))
+    if not job.state.finished:
+        print(f"job {job.id} still {job.state.value} after {args.timeout:g}s", file=sys.stderr)
+        return 1
+    if job.state.value != "succeeded":
+        error = job.error or {}
+        print(
+            f"job {job.id} {job.state.value}: {error.get('code', '-')}: {error.get('message', '')}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -186,18 +186,19 @@ class Settings:
             )
 
     def describe(self) -> dict[str, object]:
-        """What is configured, safe to print: no secrets, no credentials in URLs."""
+        """What is configured, safe to print: no secrets, no credentials in URLs. Keys are
+        camelCase, like every JSON the API and the CLI print."""
         return {
             "env": self.env.value,
-            "database": _redact_url(self.database_url) or "embedded (development)",
-            "redis": _redact_url(self.redis_url) or "in-process (development)",
+            "database": redact_url(self.database_url) or "embedded (development)",
+            "redis": redact_url(self.redis_url) or "in-process (development)",
             "storage": self.storage.kind.value,
-            "storage_provider": self.storage.name,
+            "storageProvider": self.storage.name,
             "bucket": self.storage.bucket,
-            "previous_stores": [f"{p.name}://{p.bucket}" for p in self.storage.previous],
-            "jwt_secret": "set" if self.jwt_secret else "unset",
-            "worker_concurrency": self.worker_concurrency,
-            "lease_seconds": self.lease_seconds,
+            "previousStores": [f"{p.name}://{p.bucket}" for p in self.storage.previous],
+            "jwtSecret": "set" if self.jwt_secret else "unset",
+            "workerConcurrency": self.worker_concurrency,
+            "leaseSeconds": self.lease_seconds,
             "listen": f"{self.host}:{self.port}",
         }
 
@@ -363,7 +364,8 @@ class _Reader:
             raise ConfigError(name, f"must be one of {allowed}; got {raw!r}") from None
 
 
-def _redact_url(url: str | None) -> str | None:
+def redact_url(url: str | None) -> str | None:
+    """``url`` with its password replaced by ``***`` (None stays None)."""
     if url is None:
         return None
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    return re.sub(r"//([^:/@]+):[^@]+@", r"//\1:***@", url)

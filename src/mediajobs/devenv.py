@@ -33,6 +33,12 @@ def _dev_extra_missing(package: str) -> ConfigError:
     )
 
 
+def dev_database_url(data_dir: Path) -> str:
+    """The DATABASE_URL of the embedded Postgres that ``mediajobs dev`` runs with this data
+    directory: its Unix socket lives in ``<data_dir>/pg`` (absolute, so it works anywhere)."""
+    return f"postgresql://postgres:@/{DEV_DATABASE}?host={(data_dir / 'pg').resolve()}"
+
+
 class EmbeddedPostgres:
     """A real Postgres server run from the pgserver package; stopped when closed."""
 

@@ -140,7 +140,7 @@ def test_jobs_commands_enqueue_show_cancel_and_count(database_url):
     assert enqueued.returncode == 0, enqueued.stderr
     job_id = enqueued.stdout.strip()
     shown = json.loads(mediajobs("jobs", "show", job_id, env=env).stdout)
-    assert (shown["kind"], shown["owner_id"], shown["payload"], shown["state"]) == (
+    assert (shown["kind"], shown["ownerId"], shown["payload"], shown["state"]) == (
         "media.process",
         "u1",
         {"x": 1},
@@ -178,7 +178,8 @@ def test_policy_show_and_set_change_the_live_limits_with_validation(database_url
     assert (after["photoReviewEnabled"], after["maxMegapixels"]) == (True, 40.0)
     assert after["variants"] == [{"name": "small", "size": 400}, {"name": "large", "size": 1200}]
     for bad, field in [
-        ("photo_review_enabled=maybe", "photo_review_enabled"),
+        ("photo_review_enabled=maybe", "photoReviewEnabled"),
+        ("photoReviewEnabled=maybe", "photoReviewEnabled"),
         ("min_aspect_ratio=5", "policy"),  # above the max of 4
         ("photo_review_provider=gemini", "photoReviewProvider"),
         ("no_such_field=1", "no_such_field"),

@@ -253,7 +253,7 @@ async def test_sigterm_hands_unfinished_jobs_back_for_another_worker_at_once(
         await wait_for(lambda: sum(line.startswith("start") for line in read_lines(log)) == 2, 30)
         assert await stopping.stop() == 0, stopping.stderr[-2000:]
         stats = stopping.stats
-        assert stats["handed_back"] == 1 and stats["succeeded"] == 1  # quick one finished in grace
+        assert stats["handedBack"] == 1 and stats["succeeded"] == 1  # quick one finished in grace
 
         handed = await job_state(queue, enqueued.id)
         assert (handed.state, handed.lease_owner, handed.attempt) == (JobState.QUEUED, None, 1)

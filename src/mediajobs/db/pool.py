@@ -66,13 +66,17 @@ async def open_pool(
 
 
 async def connect(
-    conninfo: str, *, application_name: str = "mediajobs"
+    conninfo: str, *, application_name: str = "mediajobs", connect_timeout: int | None = None
 ) -> psycopg.AsyncConnection[DictRow]:
-    """One dedicated autocommit connection (migrations, tools)."""
+    """One dedicated autocommit connection (migrations, tools). ``connect_timeout``: seconds
+    for the whole attempt (libpq's parameter; 2 is its minimum), None: the conninfo's."""
+    extra: dict[str, Any] = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
     try:
         return await psycopg.AsyncConnection.connect(
             conninfo,
-            **connection_kwargs(conninfo, row_factory=dict_row, application_name=application_name),
+            **connection_kwargs(
+                conninfo, row_factory=dict_row, application_name=application_name, **extra
+            ),
         )
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"cannot connect to Postgres: {exc}") from exc
