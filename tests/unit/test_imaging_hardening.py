@@ -440,6 +440,18 @@ def test_a_header_over_pillows_bomb_limit_is_too_many_pixels_not_corrupt() -> No
     rejected("too_many_pixels", huge, ImagePolicy(max_megapixels=100_000))  # Pillow's guard
 
 
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
+def test_an_avif_or_heic_too_large_for_its_decoder_is_too_many_pixels(fmt: str) -> None:
+    if fmt == "AVIF":
+        small = _avif(Image.new("RGB", (400, 300), RED))
+    else:
+        small = encode(Image.new("RGB", (400, 300), RED), "HEIF", quality=80)
+    at = small.index(b"ispe") + 8  # the container's image size box
+    huge = small[:at] + struct.pack(">II", 20000, 20000) + small[at + 8 :]
+    rejected("too_many_pixels", huge)
+    rejected("too_many_pixels", huge, ImagePolicy(max_megapixels=100_000))
+
+
 # --- 4. complete scans without EOI versus files cut short -----------------------------
 
 

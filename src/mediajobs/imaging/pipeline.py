@@ -41,6 +41,7 @@ from mediajobs.imaging.sources import (
     SCAN_PROBE,
     jpeg_scans_cover_every_coefficient,
     prune_png,
+    read_size,
 )
 from mediajobs.queue.models import JSON
 
@@ -74,6 +75,7 @@ _SRGB = ImageCms.createProfile("sRGB")
 RESAMPLE = Image.Resampling.HAMMING
 CASCADE_RESAMPLE = RESAMPLE  # each smaller variant from the previous one
 _MAX_BLUR_BYTES = 1024
+_AVIF_SIZE_LIMIT = 16384 * 16384  # libavif's AVIF_DEFAULT_IMAGE_SIZE_LIMIT, in pixels
 
 StepCallback = Callable[[str, str | None], None]
 
@@ -141,6 +143,23 @@ def _decoder_refusal(exc: BaseException, what: str) -> ImageRejected:
     return ImageRejected("corrupt_image", f"{what} ({message})")
 
 
+def _refuse_oversized_container(data: bytes, detected: str, policy: ImagePolicy) -> None:
+    """When the decoder refused an AVIF or HEIC, name the cause if it was the size: the
+    container's own ``ispe`` size (read by libheif without decoding) over the policy's cap
+    or over libavif's default image size limit (16384 x 16384 pixels,
+    AVIF_DEFAULT_IMAGE_SIZE_LIMIT) raises ``too_many_pixels``."""
+    size = read_size(data)
+    if size is None:
+        return
+    pixels = size[0] * size[1]
+    if pixels > policy.max_pixels or (detected == AVIF and pixels > _AVIF_SIZE_LIMIT):
+        raise ImageRejected(
+            "too_many_pixels",
+            f"{size[0]}x{size[1]} is {pixels / 1e6:.1f} megapixels, over the "
+            f"{'decoder' if pixels <= policy.max_pixels else 'policy'}'s limit",
+        )
+
+
 def _scale_png_colour_key(image: Image.Image, data: bytes) -> None:
     """Put a PNG's tRNS colour key on the scale of the samples Pillow decodes: Pillow
     widens 1/2/4-bit grey to 0..255 and keeps the high byte of 16-bit RGB, but leaves the
@@ -180,7 +199,12 @@ def probe(
             "file_too_large", f"{len(data)} bytes is over the limit of {policy.max_bytes}"
         )
     detected = detect_type(data, declared_type, filename)
-    image = _open(prune_png(data) if detected == PNG else data, detected)
+    try:
+        image = _open(prune_png(data) if detected == PNG else data, detected)
+    except ImageRejected as exc:
+        if exc.code == "corrupt_image" and detected in (AVIF, HEIC, HEIF):
+            _refuse_oversized_container(data, detected, policy)
+        raise
     if detected == PNG:
         _scale_png_colour_key(image, data)
     stored_w, stored_h = image.size
@@ -294,9 +318,12 @@ def _to_srgb(image: Image.Image, data: bytes = b"") -> Image.Image:
     unless every pixel is opaque: an opaque image comes out RGB or L, without alpha.
     ``data`` (the source bytes) is read for AVIF's CICP code points."""
     icc = image.info.get("icc_profile")
-    if not icc:
-        icc = _cicp_profile(image, data)
+    signalled = None if icc else _cicp_profile(image, data)
     image = _with_alpha_or_opaque(image)
+    if signalled:
+        icc = signalled
+        if image.mode == "L":  # a grey AVIF in PQ, say: its curve applies all the same
+            image = image.convert("RGB")
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         image, mode = _sixteen_to_eight(image), "L"

@@ -1,13 +1,16 @@
 """What the bytes hold, read before Pillow decodes them: metadata that must not block a
 decode is pruned from PNGs, and a JPEG that ends without its end-of-image marker is checked
-for complete scans. Pure functions on bytes.
+for complete scans; the size an AVIF or HEIC container declares. Pure functions on bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 import zlib
+
+import pillow_heif
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Text chunks carry nothing a variant keeps (XMP, comments, software names), and Pillow
@@ -68,6 +71,17 @@ def _icc_fits(data: bytes, pos: int, length: int) -> bool:
     except zlib.error:
         return False
     return len(inflater.unconsumed_tail) == 0
+
+
+def read_size(data: bytes) -> tuple[int, int] | None:
+    """The primary image's (width, height) in an AVIF or HEIF container, from its boxes
+    (libheif through pillow-heif, no decoding), or None when they cannot be parsed."""
+    try:
+        heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
+        width, height = heif.size
+    except Exception:  # any parse failure: nothing known
+        return None
+    return int(width), int(height)
 
 
 # JPEG markers (ITU-T T.81 table B.1).
