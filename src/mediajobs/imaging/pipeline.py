@@ -11,7 +11,7 @@ pruned before Pillow reads the file (``sources.prune_png``), and broken EXIF is 
 Transparency is kept however the input declares it (alpha channel, tRNS colour key or
 palette alpha, premultiplied alpha), and an image with none comes out without alpha.
 Colour comes from an embedded ICC profile, or else from AVIF/HEIC CICP code points
-(``cicp``). No process-wide Pillow setting is changed (the pool runs images on threads).
+(``cicp``). No process-wide Pillow setting is changed (variants are encoded on threads).
 """
 
 from __future__ import annotations
@@ -130,17 +130,7 @@ def _open(data: bytes, detected: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected("too_many_pixels", str(exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise _decoder_refusal(exc, "the image header cannot be read") from None
-
-
-def _decoder_refusal(exc: BaseException, what: str) -> ImageRejected:
-    """A decoder's exception as the rejection that names its cause: libheif's security
-    limits on the image size are ``too_many_pixels``; the rest is ``corrupt_image``."""
-    message = str(exc)
-    lowered = message.lower()
-    if "security limit" in lowered and ("size" in lowered or "pixel" in lowered):
-        return ImageRejected("too_many_pixels", f"{what}: {message}")
-    return ImageRejected("corrupt_image", f"{what} ({message})")
+        raise ImageRejected("corrupt_image", f"the image header cannot be read ({exc})") from None
 
 
 def _refuse_oversized_container(data: bytes, detected: str, policy: ImagePolicy) -> None:
@@ -268,7 +258,7 @@ def _decode(image: Image.Image, found: Probe, largest: int, data: bytes) -> Imag
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_many_pixels", str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise _decoder_refusal(exc, "the image cannot be decoded") from None
+        raise ImageRejected("corrupt_image", f"the image cannot be decoded ({exc})") from None
     return image
 
 
