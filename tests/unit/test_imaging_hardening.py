@@ -335,6 +335,16 @@ def test_pq_grey_is_tone_mapped_without_crushing_or_clipping() -> None:
     assert greys[-1] < 255
 
 
+def test_a_grey_pq_avif_is_tone_mapped_too() -> None:
+    code = round(_pq_signal(203.0) * 255)
+    _avif(Image.new("L", (8, 8)))  # skips without an AVIF codec
+    grey = encode(Image.new("L", (400, 300), code), "AVIF", quality=100)  # 4:0:0
+    data = with_nclx(grey, 9, 16)
+    assert decoded(data).mode == "L"
+    pixel = decoded(process_image(data, POLICY).variants[0].data).convert("RGB").getpixel((9, 9))
+    assert all(abs(c - _tone_mapped_srgb(203.0)) <= 4 for c in pixel), pixel  # type: ignore[union-attr]
+
+
 def test_hlg_is_converted_monotonically_and_not_clipped() -> None:
     codes = (30, 90, 150, 191, 230)
     image = stripes(tuple((c, c, c) for c in codes), width=1000)
