@@ -102,24 +102,73 @@ def heic(image: Image.Image | None = None, **params: object) -> bytes:
     return encode(image or quadrants(), "HEIF", quality=90, **params)
 
 
+def png_chunk(kind: bytes, body: bytes, *, crc: int | None = None) -> bytes:
+    """One PNG chunk: length, type, data, CRC (the right one unless ``crc`` is given)."""
+    checksum = zlib.crc32(kind + body) & 0xFFFFFFFF if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", checksum)
+
+
+def png_file(
+    width: int,
+    height: int,
+    bit_depth: int,
+    colour_type: int,
+    rows: bytes,
+    *,
+    before_idat: tuple[bytes, ...] = (),
+) -> bytes:
+    """A PNG written by hand, for what Pillow cannot save (16-bit RGB, tRNS at 16 bits,
+    chunks with bad CRCs...): ``rows`` are the unfiltered scanlines, each given filter 0."""
+    stride = len(rows) // height
+    raw = b"".join(b"\x00" + rows[y * stride : (y + 1) * stride] for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + b"".join(before_idat)
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
+    )
+
+
 def png_bomb(width: int = 40_000, height: int = 40_000) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` grey pixels over a few hundred bytes
     of zlib data: decoding it would need gigabytes."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body))
-            + kind
-            + body
-            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-        )
-
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     rows = zlib.compressobj(9)
     data = rows.compress(b"\x00" * (width + 1) * 64) + rows.flush()
     return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", data)
+        + png_chunk(b"IEND", b"")
     )
+
+
+def with_nclx(data: bytes, primaries: int, transfer: int) -> bytes:
+    """An AVIF or HEIC whose ``colr``/``nclx`` box is re-labelled with other CICP colour
+    primaries and transfer characteristics (ITU-T H.273); the matrix coefficients, and so
+    the decoded RGB samples, stay as encoded."""
+    start = data.index(b"colrnclx") + 8
+    return data[:start] + struct.pack(">HH", primaries, transfer) + data[start + 4 :]
+
+
+def stripes(
+    colors: tuple[tuple[int, ...], ...], width: int = 800, height: int = 300
+) -> Image.Image:
+    """Vertical stripes of flat colour, left to right."""
+    mode = "RGBA" if len(colors[0]) == 4 else "RGB"
+    image = Image.new(mode, (width, height))
+    step = width // len(colors)
+    for i, color in enumerate(colors):
+        image.paste(color, (i * step, 0, (i + 1) * step, height))
+    return image
+
+
+def stripe_centres(image: Image.Image, count: int) -> list[tuple[int, ...]]:
+    """The pixel at the centre of each of ``count`` vertical stripes."""
+    step = image.width / count
+    return [image.getpixel((int(step * (i + 0.5)), image.height // 2)) for i in range(count)]  # type: ignore[misc]
 
 
 def animated(fmt: str, colors: tuple[tuple[int, int, int], ...] = (RED, GREEN, BLUE)) -> bytes:

@@ -4,6 +4,7 @@ never written into variants or list responses)."""
 from __future__ import annotations
 
 import math
+import warnings
 from datetime import datetime
 from typing import Any
 
@@ -81,12 +82,18 @@ def _degrees(value: Any, ref: Any) -> float | None:
 def extract_exif(image: Image.Image) -> tuple[dict[str, JSON], dict[str, JSON] | None]:
     """``(exif, gps)``: make, model, lens, ISO, aperture, exposure, focal length and
     taken-at; and latitude/longitude/altitude when the image carries GPS."""
-    try:
-        exif = image.getexif()
-    except Exception:  # malformed EXIF never fails an upload
-        return {}, None
-    if not exif:
-        return {}, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow warns of corrupt EXIF: read as none
+        try:
+            exif = image.getexif()
+            if not exif:
+                return {}, None
+            return _read(exif)
+        except Exception:  # malformed EXIF never fails an upload
+            return {}, None
+
+
+def _read(exif: Image.Exif) -> tuple[dict[str, JSON], dict[str, JSON] | None]:
     out: dict[str, JSON] = {}
     for tag, key in _BASE.items():
         if (text := _text(exif.get(tag))) is not None:

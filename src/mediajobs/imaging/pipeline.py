@@ -5,6 +5,13 @@ policy before a single pixel is decoded. ``process_image()`` then decodes once (
 shrink-on-load when the largest variant allows it), orients, converts to sRGB, and
 cascades the variants from largest to smallest while a thread pool encodes each one to
 WebP as soon as it is resized (Pillow releases the GIL in both).
+
+Metadata never refuses pixels: PNG text chunks, oversized or broken profiles and chunks are
+pruned before Pillow reads the file (``sources.prune_png``), and broken EXIF is ignored.
+Transparency is kept however the input declares it (alpha channel, tRNS colour key or
+palette alpha, premultiplied alpha), and an image with none comes out without alpha.
+Colour comes from an embedded ICC profile, or else from AVIF/HEIC CICP code points
+(``cicp``). No process-wide Pillow setting is changed (variants are encoded on threads).
 """
 
 from __future__ import annotations
@@ -22,12 +29,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import pillow_heif
-from PIL import Image, ImageChops, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageCms, ImageMath, UnidentifiedImageError
 
 from mediajobs.errors import ImageRejected
+from mediajobs.imaging.cicp import cicp_from_nclx, icc_for_cicp, read_cicp
 from mediajobs.imaging.exif import extract_exif
 from mediajobs.imaging.formats import AVIF, HEIC, HEIF, JPEG, PNG, WEBP, detect_type
 from mediajobs.imaging.policy import ImagePolicy, VariantSpec
+from mediajobs.imaging.sources import (
+    EOI,
+    SCAN_PROBE,
+    jpeg_scans_cover_every_coefficient,
+    prune_png,
+    read_size,
+)
 from mediajobs.queue.models import JSON
 
 pillow_heif.register_heif_opener(thumbnails=False)
@@ -60,6 +75,7 @@ _SRGB = ImageCms.createProfile("sRGB")
 RESAMPLE = Image.Resampling.HAMMING
 CASCADE_RESAMPLE = RESAMPLE  # each smaller variant from the previous one
 _MAX_BLUR_BYTES = 1024
+_AVIF_SIZE_LIMIT = 16384 * 16384  # libavif's AVIF_DEFAULT_IMAGE_SIZE_LIMIT, in pixels
 
 StepCallback = Callable[[str, str | None], None]
 
@@ -108,6 +124,7 @@ class ProcessedImage:
 def _open(data: bytes, detected: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: metadata
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[detected])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -116,9 +133,41 @@ def _open(data: bytes, detected: str) -> Image.Image:
         raise ImageRejected("corrupt_image", f"the image header cannot be read ({exc})") from None
 
 
+def _refuse_oversized_container(data: bytes, detected: str, policy: ImagePolicy) -> None:
+    """When the decoder refused an AVIF or HEIC, name the cause if it was the size: the
+    container's own ``ispe`` size (read by libheif without decoding) over the policy's cap
+    or over libavif's default image size limit (16384 x 16384 pixels,
+    AVIF_DEFAULT_IMAGE_SIZE_LIMIT) raises ``too_many_pixels``."""
+    size = read_size(data)
+    if size is None:
+        return
+    pixels = size[0] * size[1]
+    if pixels > policy.max_pixels or (detected == AVIF and pixels > _AVIF_SIZE_LIMIT):
+        raise ImageRejected(
+            "too_many_pixels",
+            f"{size[0]}x{size[1]} is {pixels / 1e6:.1f} megapixels, over the "
+            f"{'decoder' if pixels <= policy.max_pixels else 'policy'}'s limit",
+        )
+
+
+def _scale_png_colour_key(image: Image.Image, data: bytes) -> None:
+    """Put a PNG's tRNS colour key on the scale of the samples Pillow decodes: Pillow
+    widens 1/2/4-bit grey to 0..255 and keeps the high byte of 16-bit RGB, but leaves the
+    key as written (PNG 1.2, 4.2.1.1). A 16-bit RGB key then matches on its high bytes, the
+    precision Pillow decodes such files at."""
+    key = image.info.get("transparency")
+    depth = data[24] if len(data) > 24 else 8
+    if image.mode == "L" and isinstance(key, int) and depth < 8:
+        image.info["transparency"] = key * (255 // (2**depth - 1))
+    elif image.mode == "RGB" and isinstance(key, tuple) and depth == 16:
+        image.info["transparency"] = tuple(value >> 8 for value in key)
+
+
 def _orientation(image: Image.Image) -> int:
     try:
-        value = image.getexif().get(0x0112, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # broken EXIF is read as no EXIF
+            value = image.getexif().get(0x0112, 1)
     except Exception:
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -140,7 +189,14 @@ def probe(
             "file_too_large", f"{len(data)} bytes is over the limit of {policy.max_bytes}"
         )
     detected = detect_type(data, declared_type, filename)
-    image = _open(data, detected)
+    try:
+        image = _open(prune_png(data) if detected == PNG else data, detected)
+    except ImageRejected as exc:
+        if exc.code == "corrupt_image" and detected in (AVIF, HEIC, HEIF):
+            _refuse_oversized_container(data, detected, policy)
+        raise
+    if detected == PNG:
+        _scale_png_colour_key(image, data)
     stored_w, stored_h = image.size
     if stored_w < 1 or stored_h < 1:
         raise ImageRejected("corrupt_image", "the image header gives no size")
@@ -177,17 +233,24 @@ def fit(width: int, height: int, long_edge: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _decode(image: Image.Image, found: Probe, largest: int) -> Image.Image:
+def _decode(image: Image.Image, found: Probe, largest: int, data: bytes) -> Image.Image:
     """Load the first frame, with JPEG shrink-on-load when the largest variant is at most
-    half the stored size (the DCT scales by 1/2, 1/4 or 1/8 and never below the request)."""
+    half the stored size (the DCT scales by 1/2, 1/4 or 1/8 and never below the request).
+    A JPEG that ends before its EOI marker goes to ``_decode_jpeg_without_eoi``; any other
+    file that ends before its pixel data does (PNG with IDAT cut short, ...) is corrupt.
+    A PNG needs no such rule: Pillow accepts one whose IDAT data holds every row even when
+    the CRC or IEND after it is missing."""
     try:
         if image.format in ("JPEG", "MPO"):
-            want = fit(found.stored_width, found.stored_height, largest)
-            if want[0] * 2 <= found.stored_width:
-                image.draft(image.mode, want)
+            _jpeg_draft(image, found, largest)
         if found.frames > 1:
             image.seek(0)
-        image.load()
+        try:
+            image.load()
+        except OSError as exc:
+            if image.format not in ("JPEG", "MPO") or "truncated" not in str(exc):
+                raise
+            image = _decode_jpeg_without_eoi(data, found, largest)
         if image.format in ("JPEG", "MPO") and image.mode == "CMYK" and "adobe" not in image.info:
             # Pillow reads every CMYK JPEG with Adobe's inverted polarity; without the
             # Adobe marker the samples are plain CMYK, so undo that inversion.
@@ -199,23 +262,63 @@ def _decode(image: Image.Image, found: Probe, largest: int) -> Image.Image:
     return image
 
 
-def _to_srgb(image: Image.Image) -> Image.Image:
-    """RGB, RGBA or L in sRGB, whatever came in (CMYK, 16-bit, palette, grey+alpha...)."""
+def _jpeg_draft(image: Image.Image, found: Probe, largest: int) -> None:
+    want = fit(found.stored_width, found.stored_height, largest)
+    if want[0] * 2 <= found.stored_width:
+        image.draft(image.mode, want)
+
+
+def _decode_jpeg_without_eoi(data: bytes, found: Probe, largest: int) -> Image.Image:
+    """A JPEG whose data ends before its EOI marker: accepted when its scans are complete
+    and only the marker (or less than one byte of padding) is missing, refused as
+    ``corrupt_image`` when it is cut short, however little is missing.
+
+    The rule, exact rather than a threshold: (1) the scans the file starts cover every
+    component's 64 coefficients at full precision (no progressive or non-interleaved scan
+    is missing); (2) no MCU of the last scan needs a bit past the end of the file. For (2)
+    the bytes are decoded twice, once followed by EOI (libjpeg then supplies zero bits, and
+    grey for whole MCUs, which is what Pillow's LOAD_TRUNCATED_IMAGES shows) and once by
+    one bits and noise before EOI (``SCAN_PROBE``); complete scan data never reaches
+    either, so the two decodes are identical, while any MCU that needed the missing bytes
+    decodes differently. A plain grey or dark photo cannot pass for complete: the noise
+    decodes to non-flat blocks. Costs two extra decodes, only for files without EOI;
+    Pillow's process-wide LOAD_TRUNCATED_IMAGES is never set (the marker is appended here).
+    """
+    if not jpeg_scans_cover_every_coefficient(data):
+        raise ImageRejected("corrupt_image", "the JPEG is cut short (scans are missing)")
+    decodes = []
+    for tail in (EOI, SCAN_PROBE + EOI):
+        image = Image.open(io.BytesIO(data + tail), formats=["JPEG", "MPO"])
+        _jpeg_draft(image, found, largest)
+        image.load()
+        decodes.append(image)
+    complete, probed = decodes
+    if ImageChops.difference(complete, probed).getbbox() is not None:
+        raise ImageRejected("corrupt_image", "the JPEG is cut short (its last scan is incomplete)")
+    return complete
+
+
+def _to_srgb(image: Image.Image, data: bytes = b"") -> Image.Image:
+    """RGB, RGBA or L in sRGB, whatever came in (CMYK, 16-bit, palette, grey+alpha...).
+
+    Transparency survives in every form an input declares it: an alpha channel (LA, PA,
+    RGBA, 16-bit alpha, read by Pillow as 8-bit), premultiplied alpha (La, RGBa:
+    un-premultiplied), a tRNS colour key in grey (1, 2, 4, 8 or 16 bits) or RGB images, and
+    palette alpha (a tRNS table or a single transparent index). The output is RGBA then,
+    unless every pixel is opaque: an opaque image comes out RGB or L, without alpha.
+    ``data`` (the source bytes) is read for AVIF's CICP code points."""
     icc = image.info.get("icc_profile")
+    signalled = None if icc else _cicp_profile(image, data)
+    image = _with_alpha_or_opaque(image)
+    if signalled:
+        icc = signalled
+        if image.mode == "L":  # a grey AVIF in PQ, say: its curve applies all the same
+            image = image.convert("RGB")
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        if mode != "I":
-            image = image.convert("I")
-        image = image.point(lambda v: v * (1 / 256)).convert("L")
-        mode = "L"
+        image, mode = _sixteen_to_eight(image), "L"
     elif mode == "1":
         image, mode = image.convert("L"), "L"
-    elif mode in ("P", "PA"):
-        transparent = mode == "PA" or "transparency" in image.info
-        image = image.convert("RGBA" if transparent else "RGB")
-        mode = image.mode
-    elif mode in ("LA", "La", "RGBa"):
-        image, mode = image.convert("RGBA"), "RGBA"
     elif mode not in ("RGB", "RGBA", "L", "CMYK"):
         image, mode = image.convert("RGB"), "RGB"
     if icc and mode in ("RGB", "RGBA", "CMYK"):
@@ -225,6 +328,55 @@ def _to_srgb(image: Image.Image) -> Image.Image:
     if mode == "CMYK":
         return image.convert("RGB")
     return image
+
+
+def _sixteen_to_eight(image: Image.Image) -> Image.Image:
+    if image.mode != "I":
+        image = image.convert("I")
+    return image.point(lambda v: v * (1 / 256)).convert("L")
+
+
+def _with_alpha_or_opaque(image: Image.Image) -> Image.Image:
+    """``image`` as RGBA when any pixel is less than opaque, else without its transparency
+    (the same mode, or RGB for an opaque palette or alpha image)."""
+    mode = image.mode
+    key = image.info.get("transparency")
+    if mode in ("La", "RGBa"):
+        bands = image.split()
+        rgb = bands[:1] * 3 if mode == "La" else bands[:3]
+        image = Image.merge("RGBa", (*rgb, bands[-1])).convert("RGBA")
+    elif mode in ("LA", "PA") or (mode == "P" and key is not None):
+        image = image.convert("RGBA")
+    elif mode in ("1", "L", "RGB") and key is not None:
+        image = image.convert("RGBA")  # Pillow turns the colour key into alpha
+    elif mode.startswith("I") and isinstance(key, int):
+        # A 16-bit grey key: compare at 16 bits, before the samples are cut to 8.
+        opaque = ImageMath.lambda_eval(
+            lambda a: a["convert"]((a["image"] != key) * 255, "L"),
+            image=image.convert("I"),
+        )
+        image = _sixteen_to_eight(image).convert("RGBA")
+        image.putalpha(opaque)
+    elif mode == "P":
+        image = image.convert("RGB")
+    if image.mode != "RGBA":
+        image.info.pop("transparency", None)
+        return image
+    low, _high = image.getchannel("A").getextrema()
+    if low == 255:
+        return image.convert("RGB")
+    return image
+
+
+def _cicp_profile(image: Image.Image, data: bytes) -> bytes | None:
+    """An ICC profile for the CICP code points of an AVIF or HEIC without ICC profile."""
+    if image.format == "HEIF":
+        cicp = cicp_from_nclx(image.info.get("nclx_profile"))
+    elif image.format == "AVIF" and data:
+        cicp = read_cicp(data)
+    else:
+        return None
+    return icc_for_cicp(cicp) if cicp is not None else None
 
 
 def _icc_to_srgb(image: Image.Image, icc: bytes) -> Image.Image | None:
@@ -318,11 +470,9 @@ def process_image(
     found, image = probe(data, policy, declared_type=declared_type, filename=filename)
     exif, gps = extract_exif(image)
     ordered = policy.ordered_variants()
-    decoded = _decode(image, found, ordered[0].size)
-    has_alpha = decoded.mode in ("RGBA", "LA", "PA", "La") or (
-        decoded.mode in ("P", "L", "RGB") and "transparency" in decoded.info
-    )
-    current = _to_srgb(decoded)
+    decoded = _decode(image, found, ordered[0].size, data)
+    current = _to_srgb(decoded, data)
+    has_alpha = current.mode == "RGBA"
     del image, decoded  # the full-size decode goes as soon as the first variant is made
     report("decoded", None)
 
