@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
 
 from mediajobs.errors import JobCancelled, JobError, JobFailed, LeaseLost, Retry
 from mediajobs.queue import sql
+from mediajobs.queue.children import ChildProcessPool
 from mediajobs.queue.lease import LeaseKeeper
 from mediajobs.queue.listener import NotificationListener
 from mediajobs.queue.models import JSON, Backoff, Job, JobState
@@ -115,7 +117,7 @@ class Worker:
         self._threads = ThreadPoolExecutor(
             max_workers=max(4, self.options.concurrency), thread_name_prefix="mediajobs-job"
         )
-        self._processes: ProcessPoolExecutor | None = None
+        self._processes: ChildProcessPool | None = None
 
     @property
     def kinds(self) -> list[str]:
@@ -301,6 +303,7 @@ class Worker:
         except JobCancelled:
             if await self._queue.mark_cancelled(job):
                 self.stats.cancelled += 1
+                log.info("job cancelled: kind=%s job=%s (its handler stopped)", job.kind, job.id)
             return
         except LeaseLost:
             self.stats.lost += 1
@@ -326,12 +329,9 @@ class Worker:
             self.stats.lost += 1
 
     async def _fail(self, ctx: JobContext, error: JobError) -> None:
+        # A job whose cancel was requested ends cancelled, whatever the error: the queue
+        # decides from the flag in the row (this worker may not have heard of it yet).
         job = ctx.job
-        if ctx.cancel_requested and error.retryable:
-            # A job asked to stop does not come back through a retry.
-            if await self._queue.mark_cancelled(job):
-                self.stats.cancelled += 1
-            return
         delay = self._backoff.delay(job.attempt)
         if isinstance(error, Retry) and error.delay is not None:
             delay = error.delay
@@ -340,12 +340,20 @@ class Worker:
             self.stats.retried += 1
         elif state is JobState.FAILED:
             self.stats.failed += 1
+        elif state is JobState.CANCELLED:
+            self.stats.cancelled += 1
         else:
             self.stats.lost += 1
+        if state is not None:
+            log.log(
+                logging.ERROR if state is JobState.FAILED else logging.WARNING,
+                "%s",
+                describe_outcome(ctx, state, error, delay=delay),
+            )
 
     def _process_pool(self) -> Executor:
         if self._processes is None:
-            self._processes = ProcessPoolExecutor(
+            self._processes = ChildProcessPool(
                 max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
             )
         return self._processes
@@ -353,23 +361,26 @@ class Worker:
     # -- housekeeping and shutdown -----------------------------------------------------
 
     async def _housekeeping(self) -> None:
+        """Recover expired leases, and now and then run the maintenance sweep. A failure
+        of one step is logged and the loop goes on: whatever breaks, this worker keeps
+        reaping the leases of dead workers."""
         reap_every = max(0.25, min(self.options.lease / 4.0, 5.0))
         since_maintenance = 0.0
         while True:
             await asyncio.sleep(reap_every)
             since_maintenance += reap_every
-            try:
+            with _logged("recovering expired leases"):
                 recovered = await self._queue.reap_expired()
                 self.stats.recovered += sum(t.state is JobState.QUEUED for t in recovered)
-                if since_maintenance >= self.options.maintenance_interval:
-                    since_maintenance = 0.0
+            if since_maintenance >= self.options.maintenance_interval:
+                since_maintenance = 0.0
+                with _logged("archiving finished jobs"):
                     await self._queue.maintain(
                         hot_age=self.options.hot_age, archive_age=self.options.archive_age
                     )
-                    for task in self._maintenance:
+                for task in self._maintenance:
+                    with _logged(f"maintenance task {getattr(task, '__name__', task)!s}"):
                         await task()
-            except psycopg.Error as exc:
-                log.warning("housekeeping failed (%s); retrying", exc)
 
     async def _shut_down(self) -> None:
         if self._unstarted:
@@ -393,6 +404,47 @@ class Worker:
             handed = await self._queue.hand_back([ctx.job for _, ctx in unfinished])
             self.stats.handed_back += len(handed)
             log.info("handed %d unfinished jobs back to the queue", len(handed))
+
+
+@contextlib.contextmanager
+def _logged(step: str) -> Iterator[None]:
+    """Log a failure of a housekeeping ``step`` and carry on: a database error in one line
+    (it comes and goes with Postgres), anything else with its traceback (a bug)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        log.warning("housekeeping: %s failed (%s); retrying", step, exc)
+    except Exception:
+        log.exception("housekeeping: %s failed; retrying", step)
+
+
+def describe_outcome(ctx: JobContext, state: JobState, error: JobError, *, delay: float) -> str:
+    """One log line about a failed attempt: ``job failed: kind=media.process job=<id>
+    attempt=1/3 mediaId=<id> fileName="a.png" code=corrupt_image message="..."``. What the
+    handler named with ``ctx.describe`` comes after the attempt; text values are JSON-quoted
+    (a file name cannot forge a line)."""
+    job = ctx.job
+    verdict = {
+        JobState.FAILED: "job failed",
+        JobState.QUEUED: f"job attempt failed, retrying in {delay:.1f}s",
+        JobState.CANCELLED: "job cancelled",
+    }.get(state, f"job {state}")
+    fields = [
+        f"kind={job.kind}",
+        f"job={job.id}",
+        f"attempt={job.attempt}/{job.max_attempts}",
+        *(f"{key}={_quoted(value)}" for key, value in ctx.log_fields.items()),
+        f"code={_quoted(error.code)}",
+        f"message={_quoted(str(error))}",
+    ]
+    return f"{verdict}: {' '.join(fields)}"
+
+
+def _quoted(value: str) -> str:
+    """``value`` as is when it is a plain token, else as a JSON string."""
+    if value and value.isascii() and value.isprintable() and not any(c in value for c in ' "='):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 class _Completer:
