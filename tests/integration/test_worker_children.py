@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 
 import psutil
@@ -104,3 +105,44 @@ async def test_ctrl_c_stops_a_busy_worker_quietly_and_leaves_no_process(
         states = {(await env.queue.get(job_id)).state for job_id in jobs}  # type: ignore[union-attr]
         assert states <= {JobState.SUCCEEDED, JobState.QUEUED}
         await wait_for(lambda: not alive(tree), timeout=20, interval=0.1)
+
+
+WATCHED_GRANDCHILD = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", (
+    "import os; from mediajobs.queue.children import _watch_parent; "
+    "print('watching', flush=True); _watch_parent(os.getppid())"
+)], stdout=subprocess.PIPE, text=True)
+assert child.stdout is not None and child.stdout.readline().strip() == "watching"
+print(child.pid, flush=True)
+import time; time.sleep(3600)
+"""
+
+
+@pytest.mark.timeout(60)
+async def test_without_a_kernel_death_signal_the_watcher_thread_ends_an_orphaned_child() -> None:
+    # The portable fallback alone: this child never armed PR_SET_PDEATHSIG.
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WATCHED_GRANDCHILD, stdout=asyncio.subprocess.PIPE
+    )
+    assert parent.stdout is not None
+    line = await asyncio.wait_for(parent.stdout.readline(), 30)
+    child = psutil.Process(int(line))
+    assert child.ppid() == parent.pid and child.is_running()
+    parent.kill()
+    await parent.wait()
+    await wait_for(lambda: not alive([child]), timeout=20, interval=0.1)
+
+
+async def test_a_child_whose_parent_died_before_it_was_bound_exits_at_once() -> None:
+    # bind_to_parent is told a parent pid that is not its parent's: the parent it was
+    # started for is gone (it was re-parented before it got this far).
+    code = (
+        "import os; from mediajobs.queue.children import bind_to_parent; "
+        "bind_to_parent(os.getppid() + 100000); print('still here')"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert (proc.returncode, out) == (1, b"")
