@@ -1,6 +1,7 @@
-"""Ctrl-C on `mediajobs dev` (what `make dev` runs) while it decodes an upload: the terminal
-sends SIGINT to the whole process group, and the server, worker and imaging processes stop
-in order, without a traceback, and leave no process behind."""
+"""Ctrl-C on `mediajobs dev` (what `make dev` runs) while it decodes an upload, and on a
+`mediajobs worker` at any moment of its start. The terminal sends SIGINT to the whole
+process group; the server, worker and imaging processes stop in order, without a
+traceback, and leave no process behind."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from tests.support.images import jpeg, photo
 from tests.support.processes import alive, descendants, imaging_children
 from tests.support.serving import wait_http
 from tests.support.sse import bearer, realtime_env
-from tests.support.workers import REPO, wait_for
+from tests.support.workers import REPO, start_worker_process, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -98,3 +99,30 @@ async def _decode_then_ctrl_c(base: str, dev: subprocess.Popen[str], output: IO[
     assert "KeyboardInterrupt" not in log, log[-5000:]
     assert "job failed" not in log, log[-5000:]  # the decode was not killed by Ctrl-C
     await wait_for(lambda: not alive(tree), timeout=20, interval=0.1)
+
+
+@pytest.mark.parametrize("after", [0.1, 0.4, 0.8, 1.5, 3.0])
+async def test_ctrl_c_at_any_moment_of_a_worker_start_exits_quietly(
+    database_url: str, after: float
+) -> None:
+    # Depending on the moment: while modules load (exit 130 at once), while it connects, or
+    # once it runs (a graceful stop, exit 0). Quiet and prompt in every case.
+    worker = start_worker_process(
+        database_url,
+        "--app",
+        "mediajobs.handlers:build_registry",
+        env={"MEDIAJOBS_LOG_LEVEL": "INFO"},
+    )
+    try:
+        await asyncio.sleep(after)
+        os.killpg(worker.popen.pid, signal.SIGINT)
+        code = await worker.finish(timeout=60)  # a hang guard
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.popen.pid, signal.SIGKILL)
+    output = worker.stdout + worker.stderr
+    assert code in (0, 130), output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert "KeyboardInterrupt" not in output, output[-3000:]
+    if code == 0:
+        assert worker.stats["claimed"] == 0  # it ran and stopped in order
