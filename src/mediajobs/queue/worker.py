@@ -103,7 +103,7 @@ class Worker:
         self._exhausted_hints = 0
         self._unstarted: list[Job] = []  # claimed after stop(): handed straight back
         self._stopping = asyncio.Event()
-        self._force = False
+        self._force = asyncio.Event()  # a second stop(): skip (or end) the grace period
         self._completer = _Completer(queue)
         self._keeper = LeaseKeeper(
             conninfo,
@@ -134,7 +134,7 @@ class Worker:
     def stop(self) -> None:
         """Stop claiming; running jobs get the grace period. A second call skips it."""
         if self._stopping.is_set():
-            self._force = True
+            self._force.set()
         self._stopping.set()
         self._changed.set()
 
@@ -391,11 +391,20 @@ class Worker:
         if not self._tasks:
             return
         tasks = [task for task, _ in self._tasks.values()]
-        if not self._force and self.options.shutdown_grace > 0:
+        if not self._force.is_set() and self.options.shutdown_grace > 0:
             log.info(
                 "waiting up to %.1fs for %d running jobs", self.options.shutdown_grace, len(tasks)
             )
-            await asyncio.wait(tasks, timeout=self.options.shutdown_grace)
+            # Until they finish, the grace period ends, or a second stop() (Ctrl-C twice).
+            finished = asyncio.ensure_future(asyncio.wait(tasks))
+            forced = asyncio.ensure_future(self._force.wait())
+            await asyncio.wait(
+                [finished, forced],
+                timeout=self.options.shutdown_grace,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            finished.cancel()  # stops the waiting only; the jobs are handled below
+            forced.cancel()
         unfinished = [(task, ctx) for task, ctx in self._tasks.values() if not task.done()]
         for task, _ in unfinished:
             task.cancel()
