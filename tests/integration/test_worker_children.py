@@ -109,10 +109,11 @@ async def test_ctrl_c_stops_a_busy_worker_quietly_and_leaves_no_process(
 
 WATCHED_GRANDCHILD = """
 import subprocess, sys
+import os
 child = subprocess.Popen([sys.executable, "-c", (
-    "import os; from mediajobs.queue.children import _watch_parent; "
-    "print('watching', flush=True); _watch_parent(os.getppid())"
-)], stdout=subprocess.PIPE, text=True)
+    "import sys; from mediajobs.queue.children import _watch_parent; "
+    "print('watching', flush=True); _watch_parent(int(sys.argv[1]))"
+), str(os.getpid())], stdout=subprocess.PIPE, text=True)
 assert child.stdout is not None and child.stdout.readline().strip() == "watching"
 print(child.pid, flush=True)
 import time; time.sleep(3600)

@@ -9,7 +9,10 @@ must hold whatever happens to the worker:
   pipe (the children inherit it) has closed it. On Linux each child asks the kernel for
   SIGKILL when its parent goes (``prctl(PR_SET_PDEATHSIG)``, prctl(2)); everywhere, a
   thread in the child also watches its parent's pid and ends the child when it changes
-  (the portable fallback, within ``PARENT_POLL`` seconds).
+  (the portable fallback, within ``PARENT_POLL`` seconds). The kernel's signal follows the
+  *thread* that started the child: here the caller of ``submit`` (the event loop's thread)
+  or the executor's manager thread (replacement children), which both live as long as the
+  pool, so it fires only when the children should go anyway.
 - **Ctrl-C is the parent's.** A terminal sends SIGINT to the whole process group; the
   parent shuts down in order (the worker's grace period), so the children ignore SIGINT
   instead of each printing a ``KeyboardInterrupt`` traceback. A child starts with SIGINT

@@ -312,7 +312,7 @@ class Worker:
             await self._fail(ctx, exc)
             return
         except Exception as exc:
-            log.exception("job %s (%s) attempt %d raised", job.id, job.kind, job.attempt)
+            log.exception("job raised: %s", describe_job(ctx))
             await self._fail(ctx, Retry(f"{type(exc).__name__}: {exc}", code="internal_error"))
             return
         try:
@@ -432,21 +432,25 @@ def describe_outcome(ctx: JobContext, state: JobState, error: JobError, *, delay
     attempt=1/3 mediaId=<id> fileName="a.png" code=corrupt_image message="..."``. What the
     handler named with ``ctx.describe`` comes after the attempt; text values are JSON-quoted
     (a file name cannot forge a line)."""
-    job = ctx.job
     verdict = {
         JobState.FAILED: "job failed",
         JobState.QUEUED: f"job attempt failed, retrying in {delay:.1f}s",
         JobState.CANCELLED: "job cancelled",
     }.get(state, f"job {state}")
+    details = f"code={_quoted(error.code)} message={_quoted(str(error))}"
+    return f"{verdict}: {describe_job(ctx)} {details}"
+
+
+def describe_job(ctx: JobContext) -> str:
+    """``kind=... job=... attempt=n/max`` and what the handler named with ``ctx.describe``."""
+    job = ctx.job
     fields = [
         f"kind={job.kind}",
         f"job={job.id}",
         f"attempt={job.attempt}/{job.max_attempts}",
         *(f"{key}={_quoted(value)}" for key, value in ctx.log_fields.items()),
-        f"code={_quoted(error.code)}",
-        f"message={_quoted(str(error))}",
     ]
-    return f"{verdict}: {' '.join(fields)}"
+    return " ".join(fields)
 
 
 def _quoted(value: str) -> str:
