@@ -86,7 +86,7 @@ RETURNING j.id
 """
 
 # A failed attempt: back to the queue after `delay` if it may retry, else failed for good. A
-# job whose cancel was requested ends cancelled instead, whatever the error (see CANCELLED_ERROR).
+# job whose cancel was requested ends cancelled instead, whatever the error (_cancelled_error).
 FAIL = f"""
 UPDATE jobs
 SET state = CASE WHEN cancel_requested THEN 'cancelled'
