@@ -6,7 +6,8 @@ only the job it was running: that slot is replaced and every other slot keeps it
 (One shared ``ProcessPoolExecutor`` would fail every pending task when one child dies.)
 
 Children report steps (decoded, each variant) through a pipe, so the job's progress is real
-while the work happens in another process.
+while the work happens in another process. They die with the worker, however it ends, and
+leave Ctrl-C to it (``queue.children``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import multiprocessing
 import os
 import resource
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from mediajobs.imaging.pipeline import ProcessedImage, process_image
 from mediajobs.imaging.policy import ImagePolicy
+from mediajobs.queue.children import ChildProcessPool
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class _Slot:
     def __init__(self, options: PoolOptions) -> None:
         context = multiprocessing.get_context("spawn")
         self.reader, writer = context.Pipe(duplex=False)
-        self.executor = ProcessPoolExecutor(
+        self.executor = ChildProcessPool(
             max_workers=1,
             mp_context=context,
             initializer=_child_init,

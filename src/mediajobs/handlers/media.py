@@ -55,11 +55,14 @@ VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _DOWNLOAD, _DECODED, _ENCODED, _UPLOADED = 0.35, 0.45, 0.75, 0.97
 
 
-def _media_id(job: Job) -> uuid.UUID:
+def _media_id(ctx: JobContext, job: Job) -> uuid.UUID:
+    """The job's media id, also named in the worker's log line about the job's outcome."""
     try:
-        return uuid.UUID(str(job.payload["mediaId"]))
+        media_id = uuid.UUID(str(job.payload["mediaId"]))
     except (KeyError, ValueError):
         raise JobFailed("the job payload has no valid mediaId", code="invalid_payload") from None
+    ctx.describe(mediaId=str(media_id))
+    return media_id
 
 
 def _still_hidden(record: MediaRecord, hidden_at: str) -> bool:
@@ -140,7 +143,7 @@ class MediaHandlers:
     # -- media.process -----------------------------------------------------------------
 
     async def process(self, ctx: JobContext, job: Job) -> JSON:
-        media_id = _media_id(job)
+        media_id = _media_id(ctx, job)
         media = MediaRepository(ctx.queue.pool)
         try:
             return await self._process(ctx, job, media, media_id)
@@ -171,6 +174,7 @@ class MediaHandlers:
         record = await media.get(media_id, job.owner_id)
         if record is None:
             raise JobFailed(f"media {media_id} not found", code="media_not_found")
+        ctx.describe(fileName=record.original_filename)
         if record.job_id == job.id and record.status in (MediaStatus.READY, MediaStatus.IN_REVIEW):
             # An earlier attempt of this job finished the item and died before completing
             # the job: answer as it would have.
@@ -360,11 +364,12 @@ class MediaHandlers:
     # -- media.review ------------------------------------------------------------------
 
     async def review(self, ctx: JobContext, job: Job) -> JSON:
-        media_id = _media_id(job)
+        media_id = _media_id(ctx, job)
         media = MediaRepository(ctx.queue.pool)
         record = await media.get(media_id, job.owner_id)
         if record is None:
             raise JobFailed(f"media {media_id} not found", code="media_not_found")
+        ctx.describe(fileName=record.original_filename)
         if record.status is not MediaStatus.IN_REVIEW:
             return {"mediaId": str(media_id), "status": record.status.value, "skipped": True}
         policy = await SitePolicies(ctx.queue.pool).load()
@@ -471,7 +476,7 @@ class MediaHandlers:
     # -- media.delete and media.purge --------------------------------------------------
 
     async def delete(self, ctx: JobContext, job: Job) -> JSON:
-        media_id = _media_id(job)
+        media_id = _media_id(ctx, job)
         media = MediaRepository(ctx.queue.pool)
         hidden_at = job.payload.get("deletedAt")
         policy = await SitePolicies(ctx.queue.pool).load()
@@ -498,7 +503,7 @@ class MediaHandlers:
         }
 
     async def purge(self, ctx: JobContext, job: Job) -> JSON:
-        media_id = _media_id(job)
+        media_id = _media_id(ctx, job)
         media = MediaRepository(ctx.queue.pool)
         record = await media.claim_purge(media_id)
         if record is None:  # restored, purged already, or deleted again with a later window

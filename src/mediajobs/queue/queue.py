@@ -248,7 +248,8 @@ class JobQueue:
 
     async def fail(self, job: Job, error: JobError, *, delay: float) -> JobState | None:
         """Record a failed attempt: requeued after ``delay`` when the error is retryable and
-        attempts remain, else failed. None when this attempt no longer holds the job."""
+        attempts remain, else failed; cancelled, whatever the error, when its cancel was
+        requested. None when this attempt no longer holds the job."""
         params = {
             "id": job.id,
             "attempt": job.attempt,
@@ -291,8 +292,9 @@ class JobQueue:
         return bool(rows[0]["cancel_requested"])
 
     async def hand_back(self, jobs: Sequence[Job], *, started: bool = True) -> set[uuid.UUID]:
-        """Return unfinished jobs to the queue at once (graceful shutdown). With
-        ``started=False`` (claimed, handler never called) the attempt does not count."""
+        """Return unfinished jobs to the queue at once (graceful shutdown); a job whose
+        cancel was requested ends cancelled instead. With ``started=False`` (claimed, handler
+        never called) the attempt does not count. Returns the ids this call changed."""
         if not jobs:
             return set()
         params = {
@@ -320,7 +322,8 @@ class JobQueue:
         return state
 
     async def reap_expired(self, limit: int = 1000) -> list[Transition]:
-        """Requeue (or fail, when out of attempts) jobs whose lease expired."""
+        """Requeue (or fail, when out of attempts; or cancel, when its cancel was requested)
+        jobs whose lease expired."""
         transitions: list[Transition] = []
         rows = await self._change(
             sql.REAP_EXPIRED, {"limit": limit}, _requeued_or_failed, collect=transitions
@@ -414,6 +417,8 @@ def _running(row: Mapping[str, Any]) -> Transition:
 
 
 def _queued(row: Mapping[str, Any]) -> Transition:
+    if row.get("state") == JobState.CANCELLED:  # handed back after its cancel was requested
+        return _cancelled(row)
     return _transition(row, JobState.QUEUED, Cause.REQUEUED, message="handed back")
 
 
@@ -423,12 +428,16 @@ def _cancelled(row: Mapping[str, Any]) -> Transition:
 
 def _failed_or_retrying(row: Mapping[str, Any]) -> Transition:
     state = JobState(row["state"])
+    if state is JobState.CANCELLED:  # it failed after its cancel was requested
+        return _cancelled(row)
     cause = Cause.RETRYING if state is JobState.QUEUED else Cause.FAILED
     return _transition(row, state, cause, error=row.get("error"))
 
 
 def _requeued_or_failed(row: Mapping[str, Any]) -> Transition:
     state = JobState(row["state"])
+    if state is JobState.CANCELLED:  # its worker died after its cancel was requested
+        return _cancelled(row)
     cause = Cause.REQUEUED if state is JobState.QUEUED else Cause.FAILED
     return _transition(row, state, cause, message="lease expired", error=row.get("error"))
 

@@ -55,6 +55,7 @@ class JobContext:
         self._progress_written_seq = 0
         self._progress_timer: asyncio.TimerHandle | None = None
         self._progress_flush: asyncio.Task[None] | None = None
+        self.log_fields: dict[str, str] = {}  # what the worker's outcome log names
 
     @property
     def queue(self) -> JobQueue:
@@ -71,6 +72,12 @@ class JobContext:
     def lease_lost(self) -> bool:
         """True once this attempt no longer holds the job; its writes will be refused."""
         return self._lease_lost
+
+    def describe(self, **fields: str | None) -> None:
+        """Name what this job works on (``mediaId=..., fileName=...``) for the worker's log
+        line about its outcome, so a failure says which item it was. None values are
+        skipped."""
+        self.log_fields.update({key: value for key, value in fields.items() if value is not None})
 
     def request_cancel(self) -> None:
         self._cancel_requested = True

@@ -22,6 +22,19 @@ _COLUMNS = (
 JOB_COLUMNS = ", ".join(_COLUMNS)
 J_COLUMNS = ", ".join(f"j.{column}" for column in _COLUMNS)
 
+
+# Every way a running job whose cancel was requested ends (its handler stops, fails or raises,
+# its worker hands it back or dies) makes it `cancelled` with this error, so it emits
+# `job_cancelled`: the state follows the cancel request, not the path that got there. A job
+# that succeeds before it notices the request stays succeeded: its result exists.
+def _cancelled_error(detail: str) -> str:
+    """The SQL expression of a cancelled job's error; ``detail`` is an SQL text expression."""
+    return (
+        "jsonb_build_object('code', 'cancelled', 'message', 'cancelled while running; ' || "
+        f"{detail}, 'retryable', false)"
+    )
+
+
 INSERT_JOB = """
 INSERT INTO jobs (id, kind, owner_id, payload, priority, run_at, max_attempts, idempotency_key)
 VALUES (%(id)s, %(kind)s, %(owner_id)s, %(payload)s, %(priority)s,
@@ -72,25 +85,31 @@ WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = d.id AND j.attempt = d.attempt
 RETURNING j.id
 """
 
-# A failed attempt: back to the queue after `delay` if it may retry, else failed for good.
-FAIL = """
+# A failed attempt: back to the queue after `delay` if it may retry, else failed for good. A
+# job whose cancel was requested ends cancelled instead, whatever the error (_cancelled_error).
+FAIL = f"""
 UPDATE jobs
-SET state = CASE WHEN %(retry)s AND attempt < max_attempts
-                 THEN 'queued' ELSE 'failed' END::job_state,
-    run_at = CASE WHEN %(retry)s AND attempt < max_attempts
+SET state = CASE WHEN cancel_requested THEN 'cancelled'
+                 WHEN %(retry)s AND attempt < max_attempts THEN 'queued'
+                 ELSE 'failed' END::job_state,
+    run_at = CASE WHEN NOT cancel_requested AND %(retry)s AND attempt < max_attempts
                   THEN now() + make_interval(secs => %(delay)s) ELSE run_at END,
-    finished_at = CASE WHEN %(retry)s AND attempt < max_attempts THEN NULL ELSE now() END,
-    error = %(error)s, updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+    finished_at = CASE WHEN NOT cancel_requested AND %(retry)s AND attempt < max_attempts
+                       THEN NULL ELSE now() END,
+    error = CASE WHEN cancel_requested
+                 THEN {_cancelled_error("'the attempt then ended with ' || (%(error)s ->> 'code')")}
+                 ELSE %(error)s END,
+    updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
 WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running'
 RETURNING id, kind, owner_id, attempt, state, run_at, error
 """
 
 # A running job that stopped because it was asked to.
-MARK_CANCELLED = """
+MARK_CANCELLED = f"""
 UPDATE jobs
 SET state = 'cancelled', finished_at = now(), updated_at = now(),
     lease_owner = NULL, lease_expires_at = NULL,
-    error = '{"code": "cancelled", "message": "cancelled while running", "retryable": false}'
+    error = {_cancelled_error("'the handler stopped'")}
 WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running'
 RETURNING id, kind, owner_id, attempt
 """
@@ -124,17 +143,22 @@ RETURNING id, kind, owner_id, attempt, state
 CANCEL_ANY_OWNER = CANCEL.format(owner_filter="")
 CANCEL_FOR_OWNER = CANCEL.format(owner_filter="AND owner_id = %(owner_id)s")
 
-# Graceful shutdown: unfinished jobs go straight back to the queue for another worker. An
-# attempt that never started its handler does not count.
-HAND_BACK = """
+# Graceful shutdown: unfinished jobs go straight back to the queue for another worker (one
+# whose cancel was requested ends cancelled). An attempt that never started its handler does
+# not count.
+HAND_BACK = f"""
 UPDATE jobs AS j
-SET state = 'queued', run_at = now(), updated_at = now(),
+SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END::job_state,
+    finished_at = CASE WHEN j.cancel_requested THEN now() END,
+    error = CASE WHEN j.cancel_requested
+                 THEN {_cancelled_error("'its worker stopped first'")} ELSE j.error END,
+    run_at = now(), updated_at = now(),
     attempt = j.attempt - CASE WHEN %(started)s THEN 0 ELSE 1 END,
     lease_owner = NULL, lease_expires_at = NULL, message = 'handed back by a stopping worker'
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS d(id, attempt)
 WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = d.id AND j.attempt = d.attempt
   AND j.state = 'running'
-RETURNING j.id, j.kind, j.owner_id, j.attempt
+RETURNING j.id, j.kind, j.owner_id, j.attempt, j.state
 """
 
 NOTIFY_WAKEUP = f"SELECT pg_notify('{WAKEUP_CHANNEL}', '')"
@@ -142,7 +166,7 @@ NOTIFY_CANCEL = f"SELECT pg_notify('{CANCEL_CHANNEL}', %(id)s)"
 
 # Recovery: jobs whose worker stopped renewing the lease (it crashed, froze or lost its
 # network). The dead attempt counts; a job out of attempts fails, a cancelled one ends.
-REAP_EXPIRED = """
+REAP_EXPIRED = f"""
 WITH expired AS (
     SELECT id FROM jobs
     WHERE state = 'running' AND lease_expires_at < now()
@@ -157,10 +181,13 @@ SET state = CASE WHEN j.cancel_requested THEN 'cancelled'
     finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts
                        THEN now() END,
     run_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-    error = jsonb_build_object(
-        'code', 'lease_expired',
-        'message', 'the worker running attempt ' || j.attempt || ' stopped renewing its lease',
-        'retryable', NOT j.cancel_requested AND j.attempt < j.max_attempts)
+    error = CASE WHEN j.cancel_requested
+                 THEN {_cancelled_error("'its worker stopped renewing the lease'")}
+                 ELSE jsonb_build_object(
+                     'code', 'lease_expired',
+                     'message', 'the worker running attempt ' || j.attempt
+                                || ' stopped renewing its lease',
+                     'retryable', j.attempt < j.max_attempts) END
 FROM expired
 WHERE j.id = expired.id
 RETURNING j.id, j.kind, j.owner_id, j.attempt, j.state, j.error

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
 
 from mediajobs.errors import JobCancelled, JobError, JobFailed, LeaseLost, Retry
 from mediajobs.queue import sql
+from mediajobs.queue.children import ChildProcessPool
 from mediajobs.queue.lease import LeaseKeeper
 from mediajobs.queue.listener import NotificationListener
 from mediajobs.queue.models import JSON, Backoff, Job, JobState
@@ -101,7 +103,7 @@ class Worker:
         self._exhausted_hints = 0
         self._unstarted: list[Job] = []  # claimed after stop(): handed straight back
         self._stopping = asyncio.Event()
-        self._force = False
+        self._force = asyncio.Event()  # a second stop(): skip (or end) the grace period
         self._completer = _Completer(queue)
         self._keeper = LeaseKeeper(
             conninfo,
@@ -115,7 +117,7 @@ class Worker:
         self._threads = ThreadPoolExecutor(
             max_workers=max(4, self.options.concurrency), thread_name_prefix="mediajobs-job"
         )
-        self._processes: ProcessPoolExecutor | None = None
+        self._processes: ChildProcessPool | None = None
 
     @property
     def kinds(self) -> list[str]:
@@ -132,7 +134,7 @@ class Worker:
     def stop(self) -> None:
         """Stop claiming; running jobs get the grace period. A second call skips it."""
         if self._stopping.is_set():
-            self._force = True
+            self._force.set()
         self._stopping.set()
         self._changed.set()
 
@@ -301,6 +303,7 @@ class Worker:
         except JobCancelled:
             if await self._queue.mark_cancelled(job):
                 self.stats.cancelled += 1
+                log.info("job cancelled: kind=%s job=%s (its handler stopped)", job.kind, job.id)
             return
         except LeaseLost:
             self.stats.lost += 1
@@ -309,7 +312,7 @@ class Worker:
             await self._fail(ctx, exc)
             return
         except Exception as exc:
-            log.exception("job %s (%s) attempt %d raised", job.id, job.kind, job.attempt)
+            log.exception("job raised: %s", describe_job(ctx))
             await self._fail(ctx, Retry(f"{type(exc).__name__}: {exc}", code="internal_error"))
             return
         try:
@@ -326,12 +329,9 @@ class Worker:
             self.stats.lost += 1
 
     async def _fail(self, ctx: JobContext, error: JobError) -> None:
+        # A job whose cancel was requested ends cancelled, whatever the error: the queue
+        # decides from the flag in the row (this worker may not have heard of it yet).
         job = ctx.job
-        if ctx.cancel_requested and error.retryable:
-            # A job asked to stop does not come back through a retry.
-            if await self._queue.mark_cancelled(job):
-                self.stats.cancelled += 1
-            return
         delay = self._backoff.delay(job.attempt)
         if isinstance(error, Retry) and error.delay is not None:
             delay = error.delay
@@ -340,12 +340,20 @@ class Worker:
             self.stats.retried += 1
         elif state is JobState.FAILED:
             self.stats.failed += 1
+        elif state is JobState.CANCELLED:
+            self.stats.cancelled += 1
         else:
             self.stats.lost += 1
+        if state is not None:
+            log.log(
+                logging.ERROR if state is JobState.FAILED else logging.WARNING,
+                "%s",
+                describe_outcome(ctx, state, error, delay=delay),
+            )
 
     def _process_pool(self) -> Executor:
         if self._processes is None:
-            self._processes = ProcessPoolExecutor(
+            self._processes = ChildProcessPool(
                 max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
             )
         return self._processes
@@ -353,23 +361,26 @@ class Worker:
     # -- housekeeping and shutdown -----------------------------------------------------
 
     async def _housekeeping(self) -> None:
+        """Recover expired leases, and now and then run the maintenance sweep. A failure
+        of one step is logged and the loop goes on: whatever breaks, this worker keeps
+        reaping the leases of dead workers."""
         reap_every = max(0.25, min(self.options.lease / 4.0, 5.0))
         since_maintenance = 0.0
         while True:
             await asyncio.sleep(reap_every)
             since_maintenance += reap_every
-            try:
+            with _logged("recovering expired leases"):
                 recovered = await self._queue.reap_expired()
                 self.stats.recovered += sum(t.state is JobState.QUEUED for t in recovered)
-                if since_maintenance >= self.options.maintenance_interval:
-                    since_maintenance = 0.0
+            if since_maintenance >= self.options.maintenance_interval:
+                since_maintenance = 0.0
+                with _logged("archiving finished jobs"):
                     await self._queue.maintain(
                         hot_age=self.options.hot_age, archive_age=self.options.archive_age
                     )
-                    for task in self._maintenance:
+                for task in self._maintenance:
+                    with _logged(f"maintenance task {getattr(task, '__name__', task)!s}"):
                         await task()
-            except psycopg.Error as exc:
-                log.warning("housekeeping failed (%s); retrying", exc)
 
     async def _shut_down(self) -> None:
         if self._unstarted:
@@ -380,11 +391,20 @@ class Worker:
         if not self._tasks:
             return
         tasks = [task for task, _ in self._tasks.values()]
-        if not self._force and self.options.shutdown_grace > 0:
+        if not self._force.is_set() and self.options.shutdown_grace > 0:
             log.info(
                 "waiting up to %.1fs for %d running jobs", self.options.shutdown_grace, len(tasks)
             )
-            await asyncio.wait(tasks, timeout=self.options.shutdown_grace)
+            # Until they finish, the grace period ends, or a second stop() (Ctrl-C twice).
+            finished = asyncio.ensure_future(asyncio.wait(tasks))
+            forced = asyncio.ensure_future(self._force.wait())
+            await asyncio.wait(
+                [finished, forced],
+                timeout=self.options.shutdown_grace,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            finished.cancel()  # stops the waiting only; the jobs are handled below
+            forced.cancel()
         unfinished = [(task, ctx) for task, ctx in self._tasks.values() if not task.done()]
         for task, _ in unfinished:
             task.cancel()
@@ -393,6 +413,51 @@ class Worker:
             handed = await self._queue.hand_back([ctx.job for _, ctx in unfinished])
             self.stats.handed_back += len(handed)
             log.info("handed %d unfinished jobs back to the queue", len(handed))
+
+
+@contextlib.contextmanager
+def _logged(step: str) -> Iterator[None]:
+    """Log a failure of a housekeeping ``step`` and carry on: a database error in one line
+    (it comes and goes with Postgres), anything else with its traceback (a bug)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        log.warning("housekeeping: %s failed (%s); retrying", step, exc)
+    except Exception:
+        log.exception("housekeeping: %s failed; retrying", step)
+
+
+def describe_outcome(ctx: JobContext, state: JobState, error: JobError, *, delay: float) -> str:
+    """One log line about a failed attempt: ``job failed: kind=media.process job=<id>
+    attempt=1/3 mediaId=<id> fileName="a.png" code=corrupt_image message="..."``. What the
+    handler named with ``ctx.describe`` comes after the attempt; text values are JSON-quoted
+    (a file name cannot forge a line)."""
+    verdict = {
+        JobState.FAILED: "job failed",
+        JobState.QUEUED: f"job attempt failed, retrying in {delay:.1f}s",
+        JobState.CANCELLED: "job cancelled",
+    }.get(state, f"job {state}")
+    details = f"code={_quoted(error.code)} message={_quoted(str(error))}"
+    return f"{verdict}: {describe_job(ctx)} {details}"
+
+
+def describe_job(ctx: JobContext) -> str:
+    """``kind=... job=... attempt=n/max`` and what the handler named with ``ctx.describe``."""
+    job = ctx.job
+    fields = [
+        f"kind={job.kind}",
+        f"job={job.id}",
+        f"attempt={job.attempt}/{job.max_attempts}",
+        *(f"{key}={_quoted(value)}" for key, value in ctx.log_fields.items()),
+    ]
+    return " ".join(fields)
+
+
+def _quoted(value: str) -> str:
+    """``value`` as is when it is a plain token, else as a JSON string."""
+    if value and value.isascii() and value.isprintable() and not any(c in value for c in ' "='):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 class _Completer:
