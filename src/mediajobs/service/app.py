@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from mediajobs.config import Environment, Settings
 from mediajobs.db.pool import Pool, open_pool
@@ -156,7 +157,7 @@ def create_app(
     memory = [store for store in registry.stores if isinstance(store, MemoryStore)]
     if memory:
         routes.append(Mount("/storage", app=memory[0].app()))
-    middleware = [Middleware(RequestContext, metrics=HttpMetrics(metrics.registry))]
+    middleware: list[Middleware] = []
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -168,7 +169,8 @@ def create_app(
                 max_age=600,
             )
         )
-    app = Starlette(
+    app = ServiceApp(
+        HttpMetrics(metrics.registry),
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -180,6 +182,18 @@ def create_app(
         settings.serve_page,
     )
     return app
+
+
+class ServiceApp(Starlette):
+    """Starlette with ``RequestContext`` outside its ServerErrorMiddleware (Starlette puts
+    user middleware inside it), so a 500 carries its request id."""
+
+    def __init__(self, http_metrics: HttpMetrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.http_metrics = http_metrics
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestContext(super().build_middleware_stack(), metrics=self.http_metrics)
 
 
 STATIC = Path(__file__).with_name("static")

@@ -16,12 +16,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mediajobs.service.metrics import HttpMetrics
 
+log = logging.getLogger(__name__)
+
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _STREAMING = {"/events", "/jobs/{job_id}/events"}  # open for minutes: not a latency
 
 
 class RequestContext:
+    """The outermost layer of the app (outside Starlette's ServerErrorMiddleware), so the
+    500 that layer sends carries ``X-Request-Id`` too, and its log line the id."""
+
     def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
         self.app = app
         self.metrics = metrics
@@ -47,14 +52,25 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            if template not in _STREAMING:
-                self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
-            REQUEST_ID.reset(token)
+        except Exception:
+            # ServerErrorMiddleware re-raises after its 500 went out. That error was logged
+            # (with this id) by the 500 handler; one that broke a started response (a
+            # stream) is logged here. Either way the server has nothing left to report, and
+            # the id stays set for what it logs about the unfinished response.
+            if not scope.get("mediajobs.error_logged"):
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            self._count(scope, status, started)
+            return
+        self._count(scope, status, started)
+        REQUEST_ID.reset(token)
+
+    def _count(self, scope: Scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope["method"]
+        self.metrics.requests.labels(method, template, str(status)).inc()
+        if template not in _STREAMING:
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
 
 
 class RequestIdFilter(logging.Filter):
