@@ -24,12 +24,14 @@ KEEPALIVE_KWARGS: dict[str, Any] = {
     "keepalives_count": 3,
 }
 
+CONNECT_TIMEOUT = 5  # seconds one connection attempt may take (libpq connect_timeout)
+
 Pool: TypeAlias = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
 def connection_kwargs(conninfo: str, **extra: Any) -> dict[str, Any]:
     """Connect arguments: keepalives only over TCP (a Unix socket path takes none)."""
-    kwargs: dict[str, Any] = {"autocommit": True, **extra}
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, **extra}
     params = psycopg.conninfo.conninfo_to_dict(conninfo)
     host = str(params.get("host") or "")
     if host and not host.startswith("/"):
@@ -44,8 +46,10 @@ async def open_pool(
     min_size: int = 1,
     max_size: int = 10,
     connect_timeout: float = 10.0,
+    wait_timeout: float | None = None,
 ) -> Pool:
-    """Open an autocommit pool of dict-row connections; fail fast if Postgres is unreachable."""
+    """Open an autocommit pool of dict-row connections; fail fast if Postgres is unreachable.
+    ``wait_timeout``: seconds a caller waits for a connection (default ``connect_timeout``)."""
     pool: Pool = AsyncConnectionPool(
         conninfo,
         name=name,
@@ -55,7 +59,8 @@ async def open_pool(
             conninfo, row_factory=dict_row, application_name=f"mediajobs-{name}"
         ),
         open=False,
-        timeout=connect_timeout,
+        timeout=connect_timeout if wait_timeout is None else wait_timeout,
+        check=AsyncConnectionPool.check_connection,
     )
     try:
         await pool.open(wait=True, timeout=connect_timeout)

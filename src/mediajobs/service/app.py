@@ -48,6 +48,7 @@ from mediajobs.storage import MemoryStore, StoreRegistry, stores_for
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 2.0
+POOL_WAIT = 5.0  # seconds a request waits for a database connection before its 503
 
 
 def stream_options(settings: Settings) -> StreamOptions:
@@ -77,7 +78,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = await open_pool(database_url, name="app", min_size=1, max_size=10)
+        pool = await open_pool(
+            database_url, name="app", min_size=1, max_size=10, wait_timeout=POOL_WAIT
+        )
         redis = redis_client(settings, fake_redis)
         subscriber = redis_client(settings, fake_redis, subscriber=True)
         store = EventStore(pool)
