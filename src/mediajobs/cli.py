@@ -43,6 +43,7 @@ from mediajobs.realtime.connect import redis_client
 from mediajobs.service.app import close_streams, create_app
 from mediajobs.service.auth import Authenticator, RedactTickets
 from mediajobs.service.middleware import configure_logging
+from mediajobs.service.server import http_protocol
 from mediajobs.storage import check_store, stores_for
 
 log = logging.getLogger("mediajobs")
@@ -319,6 +320,7 @@ def _uvicorn_config(app: Any, args: argparse.Namespace, settings: Settings) -> u
         lifespan="on",
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        http=http_protocol(settings.header_timeout),  # closes requests stuck in their headers
     )
 
 

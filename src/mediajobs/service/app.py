@@ -42,7 +42,8 @@ from mediajobs.service.auth import Authenticator
 from mediajobs.service.errors import EXCEPTION_HANDLERS
 from mediajobs.service.metrics import HttpMetrics, QueueGauges
 from mediajobs.service.middleware import RequestContext
-from mediajobs.service.state import Services, StorageCheck, services
+from mediajobs.service.server import raise_open_files_limit
+from mediajobs.service.state import Services, StorageCheck, StreamSlots, services
 from mediajobs.storage import MemoryStore, StoreRegistry, stores_for
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        soft, _ = raise_open_files_limit()
+        log.info("open files limit: %d (connections and event streams each hold one)", soft)
         pool = await open_pool(
             database_url, name="app", min_size=1, max_size=10, wait_timeout=POOL_WAIT
         )
@@ -115,6 +118,7 @@ def create_app(
             metrics=metrics,
             stream_options=stream_options(settings),
             queue_gauges=queue_gauges,
+            stream_slots=StreamSlots(settings.streams_per_user),
         )
         try:
             await hub.start()

@@ -55,15 +55,18 @@ async def auth_error(request: Request, exc: Exception) -> Response:
 class ApiError(Exception):
     """Raised by a route to answer with the error envelope."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.headers = headers
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, str(exc))
+    return error_response(exc.status, exc.code, str(exc), exc.headers)
 
 
 async def data_error(request: Request, exc: Exception) -> Response:

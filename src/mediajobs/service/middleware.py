@@ -5,11 +5,13 @@ count and latency by route template for ``/metrics``."""
 from __future__ import annotations
 
 import contextvars
+import errno
 import json
 import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -81,6 +83,56 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Running out of descriptors, buffers or memory: every accept() and connect() fails alike, and
+# a log line per attempt would bury everything else (and fill the disk).
+EXHAUSTION_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+EXHAUSTION_LOG_EVERY = 10.0  # seconds between log lines about one exhausted resource
+
+
+def _exhaustion_errno(record: logging.LogRecord) -> int | None:
+    exc = record.exc_info[1] if record.exc_info else None
+    seen = 0
+    while exc is not None and seen < 10:  # the exception, its cause, its context
+        if isinstance(exc, OSError) and exc.errno in EXHAUSTION_ERRNOS:
+            return exc.errno
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+class ExhaustionFilter(logging.Filter):
+    """Passes one record about an exhausted system resource (an ``OSError`` EMFILE, ENFILE,
+    ENOBUFS or ENOMEM in its exception chain) per ``interval`` seconds for each logger and
+    errno; the next one that passes says how many were held back. Others pass untouched."""
+
+    def __init__(
+        self, interval: float = EXHAUSTION_LOG_EVERY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[tuple[str, int], float] = {}
+        self._held: dict[tuple[str, int], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = _exhaustion_errno(record)
+        if found is None:
+            return True
+        key = (record.name, found)
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held and last is not None:
+            note = f" [{held} more like this in the last {now - last:.0f} s not logged]"
+            record.msg = f"{record.getMessage()}{note}"
+            record.args = None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line (production logs)."""
 
@@ -100,6 +152,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, *, json_lines: bool) -> None:
     """Plain lines for people, JSON lines for production; request ids on both."""
     handler = logging.StreamHandler()
+    handler.addFilter(ExhaustionFilter())
     handler.addFilter(RequestIdFilter())
     if json_lines:
         handler.setFormatter(JsonFormatter())
