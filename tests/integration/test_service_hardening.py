@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from mediajobs.config import Environment, Settings
 from mediajobs.db.policies import SitePolicies
+from mediajobs.service import body as body_module
 from mediajobs.service.app import create_app
 from mediajobs.service.middleware import RequestIdFilter
 from mediajobs.service.state import Services
@@ -336,3 +337,23 @@ async def test_an_upload_refused_as_too_large_at_complete_is_deleted_from_the_st
     assert await svc.stores.active.head(key) is None
     again = await client.post("/media/upload/complete", json={"objectPath": key}, headers=ALICE)
     assert again.status_code == 404 and again.json()["error"]["code"] == "upload_not_found"
+
+
+async def test_a_json_body_that_stops_arriving_gets_408(
+    api: tuple[httpx.AsyncClient, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = api
+    monkeypatch.setattr(body_module, "BODY_TIMEOUT", 0.2)
+    never = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b'{"filename": "a.jpg", '
+        await never.wait()  # the rest never comes
+
+    response = await client.post(
+        "/media/upload/init",
+        content=stalled(),
+        headers={**ALICE, "content-type": "application/json"},
+    )
+    assert response.status_code == 408
+    assert response.json()["error"]["code"] == "request_timeout"

@@ -2,13 +2,15 @@
 
 A body must be a JSON object of known fields with the right types; anything else is a 4xx
 that names the problem (``malformed_json``, ``unknown_field``, ``invalid_field``,
-``missing_field``, ``body_too_large``, ``invalid_text``). Text must be Unicode: a lone UTF-16
+``missing_field``, ``body_too_large``, ``invalid_text``, ``request_timeout`` when the body
+does not arrive whole within BODY_TIMEOUT). Text must be Unicode: a lone UTF-16
 surrogate (``"\\ud800"``) anywhere in a body is refused (400 ``invalid_text``), and so is
 JSON nested too deeply for the parser (400 ``malformed_json``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -24,6 +26,7 @@ from starlette.requests import Request
 from mediajobs.service.errors import ApiError
 
 MAX_BODY_BYTES = 64 * 1024
+BODY_TIMEOUT = 30.0  # seconds a JSON body may take to arrive whole (64 KiB: ample)
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,18 @@ async def read_json(
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise ApiError(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > MAX_BODY_BYTES:
+                    raise ApiError(
+                        413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes"
+                    )
+    except TimeoutError:
+        raise ApiError(
+            408, "request_timeout", f"the body did not arrive within {BODY_TIMEOUT:g} s"
+        ) from None
     if not raw.strip() and allow_empty:
         return {}
     try:
