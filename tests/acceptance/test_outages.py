@@ -86,7 +86,8 @@ async def test_a_postgres_outage_answers_503_and_the_first_request_after_it_succ
             for response in during:
                 assert_unavailable(response, "database_unavailable")
             ready = await client.get("/readyz")
-            assert ready.status_code == 503
+            assert ready.status_code == 503 and int(ready.headers["retry-after"]) > 0
+            assert ready.json()["status"] == "unavailable"
             checks = ready.json()["checks"]
             assert checks["postgres"].startswith("error") and checks["redis"] == "ok"
             # A stream that must replay history ends with an error event, not a traceback.

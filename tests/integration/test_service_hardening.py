@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from mediajobs.config import Environment, Settings
 from mediajobs.db.policies import SitePolicies
+from mediajobs.errors import StorageUnavailable
 from mediajobs.service import body as body_module
 from mediajobs.service.app import create_app
 from mediajobs.service.middleware import RequestIdFilter
@@ -357,3 +358,36 @@ async def test_a_json_body_that_stops_arriving_gets_408(
     )
     assert response.status_code == 408
     assert response.json()["error"]["code"] == "request_timeout"
+
+
+# -- 18: a store that fails answers 503 storage_unavailable -------------------------------
+
+
+async def test_a_failing_store_answers_503_storage_unavailable_with_retry_after(
+    api: tuple[httpx.AsyncClient, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, app = api
+    key = await uploaded(client, app, jpeg(quadrants(300, 300)))
+    store = services_of(app).stores.active
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("connection refused by the store")
+
+    monkeypatch.setattr(store, "head", down)
+    monkeypatch.setattr(store, "presign_upload", down)
+    answers = [
+        await client.post("/media/upload/complete", json={"objectPath": key}, headers=ALICE),
+        await client.post(
+            "/media/upload/init",
+            json={"filename": "b.jpg", "contentType": "image/jpeg", "size": 10},
+            headers=ALICE,
+        ),
+    ]
+    for response in answers:
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "storage_unavailable"
+        assert int(response.headers["retry-after"]) > 0
+        assert response.headers["x-request-id"]
+    monkeypatch.undo()
+    done = await client.post("/media/upload/complete", json={"objectPath": key}, headers=ALICE)
+    assert done.status_code == 202, done.text

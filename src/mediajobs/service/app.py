@@ -39,7 +39,7 @@ from mediajobs.realtime import (
 from mediajobs.realtime.connect import redis_client
 from mediajobs.service import events, jobs, media, openapi, policy
 from mediajobs.service.auth import Authenticator
-from mediajobs.service.errors import EXCEPTION_HANDLERS
+from mediajobs.service.errors import EXCEPTION_HANDLERS, RETRY_AFTER
 from mediajobs.service.metrics import HttpMetrics, QueueGauges
 from mediajobs.service.middleware import RequestContext
 from mediajobs.service.server import raise_open_files_limit
@@ -240,7 +240,9 @@ async def readyz(request: Request) -> JSONResponse:
     }
     ready = all(value == "ok" for value in checks.values())
     body = {"status": "ready" if ready else "unavailable", "checks": checks}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    if ready:
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
 
 
 async def _check_postgres(pool: Pool) -> str:
