@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 from httpx_sse import aconnect_sse
 
@@ -58,6 +59,26 @@ async def stream_end(client: httpx.AsyncClient, url: str) -> tuple[int, list[tup
     return 200, events
 
 
+async def fill_the_pool(client: httpx.AsyncClient, url: str, size: int) -> None:
+    """Make the API's pool open ``size`` connections: ``size`` requests wait together on a
+    table lock this test holds, each on its own connection, until it lets go."""
+    async with await psycopg.AsyncConnection.connect(url) as locker, locker.transaction():
+        await locker.execute("LOCK TABLE media IN ACCESS EXCLUSIVE MODE")
+        waiting = [asyncio.create_task(client.get("/media", headers=ALICE)) for _ in range(size)]
+        for _ in range(600):
+            row = await (
+                await locker.execute(
+                    "SELECT count(*) FROM pg_locks WHERE relation = 'media'::regclass "
+                    "AND NOT granted"
+                )
+            ).fetchone()
+            if row and row[0] >= size:
+                break
+            await asyncio.sleep(0.05)
+        assert row and row[0] >= size
+    assert [r.status_code for r in await asyncio.gather(*waiting)] == [200] * size
+
+
 async def test_a_postgres_outage_answers_503_and_the_first_request_after_it_succeeds(
     own_postgres: OwnPostgres, redis_url: str
 ) -> None:
@@ -101,8 +122,8 @@ async def test_a_postgres_outage_answers_503_and_the_first_request_after_it_succ
             assert after == [200] * 10
             assert (await client.get("/readyz")).status_code == 200
 
-            # A restart nobody noticed: the pool holds only dead connections afterwards.
-            await asyncio.gather(*(client.get("/media", headers=ALICE) for _ in range(40)))
+            # A restart nobody noticed, with a full pool: every idle connection is dead after.
+            await fill_the_pool(client, own_postgres.url, 10)
             own_postgres.stop()
             own_postgres.start()
             after = [(await client.get("/media", headers=ALICE)).status_code for _ in range(12)]

@@ -29,6 +29,27 @@ CONNECT_TIMEOUT = 5  # seconds one connection attempt may take (libpq connect_ti
 Pool: TypeAlias = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
+class _SweepingCheck:
+    """The pool's ``check`` callback: ``check_connection``, and on a broken connection a
+    sweep of the pool's other idle connections (one sweep at a time)."""
+
+    def __init__(self) -> None:
+        self.pool: Pool | None = None
+        self._sweeping = False
+
+    async def __call__(self, conn: psycopg.AsyncConnection[DictRow]) -> None:
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            if self.pool is not None and not self._sweeping:
+                self._sweeping = True
+                try:
+                    await self.pool.check()
+                finally:
+                    self._sweeping = False
+            raise
+
+
 def connection_kwargs(conninfo: str, **extra: Any) -> dict[str, Any]:
     """Connect arguments: keepalives only over TCP (a Unix socket path takes none)."""
     kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, **extra}
@@ -50,6 +71,7 @@ async def open_pool(
 ) -> Pool:
     """Open an autocommit pool of dict-row connections; fail fast if Postgres is unreachable.
     ``wait_timeout``: seconds a caller waits for a connection (default ``connect_timeout``)."""
+    check = _SweepingCheck()
     pool: Pool = AsyncConnectionPool(
         conninfo,
         name=name,
@@ -60,8 +82,9 @@ async def open_pool(
         ),
         open=False,
         timeout=connect_timeout if wait_timeout is None else wait_timeout,
-        check=AsyncConnectionPool.check_connection,
+        check=check,
     )
+    check.pool = pool
     try:
         await pool.open(wait=True, timeout=connect_timeout)
     except Exception as exc:
