@@ -45,3 +45,18 @@ def test_other_records_and_other_errors_pass_and_keys_are_separate() -> None:
     outer = RuntimeError("connect failed")
     outer.__cause__ = OSError(errno.EMFILE, "Too many open files")
     assert not keep.filter(record(outer, "psycopg"))
+
+
+def test_a_driver_error_that_keeps_only_the_message_is_held_back_too() -> None:
+    keep = ExhaustionFilter(interval=10.0, clock=lambda: 0.0)
+
+    def warning(text: str) -> logging.LogRecord:
+        return logging.LogRecord(
+            "mediajobs.realtime.hub", logging.WARNING, __file__, 1, text, (), None
+        )
+
+    emfile = "Postgres away: could not create socket: Too many open files"
+    enfile = "Postgres away: could not create socket: Too many open files in system"
+    assert [keep.filter(warning(emfile)) for _ in range(3)] == [True, False, False]
+    assert [keep.filter(warning(enfile)) for _ in range(3)] == [True, False, False]
+    assert keep.filter(warning("Postgres away: connection refused"))

@@ -8,6 +8,7 @@ import contextvars
 import errno
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -89,21 +90,35 @@ EXHAUSTION_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 EXHAUSTION_LOG_EVERY = 10.0  # seconds between log lines about one exhausted resource
 
 
+# Drivers that wrap the error (psycopg's "could not create socket: Too many open files")
+# keep only its text: matched by the C library's message for each errno.
+_EXHAUSTION_TEXTS = sorted(
+    ((os.strerror(n), n) for n in EXHAUSTION_ERRNOS), key=lambda item: -len(item[0])
+)
+
+
 def _exhaustion_errno(record: logging.LogRecord) -> int | None:
     exc = record.exc_info[1] if record.exc_info else None
+    texts = [record.getMessage()]
     seen = 0
     while exc is not None and seen < 10:  # the exception, its cause, its context
         if isinstance(exc, OSError) and exc.errno in EXHAUSTION_ERRNOS:
             return exc.errno
+        texts.append(str(exc))
         exc = exc.__cause__ or exc.__context__
         seen += 1
+    for text in texts:
+        for message, number in _EXHAUSTION_TEXTS:  # longest first: ENFILE's contains EMFILE's
+            if message in text:
+                return number
     return None
 
 
 class ExhaustionFilter(logging.Filter):
     """Passes one record about an exhausted system resource (an ``OSError`` EMFILE, ENFILE,
-    ENOBUFS or ENOMEM in its exception chain) per ``interval`` seconds for each logger and
-    errno; the next one that passes says how many were held back. Others pass untouched."""
+    ENOBUFS or ENOMEM in its exception chain, or that error's C library message in the
+    record's or an exception's text) per ``interval`` seconds for each logger and errno; the
+    next one that passes says how many were held back. Others pass untouched."""
 
     def __init__(
         self, interval: float = EXHAUSTION_LOG_EVERY, clock: Callable[[], float] = time.monotonic
