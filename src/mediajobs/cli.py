@@ -41,6 +41,7 @@ from mediajobs.service.app import close_streams, create_app
 from mediajobs.service.auth import Authenticator, RedactTickets
 from mediajobs.service.jobs import job_json
 from mediajobs.service.middleware import configure_logging
+from mediajobs.service.server import http_protocol
 from mediajobs.storage import check_store, memory_base_url, stores_for
 
 log = logging.getLogger("mediajobs")
@@ -379,6 +380,7 @@ def _uvicorn_config(app: Any, args: argparse.Namespace, settings: Settings) -> u
         lifespan="on",
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        http=http_protocol(settings.header_timeout),  # closes requests stuck in their headers
     )
 
 

@@ -81,6 +81,8 @@ class Settings:
     sse_retry: float = 3.0  # reconnect delay told to EventSource
     stream_ticket_ttl: float = 600.0  # lifetime of a stream ticket (and its stream)
     hub_poll_interval: float = 2.0  # the hub reads missed events from Postgres this often
+    streams_per_user: int = 20  # open SSE streams one user may hold; 429 beyond
+    header_timeout: float = 10.0  # a connection must send a request's headers within this
     imaging_processes: int = 0  # decode processes per worker; 0: one per CPU
     imaging_memory_mb: int = 2048  # address-space cap of each decode process
     imaging_timeout: float = 120.0  # one image may take this long to process
@@ -126,6 +128,8 @@ class Settings:
             sse_retry=env.duration("MEDIAJOBS_SSE_RETRY", 3.0, low=0.0),
             stream_ticket_ttl=env.duration("MEDIAJOBS_STREAM_TICKET_TTL", 600.0, low=1.0),
             hub_poll_interval=env.duration("MEDIAJOBS_HUB_POLL_INTERVAL", 2.0, low=0.05),
+            streams_per_user=env.integer("MEDIAJOBS_STREAMS_PER_USER", 20, low=1, high=100_000),
+            header_timeout=env.duration("MEDIAJOBS_HEADER_TIMEOUT", 10.0, low=0.1),
             imaging_processes=env.integer("MEDIAJOBS_IMAGING_PROCESSES", 0, low=0, high=256),
             imaging_memory_mb=env.integer(
                 "MEDIAJOBS_IMAGING_MEMORY_MB", 2048, low=256, high=1 << 20

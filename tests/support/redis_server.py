@@ -18,8 +18,9 @@ def start_redis_server(port: int, binary: str = "redis-server") -> subprocess.Po
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            if redis.Redis(port=port, socket_connect_timeout=0.5).ping():
-                return proc
+            with redis.Redis(port=port, socket_connect_timeout=0.5) as client:
+                if client.ping():
+                    return proc
         except redis.ConnectionError:
             time.sleep(0.05)
     proc.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -52,9 +53,15 @@ class Serving:
     stopped with SIGTERM after it; ``returncode`` and ``output`` are set then."""
 
     def __init__(
-        self, env: dict[str, str], *, port: int | None = None, command: str = "serve"
+        self,
+        env: dict[str, str],
+        *,
+        port: int | None = None,
+        command: str = "serve",
+        open_files: tuple[int, int] | None = None,
     ) -> None:
         self.command = command  # "serve", or "dev" (API and worker in one process)
+        self.open_files = open_files  # (soft, hard) RLIMIT_NOFILE the process starts with
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self._env = {**env, "MEDIAJOBS_PORT": str(self.port), "PYTHONPATH": str(REPO)}
@@ -71,13 +78,24 @@ class Serving:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=self._limits if self.open_files else None,
         )
+        self.pid = self._proc.pid
         try:
             assert wait_http(f"{self.base}/healthz", 30).status_code == 200
         except BaseException:
             self.__exit__()
             raise
         return self
+
+    def _limits(self) -> None:  # in the child, before exec
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
+
+    def log_so_far(self) -> str:
+        """The output until now (pread: the shared file offset the server writes at stays)."""
+        fd = self._log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     def __exit__(self, *exc: object) -> None:
         self._proc.send_signal(signal.SIGTERM)

@@ -468,9 +468,18 @@ class MediaRepository:
         sql += " ORDER BY created_at DESC LIMIT 1"
         return await self._one(sql, {"owner": owner_id, "key": key}, None)
 
-    async def in_flight(self, owner_id: str) -> int:
+    async def lock_owner(self, owner_id: str, conn: Conn) -> None:
+        """Serialise the owner's in-flight checks until ``conn``'s transaction ends (a
+        transaction-scoped advisory lock on a 64-bit hash of the owner id), so a count and
+        the insert it allows are atomic across concurrent requests."""
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('media.in_flight:' || %s, 0))",
+            (owner_id,),
+        )
+
+    async def in_flight(self, owner_id: str, conn: Conn | None = None) -> int:
         """The owner's items still waiting for or in processing."""
-        async with self._conn(None) as c:
+        async with self._conn(conn) as c:
             row = await (
                 await c.execute(
                     "SELECT count(*) AS n FROM media WHERE owner_id = %s "

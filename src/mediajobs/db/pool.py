@@ -24,12 +24,35 @@ KEEPALIVE_KWARGS: dict[str, Any] = {
     "keepalives_count": 3,
 }
 
+CONNECT_TIMEOUT = 5  # seconds one connection attempt may take (libpq connect_timeout)
+
 Pool: TypeAlias = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+
+
+class _SweepingCheck:
+    """The pool's ``check`` callback: ``check_connection``, and on a broken connection a
+    sweep of the pool's other idle connections (one sweep at a time)."""
+
+    def __init__(self) -> None:
+        self.pool: Pool | None = None
+        self._sweeping = False
+
+    async def __call__(self, conn: psycopg.AsyncConnection[DictRow]) -> None:
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            if self.pool is not None and not self._sweeping:
+                self._sweeping = True
+                try:
+                    await self.pool.check()
+                finally:
+                    self._sweeping = False
+            raise
 
 
 def connection_kwargs(conninfo: str, **extra: Any) -> dict[str, Any]:
     """Connect arguments: keepalives only over TCP (a Unix socket path takes none)."""
-    kwargs: dict[str, Any] = {"autocommit": True, **extra}
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, **extra}
     params = psycopg.conninfo.conninfo_to_dict(conninfo)
     host = str(params.get("host") or "")
     if host and not host.startswith("/"):
@@ -44,8 +67,11 @@ async def open_pool(
     min_size: int = 1,
     max_size: int = 10,
     connect_timeout: float = 10.0,
+    wait_timeout: float | None = None,
 ) -> Pool:
-    """Open an autocommit pool of dict-row connections; fail fast if Postgres is unreachable."""
+    """Open an autocommit pool of dict-row connections; fail fast if Postgres is unreachable.
+    ``wait_timeout``: seconds a caller waits for a connection (default ``connect_timeout``)."""
+    check = _SweepingCheck()
     pool: Pool = AsyncConnectionPool(
         conninfo,
         name=name,
@@ -55,8 +81,10 @@ async def open_pool(
             conninfo, row_factory=dict_row, application_name=f"mediajobs-{name}"
         ),
         open=False,
-        timeout=connect_timeout,
+        timeout=connect_timeout if wait_timeout is None else wait_timeout,
+        check=check,
     )
+    check.pool = pool
     try:
         await pool.open(wait=True, timeout=connect_timeout)
     except Exception as exc:

@@ -34,6 +34,7 @@ GENERIC_FAMILY = "job"
 CANCELLED = "job_cancelled"
 RESYNC = "resync"  # sent instead of a replay the server can no longer give
 STREAM_EXPIRED = "stream_expired"  # the ticket or token ran out: reconnect with a new one
+STREAM_ERROR = "stream_error"  # a dependency failed (Postgres away): the stream ends; reconnect
 
 _PHASES = {
     Cause.CLAIMED: "started",

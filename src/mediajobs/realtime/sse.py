@@ -9,6 +9,8 @@ Heartbeat comments keep proxies from closing an idle stream; every write has a t
 a reader that stopped reading cannot hold the process; the stream ends when the ticket or
 token that opened it expires (``stream_expired``), when the hub closes it, or when the
 client goes away. Cleanup runs in ``finally``: a disconnect may also arrive as cancellation.
+When Postgres fails while the stream reads history, the stream ends with a ``stream_error``
+event (``{"code": "database_unavailable"}``); EventSource reconnects after ``retry``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import psycopg
+from psycopg_pool import PoolTimeout
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from mediajobs.realtime.events import RESYNC, STREAM_EXPIRED, Event, dumps, sse_frame
+from mediajobs.realtime.events import (
+    RESYNC,
+    STREAM_ERROR,
+    STREAM_EXPIRED,
+    Event,
+    dumps,
+    sse_frame,
+)
 from mediajobs.realtime.hub import EventHub, Subscription
 from mediajobs.realtime.store import PAGE, EventStore
 
@@ -42,6 +53,10 @@ class StreamOptions:
     heartbeat: float = 15.0  # seconds of silence before a ": ping" comment
     retry_ms: int = 3000  # the reconnect delay EventSource is told to use
     send_timeout: float = 10.0  # a write that takes longer drops the client as stalled
+
+
+# Postgres away or restarting: the history the stream needs cannot be read now.
+_DATABASE_DOWN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 
 class _Stalled(Exception):
@@ -94,6 +109,16 @@ class EventStreamResponse(Response):
             # A client whose buffer also overflowed meanwhile counts as slow.
             stalled = True
             self._metrics.dropped.labels("slow" if sub.closed == "slow" else "stalled").inc()
+        except _DATABASE_DOWN as exc:
+            log.warning(
+                "event stream ended: database unavailable (%s: %s)", type(exc).__name__, exc
+            )
+            self._metrics.dropped.labels("unavailable").inc()
+            data = {"code": "database_unavailable", "message": "the database is unavailable"}
+            try:
+                await self._write(sse_frame(STREAM_ERROR, dumps(data)))
+            except _Stalled:
+                stalled = True
         finally:
             self._hub.unregister(sub)
             watcher.cancel()

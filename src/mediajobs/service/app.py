@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from mediajobs.config import Environment, Settings
 from mediajobs.db.pool import Pool, open_pool
@@ -38,15 +39,17 @@ from mediajobs.realtime import (
 from mediajobs.realtime.connect import redis_client
 from mediajobs.service import events, jobs, media, openapi, policy
 from mediajobs.service.auth import Authenticator
-from mediajobs.service.errors import EXCEPTION_HANDLERS
+from mediajobs.service.errors import EXCEPTION_HANDLERS, RETRY_AFTER
 from mediajobs.service.metrics import HttpMetrics, QueueGauges
 from mediajobs.service.middleware import RequestContext
-from mediajobs.service.state import Services, StorageCheck, services
+from mediajobs.service.server import raise_open_files_limit
+from mediajobs.service.state import Services, StorageCheck, StreamSlots, services
 from mediajobs.storage import MemoryStore, StoreRegistry, stores_for
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 2.0
+POOL_WAIT = 5.0  # seconds a request waits for a database connection before its 503
 
 
 def stream_options(settings: Settings) -> StreamOptions:
@@ -76,7 +79,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = await open_pool(database_url, name="app", min_size=1, max_size=10)
+        soft, _ = raise_open_files_limit()
+        log.info("open files limit: %d (connections and event streams each hold one)", soft)
+        pool = await open_pool(
+            database_url, name="app", min_size=1, max_size=10, wait_timeout=POOL_WAIT
+        )
         redis = redis_client(settings, fake_redis)
         subscriber = redis_client(settings, fake_redis, subscriber=True)
         store = EventStore(pool)
@@ -111,6 +118,7 @@ def create_app(
             metrics=metrics,
             stream_options=stream_options(settings),
             queue_gauges=queue_gauges,
+            stream_slots=StreamSlots(settings.streams_per_user),
         )
         try:
             await hub.start()
@@ -156,7 +164,7 @@ def create_app(
     memory = [store for store in registry.stores if isinstance(store, MemoryStore)]
     if memory:
         routes.append(Mount("/storage", app=memory[0].app()))
-    middleware = [Middleware(RequestContext, metrics=HttpMetrics(metrics.registry))]
+    middleware: list[Middleware] = []
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -168,7 +176,8 @@ def create_app(
                 max_age=600,
             )
         )
-    app = Starlette(
+    app = ServiceApp(
+        HttpMetrics(metrics.registry),
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -180,6 +189,18 @@ def create_app(
         settings.serve_page,
     )
     return app
+
+
+class ServiceApp(Starlette):
+    """Starlette with ``RequestContext`` outside its ServerErrorMiddleware (Starlette puts
+    user middleware inside it), so a 500 carries its request id."""
+
+    def __init__(self, http_metrics: HttpMetrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.http_metrics = http_metrics
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestContext(super().build_middleware_stack(), metrics=self.http_metrics)
 
 
 STATIC = Path(__file__).with_name("static")
@@ -219,7 +240,9 @@ async def readyz(request: Request) -> JSONResponse:
     }
     ready = all(value == "ok" for value in checks.values())
     body = {"status": "ready" if ready else "unavailable", "checks": checks}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    if ready:
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
 
 
 async def _check_postgres(pool: Pool) -> str:

@@ -2,11 +2,15 @@
 
 A body must be a JSON object of known fields with the right types; anything else is a 4xx
 that names the problem (``malformed_json``, ``unknown_field``, ``invalid_field``,
-``missing_field``, ``body_too_large``).
+``missing_field``, ``body_too_large``, ``invalid_text``, ``request_timeout`` when the body
+does not arrive whole within BODY_TIMEOUT). Text must be Unicode: a lone UTF-16
+surrogate (``"\\ud800"``) anywhere in a body is refused (400 ``invalid_text``), and so is
+JSON nested too deeply for the parser (400 ``malformed_json``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -22,6 +26,7 @@ from starlette.requests import Request
 from mediajobs.service.errors import ApiError
 
 MAX_BODY_BYTES = 64 * 1024
+BODY_TIMEOUT = 30.0  # seconds a JSON body may take to arrive whole (64 KiB: ample)
 
 
 @dataclass(frozen=True)
@@ -66,16 +71,28 @@ async def read_json(
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise ApiError(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > MAX_BODY_BYTES:
+                    raise ApiError(
+                        413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes"
+                    )
+    except TimeoutError:
+        raise ApiError(
+            408, "request_timeout", f"the body did not arrive within {BODY_TIMEOUT:g} s"
+        ) from None
     if not raw.strip() and allow_empty:
         return {}
     try:
         body = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "the body is nested too deeply") from None
+    if not is_unicode(body):
+        raise ApiError(400, "invalid_text", "the body holds a lone UTF-16 surrogate") from None
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
     unknown = sorted(set(body) - set(fields))
@@ -99,6 +116,27 @@ async def read_json(
             raise ApiError(422, "invalid_field", f"{name}: {problem}")
         out[name] = value
     return out
+
+
+def is_unicode(value: Any) -> bool:
+    """True when every string in a parsed JSON value (keys included) is encodable Unicode:
+    ``json.loads`` turns an unpaired ``\\ud800`` escape (or raw surrogate bytes) into a lone
+    surrogate that no UTF-8 encoder, Postgres or JSON response can carry. Iterative: the
+    value may be nested as deep as the parser allows."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def _is(value: Any, types: tuple[type, ...]) -> bool:

@@ -1,4 +1,8 @@
-"""Routes of the realtime layer: the SSE streams, stream tickets and ``/metrics``."""
+"""Routes of the realtime layer: the SSE streams, stream tickets and ``/metrics``.
+
+One user may hold at most ``MEDIAJOBS_STREAMS_PER_USER`` open streams in one API process
+(each holds a connection and a descriptor); one more is 429 ``too_many_streams``.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,30 @@ from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from mediajobs.errors import AuthError
 from mediajobs.realtime.events import parse_last_event_id
 from mediajobs.realtime.sse import EventStreamResponse
 from mediajobs.service.auth import Principal
 from mediajobs.service.errors import ApiError
-from mediajobs.service.state import Services, services
+from mediajobs.service.state import Services, StreamSlots, services
+
+
+class _Slotted(Response):
+    """A stream response that gives its slot back when it ends, however it ends."""
+
+    def __init__(self, stream: Response, slots: StreamSlots, owner_id: str) -> None:
+        self._stream = stream
+        self._slots = slots
+        self._owner_id = owner_id
+        slots.take(owner_id)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._stream(scope, receive, send)
+        finally:
+            self._slots.give_back(self._owner_id)
 
 
 def _stream_principal(request: Request, svc: Services) -> Principal:
@@ -37,7 +58,7 @@ async def events(request: Request) -> Response:
     """``GET /events``: every event of the caller's jobs, resumable with Last-Event-ID."""
     svc = services(request)
     principal = _stream_principal(request, svc)
-    return EventStreamResponse(
+    stream = EventStreamResponse(
         svc.hub,
         svc.events,
         svc.stream_options,
@@ -45,6 +66,7 @@ async def events(request: Request) -> Response:
         last_event_id=_last_event_id(request),
         expires_at=principal.expires_at,
     )
+    return _Slotted(stream, svc.stream_slots, principal.user_id)
 
 
 async def job_events(request: Request) -> Response:
@@ -60,7 +82,7 @@ async def job_events(request: Request) -> Response:
     if job is None or job.owner_id != principal.user_id:
         # Another user's job answers exactly like a missing one.
         raise ApiError(404, "job_not_found", "no such job")
-    return EventStreamResponse(
+    stream = EventStreamResponse(
         svc.hub,
         svc.events,
         svc.stream_options,
@@ -70,6 +92,7 @@ async def job_events(request: Request) -> Response:
         job_id=job_id,
         job_finished=job.state.finished,
     )
+    return _Slotted(stream, svc.stream_slots, principal.user_id)
 
 
 async def ticket(request: Request) -> Response:

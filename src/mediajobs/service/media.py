@@ -7,6 +7,7 @@ never a 403. Nothing here waits on processing: completion and deletion return a 
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 import uuid
@@ -16,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus, variant_urls
 from mediajobs.db.policies import SitePolicies
-from mediajobs.errors import InvalidKey
+from mediajobs.errors import InvalidKey, StorageError
 from mediajobs.imaging.formats import ACCEPTED_TYPES, normalize_type
 from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
 from mediajobs.queue.models import JSON, JobSpec, JobState
@@ -42,6 +43,8 @@ from mediajobs.storage.keys import (
     validate_key,
     validate_prefix,
 )
+
+log = logging.getLogger(__name__)
 
 UPLOAD_URL_TTL = 900.0  # seconds a presigned upload stays valid
 PURPOSE_PATTERN = r"[a-z][a-z0-9_]{0,31}"
@@ -293,14 +296,13 @@ async def upload_complete(request: Request) -> Response:
         raise ApiError(404, "upload_not_found", "nothing was uploaded to that objectPath")
     policy = await SitePolicies(svc.pool).load()
     if info.size > policy.max_source_bytes:
+        # Refused for good: the object would otherwise stay in the bucket forever.
+        await _discard(svc, key)
         raise ApiError(413, "file_too_large", f"files are limited to {policy.max_source_bytes}")
-    if await media.in_flight(principal.user_id) >= policy.max_batch_size:
-        raise ApiError(
-            429,
-            "too_many_uploads",
-            f"at most {policy.max_batch_size} uploads may be processing at once",
-        )
     async with media.transaction() as conn:
+        # One owner's completes take turns from here to commit: the count below sees every
+        # item an earlier complete inserted, so the limit holds under concurrency.
+        await media.lock_owner(principal.user_id, conn)
         # The name the user gave at init; an object from before names were kept shows its
         # key's sanitized name.
         filename = await media.take_upload(key, principal.user_id, conn=conn)
@@ -316,6 +318,12 @@ async def upload_complete(request: Request) -> Response:
         )
         if not created:
             return _accepted(record.job_id, record.id)
+        if await media.in_flight(principal.user_id, conn) > policy.max_batch_size:
+            raise ApiError(  # rolls back the insert; the object stays for a later retry
+                429,
+                "too_many_uploads",
+                f"at most {policy.max_batch_size} uploads may be processing at once",
+            )
         job = await svc.queue.enqueue(
             JobSpec(
                 MEDIA_PROCESS,
@@ -327,6 +335,15 @@ async def upload_complete(request: Request) -> Response:
         )
         await media.set_job(record.id, job.id, conn=conn)
     return _accepted(job.id, record.id)
+
+
+async def _discard(svc: Services, key: str) -> None:
+    """Delete an uploaded object that completion refused for good; a store failure is only
+    logged (the caller still gets the refusal)."""
+    try:
+        await svc.stores.active.delete(key)
+    except StorageError as exc:
+        log.warning("could not delete refused upload %s: %s", key, exc)
 
 
 def _accepted(job_id: uuid.UUID | None, media_id: uuid.UUID) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -13,6 +14,7 @@ from mediajobs.db.pool import Pool
 from mediajobs.queue.queue import JobQueue
 from mediajobs.realtime import EventHub, EventStore, RealtimeMetrics, StreamOptions
 from mediajobs.service.auth import Authenticator, Principal
+from mediajobs.service.errors import ApiError
 from mediajobs.service.metrics import QueueGauges
 from mediajobs.storage import CheckReport, StoreRegistry, check_store
 
@@ -36,6 +38,7 @@ class Services:
     metrics: RealtimeMetrics
     stream_options: StreamOptions
     queue_gauges: QueueGauges
+    stream_slots: StreamSlots
 
 
 def services(request: Request) -> Services:
@@ -73,3 +76,33 @@ class StorageCheck:
                     )
                 self._at = now
             return self._last
+
+
+STREAM_RETRY_AFTER = 10  # seconds a client refused a stream waits before trying again
+
+
+class StreamSlots:
+    """Open event streams per user in this process, at most ``per_user`` each."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self._open: Counter[str] = Counter()
+
+    def take(self, owner_id: str) -> None:
+        """Count one more stream of ``owner_id``, or raise ``ApiError`` 429."""
+        if self._open[owner_id] >= self.per_user:
+            raise ApiError(
+                429,
+                "too_many_streams",
+                f"at most {self.per_user} event streams may be open at once; close one",
+                headers={"Retry-After": str(STREAM_RETRY_AFTER)},
+            )
+        self._open[owner_id] += 1
+
+    def give_back(self, owner_id: str) -> None:
+        self._open[owner_id] -= 1
+        if self._open[owner_id] <= 0:
+            del self._open[owner_id]
+
+    def open(self, owner_id: str) -> int:
+        return self._open[owner_id]

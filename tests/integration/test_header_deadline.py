@@ -1,0 +1,77 @@
+"""The header deadline of both uvicorn HTTP protocols (httptools and h11), on a real socket:
+a request whose headers stop coming gets 408 and its connection is closed; whole requests,
+kept-alive connections and slow bodies are not affected."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from mediajobs.service.server import http_protocol
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def echo(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(f"got {len(await request.body())}")
+
+
+@contextlib.asynccontextmanager
+async def server(kind: str) -> AsyncIterator[int]:
+    port = free_port()
+    config = uvicorn.Config(
+        Starlette(routes=[Route("/", echo, methods=["GET", "POST"])]),
+        port=port,
+        http=http_protocol(0.5, kind=kind),
+        log_config=None,
+        lifespan="off",
+    )
+    serving = uvicorn.Server(config)
+    task = asyncio.create_task(serving.serve())
+    for _ in range(1000):  # uvicorn offers no startup event: poll its flag
+        if serving.started:
+            break
+        await asyncio.sleep(0.01)
+    assert serving.started
+    try:
+        yield port
+    finally:
+        serving.should_exit = True
+        await task
+
+
+async def until_closed(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(20):  # the server closes it long before
+        return await reader.read()
+
+
+@pytest.mark.parametrize("kind", ["httptools", "h11"])
+async def test_stuck_headers_get_408_and_whole_requests_are_served(kind: str) -> None:
+    async with server(kind) as port:
+        half_reader, half = await asyncio.open_connection("127.0.0.1", port)
+        half.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Len")
+        silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
+        # A whole request whose body comes slower than the deadline is served: the deadline
+        # is for headers only.
+        slow_reader, slow = await asyncio.open_connection("127.0.0.1", port)
+        slow.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\n")
+        await asyncio.sleep(1.0)
+        slow.write(b"abcd")
+        half_got, silent_got, slow_got = await asyncio.gather(
+            until_closed(half_reader), until_closed(silent_reader), until_closed(slow_reader)
+        )
+        for writer in (half, silent, slow):
+            writer.close()
+    assert half_got.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b'"code":"request_timeout"' in half_got
+    assert silent_got.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert slow_got.startswith(b"HTTP/1.1 200") and slow_got.endswith(b"got 4")
