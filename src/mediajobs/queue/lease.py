@@ -92,7 +92,6 @@ class LeaseKeeper:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.Connection.connect(
                     self._conninfo,
-                    connect_timeout=5,
                     **connection_kwargs(self._conninfo, application_name="mediajobs-lease"),
                 )
             rows = self._conn.execute(

@@ -9,7 +9,6 @@ const MESSAGES = {
   too_small: "This photo is too small.",
   file_too_large: "This file is too large.",
   unsupported_type: "This file type is not supported.",
-  type_mismatch: "The file's contents do not match its type or name.",
   corrupt_image: "This file is damaged and cannot be read.",
   aspect_ratio_out_of_range: "This photo is too narrow or too wide.",
   too_many_pixels: "This photo has too many pixels.",

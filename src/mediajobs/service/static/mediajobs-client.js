@@ -182,7 +182,7 @@ export function createMediaClient({ baseURL = "", getToken }) {
 
   /**
    * Upload a file and follow its processing. Resolves with the ready item; rejects with a
-   * MediaError whose code says why (too_small, type_mismatch, file_too_large, ...).
+   * MediaError whose code says why (too_small, corrupt_image, file_too_large, ...).
    * @param {File|Blob & {name?: string}} file
    * @param {{onProgress?: (p: UploadProgress) => void, purpose?: string, replaces?: string,
    *   altText?: string, signal?: AbortSignal}} [options]
