@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.images import jpeg, quadrants
 from tests.support.sse import bearer, dev_site
+from tests.support.uploads import upload as uploaded
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,26 +34,10 @@ async def client(api: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def upload(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
-    data = jpeg(quadrants(900, 600))
-    init = (
-        await client.post(
-            "/media/upload/init",
-            json={"filename": "a.jpg", "contentType": "image/jpeg", "size": len(data)},
-            headers=headers,
-        )
-    ).json()
-    put = await client.put(init["uploadURL"], content=data, headers=init["headers"])
-    assert put.status_code == 200, put.text
-    done = await client.post(
-        "/media/upload/complete", json={"objectPath": init["objectPath"]}, headers=headers
-    )
-    assert done.status_code == 202, done.text
-    for _ in range(200):
-        job = (await client.get(f"/jobs/{done.json()['jobId']}", headers=headers)).json()
-        if job["state"] == "succeeded":
-            break
-        await asyncio.sleep(0.05)
-    return {**done.json(), "objectPath": init["objectPath"]}
+    """A processed upload of the caller's: its ``mediaId``, ``jobId`` and ``objectPath``."""
+    item = await uploaded(client, headers, jpeg(quadrants(900, 600)))
+    assert item["job"]["state"] == "succeeded", item
+    return {"mediaId": item["id"], "jobId": item["job"]["id"], "objectPath": item["objectPath"]}
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> None:

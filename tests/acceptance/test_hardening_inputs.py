@@ -4,7 +4,6 @@ complete -> the processing job -> the item and its variants, each with the right
 
 from __future__ import annotations
 
-import asyncio
 import filecmp
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from PIL import Image
 
 from tests.support.images import decoded
 from tests.support.sse import bearer, dev_site
+from tests.support.uploads import upload
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,29 +39,9 @@ async def client(api: str) -> AsyncIterator[httpx.AsyncClient]:
 async def processed(
     client: httpx.AsyncClient, data: bytes, filename: str, content_type: str
 ) -> dict[str, Any]:
-    """Upload ``data`` as a browser would and wait for its job to end; returns the item."""
-    init = await client.post(
-        "/media/upload/init",
-        json={"filename": filename, "contentType": content_type, "size": len(data)},
-        headers=USER,
-    )
-    assert init.status_code == 200, init.text
-    upload = init.json()
-    put = await client.put(upload["uploadURL"], content=data, headers=upload["headers"])
-    assert put.status_code == 200, put.text
-    done = await client.post(
-        "/media/upload/complete", json={"objectPath": upload["objectPath"]}, headers=USER
-    )
-    assert done.status_code == 202, done.text
-    job_url = f"/jobs/{done.json()['jobId']}"
-    async with asyncio.timeout(120):
-        while True:
-            job = (await client.get(job_url, headers=USER)).json()
-            if job["state"] in ("succeeded", "failed", "cancelled"):
-                break
-            await asyncio.sleep(0.1)
-    item = (await client.get(f"/media/{done.json()['mediaId']}", headers=USER)).json()
-    assert job["state"] == "succeeded", (job, item)
+    """Upload ``data`` as a browser would; the item, which must have come out ready."""
+    item = await upload(client, USER, data, filename, content_type)
+    assert item["job"]["state"] == "succeeded", item
     assert item["status"] == "ready", item
     return item
 

@@ -15,6 +15,7 @@ import pytest
 from mediajobs.storage.keys import owner_segment
 from tests.support.images import encode, jpeg, quadrants
 from tests.support.sse import bearer, dev_site
+from tests.support.uploads import upload
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -46,42 +47,6 @@ def api(services: Any, migrated_template: str) -> Iterator[str]:
 async def client(api: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=api, timeout=60) as http:
         yield http
-
-
-async def finished(client: httpx.AsyncClient, job_id: str, auth: dict[str, str]) -> dict[str, Any]:
-    for _ in range(1200):
-        job: dict[str, Any] = (await client.get(f"/jobs/{job_id}", headers=auth)).json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
-async def upload(
-    client: httpx.AsyncClient,
-    auth: dict[str, str],
-    data: bytes,
-    filename: str = "a.jpg",
-    content_type: str | None = "image/jpeg",
-) -> dict[str, Any]:
-    """init, PUT, complete and wait for processing; the item as GET /media/{id} shows it."""
-    init = await client.post(
-        "/media/upload/init",
-        json={"filename": filename, "contentType": content_type, "size": len(data)},
-        headers=auth,
-    )
-    assert init.status_code == 200, init.text
-    signed = init.json()
-    put = await client.put(signed["uploadURL"], content=data, headers=signed["headers"])
-    assert put.status_code == 200, put.text
-    done = await client.post(
-        "/media/upload/complete", json={"objectPath": signed["objectPath"]}, headers=auth
-    )
-    assert done.status_code == 202, done.text
-    job = await finished(client, done.json()["jobId"], auth)
-    item = await client.get(f"/media/{done.json()['mediaId']}", headers=auth)
-    assert item.status_code == 200, item.text
-    return {**item.json(), "job": job, "objectPath": signed["objectPath"]}
 
 
 async def test_every_identity_provider_sub_uploads_and_sees_only_its_own_media(

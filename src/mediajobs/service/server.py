@@ -68,23 +68,28 @@ class _HeaderDeadline:
         transport.close()
 
 
-class H11HeaderTimeout(H11Protocol):
-    """uvicorn's h11 protocol with a header deadline of ``header_timeout`` seconds."""
+class _HeaderTimeoutMixin:
+    """Arms the header deadline on a uvicorn HTTP protocol (mixed in before it)."""
 
     header_timeout = 10.0
+    _deadline: _HeaderDeadline
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._deadline = _HeaderDeadline(self, self.header_timeout)
         self._deadline.arm()
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         self._deadline.settle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._deadline.cancel()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+class H11HeaderTimeout(_HeaderTimeoutMixin, H11Protocol):
+    """uvicorn's h11 protocol with a header deadline of ``header_timeout`` seconds."""
 
 
 def _httptools_class() -> type[asyncio.Protocol] | None:
@@ -93,23 +98,8 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
     except ImportError:  # uvicorn without its [standard] extra
         return None
 
-    class HttpToolsHeaderTimeout(HttpToolsProtocol):
+    class HttpToolsHeaderTimeout(_HeaderTimeoutMixin, HttpToolsProtocol):
         """uvicorn's httptools protocol with a header deadline."""
-
-        header_timeout = 10.0
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._deadline = _HeaderDeadline(self, self.header_timeout)
-            self._deadline.arm()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            self._deadline.settle()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._deadline.cancel()
-            super().connection_lost(exc)
 
     return HttpToolsHeaderTimeout
 
