@@ -143,6 +143,7 @@ async def test_cancel_requested_then_the_worker_stops_sends_job_cancelled(databa
     job_row = await _job(database_url, job.id)
     assert job_row.finished_at is not None and job_row.lease_owner is None
     assert worker.stats.claimed == 1
+    assert (worker.stats.cancelled, worker.stats.handed_back) == (1, 0)  # not counted requeued
 
 
 async def test_handed_back_before_the_handler_started_a_cancel_requested_job_is_cancelled(
@@ -154,7 +155,7 @@ async def test_handed_back_before_the_handler_started_a_cancel_requested_job_is_
         job = await queue.enqueue(JobSpec(KIND, "alice"))
         [claimed] = await queue.claim("stopping-worker", 1, lease=30.0)
         assert await queue.cancel(job.id) is JobState.RUNNING
-        assert await queue.hand_back([claimed], started=False) == {job.id}
+        assert await queue.hand_back([claimed], started=False) == {job.id: JobState.CANCELLED}
         state, _, types = await outcome(queue, EventStore(pool), published, job.id)
     assert (state, types) == (JobState.CANCELLED, ["upload_started", "job_cancelled"])
 

@@ -291,12 +291,15 @@ class JobQueue:
             raise LeaseLost(f"job {job.id} attempt {job.attempt} no longer holds its lease")
         return bool(rows[0]["cancel_requested"])
 
-    async def hand_back(self, jobs: Sequence[Job], *, started: bool = True) -> set[uuid.UUID]:
+    async def hand_back(
+        self, jobs: Sequence[Job], *, started: bool = True
+    ) -> dict[uuid.UUID, JobState]:
         """Return unfinished jobs to the queue at once (graceful shutdown); a job whose
         cancel was requested ends cancelled instead. With ``started=False`` (claimed, handler
-        never called) the attempt does not count. Returns the ids this call changed."""
+        never called) the attempt does not count. Returns the state of each job this call
+        changed (``queued`` or ``cancelled``), by id."""
         if not jobs:
-            return set()
+            return {}
         params = {
             "ids": [job.id for job in jobs],
             "attempts": [job.attempt for job in jobs],
@@ -305,7 +308,7 @@ class JobQueue:
         rows = await self._change(sql.HAND_BACK, params, _queued)
         if rows:
             await self.notify_wakeup()
-        return {row["id"] for row in rows}
+        return {row["id"]: JobState(row["state"]) for row in rows}
 
     async def cancel(self, job_id: uuid.UUID, *, owner_id: str | None = None) -> JobState | None:
         """Cancel a queued job at once, or ask a running one to stop. Returns the state after

@@ -384,9 +384,10 @@ class Worker:
 
     async def _shut_down(self) -> None:
         if self._unstarted:
-            handed = await self._queue.hand_back(self._unstarted, started=False)
-            self.stats.handed_back += len(handed)
-            log.info("handed %d jobs claimed during stop back to the queue", len(handed))
+            handed = self._count_handed_back(
+                await self._queue.hand_back(self._unstarted, started=False)
+            )
+            log.info("handed %d jobs claimed during stop back to the queue", handed)
             self._unstarted = []
         if not self._tasks:
             return
@@ -410,9 +411,18 @@ class Worker:
             task.cancel()
         await asyncio.gather(*(task for task, _ in unfinished), return_exceptions=True)
         if unfinished:
-            handed = await self._queue.hand_back([ctx.job for _, ctx in unfinished])
-            self.stats.handed_back += len(handed)
-            log.info("handed %d unfinished jobs back to the queue", len(handed))
+            handed = self._count_handed_back(
+                await self._queue.hand_back([ctx.job for _, ctx in unfinished])
+            )
+            log.info("handed %d unfinished jobs back to the queue", handed)
+
+    def _count_handed_back(self, states: dict[uuid.UUID, JobState]) -> int:
+        """Count a hand-back's outcome: requeued jobs, and those whose cancel was requested
+        (they ended cancelled). Returns how many went back to the queue."""
+        requeued = sum(state is JobState.QUEUED for state in states.values())
+        self.stats.handed_back += requeued
+        self.stats.cancelled += len(states) - requeued
+        return requeued
 
 
 @contextlib.contextmanager
