@@ -446,7 +446,8 @@ async def _dev(args: argparse.Namespace, settings: Settings, fake_server: Any) -
             worker_task = asyncio.create_task(worker.run())
             log.info("mediajobs dev: http://%s:%d", server.config.host, server.config.port)
             await server.serve()
-            worker.stop()
+            if not worker.stopping:  # the server stopped on its own; a second stop would
+                worker.stop()  # cut the running jobs' grace period short
             await worker_task
     await stores.close()
 

@@ -17,6 +17,7 @@ from typing import IO
 
 import httpx
 import psutil
+import psycopg
 import pytest
 
 from tests.acceptance.test_media_api import ADMIN, put_upload
@@ -41,12 +42,17 @@ async def test_ctrl_c_on_mediajobs_dev_while_it_decodes_is_quiet_and_leaves_no_p
         "MEDIAJOBS_PORT": str(port),
         "PYTHONPATH": str(REPO),
         "MEDIAJOBS_LOG_LEVEL": "INFO",
+        "MEDIAJOBS_SHUTDOWN_GRACE": "120",
     }
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile(mode="w+t") as output:
         dev = start_dev(env, output)
         try:
-            await _decode_then_ctrl_c(base, dev, output)
+            job_id = await _decode_then_ctrl_c(base, dev, output)
+            with psycopg.connect(url) as conn:
+                row = conn.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone()
+            # One Ctrl-C: the running decode had its grace period and finished.
+            assert row == ("succeeded",)
         finally:
             with contextlib.suppress(ProcessLookupError, psutil.Error):
                 os.killpg(dev.pid, signal.SIGKILL)
@@ -66,7 +72,8 @@ def start_dev(env: dict[str, str], output: IO[str]) -> subprocess.Popen[str]:
     )
 
 
-async def _decode_then_ctrl_c(base: str, dev: subprocess.Popen[str], output: IO[str]) -> None:
+async def _decode_then_ctrl_c(base: str, dev: subprocess.Popen[str], output: IO[str]) -> str:
+    """Upload a slow photo, Ctrl-C while it decodes; the job's id once ``dev`` has exited."""
     assert (await asyncio.to_thread(wait_http, f"{base}/healthz", 60)).status_code == 200
     alice = bearer("alice")
     source = jpeg(photo(4000, 3000))
@@ -98,7 +105,9 @@ async def _decode_then_ctrl_c(base: str, dev: subprocess.Popen[str], output: IO[
     assert "Traceback" not in log, log[-5000:]
     assert "KeyboardInterrupt" not in log, log[-5000:]
     assert "job failed" not in log, log[-5000:]  # the decode was not killed by Ctrl-C
+    assert "back to the queue" not in log, log[-5000:]
     await wait_for(lambda: not alive(tree), timeout=20, interval=0.1)
+    return str(done.json()["jobId"])
 
 
 @pytest.mark.parametrize("after", [0.1, 0.4, 0.8, 1.5, 3.0])

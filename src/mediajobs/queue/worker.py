@@ -131,6 +131,11 @@ class Worker:
     def running(self) -> int:
         return len(self._active)
 
+    @property
+    def stopping(self) -> bool:
+        """``stop()`` was called."""
+        return self._stopping.is_set()
+
     def stop(self) -> None:
         """Stop claiming; running jobs get the grace period. A second call skips it."""
         if self._stopping.is_set():
