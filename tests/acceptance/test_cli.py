@@ -181,6 +181,9 @@ def test_policy_show_and_set_change_the_live_limits_with_validation(database_url
         ("photo_review_enabled=maybe", "photoReviewEnabled"),
         ("photoReviewEnabled=maybe", "photoReviewEnabled"),
         ("min_aspect_ratio=5", "policy"),  # above the max of 4
+        ("webpQuality=0", "webpQuality"),  # the table's check is 1..100: never a traceback
+        ("maxAspectRatio=1e308", "maxAspectRatio"),
+        ("minAspectRatio=nan", "minAspectRatio"),
         ("photo_review_provider=gemini", "photoReviewProvider"),
         ("no_such_field=1", "no_such_field"),
         ('variants=[{"name": "Bad Name", "size": 10}]', "variants"),

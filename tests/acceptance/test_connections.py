@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import socket
 import time
@@ -173,3 +174,53 @@ def exhaustion_records(output: str) -> dict[str, int]:
             logger = record.split()[3]
             counts[logger] = counts.get(logger, 0) + 1
     return counts
+
+
+def test_oversized_and_malformed_requests_get_the_error_shape_with_a_request_id(
+    env: dict[str, str],
+) -> None:
+    with Serving(env) as serving:
+        huge = connect(serving.port)
+        huge.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            for _ in range(200):  # 200 x 4 KiB, never ending the header
+                huge.sendall(b"a" * 4096)
+        answers = {"huge": read_until_closed(huge)}
+        for name, raw in {
+            "request line": b"NOT A REQUEST\r\n\r\n",
+            "NUL in a header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+            "negative length": b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        }.items():
+            sock = connect(serving.port)
+            sock.sendall(raw)
+            answers[name] = read_until_closed(sock)
+            sock.close()
+        huge.close()
+        assert httpx.get(f"{serving.base}/healthz", timeout=10).status_code == 200
+    for name, received in answers.items():
+        head, _, body = received.partition(b"\r\n\r\n")
+        status = 431 if name == "huge" else 400
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), (name, received[:300])
+        assert re.search(rb"(?im)^x-request-id: [0-9a-f]{32}\r?$", head), (name, head)
+        code = json.loads(body)["error"]["code"]
+        assert code == ("headers_too_large" if name == "huge" else "malformed_request"), name
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(env: dict[str, str]) -> None:
+    with Serving(env) as serving:
+        for _ in range(3):
+            sock = connect(serving.port)
+            sock.sendall(
+                b"POST /media/upload/init HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: " + ALICE["Authorization"].encode() + b"\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 50\r\n\r\n{"filename"'
+            )
+            time.sleep(0.2)
+            sock.close()
+        time.sleep(0.5)
+        metrics = httpx.get(f"{serving.base}/metrics", timeout=10).text
+        log = serving.log_so_far()
+    init = [line for line in metrics.splitlines() if 'route="/media/upload/init"' in line]
+    assert any('status="499"' in line for line in init), init
+    assert not any('status="5' in line for line in init), init
+    assert "unhandled error" not in log and "Traceback" not in log, log[-3000:]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from mediajobs.db.pool import Pool
@@ -16,6 +17,11 @@ from mediajobs.imaging.policy import ImagePolicy, VariantSpec
 from mediajobs.queue.models import JSON
 
 REVIEW_PROVIDERS = ("disabled", "webhook")
+
+
+# Width / height bounds any policy may set: 100:1 is past every panorama a camera makes.
+MIN_ASPECT_RATIO = 0.01
+MAX_ASPECT_RATIO = 100.0
 
 
 class PolicyInvalid(ValueError):
@@ -88,6 +94,14 @@ class SitePolicy:
             raise PolicyInvalid("maxMegapixels", "must be above 0 and at most 1000")
         if not 1 <= self.min_width <= 20000 or not 1 <= self.min_height <= 20000:
             raise PolicyInvalid("minWidth", "minimum sizes must be 1..20000")
+        if not 1 <= self.webp_quality <= 100:  # libwebp's 0 is a degenerate, unusable image
+            raise PolicyInvalid("webpQuality", "must be 1..100")
+        for name, ratio in (
+            ("minAspectRatio", self.min_aspect_ratio),
+            ("maxAspectRatio", self.max_aspect_ratio),
+        ):
+            if not MIN_ASPECT_RATIO <= ratio <= MAX_ASPECT_RATIO:
+                raise PolicyInvalid(name, f"must be {MIN_ASPECT_RATIO}..{MAX_ASPECT_RATIO:g}")
         try:
             self.image_policy()
         except ValueError as exc:
@@ -163,12 +177,16 @@ class SitePolicies:
         placeholders = ", ".join(f"%({name})s" for name in _COLUMNS)
         assignments = ", ".join(f"{name} = EXCLUDED.{name}" for name in _COLUMNS)
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                f"INSERT INTO site_policies (name, {columns}) VALUES ('default', {placeholders}) "
-                f"ON CONFLICT (name) DO UPDATE SET {assignments}, updated_at = now() "
-                "RETURNING *",
-                values,
-            )
+            try:
+                cursor = await conn.execute(
+                    f"INSERT INTO site_policies (name, {columns}) VALUES ('default', "
+                    f"{placeholders}) ON CONFLICT (name) DO UPDATE SET {assignments}, "
+                    "updated_at = now() RETURNING *",
+                    values,
+                )
+            except psycopg.errors.CheckViolation as exc:  # a bound validate() does not know
+                constraint = exc.diag.constraint_name or "a check"
+                raise PolicyInvalid("policy", f"refused by {constraint}") from None
             row = await cursor.fetchone()
         assert row is not None
         return SitePolicy.from_row(row)

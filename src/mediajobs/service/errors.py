@@ -16,7 +16,7 @@ from psycopg_pool import PoolTimeout
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from mediajobs.errors import AuthError, DatabaseError, StorageUnavailable
@@ -113,6 +113,16 @@ async def dependency_error(request: Request, exc: Exception) -> Response:
     return error_response(503, code, message, {"Retry-After": str(RETRY_AFTER)})
 
 
+CLIENT_CLOSED = 499  # nginx's "client closed request": the answer is never delivered
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away before its body arrived: nobody to answer and nothing wrong here,
+    so no error log and no 5xx in the metrics; 499 (nginx's convention) counts it."""
+    log.info("client closed %s %s before its body arrived", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED)
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     if unavailable_code(exc) is not None:  # raised inside another exception's handling
         return await dependency_error(request, exc)
@@ -126,6 +136,7 @@ EXCEPTION_HANDLERS = {
     AuthError: auth_error,
     ApiError: api_error,
     psycopg.DataError: data_error,
+    ClientDisconnect: client_gone,
     **{kind: dependency_error for kinds, _, _ in UNAVAILABLE for kind in kinds},
     Exception: internal_error,
 }

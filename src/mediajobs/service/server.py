@@ -7,6 +7,10 @@
   request's headers must be complete within ``seconds``, else the server answers 408 and
   closes the connection (as nginx's ``client_header_timeout``, default 60 s, and Apache
   mod_reqtimeout's ``header=20-40``; ours is ``MEDIAJOBS_HEADER_TIMEOUT``, 10 s).
+- A header size limit: more than ``MAX_HEADER_BYTES`` of request line and headers is
+  answered 431 and the connection closed (uvicorn's httptools parser buffers them without
+  limit). Bytes the HTTP parser refuses get a 400 in the API's error shape
+  (``malformed_request``), with an X-Request-Id like every other answer.
 - ``raise_open_files_limit()``: the soft RLIMIT_NOFILE raised to the hard limit at start (the
   soft limit is often 1024: one descriptor per open connection or event stream).
 """
@@ -14,20 +18,33 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import resource
+import uuid
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
 
-_TIMEOUT_BODY = b'{"error":{"code":"request_timeout","message":"the request headers timed out"}}'
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    + f"content-length: {len(_TIMEOUT_BODY)}\r\n\r\n".encode()
-    + _TIMEOUT_BODY
-)
+MAX_HEADER_BYTES = 64 * 1024  # a request line and headers (nginx allows 4 x 8 KiB by default)
+
+
+def raw_error(status: int, code: str, message: str) -> bytes:
+    """A whole HTTP/1.1 error response in the API's error shape, with a fresh X-Request-Id,
+    for answers the server sends before any request reaches the app (the connection is
+    closed after it)."""
+    body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "content-type: application/json\r\n"
+        f"x-request-id: {uuid.uuid4().hex}\r\n"
+        "connection: close\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
 class _HeaderDeadline:
@@ -37,6 +54,7 @@ class _HeaderDeadline:
         self._protocol = protocol
         self._seconds = seconds
         self._timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0  # received while this request's headers are incomplete
 
     def _waiting_for_headers(self) -> bool:
         # uvicorn makes a request's cycle once its headers are parsed.
@@ -47,12 +65,24 @@ class _HeaderDeadline:
         if self._timer is None and self._waiting_for_headers():
             self._timer = self._protocol.loop.call_later(self._seconds, self._expire)
 
-    def settle(self) -> None:
-        """After parsing new data: the headers are complete, or a new request began."""
-        if self._waiting_for_headers():
-            self.arm()
-        else:
+    def settle(self, received: int) -> None:
+        """After parsing ``received`` new bytes: the headers are complete, or a new request
+        began, or they are still coming (431 once over ``MAX_HEADER_BYTES``)."""
+        if self._protocol.transport.is_closing() or not self._waiting_for_headers():
+            self._header_bytes = 0
             self.cancel()
+            return
+        self._header_bytes += received
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._answer(
+                raw_error(
+                    431,
+                    "headers_too_large",
+                    f"a request line and headers are limited to {MAX_HEADER_BYTES} bytes",
+                )
+            )
+            return
+        self.arm()
 
     def cancel(self) -> None:
         if self._timer is not None:
@@ -61,11 +91,16 @@ class _HeaderDeadline:
 
     def _expire(self) -> None:
         self._timer = None
+        if self._waiting_for_headers():
+            self._answer(raw_error(408, "request_timeout", "the request headers timed out"))
+
+    def _answer(self, response: bytes) -> None:
+        """Send ``response`` and close the connection (once)."""
+        self.cancel()
         transport = self._protocol.transport
-        if transport.is_closing() or not self._waiting_for_headers():
-            return
-        transport.write(_TIMEOUT_RESPONSE)
-        transport.close()
+        if not transport.is_closing():
+            transport.write(response)
+            transport.close()
 
 
 class _HeaderTimeoutMixin:
@@ -81,7 +116,12 @@ class _HeaderTimeoutMixin:
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # type: ignore[misc]
-        self._deadline.settle()
+        self._deadline.settle(len(data))
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser refuses, in the API's error shape with an
+        X-Request-Id (uvicorn's own is plain text without one)."""
+        self._deadline._answer(raw_error(400, "malformed_request", msg))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._deadline.cancel()
