@@ -464,7 +464,11 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     if ttl < 1:
         raise ConfigError("--ttl", "must be at least one second")
     auth = Authenticator.from_settings(settings)
-    print(auth.issue_token(args.user, roles=["admin"] if args.admin else [], ttl=ttl))
+    try:
+        token = auth.issue_token(args.user, roles=["admin"] if args.admin else [], ttl=ttl)
+    except ValueError as exc:
+        raise ConfigError("USER", str(exc)) from None
+    print(token)
     return 0
 
 

@@ -171,6 +171,11 @@ async def test_a_patch_changes_only_the_given_fields_and_validates_them(
     assert (patched.json()["altText"], patched.json()["sortOrder"]) == ("a red square", 7)
     assert_error(await client.patch(url, json={"purpose": "Not Valid"}, headers=ALICE), 422)
     assert_error(await client.patch(url, json={"altText": "x" * 1001}, headers=ALICE), 422)
+    for unprintable in ("a\u202eb", "a\x07b", "a\x85b"):  # shown to people: no tricks
+        refused = await client.patch(url, json={"altText": unprintable}, headers=ALICE)
+        assert_error(refused, 422, "invalid_field")
+    lines = await client.patch(url, json={"altText": "two\nlines\tand a tab"}, headers=ALICE)
+    assert lines.status_code == 200, lines.text
     assert_error(await client.patch(url, json={"status": "ready"}, headers=ALICE), 400)
 
 

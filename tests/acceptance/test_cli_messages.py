@@ -230,3 +230,15 @@ def test_jobs_wait_returns_the_finished_job_and_its_outcome(database_url):
     assert waited.returncode == 1
     assert json.loads(waited.stdout)["state"] == "cancelled"
     assert waited.stderr.startswith(f"job {other} cancelled: ")
+
+
+@pytest.mark.parametrize("user", ["x" * 256, "a\x01b", ""])
+def test_token_refuses_a_user_id_the_api_would_refuse(user: str) -> None:
+    done = mediajobs("token", user, env=clean_env(MEDIAJOBS_JWT_SECRET="s" * 48))
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.startswith("mediajobs: configuration error: USER: a user id is"), done.stderr
+
+
+def test_token_issues_any_sub_an_identity_provider_does() -> None:
+    done = mediajobs("token", "auth0|5f7c8ec7", env=clean_env(MEDIAJOBS_JWT_SECRET="s" * 48))
+    assert done.returncode == 0 and done.stdout.count(".") == 2, done

@@ -72,6 +72,8 @@ def test_subs_no_provider_issues_are_invalid_tokens(sub):
     claims = {"sub": sub, "exp": int(time.time()) + 60}
     token = jwt.encode(claims, SECRET, algorithm="HS256")
     assert code_of(lambda: auth.bearer(f"Bearer {token}")) == "invalid_token"
+    with pytest.raises(ValueError, match="a user id is"):  # nor do we issue one
+        auth.issue_token(sub)
 
 
 def test_issuer_and_audience_are_checked_when_configured():

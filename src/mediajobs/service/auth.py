@@ -190,7 +190,12 @@ class Authenticator:
         raise AuthError("invalid_token", "no public key is configured for signed tokens")
 
     def issue_token(self, user_id: str, *, roles: Sequence[str] = (), ttl: float = 3600.0) -> str:
-        """A bearer token for ``user_id`` (``mediajobs token``, development, tests)."""
+        """A bearer token for ``user_id`` (``mediajobs token``, development, tests). Raises
+        ``ValueError`` for a user id no token of ours may carry (``is_user_id``)."""
+        if not is_user_id(user_id):
+            raise ValueError(
+                f"a user id is 1-{MAX_USER_ID} characters, not blank, without control characters"
+            )
         now = int(time.time())
         claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + int(ttl)}
         if roles:
@@ -249,17 +254,26 @@ class Authenticator:
         return self._secret
 
 
+MAX_USER_ID = 255  # OpenID Connect Core 1.0 section 2: a sub is at most 255 ASCII characters
+
+
+def is_user_id(value: object) -> bool:
+    """Whether ``value`` can be a token's ``sub`` (the owner id): a non-blank string of at
+    most 255 characters, without control characters or lone surrogates (not text Postgres
+    can store)."""
+    return (
+        isinstance(value, str)
+        and bool(value.strip())
+        and len(value) <= MAX_USER_ID
+        and not any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in value)
+    )
+
+
 def _principal(claims: dict[str, Any]) -> Principal:
     user_id = claims.get("sub")
-    # OpenID Connect Core 1.0 section 2: a sub is at most 255 ASCII characters. Control
-    # characters and lone surrogates (not text Postgres can store) are refused.
-    if (
-        not isinstance(user_id, str)
-        or not user_id.strip()
-        or len(user_id) > 255
-        or any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in user_id)
-    ):
+    if not is_user_id(user_id):
         raise AuthError("invalid_token", "the token's sub is not a user id")
+    assert isinstance(user_id, str)
     roles = claims.get("roles") or []
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise AuthError("invalid_token", "the token's roles claim is not a list of strings")

@@ -40,7 +40,17 @@ class Field:
     check: Callable[[Any], str | None] | None = None
 
 
-def text(max_length: int, *, pattern: str | None = None) -> Callable[[Any], str | None]:
+# Control characters other than tab and line breaks, and the bidirectional embeddings,
+# overrides and isolates that can make text read other than it is (Unicode TR36 3.1.1).
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def text(
+    max_length: int, *, pattern: str | None = None, printable: bool = False
+) -> Callable[[Any], str | None]:
+    """A check of a text field: at most ``max_length`` characters, no NUL, matching
+    ``pattern`` when given; with ``printable``, also no other control characters (tab and
+    line breaks aside) and no bidirectional overrides (text shown to people)."""
     regex = re.compile(pattern) if pattern else None
 
     def check(value: Any) -> str | None:
@@ -48,6 +58,8 @@ def text(max_length: int, *, pattern: str | None = None) -> Callable[[Any], str 
             return f"at most {max_length} characters"
         if "\x00" in value:
             return "must not contain NUL characters"
+        if printable and _UNPRINTABLE.search(value):
+            return "must not contain control characters or bidirectional overrides"
         if regex is not None and not regex.fullmatch(value):
             return f"must match {pattern}"
         return None

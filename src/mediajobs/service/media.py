@@ -171,7 +171,7 @@ async def _visible(svc: Services, principal: Principal, ident: str) -> MediaReco
 
 
 PATCH_FIELDS = {
-    "altText": Field((str,), nullable=True, check=text(1000)),
+    "altText": Field((str,), nullable=True, check=text(1000, printable=True)),
     "sortOrder": Field((int,), check=integer(-(2**31), 2**31 - 1)),
     "purpose": Field((str,), check=text(32, pattern=PURPOSE_PATTERN)),
 }
@@ -257,7 +257,7 @@ COMPLETE_FIELDS = {
     "objectPath": Field((str,), required=True, check=text(1024)),
     "purpose": Field((str,), check=text(32, pattern=PURPOSE_PATTERN)),
     "replaces": Field((str,), nullable=True, check=text(64)),
-    "altText": Field((str,), nullable=True, check=text(1000)),
+    "altText": Field((str,), nullable=True, check=text(1000, printable=True)),
 }
 
 
