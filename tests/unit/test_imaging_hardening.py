@@ -184,6 +184,159 @@ def test_premultiplied_modes_are_unpremultiplied(mode: str) -> None:
     assert all(abs(a - b) <= 2 for a, b in zip(pixel, expected, strict=True)), pixel  # type: ignore[arg-type]
 
 
+# --- 1b. no fringe where transparency meets the visible area ----------------------------
+# Lossy WebP subsamples chroma 2x2 and codes 8x8 blocks, and with `exact` off libwebp
+# smooths only the transparent pixels of blocks that also hold visible ones: at an edge on
+# a block boundary (x = 200 in the hardening file) the colour under alpha 0 reaches the
+# visible pixels unless the pipeline fills it first. The boxes below put every edge on one.
+
+BOX = (104, 80, 304, 224)  # the transparent box in a 400x300 input: all multiples of 8
+# In a 3200x2400 input, boxes whose first fully transparent column after the resampling
+# falls on a multiple of 8: in detail_xl and thumb (x = 869), detail (846), card and
+# preview (873).
+BIG_BOXES = ((869, 150, 2400, 650), (846, 950, 2400, 1450), (873, 1750, 2400, 2250))
+YELLOW, MAGENTA, TEAL = (255, 210, 0), (255, 0, 255), (0, 150, 160)
+
+
+def _holed(
+    size: tuple[int, int],
+    boxes: tuple[tuple[int, int, int, int], ...],
+    visible: tuple[int, ...],
+    hidden: tuple[int, ...],
+) -> Image.Image:
+    """An opaque ``visible`` RGBA image with ``boxes`` of alpha-0 pixels whose RGB is
+    ``hidden``."""
+    image = Image.new("RGBA", size, (*visible[:3], 255))
+    for box in boxes:
+        image.paste((*hidden[:3], 0), box)
+    return image
+
+
+def _palette_hole() -> bytes:
+    """A palette PNG: index 1 (TEAL) opaque around a BOX of index 0 (MAGENTA), transparent."""
+    image = Image.new("P", (400, 300), 1)
+    image.putpalette([*MAGENTA, *TEAL] + [0] * 762)
+    image.paste(0, BOX)
+    return encode(image, "PNG", transparency=0)
+
+
+def _fractions(
+    boxes: tuple[tuple[int, int, int, int], ...], size: tuple[int, int]
+) -> list[tuple[float, ...]]:
+    w, h = size
+    return [(box[0] / w, box[1] / h, box[2] / w, box[3] / h) for box in boxes]
+
+
+def _fringe_input(case: str) -> tuple[bytes, tuple[int, int, int], list[tuple[float, ...]]]:
+    """Input bytes, the true visible colour, and the transparent boxes as fractions."""
+    small, big = (400, 300), (3200, 2400)
+    if case == "hardening-colour-key":
+        data = (HARDENING / "rgb-png-trns-colorkey.png").read_bytes()
+        return data, RED, [(0.0, 0.0, 0.5, 1.0)]
+    if case == "alpha-over-blue":  # saturated blue left under alpha 0 by an editor
+        image = _holed(small, (BOX,), YELLOW, (0, 0, 255))
+        return encode(image, "PNG"), YELLOW, _fractions((BOX,), small)
+    if case == "alpha-over-black":  # what premultiplied-then-unpremultiplied pixels hold
+        image = _holed(small, (BOX,), RED, (0, 0, 0))
+        return encode(image, "PNG"), RED, _fractions((BOX,), small)
+    if case == "palette-index":
+        return _palette_hole(), TEAL, _fractions((BOX,), small)
+    if case == "downscaled":  # every variant resized: premultiplied, so black under alpha 0
+        image = _holed(big, BIG_BOXES, MAGENTA, (0, 255, 0))
+        return encode(image, "PNG"), MAGENTA, _fractions(BIG_BOXES, big)
+    raise AssertionError(case)
+
+
+FRINGE_CASES = [
+    "hardening-colour-key",
+    "alpha-over-blue",
+    "alpha-over-black",
+    "palette-index",
+    "downscaled",
+]
+
+
+def _edge_pixels(
+    image: Image.Image, box: tuple[float, ...]
+) -> tuple[dict[str, list[tuple[int, ...]]], tuple[int, int]]:
+    """The opaque pixels whose centres lie within 4 px outside each side of ``box`` (as
+    fractions of the image; a side on the image's border has none), and the alpha extrema
+    of the pixels whose centres lie 2.5 px or more inside it (the resampling reaches less
+    far)."""
+    w, h = image.size
+    left, top, right, bottom = box[0] * w, box[1] * h, box[2] * w, box[3] * h
+    inner = (math.ceil(left + 2), math.ceil(top + 2), math.floor(right - 2), math.floor(bottom - 2))
+    alpha = image.getchannel("A").crop(inner).getextrema()
+    assert isinstance(alpha[0], int) and isinstance(alpha[1], int)
+    outside: dict[str, list[tuple[int, ...]]] = {"left": [], "top": [], "right": [], "bottom": []}
+    pixels = image.load()
+    assert pixels is not None
+    for y in range(max(0, math.floor(top - 5)), min(h, math.ceil(bottom + 5))):
+        for x in range(max(0, math.floor(left - 5)), min(w, math.ceil(right + 5))):
+            cx, cy = x + 0.5, y + 0.5
+            beside = top + 2.5 <= cy <= bottom - 2.5
+            above = left + 2.5 <= cx <= right - 2.5
+            if beside and above:
+                continue
+            pixel = pixels[x, y]
+            assert isinstance(pixel, tuple)
+            if pixel[3] != 255:
+                continue
+            if beside and left - 4 <= cx < left:
+                outside["left"].append(pixel)
+            elif beside and right < cx <= right + 4:
+                outside["right"].append(pixel)
+            elif above and top - 4 <= cy < top:
+                outside["top"].append(pixel)
+            elif above and bottom < cy <= bottom + 4:
+                outside["bottom"].append(pixel)
+    return outside, (alpha[0], alpha[1])
+
+
+@pytest.mark.parametrize("case", FRINGE_CASES)
+def test_the_colour_under_transparent_pixels_never_fringes_the_visible_edge(case: str) -> None:
+    data, colour, boxes = _fringe_input(case)
+    result = process_image(data, POLICY)
+    assert result.has_alpha
+    encoded = [v for v in result.variants if v.data]
+    if case == "downscaled":
+        assert [v.width for v in encoded] == [320, 640, 1024, 1600, 2560]
+    for variant in encoded:
+        image = decoded(variant.data)
+        assert image.mode == "RGBA", variant.name
+        for box in boxes:
+            outside, inside_alpha = _edge_pixels(image, box)
+            assert inside_alpha == (0, 0), (variant.name, box)
+            for index, (side, pixels) in enumerate(outside.items()):
+                if box[index] in (0.0, 1.0):
+                    continue  # this side of the box is the image's border
+                assert len(pixels) >= 10, (variant.name, box, side)
+                worst = max(
+                    max(abs(a - b) for a, b in zip(p[:3], colour, strict=True)) for p in pixels
+                )
+                assert worst <= 12, (variant.name, box, side, worst, colour)
+
+
+def test_alpha_bleeding_fills_only_transparent_pixels_with_their_neighbours_colour() -> None:
+    from mediajobs.imaging.bleed import bleed_alpha
+
+    image = _holed((101, 77), ((26, 20, 76, 57),), (10, 200, 30), (250, 0, 250))
+    image.putpixel((0, 0), (40, 50, 60, 128))  # a half-transparent pixel keeps its colour
+    bled = bleed_alpha(image)
+    assert bled.mode == "RGBA" and bled.size == image.size
+    assert bled.getchannel("A").tobytes() == image.getchannel("A").tobytes()
+    for (x, y), before in ((xy, image.getpixel(xy)) for xy in ((0, 0), (5, 5), (100, 76))):
+        assert bled.getpixel((x, y)) == before
+    for xy in ((26, 20), (50, 38), (75, 56)):  # the hole's corner, centre and far corner
+        pixel = bled.getpixel(xy)
+        assert isinstance(pixel, tuple) and pixel[3] == 0
+        assert max(abs(a - b) for a, b in zip(pixel[:3], (10, 200, 30), strict=True)) <= 2, xy
+    opaque = Image.new("RGB", (8, 8), RED)
+    assert bleed_alpha(opaque) is opaque
+    clear = Image.new("RGBA", (8, 8), (1, 2, 3, 0))
+    assert bleed_alpha(clear) is clear
+
+
 def _opaque_inputs() -> list[bytes]:
     rgba = Image.new("RGBA", (400, 300), (200, 10, 10, 255))
     unused_key = Image.new("P", (400, 300), 1)

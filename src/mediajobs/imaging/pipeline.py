@@ -9,7 +9,9 @@ WebP as soon as it is resized (Pillow releases the GIL in both).
 Metadata never refuses pixels: PNG text chunks, oversized or broken profiles and chunks are
 pruned before Pillow reads the file (``sources.prune_png``), and broken EXIF is ignored.
 Transparency is kept however the input declares it (alpha channel, tRNS colour key or
-palette alpha, premultiplied alpha), and an image with none comes out without alpha.
+palette alpha, premultiplied alpha), and an image with none comes out without alpha; the
+colour under fully transparent pixels is bled from their neighbours before each encode
+(``bleed``), so lossy WebP shows no fringe at the edge.
 Colour comes from an embedded ICC profile, or else from AVIF/HEIC CICP code points
 (``cicp``). No process-wide Pillow setting is changed (variants are encoded on threads).
 """
@@ -32,6 +34,7 @@ import pillow_heif
 from PIL import Image, ImageChops, ImageCms, ImageMath, UnidentifiedImageError
 
 from mediajobs.errors import ImageRejected
+from mediajobs.imaging.bleed import bleed_alpha
 from mediajobs.imaging.cicp import cicp_from_nclx, icc_for_cicp, read_cicp
 from mediajobs.imaging.exif import extract_exif
 from mediajobs.imaging.formats import AVIF, HEIC, HEIF, JPEG, PNG, WEBP, detect_type
@@ -407,6 +410,10 @@ def _clean(image: Image.Image) -> Image.Image:
 
 
 def _encode(image: Image.Image, quality: int, method: int) -> bytes:
+    """``image`` as lossy WebP. An RGBA image is alpha-bled first (``bleed.bleed_alpha``),
+    so the colour under its alpha-0 pixels cannot fringe the visible edge; libwebp's
+    ``exact`` stays off (Pillow's default), leaving it free to flatten invisible pixels."""
+    image = bleed_alpha(image)
     buffer = io.BytesIO()
     image.save(buffer, "WEBP", quality=quality, method=method, exif=b"", xmp=b"", icc_profile=None)
     return buffer.getvalue()
