@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level, json_lines=settings.log_format == "json")
+        quiet_libraries(settings.log_level)
         handler: Callable[[argparse.Namespace, Settings], int] = args.handler
         return handler(args, settings)
     except ConfigError as exc:
@@ -67,6 +68,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseError as exc:
         print(f"mediajobs: {exc}", file=sys.stderr)
         return 1
+
+
+# Libraries whose INFO lines are their own chatter (the embedded Postgres's initdb output and
+# pg_ctl command lines, every HTTP request httpx makes): WARNING and above unless DEBUG.
+CHATTY_LOGGERS = ("pgserver", "httpx", "httpcore")
+
+
+def quiet_libraries(level: str) -> None:
+    """Keep CHATTY_LOGGERS at WARNING unless MEDIAJOBS_LOG_LEVEL is DEBUG (our own INFO
+    lines stay)."""
+    chatty = (
+        logging.DEBUG if level == "DEBUG" else max(logging.WARNING, logging.getLevelName(level))
+    )
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty)
 
 
 def _parser() -> argparse.ArgumentParser:
