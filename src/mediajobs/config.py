@@ -221,12 +221,17 @@ class Settings:
             "storage": self.storage.kind.value,
             "storageProvider": self.storage.name,
             "bucket": self.storage.bucket,
+            "storageDirectory": _str_or_none(self.memory_store_directory),
             "previousStores": [f"{p.name}://{p.bucket}" for p in self.storage.previous],
             "jwtSecret": self._jwt_secret_source(),
             "workerConcurrency": self.worker_concurrency,
             "leaseSeconds": self.lease_seconds,
             "listen": f"{self.host}:{self.port}",
         }
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _pem(value: str | None) -> str | None:

@@ -32,6 +32,7 @@ from mediajobs.storage.memory import MemoryStore, _Object
 
 _T = TypeVar("_T")
 _TEMP_PREFIX = ".tmp-"
+_HEADER_FIELDS = ("key", "contentType", "etag", "updatedAt", "cacheControl")
 _MAX_HEADER = 64 * 1024  # a header holds a key of at most 1024 bytes, JSON-escaped
 
 
@@ -131,7 +132,15 @@ def _header(handle: BinaryIO, key: str | None) -> dict[str, Any] | None:
         header = json.loads(handle.readline(_MAX_HEADER))
     except ValueError:
         return None
-    if not isinstance(header, dict) or (key is not None and header.get("key") != key):
+    if not isinstance(header, dict) or not all(
+        isinstance(header.get(field), str) for field in _HEADER_FIELDS
+    ):
+        return None
+    if key is not None and header["key"] != key:
+        return None
+    try:
+        datetime.fromisoformat(header["updatedAt"])
+    except ValueError:
         return None
     return header
 
