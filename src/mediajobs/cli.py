@@ -538,7 +538,7 @@ def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_storage_check(args: argparse.Namespace, settings: Settings) -> int:
     """The active bucket: a full probe. Previous buckets (read and delete only): a listing.
 
-    The memory store (development) lives in the server process, so the probe goes to that
+    The memory store (development) is served by the server process, so the probe goes to that
     process's ``/storage`` over HTTP (MEDIAJOBS_PORT names it), never to an empty store of
     this process; when nothing answers there, it says so."""
     settings = with_dev_secret(settings)  # the memory store's signing key derives from it
@@ -555,7 +555,7 @@ def cmd_storage_check(args: argparse.Namespace, settings: Settings) -> int:
                 print(line)
             if remote and report.error_code == "storage_unavailable":
                 print(
-                    f"nothing answers at {where}: the memory store exists only while "
+                    f"nothing answers at {where}: the memory store is served only while "
                     "`make dev` (or `mediajobs serve`) runs; start it, or set MEDIAJOBS_PORT "
                     "to its port"
                 )
