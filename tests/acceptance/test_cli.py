@@ -69,11 +69,21 @@ def test_dev_runs_api_and_worker_with_nothing_else_configured(tmp_path):
     # and pg_ctl chatter at start or stop, no warning.
     assert "embedded Postgres: DATABASE_URL=" in output
     assert f"mediajobs dev: http://127.0.0.1:{port}" in output
+    assert f"development store: objects kept under {data_dir / 'storage'}" in output
     assert " pgserver " not in output and "initdb" not in output and "pg_ctl" not in output
     assert "Warning" not in output and "XDG_RUNTIME_DIR" not in output
     logged = [line for line in output.splitlines() if line.strip()]
     assert all(" INFO " in line or " WARNING " in line for line in logged), logged
     assert not [line for line in logged if " WARNING " in line and "mediajobs" not in line]
+
+    # `mediajobs config` in the same setup: the development secret is the one in use.
+    config = mediajobs("config", env=env)
+    assert config.returncode == 0, config.stderr
+    shown = json.loads(config.stdout)
+    secret_file = data_dir / "jwt-secret"
+    assert shown["jwtSecret"] == f"set (the development secret in {secret_file})"
+    assert secret_file.read_text().strip() not in config.stdout
+    assert shown["storageDirectory"] == str(data_dir / "storage")
     with pytest.raises(psycopg.OperationalError):  # stopped with the dev process
         psycopg.connect(database_url, connect_timeout=2)
 

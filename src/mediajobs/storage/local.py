@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -29,6 +30,8 @@ from typing import Any, BinaryIO, TypeVar
 
 from mediajobs.storage.base import ObjectInfo
 from mediajobs.storage.memory import MemoryStore, _Object
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _TEMP_PREFIX = ".tmp-"
@@ -54,6 +57,7 @@ class LocalStore(MemoryStore):
         super().__init__(base_url, secret=secret, bucket=bucket, provider=provider, clock=clock)
         self.directory = directory
         self._root = directory / "objects"
+        log.info("development store: objects kept under %s", directory)
 
     async def _call(self, function: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.to_thread(function, *args)
