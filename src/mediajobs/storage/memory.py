@@ -4,7 +4,8 @@ Reads (GET/HEAD) are open, like a public bucket, with ETag / If-None-Match, sing
 ranges and Cache-Control. Writes (PUT) only come through a presigned URL whose HMAC covers
 method, key, content type, max bytes and expiry; the app enforces all of them, and so for
 signed DELETEs. ``RemoteMemoryStore`` is the client another process (a separate worker in
-development) uses to reach these objects.
+development) uses to reach these objects. ``local.LocalStore`` is this store with its objects
+in files (what ``mediajobs dev`` uses), so they outlive the process.
 """
 
 from __future__ import annotations
