@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level, json_lines=settings.log_format == "json")
+        quiet_libraries(settings.log_level)
         handler: Callable[[argparse.Namespace, Settings], int] = args.handler
         return handler(args, settings)
     except ConfigError as exc:
@@ -67,6 +68,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseError as exc:
         print(f"mediajobs: {exc}", file=sys.stderr)
         return 1
+
+
+# Libraries whose INFO lines are their own chatter (the embedded Postgres's initdb output and
+# pg_ctl command lines, every HTTP request httpx makes): WARNING and above unless DEBUG.
+CHATTY_LOGGERS = ("pgserver", "httpx", "httpcore")
+
+
+def quiet_libraries(level: str) -> None:
+    """Keep CHATTY_LOGGERS at WARNING unless MEDIAJOBS_LOG_LEVEL is DEBUG (our own INFO
+    lines stay)."""
+    chatty = (
+        logging.DEBUG if level == "DEBUG" else max(logging.WARNING, logging.getLevelName(level))
+    )
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -527,7 +543,7 @@ def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_storage_check(args: argparse.Namespace, settings: Settings) -> int:
     """The active bucket: a full probe. Previous buckets (read and delete only): a listing.
 
-    The memory store (development) lives in the server process, so the probe goes to that
+    The memory store (development) is served by the server process, so the probe goes to that
     process's ``/storage`` over HTTP (MEDIAJOBS_PORT names it), never to an empty store of
     this process; when nothing answers there, it says so."""
     settings = with_dev_secret(settings)  # the memory store's signing key derives from it
@@ -544,7 +560,7 @@ def cmd_storage_check(args: argparse.Namespace, settings: Settings) -> int:
                 print(line)
             if remote and report.error_code == "storage_unavailable":
                 print(
-                    f"nothing answers at {where}: the memory store exists only while "
+                    f"nothing answers at {where}: the memory store is served only while "
                     "`make dev` (or `mediajobs serve`) runs; start it, or set MEDIAJOBS_PORT "
                     "to its port"
                 )

@@ -14,10 +14,11 @@ import importlib
 import logging
 import os
 import secrets
+import warnings
 from pathlib import Path
 from typing import Any
 
-from mediajobs.config import DEV_SECRET_PREFIX, Environment, Settings
+from mediajobs.config import DEV_SECRET_FILE, DEV_SECRET_PREFIX, Environment, Settings
 from mediajobs.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,18 @@ class EmbeddedPostgres:
     """A real Postgres server run from the pgserver package; stopped when closed."""
 
     def __init__(self, data_dir: Path) -> None:
-        try:
-            pgserver: Any = importlib.import_module("pgserver")
-        except ImportError:
-            raise _dev_extra_missing("pgserver") from None
         self._pgdata = data_dir / "pg"
         self._pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server: Any = pgserver.get_server(self._pgdata, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            # pgserver keeps its lock under platformdirs' user_runtime_path, which warns
+            # (RuntimeDirWarning) on a machine without XDG_RUNTIME_DIR and falls back to a
+            # private directory of its own: nothing the developer needs to act on.
+            warnings.filterwarnings("ignore", message=r".*XDG_RUNTIME_DIR", category=UserWarning)
+            try:
+                pgserver: Any = importlib.import_module("pgserver")
+            except ImportError:
+                raise _dev_extra_missing("pgserver") from None
+            self._server: Any = pgserver.get_server(self._pgdata, cleanup_mode="stop")
         exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DEV_DATABASE}';")
         if "(1 row)" not in exists:
             self._server.psql(f"CREATE DATABASE {DEV_DATABASE};")
@@ -67,9 +73,6 @@ def fake_redis_server() -> Any:
     except ImportError:
         raise _dev_extra_missing("fakeredis") from None
     return fakeredis.FakeServer()
-
-
-DEV_SECRET_FILE = "jwt-secret"
 
 
 def dev_secret(data_dir: Path) -> str:

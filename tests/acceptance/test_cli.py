@@ -24,6 +24,7 @@ def test_dev_runs_api_and_worker_with_nothing_else_configured(tmp_path):
     port = free_port()
     data_dir = tmp_path / "data"
     env = clean_env(MEDIAJOBS_PORT=str(port), MEDIAJOBS_DATA_DIR=str(data_dir))
+    env.pop("XDG_RUNTIME_DIR", None)  # as in a container or an ssh session without one
     proc = subprocess.Popen(
         [sys.executable, "-m", "mediajobs", "dev"],
         env=env,
@@ -54,11 +55,35 @@ def test_dev_runs_api_and_worker_with_nothing_else_configured(tmp_path):
         answer = json.loads(ping.stdout)
         assert answer["state"] == "succeeded"
         assert answer["result"]["worker"].split(":")[1] == str(proc.pid)
+
+        # `storage check` against it: the report on stdout, no httpx request lines.
+        check = mediajobs("storage", "check", env=env)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "HTTP Request" not in check.stderr
+        assert check.stderr == ""
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output[-3000:]
+    # Quiet: our INFO lines (where Postgres is, the URL served), none of pgserver's initdb
+    # and pg_ctl chatter at start or stop, no warning.
     assert "embedded Postgres: DATABASE_URL=" in output
+    assert f"mediajobs dev: http://127.0.0.1:{port}" in output
+    assert f"development store: objects kept under {data_dir / 'storage'}" in output
+    assert " pgserver " not in output and "initdb" not in output and "pg_ctl" not in output
+    assert "Warning" not in output and "XDG_RUNTIME_DIR" not in output
+    logged = [line for line in output.splitlines() if line.strip()]
+    assert all(" INFO " in line or " WARNING " in line for line in logged), logged
+    assert not [line for line in logged if " WARNING " in line and "mediajobs" not in line]
+
+    # `mediajobs config` in the same setup: the development secret is the one in use.
+    config = mediajobs("config", env=env)
+    assert config.returncode == 0, config.stderr
+    shown = json.loads(config.stdout)
+    secret_file = data_dir / "jwt-secret"
+    assert shown["jwtSecret"] == f"set (the development secret in {secret_file})"
+    assert secret_file.read_text().strip() not in config.stdout
+    assert shown["storageDirectory"] == str(data_dir / "storage")
     with pytest.raises(psycopg.OperationalError):  # stopped with the dev process
         psycopg.connect(database_url, connect_timeout=2)
 

@@ -170,7 +170,7 @@ def test_storage_check_in_development_without_a_server_says_nothing_answers(tmp_
     assert lines[1] == "storage memory://memory: FAILED"
     assert "FAIL write: StorageUnavailable" in done.stdout
     assert lines[-1] == (
-        f"nothing answers at {where}: the memory store exists only while `make dev` "
+        f"nothing answers at {where}: the memory store is served only while `make dev` "
         "(or `mediajobs serve`) runs; start it, or set MEDIAJOBS_PORT to its port"
     )
 

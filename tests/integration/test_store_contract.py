@@ -1,5 +1,5 @@
-"""One contract for every Store: memory (served by uvicorn), S3 (moto's server) and GCS
-(gcp-storage-emulator), each over real HTTP on loopback."""
+"""One contract for every Store: memory and local (its file-backed form), both served by
+uvicorn, S3 (moto's server) and GCS (gcp-storage-emulator), each over real HTTP on loopback."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from mediajobs.errors import InvalidKey, ObjectNotFound, StoreNotConfigured
-from mediajobs.storage import Locator, MemoryStore, Store, StoreRegistry
+from mediajobs.storage import LocalStore, Locator, MemoryStore, Store, StoreRegistry
 from mediajobs.storage.gcs import GCSStore
 from mediajobs.storage.gcs import make_client as make_gcs_client
 from mediajobs.storage.keys import upload_key, user_prefix
@@ -32,7 +32,7 @@ from tests.support.emulators import (
 )
 from tests.support.http import serve_in_thread
 
-PROVIDERS = ["memory", "s3", "gcs"]
+PROVIDERS = ["memory", "local", "s3", "gcs"]
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +53,16 @@ def gcs_store(host: str, bucket: str, signer_json: str) -> GCSStore:
 
 
 @pytest.fixture(params=PROVIDERS)
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+async def store(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Store]:
     bucket = f"b-{uuid.uuid4().hex[:12]}"
-    if request.param == "memory":
+    if request.param in ("memory", "local"):
         port = free_port()
-        memory = MemoryStore(f"http://127.0.0.1:{port}/storage")
+        base = f"http://127.0.0.1:{port}/storage"
+        memory = (
+            LocalStore(base, tmp_path / "storage")
+            if request.param == "local"
+            else MemoryStore(base)
+        )
         with serve_in_thread(Starlette(routes=[Mount("/storage", app=memory.app())]), port):
             yield memory
         return
@@ -212,7 +217,7 @@ async def test_a_50_mb_object_streams_both_ways_without_being_held_whole(store: 
     assert stored.size == total
     assert (size, got.hexdigest()) == (total, expected.hexdigest())
     if isinstance(store, MemoryStore):
-        return  # the memory store holds every object in memory by design
+        return  # the memory store (and its file-backed form) holds a whole object in memory
     limit = 30 * 1024 * 1024  # a part or chunk in flight, a few buffers: far from 50 MB
     assert upload_peak < limit, f"upload peaked at {upload_peak / 2**20:.1f} MiB"
     assert download_peak < limit, f"download peaked at {download_peak / 2**20:.1f} MiB"

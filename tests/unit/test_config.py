@@ -110,3 +110,38 @@ def test_secrets_never_show_in_repr_or_describe():
     assert SECRET not in shown
     assert "hunter2" not in shown
     assert settings.describe()["database"] == "postgresql://app:***@db/mediajobs"
+
+
+def test_describe_says_where_the_jwt_secret_comes_from_never_its_value(tmp_path):
+    data_dir = tmp_path / "data"
+    development = Settings.from_env({"MEDIAJOBS_DATA_DIR": str(data_dir)})
+    path = data_dir / "jwt-secret"
+    assert development.describe()["jwtSecret"] == (
+        f"unset (mediajobs dev, serve and token create one in {path})"
+    )
+    data_dir.mkdir()
+    dev_secret = DEV_SECRET_PREFIX + "x" * 43
+    path.write_text(dev_secret + "\n")
+    shown = development.describe()
+    assert shown["jwtSecret"] == f"set (the development secret in {path})"
+    assert dev_secret not in str(shown)
+    explicit = Settings.from_env(
+        {"MEDIAJOBS_DATA_DIR": str(data_dir), "MEDIAJOBS_JWT_SECRET": SECRET}
+    )
+    assert explicit.describe()["jwtSecret"] == "set (MEDIAJOBS_JWT_SECRET)"
+    assert SECRET not in str(explicit.describe())
+    assert Settings.from_env(PRODUCTION).describe()["jwtSecret"] == "set (MEDIAJOBS_JWT_SECRET)"
+    # Production never uses the development file, so it does not count there.
+    production = Settings(env=Environment.PRODUCTION, data_dir=data_dir)
+    assert production.describe()["jwtSecret"] == "unset"
+
+
+def test_the_memory_store_keeps_its_files_under_the_data_dir_in_development_only(tmp_path):
+    development = Settings.from_env({"MEDIAJOBS_DATA_DIR": str(tmp_path)})
+    assert development.memory_store_directory == tmp_path / "storage"
+    assert development.describe()["storageDirectory"] == str(tmp_path / "storage")
+    test = Settings.from_env({"MEDIAJOBS_ENV": "test", "MEDIAJOBS_DATA_DIR": str(tmp_path)})
+    assert test.memory_store_directory is None
+    assert test.describe()["storageDirectory"] is None
+    s3 = Settings.from_env({"MEDIAJOBS_DATA_DIR": str(tmp_path), "S3_BUCKET": "media"})
+    assert s3.memory_store_directory is None

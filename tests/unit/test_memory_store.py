@@ -1,14 +1,17 @@
 """The memory store's HTTP app: presigned PUTs are checked field by field; GETs honour
-ETag, Range and Cache-Control; paths cannot escape."""
+ETag, Range and Cache-Control; paths cannot escape. Each test runs on the in-process store
+and on the development store that keeps its objects in files (LocalStore)."""
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 
 import httpx
 import pytest
 
-from mediajobs.storage import MemoryStore
+from mediajobs.errors import InvalidKey
+from mediajobs.storage import LocalStore, MemoryStore
 
 KEY = "media/u1/uploads/abc/photo.jpg"
 
@@ -26,8 +29,10 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def store(clock: Clock) -> MemoryStore:
+@pytest.fixture(params=["memory", "local"])
+def store(request: pytest.FixtureRequest, clock: Clock, tmp_path) -> MemoryStore:
+    if request.param == "local":
+        return LocalStore("http://testserver/storage", tmp_path / "storage", clock=clock)
     return MemoryStore("http://testserver/storage", clock=clock)
 
 
@@ -165,3 +170,74 @@ async def test_deletes_need_a_signature_and_other_methods_are_not_served(store, 
     assert await store.head(KEY) is None
     reply = await http.post(f"/storage/{KEY}")
     assert (reply.status_code, error_code(reply)) == (405, "method_not_allowed")
+
+
+# -- the development store's files ---------------------------------------------------------
+
+
+async def test_local_objects_survive_a_new_store_on_the_same_directory(tmp_path, clock):
+    first = LocalStore("http://testserver/storage", tmp_path / "storage", clock=clock)
+    stored = await first.upload(KEY, b"\x89PNG bytes", "image/png", cache_control="max-age=60")
+    await first.close()
+    again = LocalStore("http://testserver/storage", tmp_path / "storage", clock=clock)
+    assert await again.download(KEY) == b"\x89PNG bytes"
+    info = await again.head(KEY)
+    assert info is not None
+    assert (info.key, info.size, info.content_type, info.etag) == (
+        KEY,
+        10,
+        "image/png",
+        stored.etag,
+    )
+    assert info.updated_at is not None and info.updated_at.timestamp() == clock.now
+    obj = await again.get(KEY)
+    assert obj is not None and obj.cache_control == "max-age=60"
+    assert [item.key for item in (await again.list("media/")).items] == [KEY]
+
+
+async def test_local_keys_that_nest_coexist_and_every_file_stays_inside_the_directory(tmp_path):
+    root = tmp_path / "storage"
+    store = LocalStore("http://testserver/storage", root)
+    keys = ["a", "a/b", "a/b/c", "~2E.~2Fx/..x/" + "n" * 300 + ".jpg"]
+    for index, key in enumerate(keys):
+        await store.upload(key, bytes([index]) * 3, "application/octet-stream")
+    assert [await store.download(key) for key in keys] == [bytes([i]) * 3 for i in range(4)]
+    assert sorted(item.key for item in (await store.list()).items) == sorted(keys)
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert len(files) == 4
+    assert all(path.resolve().is_relative_to(root.resolve()) for path in files)
+    assert not any(path.name.startswith(".tmp-") for path in files)
+    for key in ("../escape", "/etc/passwd", "a/../../b", "a\\b"):
+        with pytest.raises(InvalidKey):
+            await store.upload(key, b"x", "text/plain")
+    await store.delete("a/b")
+    assert await store.head("a/b") is None
+    assert await store.download("a/b/c") == bytes([2]) * 3
+
+
+async def test_a_local_write_that_fails_keeps_the_previous_object_and_no_temporary_file(
+    tmp_path, monkeypatch
+):
+    store = LocalStore("http://testserver/storage", tmp_path / "storage")
+    await store.upload(KEY, b"old", "image/jpeg")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        await store.upload(KEY, b"new bytes", "image/jpeg")
+    monkeypatch.undo()
+    assert await store.download(KEY) == b"old"
+    assert [p.name for p in tmp_path.rglob(".tmp-*")] == []
+
+
+async def test_a_local_file_that_is_not_an_object_is_neither_served_nor_listed(tmp_path):
+    store = LocalStore("http://testserver/storage", tmp_path / "storage")
+    await store.upload(KEY, b"ok", "image/jpeg")
+    [path] = [p for p in tmp_path.rglob("*") if p.is_file()]
+    (path.parent / "stray").write_bytes(b"not json\nbytes")
+    path.write_bytes(b'{"key": "media/other"}\nbytes')  # a file of another key
+    assert await store.head(KEY) is None
+    assert await store.get(KEY) is None
+    assert (await store.list()).items == []

@@ -4,6 +4,7 @@ the registry that resolves each locator to its own store."""
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 
 from mediajobs.config import Settings, StorageKind, StorageSettings
 from mediajobs.errors import StoreNotConfigured
@@ -18,11 +19,13 @@ from mediajobs.storage.base import (
     UploadData,
 )
 from mediajobs.storage.check import CheckReport, check_store
+from mediajobs.storage.local import LocalStore
 from mediajobs.storage.memory import MemoryStorageApp, MemoryStore, RemoteMemoryStore
 from mediajobs.storage.registry import StoreRegistry
 
 __all__ = [
     "CheckReport",
+    "LocalStore",
     "Locator",
     "MediaObject",
     "MemoryStorageApp",
@@ -59,12 +62,15 @@ def memory_secret(settings: Settings) -> bytes | None:
 
 def stores_for(settings: Settings, *, remote_memory: bool = False) -> StoreRegistry:
     """The configured stores (active and previous) of a deployment. ``remote_memory``: this
-    process does not serve the memory store (a worker): reach it over HTTP instead."""
+    process does not serve the memory store (a worker): reach it over HTTP instead. In
+    development the memory store keeps its objects under ``<MEDIAJOBS_DATA_DIR>/storage``
+    (``Settings.memory_store_directory``)."""
     return open_stores(
         settings.storage,
         memory_base_url=memory_base_url(settings),
         memory_secret=memory_secret(settings),
         remote_memory=remote_memory,
+        memory_directory=settings.memory_store_directory,
     )
 
 
@@ -74,8 +80,11 @@ def open_store(
     memory_base_url: str,
     memory_secret: bytes | None = None,
     remote_memory: bool = False,
+    memory_directory: Path | None = None,
 ) -> Store:
-    """One store from its settings (the composition roots call this, then close it)."""
+    """One store from its settings (the composition roots call this, then close it).
+    ``memory_directory``: the memory store keeps its objects there (a ``LocalStore``)
+    rather than in this process only."""
     if settings.kind is StorageKind.MEMORY:
         base = settings.public_base_url or memory_base_url
         if remote_memory:
@@ -85,6 +94,8 @@ def open_store(
                     "from MEDIAJOBS_JWT_SECRET: set it (the same for both)"
                 )
             return RemoteMemoryStore(base, secret=memory_secret, provider=settings.name)
+        if memory_directory is not None:
+            return LocalStore(base, memory_directory, secret=memory_secret, provider=settings.name)
         return MemoryStore(base, secret=memory_secret, provider=settings.name)
     assert settings.bucket is not None
     if settings.kind is StorageKind.S3:
@@ -127,6 +138,7 @@ def open_stores(
     memory_base_url: str,
     memory_secret: bytes | None = None,
     remote_memory: bool = False,
+    memory_directory: Path | None = None,
 ) -> StoreRegistry:
     """The active store plus every previous one, as a registry."""
 
@@ -136,6 +148,7 @@ def open_stores(
             memory_base_url=memory_base_url,
             memory_secret=memory_secret,
             remote_memory=remote_memory,
+            memory_directory=memory_directory,
         )
 
     return StoreRegistry(one(settings), [one(previous) for previous in settings.previous])

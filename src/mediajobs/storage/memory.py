@@ -4,7 +4,8 @@ Reads (GET/HEAD) are open, like a public bucket, with ETag / If-None-Match, sing
 ranges and Cache-Control. Writes (PUT) only come through a presigned URL whose HMAC covers
 method, key, content type, max bytes and expiry; the app enforces all of them, and so for
 signed DELETEs. ``RemoteMemoryStore`` is the client another process (a separate worker in
-development) uses to reach these objects.
+development) uses to reach these objects. ``local.LocalStore`` is this store with its objects
+in files (what ``mediajobs dev`` uses), so they outlive the process.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from starlette.types import Receive, Scope, Send
@@ -46,6 +47,8 @@ from mediajobs.storage.base import (
     run_blocking,
 )
 from mediajobs.storage.keys import validate_key, validate_prefix
+
+_T = TypeVar("_T")
 
 DEFAULT_CACHE_CONTROL = "no-cache"  # always revalidate; the ETag makes that cheap
 
@@ -124,7 +127,9 @@ class _Signed(StoreBase):
 
 class MemoryStore(_Signed):
     """Objects in a dict. ``base_url`` is where the ``/storage`` app is reachable, e.g.
-    ``http://127.0.0.1:8000/storage``."""
+    ``http://127.0.0.1:8000/storage``. Subclasses keep the objects elsewhere by overriding
+    the five ``_load``/``_stat``/``_save``/``_remove``/``_infos`` hooks (``LocalStore``:
+    files), which ``_call`` runs."""
 
     def __init__(
         self,
@@ -138,17 +143,42 @@ class MemoryStore(_Signed):
         super().__init__(base_url, secret=secret, bucket=bucket, provider=provider, clock=clock)
         self._objects: dict[str, _Object] = {}
 
+    # -- where the objects are kept (overridden by LocalStore) --------------------------------
+
+    async def _call(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Run one hook (LocalStore: in a thread, the hooks do file I/O)."""
+        return function(*args)
+
+    def _load(self, key: str) -> _Object | None:
+        return self._objects.get(key)
+
+    def _stat(self, key: str) -> ObjectInfo | None:
+        obj = self._objects.get(key)
+        return None if obj is None else _info(key, obj)
+
+    def _save(self, key: str, obj: _Object) -> None:
+        self._objects[key] = obj
+
+    def _remove(self, key: str) -> None:
+        self._objects.pop(key, None)
+
+    def _infos(self, prefix: str) -> list[ObjectInfo]:
+        return [_info(key, obj) for key, obj in self._objects.items() if key.startswith(prefix)]
+
+    # -- the Store interface ------------------------------------------------------------------
+
     async def upload(
         self, key: str, data: UploadData, content_type: str, *, cache_control: str | None = None
     ) -> StoredObject:
         validate_key(key)
         body = await _read_all(data)
-        stored = self.put(key, body, content_type, cache_control=cache_control)
+        stored = await self.put(key, body, content_type, cache_control=cache_control)
         return StoredObject(self.locator(key), len(body), content_type, stored.etag)
 
-    def put(
+    async def put(
         self, key: str, body: bytes, content_type: str, *, cache_control: str | None = None
     ) -> _Object:
+        """Store ``body`` under ``key`` (already validated), replacing any object there."""
         obj = _Object(
             data=body,
             content_type=content_type,
@@ -156,32 +186,33 @@ class MemoryStore(_Signed):
             updated_at=datetime.fromtimestamp(self._clock(), UTC),
             cache_control=cache_control or DEFAULT_CACHE_CONTROL,
         )
-        self._objects[key] = obj
+        await self._call(self._save, key, obj)
         return obj
 
-    def get(self, key: str) -> _Object | None:
-        return self._objects.get(key)
+    async def get(self, key: str) -> _Object | None:
+        """The object under ``key`` (already validated), or None."""
+        return await self._call(self._load, key)
 
     async def open(self, key: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
-        obj = self._require(key)
+        obj = await self._require(key)
         for start in range(0, len(obj.data), chunk_size):
             yield obj.data[start : start + chunk_size]
             await asyncio.sleep(0)
 
     async def download(self, key: str) -> bytes:
-        return self._require(key).data
+        return (await self._require(key)).data
 
-    def _require(self, key: str) -> _Object:
-        obj = self._objects.get(validate_key(key))
+    async def _require(self, key: str) -> _Object:
+        obj = await self.get(validate_key(key))
         if obj is None:
             raise ObjectNotFound(f"no object {key!r}")
         return obj
 
     async def head(self, key: str) -> ObjectInfo | None:
-        return self._info(key) if validate_key(key) in self._objects else None
+        return await self._call(self._stat, validate_key(key))
 
     async def delete(self, key: str) -> None:
-        self._objects.pop(validate_key(key), None)
+        await self._call(self._remove, validate_key(key))
 
     async def list(
         self, prefix: str = "", cursor: str | None = None, limit: int = 1000
@@ -189,15 +220,16 @@ class MemoryStore(_Signed):
         validate_prefix(prefix)
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        keys = sorted(
-            k for k in self._objects if k.startswith(prefix) and (cursor is None or k > cursor)
+        infos = sorted(
+            (
+                info
+                for info in await self._call(self._infos, prefix)
+                if cursor is None or info.key > cursor
+            ),
+            key=lambda info: info.key,
         )
-        items = [self._info(key) for key in keys[:limit]]
-        return ObjectPage(items, items[-1].key if len(keys) > limit else None)
-
-    def _info(self, key: str) -> ObjectInfo:
-        obj = self._objects[key]
-        return ObjectInfo(key, len(obj.data), obj.content_type, obj.etag, obj.updated_at)
+        items = infos[:limit]
+        return ObjectPage(items, items[-1].key if len(infos) > limit else None)
 
     async def close(self) -> None:
         return None
@@ -205,6 +237,10 @@ class MemoryStore(_Signed):
     def app(self) -> MemoryStorageApp:
         """The ASGI app to mount at ``/storage``."""
         return MemoryStorageApp(self)
+
+
+def _info(key: str, obj: _Object) -> ObjectInfo:
+    return ObjectInfo(key, len(obj.data), obj.content_type, obj.etag, obj.updated_at)
 
 
 async def _read_all(data: UploadData) -> bytes:
@@ -362,7 +398,7 @@ class MemoryStorageApp:
             raise _HTTPError(400, "invalid_key", str(exc)) from exc
 
     async def _get(self, scope: Scope, send: Send, key: str, *, head: bool) -> None:
-        obj = self._store.get(key)
+        obj = await self._store.get(key)
         if obj is None:
             raise _HTTPError(404, "object_not_found", "no such object")
         headers = _headers(scope)
@@ -440,7 +476,7 @@ class MemoryStorageApp:
                 raise _HTTPError(413, "too_large", f"at most {max_bytes} bytes")
             if not message.get("more_body", False):
                 break
-        obj = self._store.put(key, bytes(body), content_type)
+        obj = await self._store.put(key, bytes(body), content_type)
         await send(
             {
                 "type": "http.response.start",
