@@ -585,6 +585,7 @@ async def test_a_refused_complete_is_sent_again_and_a_given_up_one_retries_only_
     )
     assert await page.is_visible(f"{row} .retry")
     assert calls == ["init", "complete"]
+    await shot(page, "upload-retry-1440")
     await page.unroute("**/media/upload/complete")
     await page.click(f"{row} .retry")
     await page.wait_for_selector(f"{row}.done", timeout=60_000)
@@ -631,4 +632,58 @@ async def test_an_upload_row_follows_its_review_to_failure_and_a_retry_to_ready(
         assert await page.get_attribute(row, "data-error") is None
     finally:
         await set_policy(batch_site, photoReviewEnabled=False)
+    await page.close()
+
+
+async def test_a_job_whose_end_was_lost_in_a_resync_is_read_over_rest(
+    batch_site: str, browser: Any
+) -> None:
+    """Waiting uploads hold processing slots until their job ends: a terminal event lost in
+    a `resync` gap must not leave a wait (and so the batch) stuck."""
+    page = await browser.new_page()
+    await page.goto(batch_site)
+    await page.wait_for_selector("body[data-ready='true']")
+    await page.set_input_files(
+        "#picker",
+        files=[{"name": "gap.jpg", "mimeType": "image/jpeg", "buffer": jpeg(photo(800, 600))}],
+    )
+    await page.wait_for_selector(".upload:has(.name:text-is('gap.jpg')).done", timeout=60_000)
+    async with httpx.AsyncClient(base_url=batch_site, timeout=30) as client:
+        finished_job = (await item_of(client, "ready", "gap.jpg"))["jobId"]
+    outcome = await page.evaluate(
+        """async (jobId) => {
+            // A stream that delivers only what this test sends: the job's end never comes.
+            class Quiet extends EventTarget {
+                constructor() { super(); Quiet.last = this; this.readyState = 1; }
+                close() {}
+            }
+            window.EventSource = Quiet;
+            const { createMediaClient } = await import('/static/mediajobs-client.js');
+            const media = createMediaClient({
+                getToken: () => localStorage.getItem('mediajobs.token'),
+            });
+            let settled = null;
+            const waiting = media.follow(jobId).then((e) => (settled = e));
+            await new Promise((r) => setTimeout(r, 300));
+            const before = settled;
+            Quiet.last.dispatchEvent(new MessageEvent('resync', {
+                data: JSON.stringify({reason: 'history_expired', lastEventId: '1'}),
+            }));
+            // Bounded, so a wait that never ends fails the test instead of hanging it.
+            const last = await Promise.race([
+                waiting,
+                new Promise((r) => setTimeout(() => r({type: 'still waiting', data: {}}), 20000)),
+            ]);
+            media.close();
+            return { before, type: last.type, jobId: last.data.jobId ?? null,
+                     status: last.data.result && last.data.result.status };
+        }""",
+        finished_job,
+    )
+    assert outcome == {
+        "before": None,
+        "type": "job_complete",
+        "jobId": finished_job,
+        "status": "ready",
+    }
     await page.close()

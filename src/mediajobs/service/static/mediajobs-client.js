@@ -94,6 +94,7 @@ function sleep(ms, signal) {
 }
 
 const TERMINAL = /(_complete|_failed)$|^job_cancelled$/;
+const FINISHED = { succeeded: "job_complete", failed: "job_failed", cancelled: "job_cancelled" };
 const EVENT_TYPES = [
   "upload_started", "upload_progress", "upload_complete", "upload_failed",
   "review_started", "review_progress", "review_complete", "review_failed",
@@ -209,19 +210,33 @@ export function createMediaClient({ baseURL = "", getToken, maxInFlight, complet
     return () => listeners.delete(onEvent);
   }
 
-  /** Resolves with the terminal event of a job (using what the stream already saw). */
+  /** Resolves with the terminal event of a job (using what the stream already saw). After
+   *  a `resync` (history lost: its terminal event may be among it) the job is read over
+   *  REST, and a finished job resolves with a `job_complete`, `job_failed` or
+   *  `job_cancelled` event made from its record. */
   function waitForJob(jobId, onEvent) {
     return new Promise((resolve) => {
+      let done = false;
+      const finish = (event) => {
+        if (done) return;
+        done = true;
+        listeners.delete(handle);
+        resolve(event);
+      };
       const handle = (event) => {
-        if (!event.data || event.data.jobId !== jobId) return;
-        if (onEvent) onEvent(event);
-        if (TERMINAL.test(event.type)) {
-          listeners.delete(handle);
-          resolve(event);
+        if (event.type === "resync") {
+          api(`/jobs/${encodeURIComponent(jobId)}`).then((job) => {
+            const type = FINISHED[job.state];
+            if (type) finish({ type, id: null, data: { jobId, result: job.result, error: job.error } });
+          }).catch(() => {}); // still unknown: the live stream goes on
+          return;
         }
+        if (!event.data || event.data.jobId !== jobId || done) return;
+        if (onEvent) onEvent(event);
+        if (TERMINAL.test(event.type)) finish(event);
       };
       for (const event of seen.get(jobId) || []) handle(event);
-      listeners.add(handle);
+      if (!done) listeners.add(handle);
       ensureStream();
     });
   }
