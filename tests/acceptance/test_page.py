@@ -366,8 +366,9 @@ async def test_failed_items_say_why_offer_retry_when_retryable_and_survive_a_rel
                 }
             ],
         )
+        # The item says why a moment before its job is marked failed (and Retry appears).
         await page.wait_for_selector(
-            "#pending .card[data-status='in_review'] .reason code", timeout=60_000
+            "#pending .card[data-status='in_review'] .retry", timeout=60_000
         )
         waiting = await item_of(client, "in_review", "review-me.jpg")
         review_job = waiting["failedJob"]

@@ -376,6 +376,7 @@ async function retry(item, li, button) {
     const code = error instanceof MediaError ? error.code : "network_error";
     toast(`Could not retry ${item.filename || "this photo"}: ${sentence(code)}`);
   }
+  for (const list of Object.keys(shown)) delete shown[list]; // this tile said "Retrying…"
   await refresh();
 }
 
@@ -400,11 +401,21 @@ async function refresh() {
     const entry = rows.get(item.id);
     if (entry && !entry.row.classList.contains("queued")) show(entry, item);
   }
-  $("grid").replaceChildren(...ready.items.map(card));
+  render("grid", ready.items);
   $("empty").hidden = ready.items.length > 0;
   const others = [...failed.items, ...review.items, ...rejected.items];
-  $("pending").replaceChildren(...others.map(card));
+  render("pending", others);
   $("pending-title").hidden = others.length === 0;
+}
+
+/** Tiles are rebuilt only when their items changed: every job's end refetches, and a rebuild
+ *  would reload every image and reset a tile being clicked. */
+const shown = {};
+function render(listId, items) {
+  const key = JSON.stringify(items);
+  if (shown[listId] === key) return;
+  shown[listId] = key;
+  $(listId).replaceChildren(...items.map(card));
 }
 
 // -- delete with undo -----------------------------------------------------------------------
