@@ -187,6 +187,8 @@ async def test_the_client_renews_its_stream_ticket_and_misses_nothing(
 ADMIN = {"Authorization": f"Bearer {Authenticator(SECRET).issue_token('ops', roles=['admin'])}"}
 DEV = bearer("dev")  # the page's user in development
 CARD_BACKGROUND = (255, 255, 255)  # .card's background in app.css
+CHECKER_LIGHT = (255, 255, 255)  # the detail view's checkerboard (app.css --checker-*)
+CHECKER_DARK = (227, 227, 230)
 RED = (230, 20, 20)
 
 
@@ -324,6 +326,31 @@ async def test_failed_items_say_why_offer_retry_when_retryable_and_survive_a_rel
         assert all(abs(a - b) <= 12 for a, b in zip(right, RED, strict=True)), right
         await shot(page, "transparent-1440")
 
+        # Its detail view shows the transparent half over the light checkerboard, not black.
+        await page.click(thumb)
+        await page.wait_for_function(
+            """() => { const img = document.getElementById('detail-img');
+                       return img.complete && img.naturalWidth > 0
+                           && img.currentSrc.includes('/detail'); }"""
+        )
+        detail = Image.open(io.BytesIO(await page.locator("#detail-img").screenshot()))
+        detail = detail.convert("RGB")
+        width, height = detail.size
+        seen = set()
+        for x in range(4, int(width * 0.46), 7):  # the transparent half, every 7th pixel
+            for y in range(4, height - 4, 7):
+                pixel = detail.getpixel((x, y))
+                assert isinstance(pixel, tuple)
+                assert all(CHECKER_DARK[0] - 2 <= c <= 255 for c in pixel), (x, y, pixel)
+                assert max(pixel) - min(pixel) <= 3, (x, y, pixel)  # a neutral grey
+                seen.add(pixel)
+        assert CHECKER_LIGHT in seen and CHECKER_DARK in seen, seen
+        right = detail.getpixel((int(width * 0.75), height // 2))
+        assert isinstance(right, tuple)
+        assert all(abs(a - b) <= 12 for a, b in zip(right, RED, strict=True)), right
+        await shot(page, "detail-transparent-1440")
+        await page.keyboard.press("Escape")
+
         # A failure that retrying can fix: review is on but has no provider.
         changed = await client.put(
             "/v1/admin/site-policies", json={"photoReviewEnabled": True}, headers=ADMIN
@@ -339,8 +366,9 @@ async def test_failed_items_say_why_offer_retry_when_retryable_and_survive_a_rel
                 }
             ],
         )
+        # The item says why a moment before its job is marked failed (and Retry appears).
         await page.wait_for_selector(
-            "#pending .card[data-status='in_review'] .reason code", timeout=60_000
+            "#pending .card[data-status='in_review'] .retry", timeout=60_000
         )
         waiting = await item_of(client, "in_review", "review-me.jpg")
         review_job = waiting["failedJob"]
@@ -358,6 +386,12 @@ async def test_failed_items_say_why_offer_retry_when_retryable_and_survive_a_rel
             "buttons": ["Retry", "Delete"],
         }
         assert await tile(page, waiting["id"]) == expected_review
+        # The upload's row follows the review: it no longer says "Waiting for review".
+        row = f".upload[data-media-id='{waiting['id']}']"
+        await page.wait_for_selector(f"{row}.failed[data-error='review_provider_disabled']")
+        assert await page.text_content(f"{row} .state") == (
+            "The review could not run: no review service is set up."
+        )
 
         # A reload shows the same: the reasons come from the API, not from live events.
         await page.reload()
@@ -419,3 +453,238 @@ async def test_failed_items_say_why_offer_retry_when_retryable_and_survive_a_rel
     # No HTTP error or console error all along (the reload aborts the old page's stream).
     assert [p for p in problems.items if "net::ERR_ABORTED" not in p] == []
     await context.close()
+
+
+# -- many photos at once, a server that turns a complete away, a row that follows its item ---
+
+
+@pytest.fixture(scope="module")
+def batch_site(services: Any, migrated_template: str) -> Iterator[str]:
+    with dev_site(services, migrated_template) as base:
+        yield base
+
+
+async def set_policy(site: str, **changes: Any) -> None:
+    async with httpx.AsyncClient(base_url=site, timeout=30) as client:
+        changed = await client.put("/v1/admin/site-policies", json=changes, headers=ADMIN)
+        assert changed.status_code == 200, changed.text
+
+
+RECORD_ROWS = """() => {
+    // Every state text and class an upload row ever shows, not only its last.
+    window.rowHistory = [];
+    const note = (row) => window.rowHistory.push({
+        name: row.querySelector('.name').textContent,
+        state: row.querySelector('.state').textContent,
+        failed: row.classList.contains('failed'),
+    });
+    new MutationObserver((changes) => {
+        for (const change of changes) {
+            const row = (change.target.closest ? change.target : change.target.parentElement)
+                ?.closest('.upload');
+            if (row) note(row);
+        }
+    }).observe(document.getElementById('uploads'),
+               {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+async def test_a_batch_larger_than_max_batch_size_queues_and_every_photo_ends_ready(
+    batch_site: str, browser: Any
+) -> None:
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    problems = PageProblems(page)
+    await page.goto(batch_site)
+    await page.wait_for_selector("body[data-ready='true']")
+    await page.evaluate(RECORD_ROWS)
+    # Lowered after the page loaded: the client reads the limit afresh when a batch starts.
+    await set_policy(batch_site, maxBatchSize=2)
+    files = [
+        {
+            "name": f"batch-{n}.jpg",
+            "mimeType": "image/jpeg",
+            "buffer": jpeg(quadrants(900 + 40 * n, 700)),
+        }
+        for n in range(5)
+    ]
+    await page.set_input_files("#picker", files=files)
+    await page.wait_for_function(
+        """() => [...document.querySelectorAll('.upload.done .state')]
+                .filter((s) => s.textContent === 'Ready').length === 5""",
+        timeout=120_000,
+    )
+    await page.wait_for_function("document.querySelectorAll('#grid .card').length === 5")
+    history = await page.evaluate("window.rowHistory")
+    # Three of the five waited their turn, shown as queued; no row ever showed a failure,
+    # and the server never refused a complete (no 429, no console error).
+    queued = {h["name"] for h in history if h["state"] == QUEUED_TEXT}
+    assert len(queued) >= 3, history
+    assert [h for h in history if h["failed"]] == []
+    assert problems.items == []
+    await page.close()
+
+
+QUEUED_TEXT = "Queued: waiting for earlier uploads to finish"
+TOO_MANY = {"error": {"code": "too_many_uploads", "message": "at most 2 uploads at once"}}
+
+
+async def test_a_refused_complete_is_sent_again_and_a_given_up_one_retries_only_the_complete(
+    batch_site: str, browser: Any
+) -> None:
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    await page.goto(batch_site)
+    await page.wait_for_selector("body[data-ready='true']")
+    await page.evaluate(RECORD_ROWS)
+    calls: list[str] = []
+    page.on(
+        "request",
+        lambda r: calls.append(r.url.rsplit("/", 1)[-1]) if "/media/upload/" in r.url else None,
+    )
+    # The server turns the complete away twice: once without Retry-After (the client backs
+    # off on its own), once with it; the third goes through.
+    answers = [
+        {"status": 429, "json": TOO_MANY},
+        {"status": 429, "json": TOO_MANY, "headers": {"Retry-After": "1"}},
+    ]
+
+    async def busy(route: Any) -> None:
+        if answers:
+            await route.fulfill(**answers.pop(0))
+        else:
+            await route.continue_()
+
+    await page.route("**/media/upload/complete", busy)
+    await page.set_input_files(
+        "#picker",
+        files=[{"name": "later.jpg", "mimeType": "image/jpeg", "buffer": jpeg(photo(900, 600))}],
+    )
+    row = ".upload:has(.name:text-is('later.jpg'))"
+    await page.wait_for_selector(f"{row}.done", timeout=60_000)
+    assert await page.text_content(f"{row} .state") == "Ready"
+    assert calls == ["init", "complete", "complete", "complete"]
+    history = await page.evaluate("window.rowHistory")
+    assert QUEUED_TEXT in [h["state"] for h in history if h["name"] == "later.jpg"]
+    assert [h for h in history if h["failed"]] == []
+    await page.unroute("**/media/upload/complete")
+
+    # A Retry-After longer than the client's budget (five minutes): it gives up at once and
+    # the row offers Retry, which sends only the complete (the bytes are stored).
+    calls.clear()
+
+    async def closed(route: Any) -> None:
+        await route.fulfill(status=429, json=TOO_MANY, headers={"Retry-After": "3600"})
+
+    await page.route("**/media/upload/complete", closed)
+    await page.set_input_files(
+        "#picker",
+        files=[{"name": "stuck.jpg", "mimeType": "image/jpeg", "buffer": jpeg(photo(1000, 700))}],
+    )
+    row = ".upload:has(.name:text-is('stuck.jpg'))"
+    await page.wait_for_selector(f"{row}.failed[data-error='too_many_uploads']", timeout=60_000)
+    assert await page.text_content(f"{row} .state") == (
+        "Too many uploads at once; try again in a moment."
+    )
+    assert await page.is_visible(f"{row} .retry")
+    assert calls == ["init", "complete"]
+    await shot(page, "upload-retry-1440")
+    await page.unroute("**/media/upload/complete")
+    await page.click(f"{row} .retry")
+    await page.wait_for_selector(f"{row}.done", timeout=60_000)
+    assert await page.text_content(f"{row} .state") == "Ready"
+    assert await page.is_hidden(f"{row} .retry")
+    assert calls == ["init", "complete", "complete"]  # no second init, so no second upload
+    async with httpx.AsyncClient(base_url=batch_site, timeout=30) as client:
+        item = await item_of(client, "ready", "stuck.jpg")
+    await page.wait_for_selector(f"#grid .card[data-id='{item['id']}'] img")
+    await page.close()
+
+
+async def test_an_upload_row_follows_its_review_to_failure_and_a_retry_to_ready(
+    batch_site: str, browser: Any
+) -> None:
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    await page.goto(batch_site)
+    await page.wait_for_selector("body[data-ready='true']")
+    await set_policy(batch_site, photoReviewEnabled=True)  # on, with no provider: it fails
+    try:
+        await page.set_input_files(
+            "#picker",
+            files=[
+                {"name": "judge.jpg", "mimeType": "image/jpeg", "buffer": jpeg(photo(960, 720))}
+            ],
+        )
+        row = ".upload:has(.name:text-is('judge.jpg'))"
+        await page.wait_for_selector(
+            f"{row}.failed[data-error='review_provider_disabled']", timeout=60_000
+        )
+        assert await page.text_content(f"{row} .state") == (
+            "The review could not run: no review service is set up."
+        )
+        media_id = await page.get_attribute(row, "data-media-id")
+        assert (await tile(page, str(media_id)))["reason"] == await page.text_content(
+            f"{row} .state"
+        )
+        await shot(page, "review-failed-row-1440")
+        await set_policy(batch_site, photoReviewEnabled=False)
+        await page.click(f".card[data-id='{media_id}'] .retry")
+        await page.wait_for_selector(f"#grid .card[data-id='{media_id}']", timeout=60_000)
+        await page.wait_for_selector(f"{row}.done")
+        assert await page.text_content(f"{row} .state") == "Ready"
+        assert await page.get_attribute(row, "data-error") is None
+    finally:
+        await set_policy(batch_site, photoReviewEnabled=False)
+    await page.close()
+
+
+async def test_a_job_whose_end_was_lost_in_a_resync_is_read_over_rest(
+    batch_site: str, browser: Any
+) -> None:
+    """Waiting uploads hold processing slots until their job ends: a terminal event lost in
+    a `resync` gap must not leave a wait (and so the batch) stuck."""
+    page = await browser.new_page()
+    await page.goto(batch_site)
+    await page.wait_for_selector("body[data-ready='true']")
+    await page.set_input_files(
+        "#picker",
+        files=[{"name": "gap.jpg", "mimeType": "image/jpeg", "buffer": jpeg(photo(800, 600))}],
+    )
+    await page.wait_for_selector(".upload:has(.name:text-is('gap.jpg')).done", timeout=60_000)
+    async with httpx.AsyncClient(base_url=batch_site, timeout=30) as client:
+        finished_job = (await item_of(client, "ready", "gap.jpg"))["jobId"]
+    outcome = await page.evaluate(
+        """async (jobId) => {
+            // A stream that delivers only what this test sends: the job's end never comes.
+            class Quiet extends EventTarget {
+                constructor() { super(); Quiet.last = this; this.readyState = 1; }
+                close() {}
+            }
+            window.EventSource = Quiet;
+            const { createMediaClient } = await import('/static/mediajobs-client.js');
+            const media = createMediaClient({
+                getToken: () => localStorage.getItem('mediajobs.token'),
+            });
+            let settled = null;
+            const waiting = media.follow(jobId).then((e) => (settled = e));
+            await new Promise((r) => setTimeout(r, 300));
+            const before = settled;
+            Quiet.last.dispatchEvent(new MessageEvent('resync', {
+                data: JSON.stringify({reason: 'history_expired', lastEventId: '1'}),
+            }));
+            // Bounded, so a wait that never ends fails the test instead of hanging it.
+            const last = await Promise.race([
+                waiting,
+                new Promise((r) => setTimeout(() => r({type: 'still waiting', data: {}}), 20000)),
+            ]);
+            media.close();
+            return { before, type: last.type, jobId: last.data.jobId ?? null,
+                     status: last.data.result && last.data.result.status };
+        }""",
+        finished_job,
+    )
+    assert outcome == {
+        "before": None,
+        "type": "job_complete",
+        "jobId": finished_job,
+        "status": "ready",
+    }
+    await page.close()

@@ -99,6 +99,9 @@ function checkLocally(file) {
   return null;
 }
 
+/** One row per chosen file; `rows` finds a row by its item once the server named it. */
+const rows = new Map();
+
 function uploadRow(file) {
   const row = document.createElement("li");
   row.className = "upload";
@@ -108,42 +111,110 @@ function uploadRow(file) {
   const state = document.createElement("span");
   state.className = "state";
   state.textContent = "Waiting";
+  const again = document.createElement("button");
+  again.type = "button";
+  again.className = "retry";
+  again.textContent = "Retry";
+  again.hidden = true;
+  again.setAttribute("aria-label", `Retry ${file.name}`);
   const bar = document.createElement("progress");
   bar.max = 100;
   bar.value = 0;
   bar.setAttribute("aria-label", `Progress of ${file.name}`);
-  row.append(name, state, bar);
+  row.append(name, state, again, bar);
   $("uploads").append(row);
-  return { row, state, bar };
+  return { row, state, bar, again, file };
 }
 
 async function uploadOne(file) {
-  const { row, state, bar } = uploadRow(file);
+  const entry = uploadRow(file);
   const local = checkLocally(file);
-  if (local) return fail(row, state, bar, local);
+  if (local) return fail(entry, local);
+  await run(entry, (options) => media.upload(file, options));
+}
+
+/** Run an upload (or the rest of one) for a row, showing its progress and its outcome. */
+async function run(entry, start) {
+  const { row, state, bar, again } = entry;
+  row.classList.remove("failed", "queued");
+  delete row.dataset.error;
+  again.hidden = true;
+  bar.hidden = false;
   try {
-    const item = await media.upload(file, {
+    const item = await start({
       onProgress: (p) => {
         bar.value = Math.round(p.fraction * 100);
         bar.dataset.value = String(bar.value);
+        if (p.mediaId) follows(entry, p.mediaId);
+        row.classList.toggle("queued", p.phase === "queued");
         state.textContent =
           p.phase === "uploading" ? `Uploading ${Math.round((p.loaded / p.total) * 100)}%`
+          : p.phase === "queued" ? QUEUED[p.code] || QUEUED.server
           : p.phase === "processing" ? "Processing" : "Done";
       },
     });
-    row.classList.add("done");
-    state.textContent = item.status === "in_review" ? "Waiting for review" : "Ready";
-    await refresh();
+    follows(entry, item.id);
+    show(entry, item);
   } catch (error) {
-    fail(row, state, bar, error instanceof MediaError ? error.code : "network_error", error.message);
-    await refresh();
+    const failure = error instanceof MediaError ? error : new MediaError("network_error", String(error));
+    if (failure.mediaId) follows(entry, failure.mediaId);
+    fail(entry, failure.code, failure.message);
+    // Worth trying again: a complete the server kept turning away (only the complete is sent
+    // again: the bytes are stored), or an upload cut off on the way (it starts over).
+    if (failure.pendingUpload) {
+      offer(entry, () => run(entry, (options) => media.completeUpload(failure.pendingUpload, options)));
+    } else if (!failure.mediaId && (failure.code === "network_error" || failure.status === 429 || failure.status >= 500)) {
+      offer(entry, () => run(entry, (options) => media.upload(entry.file, options)));
+    }
   }
+  await refresh();
 }
 
-function fail(row, state, bar, code, message) {
+const QUEUED = {
+  too_many_uploads: "Queued: waiting for earlier uploads to finish",
+  server: "Queued: waiting for the server",
+};
+
+function offer(entry, action) {
+  entry.again.hidden = false;
+  entry.again.onclick = () => action();
+}
+
+function follows(entry, mediaId) {
+  entry.row.dataset.mediaId = mediaId;
+  rows.set(mediaId, entry);
+}
+
+/** A row says where its item is now: the item's review (or a retry) may end after the upload. */
+function show(entry, item) {
+  const { row, state, bar } = entry;
+  row.classList.remove("failed", "queued", "done", "retrying");
+  delete row.dataset.error;
+  if (item.status === "ready") {
+    row.classList.add("done");
+    state.textContent = "Ready";
+  } else if (item.status === "in_review" && !(item.review && item.review.status === "error")) {
+    row.classList.add("done");
+    state.textContent = "Waiting for review";
+  } else if (item.status === "rejected") {
+    fail(entry, "rejected", item.review && item.review.reason
+      ? `Not accepted by review: ${item.review.reason}` : "Not accepted by review.");
+  } else if (item.status === "in_review" || item.status === "failed") {
+    const code = (item.failedJob && item.failedJob.error.code) || (item.error && item.error.code)
+      || (item.review && item.review.code) || "failed";
+    fail(entry, code);
+  } else {
+    return; // pending or processing: the upload itself is still showing its progress
+  }
+  bar.hidden = row.classList.contains("failed");
+}
+
+function fail(entry, code, message) {
+  const { row, state, bar } = entry;
+  row.classList.remove("done", "queued");
   row.classList.add("failed");
   row.dataset.error = code;
-  state.textContent = MESSAGES[code] || message || `Failed (${code})`;
+  state.textContent = code === "rejected" ? message : MESSAGES[code] || message || `Failed (${code})`;
   bar.hidden = true;
 }
 
@@ -291,6 +362,12 @@ async function retry(item, li, button) {
   li.classList.add("retrying");
   const words = li.querySelector(".reason-text");
   if (words) words.textContent = "Trying again…";
+  const entry = rows.get(item.id);
+  if (entry) {
+    entry.row.classList.remove("failed");
+    entry.row.classList.add("retrying");
+    entry.state.textContent = "Trying again…";
+  }
   try {
     const { jobId } = await media.retry(item.failedJob.id);
     li.dataset.retryJob = jobId;
@@ -299,6 +376,7 @@ async function retry(item, li, button) {
     const code = error instanceof MediaError ? error.code : "network_error";
     toast(`Could not retry ${item.filename || "this photo"}: ${sentence(code)}`);
   }
+  for (const list of Object.keys(shown)) delete shown[list]; // this tile said "Retrying…"
   await refresh();
 }
 
@@ -318,11 +396,26 @@ async function refresh() {
     media.list({ status: "failed", limit: 50 }),
     media.list({ status: "rejected", limit: 50 }),
   ]);
-  $("grid").replaceChildren(...ready.items.map(card));
+  // Rows of this tab's uploads follow their items (a review that failed, a retry that worked).
+  for (const item of [...ready.items, ...review.items, ...failed.items, ...rejected.items]) {
+    const entry = rows.get(item.id);
+    if (entry && !entry.row.classList.contains("queued")) show(entry, item);
+  }
+  render("grid", ready.items);
   $("empty").hidden = ready.items.length > 0;
   const others = [...failed.items, ...review.items, ...rejected.items];
-  $("pending").replaceChildren(...others.map(card));
+  render("pending", others);
   $("pending-title").hidden = others.length === 0;
+}
+
+/** Tiles are rebuilt only when their items changed: every job's end refetches, and a rebuild
+ *  would reload every image and reset a tile being clicked. */
+const shown = {};
+function render(listId, items) {
+  const key = JSON.stringify(items);
+  if (shown[listId] === key) return;
+  shown[listId] = key;
+  $(listId).replaceChildren(...items.map(card));
 }
 
 // -- delete with undo -----------------------------------------------------------------------

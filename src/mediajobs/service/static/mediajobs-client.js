@@ -23,23 +23,78 @@
  *   minHeight: number, minAspectRatio: number, maxAspectRatio: number,
  *   maxMegapixels: number, undoWindowSeconds: number, acceptedTypes: string[],
  *   acceptedExtensions: string[], variants: {name: string, size: number}[]}} MediaRules
- * @typedef {{phase: "uploading"|"processing"|"done", fraction: number, loaded?: number,
- *   total?: number, message?: string}} UploadProgress
+ * @typedef {{phase: "uploading"|"queued"|"processing"|"done", fraction: number,
+ *   loaded?: number, total?: number, message?: string, code?: string, retryIn?: number,
+ *   jobId?: string, mediaId?: string}} UploadProgress `queued`: the bytes are stored and
+ *   the upload waits to be completed, for a slot under the policy's `maxBatchSize`
+ *   (`code` "too_many_uploads") or for the server to answer again (`code` of the 503, or
+ *   "network_error"); `retryIn` is the wait in ms before the next try, when one is set.
+ * @typedef {{objectPath: string, purpose?: string, replaces?: string, altText?: string}}
+ *   PendingUpload An upload whose bytes are in storage but whose `complete` did not go
+ *   through; `completeUpload(pending)` finishes it without sending the bytes again.
  * @typedef {{type: string, id: string|null, data: any}} MediaEvent
  */
 
-/** An API or job error with a machine-readable code. */
+/**
+ * An API or job error with a machine-readable code. `status` is the HTTP status (none for a
+ * job's error or a lost connection); `retryAfter` the server's Retry-After in seconds, or
+ * null; `pendingUpload`, when set, is an upload whose bytes are stored: pass it to
+ * `completeUpload()` to finish it; `mediaId` is the item a job error belongs to.
+ */
 export class MediaError extends Error {
-  /** @param {string} code @param {string} message @param {number} [status] */
-  constructor(code, message, status) {
+  /**
+   * @param {string} code @param {string} message @param {number} [status]
+   * @param {{retryAfter?: number|null, pendingUpload?: PendingUpload|null, mediaId?: string|null}} [extra]
+   */
+  constructor(code, message, status, extra = {}) {
     super(message);
     this.name = "MediaError";
     this.code = code;
     this.status = status;
+    this.retryAfter = extra.retryAfter ?? null;
+    this.pendingUpload = extra.pendingUpload ?? null;
+    this.mediaId = extra.mediaId ?? null;
   }
 }
 
+// Waiting out a `complete` the server turned away for now (429 too_many_uploads, a 502/503/
+// 504, a lost connection; `complete` is idempotent, so sending it again is safe): the
+// server's Retry-After when it sends one, else exponential backoff with "equal jitter"
+// (attempt n waits d/2 + random(0, d/2), d = min(CAP, BASE * 2^n); M. Brooker, "Exponential
+// Backoff And Jitter", AWS Architecture Blog, 2015), for at most WAIT_TOTAL_MS in all.
+const WAIT_BASE_MS = 1_000;
+const WAIT_CAP_MS = 30_000;
+const WAIT_TOTAL_MS = 300_000; // five minutes: time for a full batch of 20 photos to finish
+const TEMPORARY_STATUS = new Set([429, 502, 503, 504]);
+
+/** Whether a failed request may succeed if sent again later. @param {unknown} error */
+function temporary(error) {
+  return error instanceof MediaError &&
+    (TEMPORARY_STATUS.has(error.status) || (error.status === undefined && error.code === "network_error"));
+}
+
+/** Retry-After (delta-seconds or an HTTP date) in seconds, or null. @param {string|null} value */
+function retryAfterSeconds(value) {
+  if (!value) return null;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? null : Math.max(0, (at - Date.now()) / 1000);
+}
+
+/** Resolves after `ms`, or rejects with an `aborted` MediaError when `signal` aborts. */
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) return reject(new MediaError("aborted", "cancelled"));
+    const timer = setTimeout(resolve, ms);
+    if (signal) signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(new MediaError("aborted", "cancelled"));
+    }, { once: true });
+  });
+}
+
 const TERMINAL = /(_complete|_failed)$|^job_cancelled$/;
+const FINISHED = { succeeded: "job_complete", failed: "job_failed", cancelled: "job_cancelled" };
 const EVENT_TYPES = [
   "upload_started", "upload_progress", "upload_complete", "upload_failed",
   "review_started", "review_progress", "review_complete", "review_failed",
@@ -51,9 +106,13 @@ const EVENT_TYPES = [
 ];
 
 /**
- * @param {{baseURL?: string, getToken: () => Promise<string>|string}} options
+ * @param {{baseURL?: string, getToken: () => Promise<string>|string, maxInFlight?: number,
+ *   completeWaitMs?: number}} options `maxInFlight`: how many of this client's uploads may
+ *   be processing at once (default: the site policy's `maxBatchSize`, read from `rules()`
+ *   when a batch starts); `completeWaitMs`: how long an upload's `complete` is retried
+ *   while the server turns it away for now (default 300 000).
  */
-export function createMediaClient({ baseURL = "", getToken }) {
+export function createMediaClient({ baseURL = "", getToken, maxInFlight, completeWaitMs = WAIT_TOTAL_MS }) {
   const base = baseURL.replace(/\/$/, "");
 
   /** @param {string} path @param {RequestInit & {json?: any}} [init] */
@@ -65,12 +124,24 @@ export function createMediaClient({ baseURL = "", getToken }) {
       headers.set("Content-Type", "application/json");
       body = JSON.stringify(init.json);
     }
-    const response = await fetch(base + path, { ...init, headers, body });
+    let response;
+    try {
+      response = await fetch(base + path, { ...init, headers, body });
+    } catch (error) {
+      if (error && error.name === "AbortError") throw new MediaError("aborted", "cancelled");
+      throw new MediaError("network_error", `the request failed: ${error && error.message}`);
+    }
     const text = await response.text();
-    const data = text ? JSON.parse(text) : null;
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null; // e.g. a proxy's HTML error page
+    }
     if (!response.ok) {
       const error = (data && data.error) || { code: "http_" + response.status, message: text };
-      throw new MediaError(error.code, error.message, response.status);
+      const retryAfter = retryAfterSeconds(response.headers.get("Retry-After"));
+      throw new MediaError(error.code, error.message, response.status, { retryAfter });
     }
     return data;
   }
@@ -139,19 +210,33 @@ export function createMediaClient({ baseURL = "", getToken }) {
     return () => listeners.delete(onEvent);
   }
 
-  /** Resolves with the terminal event of a job (using what the stream already saw). */
+  /** Resolves with the terminal event of a job (using what the stream already saw). After
+   *  a `resync` (history lost: its terminal event may be among it) the job is read over
+   *  REST, and a finished job resolves with a `job_complete`, `job_failed` or
+   *  `job_cancelled` event made from its record. */
   function waitForJob(jobId, onEvent) {
     return new Promise((resolve) => {
+      let done = false;
+      const finish = (event) => {
+        if (done) return;
+        done = true;
+        listeners.delete(handle);
+        resolve(event);
+      };
       const handle = (event) => {
-        if (!event.data || event.data.jobId !== jobId) return;
-        if (onEvent) onEvent(event);
-        if (TERMINAL.test(event.type)) {
-          listeners.delete(handle);
-          resolve(event);
+        if (event.type === "resync") {
+          api(`/jobs/${encodeURIComponent(jobId)}`).then((job) => {
+            const type = FINISHED[job.state];
+            if (type) finish({ type, id: null, data: { jobId, result: job.result, error: job.error } });
+          }).catch(() => {}); // still unknown: the live stream goes on
+          return;
         }
+        if (!event.data || event.data.jobId !== jobId || done) return;
+        if (onEvent) onEvent(event);
+        if (TERMINAL.test(event.type)) finish(event);
       };
       for (const event of seen.get(jobId) || []) handle(event);
-      listeners.add(handle);
+      if (!done) listeners.add(handle);
       ensureStream();
     });
   }
@@ -180,9 +265,133 @@ export function createMediaClient({ baseURL = "", getToken }) {
     });
   }
 
+  // -- how many uploads are processing at once ----------------------------------------------
+  // The server refuses a complete beyond the policy's maxBatchSize items processing per user
+  // (429 too_many_uploads). Rather than be refused, this client holds each upload's complete
+  // until one of its own earlier uploads has finished processing.
+
+  let limit = maxInFlight ?? Infinity;
+  let active = 0;
+  /** @type {{grant: () => void}[]} */
+  const waiting = [];
+  let limitRead = null;
+
+  /** Read maxBatchSize afresh (it is an admin setting; the rules are cacheable for 30 s). */
+  function readLimit() {
+    if (maxInFlight != null) return Promise.resolve();
+    if (!limitRead) {
+      limitRead = loadRules({ cache: "no-cache" })
+        .then((r) => { if (Number.isInteger(r.maxBatchSize) && r.maxBatchSize >= 1) limit = r.maxBatchSize; })
+        .catch(() => {}) // no rules: the server's 429s still pace the uploads
+        .finally(() => { limitRead = null; grant(); });
+    }
+    return limitRead;
+  }
+
+  function grant() {
+    while (active < limit && waiting.length) {
+      active += 1;
+      waiting.shift().grant();
+    }
+  }
+
+  /** A processing slot; resolves with its release function. */
+  async function acquire(signal, onQueued) {
+    if (active === 0 && waiting.length === 0) readLimit(); // a new batch: the limit may have changed
+    if (limitRead) await limitRead;
+    if (active < limit && waiting.length === 0) {
+      active += 1;
+    } else {
+      onQueued();
+      await new Promise((resolve, reject) => {
+        const entry = { grant: resolve };
+        waiting.push(entry);
+        if (signal) signal.addEventListener("abort", () => {
+          const at = waiting.indexOf(entry);
+          if (at >= 0) waiting.splice(at, 1);
+          if (at >= 0) reject(new MediaError("aborted", "cancelled"));
+        }, { once: true });
+      });
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      active -= 1;
+      grant();
+    };
+  }
+
+  /** POST /media/upload/complete, sent again while the server turns it away for now. */
+  async function completeWithWait(pending, onProgress, signal) {
+    const started = Date.now();
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await api("/media/upload/complete", { method: "POST", json: pending, signal });
+      } catch (error) {
+        if (!temporary(error)) throw error;
+        if (error.status === 429) readLimit(); // the limit may have been lowered
+        const d = Math.min(WAIT_CAP_MS, WAIT_BASE_MS * 2 ** attempt);
+        const wait = error.retryAfter != null ? error.retryAfter * 1000 : d / 2 + Math.random() * (d / 2);
+        // A wait that would run past the budget gives up now (the caller can try later).
+        if (Date.now() - started + wait > completeWaitMs) throw error;
+        onProgress({ phase: "queued", fraction: 0.5, code: error.code, retryIn: Math.round(wait) });
+        await sleep(wait, signal);
+      }
+    }
+  }
+
   /**
-   * Upload a file and follow its processing. Resolves with the ready item; rejects with a
-   * MediaError whose code says why (too_small, corrupt_image, file_too_large, ...).
+   * Finish an upload whose bytes are stored (`MediaError.pendingUpload`, or what `upload()`
+   * does after sending them): waits for a processing slot (`maxInFlight`), sends `complete`
+   * (again while the server answers 429/502/503/504 or the connection fails: Retry-After or
+   * backoff, for at most `completeWaitMs`), then follows the job. Resolves with the item;
+   * rejects with a MediaError, whose `pendingUpload` is set when finishing it later may work.
+   * @param {PendingUpload} pending
+   * @param {{onProgress?: (p: UploadProgress) => void, signal?: AbortSignal}} [options]
+   * @returns {Promise<MediaItem>}
+   */
+  async function completeUpload(pending, { onProgress = () => {}, signal } = {}) {
+    await ensureStream(); // open before the job exists: no event can be missed
+    let release;
+    try {
+      release = await acquire(signal, () => onProgress({ phase: "queued", fraction: 0.5, code: "too_many_uploads" }));
+    } catch (error) {
+      error.pendingUpload = pending;
+      throw error;
+    }
+    try {
+      let accepted;
+      try {
+        accepted = await completeWithWait(pending, onProgress, signal);
+      } catch (error) {
+        if (temporary(error) || error.code === "aborted") error.pendingUpload = pending;
+        throw error;
+      }
+      const { jobId, mediaId } = accepted;
+      onProgress({ phase: "processing", fraction: 0.5, jobId, mediaId });
+      const last = await waitForJob(jobId, (event) => {
+        if (event.type.endsWith("_progress") && typeof event.data.progress === "number") {
+          onProgress({ phase: "processing", fraction: 0.5 + event.data.progress * 0.5, message: event.data.message, jobId, mediaId });
+        }
+      });
+      if (!last.type.endsWith("_complete")) {
+        const error = (last.data && last.data.error) || { code: "cancelled", message: "cancelled" };
+        throw new MediaError(error.code, error.message, undefined, { mediaId });
+      }
+      onProgress({ phase: "done", fraction: 1, jobId, mediaId });
+      return get(mediaId);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Upload a file and follow its processing. Resolves with the item (ready, or in_review
+   * when the policy reviews photos); rejects with a MediaError whose code says why
+   * (too_small, corrupt_image, file_too_large, ...). Once the bytes are stored it finishes
+   * like `completeUpload()`: it queues for a slot under `maxInFlight`, and waits out a
+   * server that turns the complete away for now.
    * @param {File|Blob & {name?: string}} file
    * @param {{onProgress?: (p: UploadProgress) => void, purpose?: string, replaces?: string,
    *   altText?: string, signal?: AbortSignal}} [options]
@@ -197,23 +406,12 @@ export function createMediaClient({ baseURL = "", getToken }) {
     });
     await send(init, file, (loaded, total) =>
       onProgress({ phase: "uploading", fraction: (loaded / total) * 0.5, loaded, total }), signal);
-    const body = { objectPath: init.objectPath };
-    if (purpose) body.purpose = purpose;
-    if (replaces) body.replaces = replaces;
-    if (altText) body.altText = altText;
-    const { jobId, mediaId } = await api("/media/upload/complete", { method: "POST", json: body, signal });
-    onProgress({ phase: "processing", fraction: 0.5 });
-    const last = await waitForJob(jobId, (event) => {
-      if (event.type.endsWith("_progress") && typeof event.data.progress === "number") {
-        onProgress({ phase: "processing", fraction: 0.5 + event.data.progress * 0.5, message: event.data.message });
-      }
-    });
-    if (!last.type.endsWith("_complete")) {
-      const error = (last.data && last.data.error) || { code: "cancelled", message: "cancelled" };
-      throw new MediaError(error.code, error.message);
-    }
-    onProgress({ phase: "done", fraction: 1 });
-    return get(mediaId);
+    /** @type {PendingUpload} */
+    const pending = { objectPath: init.objectPath };
+    if (purpose) pending.purpose = purpose;
+    if (replaces) pending.replaces = replaces;
+    if (altText) pending.altText = altText;
+    return completeUpload(pending, { onProgress, signal });
   }
 
   // -- the library -------------------------------------------------------------------------
@@ -261,9 +459,15 @@ export function createMediaClient({ baseURL = "", getToken }) {
     return waitForJob(jobId, onEvent);
   }
 
+  async function loadRules(init = {}) {
+    const response = await fetch(`${base}/v1/meta/media-rules`, init);
+    if (!response.ok) throw new MediaError("http_" + response.status, "the rules could not be read", response.status);
+    return response.json();
+  }
+
   /** @returns {Promise<MediaRules>} */
   function rules() {
-    return fetch(`${base}/v1/meta/media-rules`).then((r) => r.json());
+    return loadRules();
   }
 
   function close() {
@@ -273,5 +477,5 @@ export function createMediaClient({ baseURL = "", getToken }) {
     listeners.clear();
   }
 
-  return { upload, events, list, get, remove, restore, retry, follow, rules, close };
+  return { upload, completeUpload, events, list, get, remove, restore, retry, follow, rules, close };
 }
