@@ -311,6 +311,7 @@ async def test_concurrent_completes_by_one_user_never_exceed_the_in_flight_limit
     assert statuses == [202] * 20 + [429] * 30
     refused = [r.json()["error"]["code"] for r in answers if r.status_code == 429]
     assert set(refused) == {"too_many_uploads"}
+    assert {r.headers["retry-after"] for r in answers if r.status_code == 429} == {"2"}
     listed = await client.get("/media", params={"status": "pending", "limit": 200}, headers=ALICE)
     assert len(listed.json()["items"]) == 20
     # A refused complete left its object: it can be completed once room is made.

@@ -47,6 +47,7 @@ from mediajobs.storage.keys import (
 log = logging.getLogger(__name__)
 
 UPLOAD_URL_TTL = 900.0  # seconds a presigned upload stays valid
+IN_FLIGHT_RETRY_AFTER = 2  # seconds: about one image's processing, when a slot may be free
 PURPOSE_PATTERN = r"[a-z][a-z0-9_]{0,31}"
 LISTABLE = tuple(s.value for s in MediaStatus if s is not MediaStatus.DELETED)
 
@@ -323,6 +324,7 @@ async def upload_complete(request: Request) -> Response:
                 429,
                 "too_many_uploads",
                 f"at most {policy.max_batch_size} uploads may be processing at once",
+                headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER)},
             )
         job = await svc.queue.enqueue(
             JobSpec(
