@@ -141,9 +141,9 @@ VARIANTS_OF = {"mediajobs": ours_saturated}
 
 def child(system: str, path: str, runs: int, start_at: float) -> None:
     factory = VARIANTS_OF.get(system, SYSTEMS[system]) if start_at else SYSTEMS[system]
-    run = factory()
     data = Path(path).read_bytes()
     try:
+        run = factory()  # the machine's libvips may be missing (vips_system)
         run(data)  # warm-up: imports, codecs, caches
     except Exception as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:300]}))
