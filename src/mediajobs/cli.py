@@ -20,8 +20,9 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 import uvicorn
 from starlette.applications import Starlette
 
@@ -68,6 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseError as exc:
         print(f"mediajobs: {exc}", file=sys.stderr)
         return 1
+    except psycopg.errors.UndefinedTable:
+        print(
+            "mediajobs: the database at DATABASE_URL has no mediajobs tables: "
+            "run `mediajobs migrate` first",
+            file=sys.stderr,
+        )
+        return 1
+    except psycopg.Error as exc:  # a value Postgres refused, a lost connection: one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"mediajobs: the database refused: {reason}", file=sys.stderr)
+        return 1
 
 
 # Libraries whose INFO lines are their own chatter (the embedded Postgres's initdb output and
@@ -103,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     worker = commands.add_parser("worker", help="claim and run jobs")
-    worker.add_argument("--concurrency", type=int, help="jobs at once (default from env)")
+    worker.add_argument(
+        "--concurrency", type=bounded(int, 1, 1000), help="jobs at once (default from env)"
+    )
     worker.add_argument("--kinds", help="comma-separated job kinds (default: all registered)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is drained")
     worker.add_argument(
@@ -146,8 +160,10 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("kind")
     enqueue.add_argument("--owner", default="operator")
     enqueue.add_argument("--payload", default="{}", help="JSON object")
-    enqueue.add_argument("--delay", type=float, default=0.0)
-    enqueue.add_argument("--max-attempts", type=int, default=5)
+    enqueue.add_argument(
+        "--delay", type=bounded(float, 0, MAX_DELAY), default=0.0, help="seconds (default 0)"
+    )
+    enqueue.add_argument("--max-attempts", type=bounded(int, 1, 1000), default=5)
     enqueue.set_defaults(handler=cmd_jobs_enqueue)
 
     token = commands.add_parser(
@@ -185,6 +201,27 @@ def _parser() -> argparse.ArgumentParser:
     policy_set.add_argument("changes", nargs="+", metavar="FIELD=VALUE")
     policy_set.set_defaults(handler=cmd_policy_set)
     return parser
+
+
+MAX_DELAY = 10 * 365 * 86400.0  # seconds: a job's run_at stays a sane timestamp
+
+N = TypeVar("N", int, float)
+
+
+def bounded(kind: Callable[[str], N], low: N, high: N) -> Callable[[str], N]:
+    """An argparse ``type``: ``kind(text)`` within ``low..high`` (finite), else argparse's
+    one-line usage error."""
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"must be {low:.12g}..{high:.12g}, not {text}")
+        return value
+
+    return parse
 
 
 def _add_listen(parser: argparse.ArgumentParser) -> None:

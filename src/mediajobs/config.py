@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
+
+import psycopg.conninfo
 
 from mediajobs.errors import ConfigError
 
@@ -23,6 +26,7 @@ DEV_SECRET_PREFIX = "mediajobs-dev-"
 MIN_SECRET_LENGTH = 32
 # Outside production, serve/dev/token keep a generated secret in <data_dir>/<this file>.
 DEV_SECRET_FILE = "jwt-secret"
+REDIS_SCHEMES = ("redis", "rediss", "unix")  # what redis-py's from_url takes
 
 
 class Environment(StrEnum):
@@ -166,6 +170,17 @@ class Settings:
         if self.poll_interval >= self.lease_seconds:
             raise ConfigError(
                 "MEDIAJOBS_POLL_INTERVAL", "must be shorter than MEDIAJOBS_LEASE_SECONDS"
+            )
+        if self.database_url:
+            try:
+                psycopg.conninfo.conninfo_to_dict(self.database_url)
+            except psycopg.ProgrammingError as exc:
+                raise ConfigError(
+                    "DATABASE_URL", f"is not a Postgres URL ({str(exc).strip()})"
+                ) from None
+        if self.redis_url and urlsplit(self.redis_url).scheme not in REDIS_SCHEMES:
+            raise ConfigError(
+                "REDIS_URL", f"must start with {', '.join(s + '://' for s in REDIS_SCHEMES)}"
             )
         if self.jwt_secret is not None and len(self.jwt_secret) < MIN_SECRET_LENGTH:
             raise ConfigError(

@@ -209,6 +209,10 @@ def test_policy_show_and_set_change_the_live_limits_with_validation(database_url
         ("webpQuality=0", "webpQuality"),  # the table's check is 1..100: never a traceback
         ("maxAspectRatio=1e308", "maxAspectRatio"),
         ("minAspectRatio=nan", "minAspectRatio"),
+        ('variants=[{"name": "thumb", "size": 100.7}]', "variants"),  # no silent rounding
+        ('variants=[{"name": "thumb", "size": "320"}]', "variants"),
+        ("variants={bad", "variants"),
+        ("maxBatchSize=abc", "maxBatchSize"),
         ("photo_review_provider=gemini", "photoReviewProvider"),
         ("no_such_field=1", "no_such_field"),
         ('variants=[{"name": "Bad Name", "size": 10}]', "variants"),

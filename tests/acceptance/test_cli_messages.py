@@ -242,3 +242,36 @@ def test_token_refuses_a_user_id_the_api_would_refuse(user: str) -> None:
 def test_token_issues_any_sub_an_identity_provider_does() -> None:
     done = mediajobs("token", "auth0|5f7c8ec7", env=clean_env(MEDIAJOBS_JWT_SECRET="s" * 48))
     assert done.returncode == 0 and done.stdout.count(".") == 2, done
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("DATABASE_URL", "garbage://"), ("REDIS_URL", "garbage")]
+)
+def test_a_malformed_url_is_a_one_line_configuration_error(variable: str, value: str) -> None:
+    done = mediajobs("jobs", "stats", env=clean_env(**{variable: value}))
+    assert done.returncode == 2, done
+    assert done.stderr.startswith(f"mediajobs: configuration error: {variable}: "), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_an_unmigrated_database_says_to_migrate(empty_database_url: str) -> None:
+    done = mediajobs("jobs", "stats", env=clean_env(DATABASE_URL=empty_database_url))
+    assert done.returncode == 1, done
+    assert "run `mediajobs migrate` first" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("jobs", "enqueue", "x", "--max-attempts", "0"),
+        ("jobs", "enqueue", "x", "--max-attempts", "99999999999"),
+        ("jobs", "enqueue", "x", "--delay", "-5"),
+        ("jobs", "enqueue", "x", "--delay", "nan"),
+        ("jobs", "enqueue", "x", "--delay", "1e14"),
+        ("worker", "--concurrency", "0", "--burst"),
+    ],
+)
+def test_out_of_range_flags_are_usage_errors_not_tracebacks(args: tuple[str, ...]) -> None:
+    done = mediajobs(*args, env=clean_env(DATABASE_URL="postgresql://nobody@127.0.0.1:1/x"))
+    assert done.returncode == 2, done
+    assert "error: argument --" in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -137,10 +137,7 @@ def _coerce(name: str, value: Any) -> Any:
     """``value`` as the field's type, or ``PolicyInvalid`` (no silent truthiness: ``"no"`` is
     not a boolean, ``2.5`` is not an integer)."""
     if name == "variants":
-        try:
-            return tuple(VariantSpec(str(v["name"]), int(v["size"])) for v in value)
-        except (TypeError, KeyError, ValueError) as exc:
-            raise PolicyInvalid("variants", f"a list of {{name, size}} ({exc})") from None
+        return _variants(value)
     wanted = FIELDS[name][1]
     ok = (
         (wanted is bool and isinstance(value, bool))
@@ -149,8 +146,33 @@ def _coerce(name: str, value: Any) -> Any:
         or (wanted is str and isinstance(value, str))
     )
     if not ok:
-        raise PolicyInvalid(name, f"must be a {wanted.__name__}, not {value!r}")
+        raise PolicyInvalid(name, f"must be {_KINDS[wanted]}, not {value!r}")
     return float(value) if wanted is float else value
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _variants(value: Any) -> tuple[VariantSpec, ...]:
+    """A JSON list of ``{"name": str, "size": int}`` objects (nothing else, no coercion) as
+    variant specs, or ``PolicyInvalid("variants")`` saying what is wrong where."""
+    if not isinstance(value, list | tuple) or not value:
+        raise PolicyInvalid("variants", "must be a non-empty list of {name, size} objects")
+    specs = []
+    for index, item in enumerate(value):
+        where = f"variant {index + 1}"
+        if not isinstance(item, Mapping) or set(item) != {"name", "size"}:
+            raise PolicyInvalid("variants", f"{where} must be an object of name and size only")
+        name, size = item["name"], item["size"]
+        if not isinstance(name, str):
+            raise PolicyInvalid("variants", f"{where}: name must be a string")
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise PolicyInvalid("variants", f"{where}: size must be an integer, not {size!r}")
+        try:
+            specs.append(VariantSpec(name, size))
+        except ValueError as exc:
+            raise PolicyInvalid("variants", str(exc)) from None
+    return tuple(specs)
 
 
 class SitePolicies:
