@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import Executor
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from mediajobs.errors import JobCancelled, LeaseLost
@@ -22,8 +20,8 @@ R = TypeVar("R")
 
 
 class JobContext:
-    """What a handler gets besides its job: progress, cancellation, and executors for
-    work that must not run on the event loop.
+    """What a handler gets besides its job: progress and cancellation. (CPU-bound work has
+    its own pools: the media handlers' imaging processes.)
 
     Progress is throttled: the first report is written at once, later ones at most every
     ``progress_interval`` seconds (the newest value wins), a report of 1.0 at once, and the
@@ -36,15 +34,11 @@ class JobContext:
         *,
         queue: JobQueue,
         worker_name: str,
-        thread_pool: Executor | None = None,
-        process_pool: Callable[[], Executor] | None = None,
         progress_interval: float = 0.0,
     ) -> None:
         self.job = job
         self.worker_name = worker_name
         self._queue = queue
-        self._thread_pool = thread_pool
-        self._process_pool = process_pool
         self._cancel_requested = job.cancel_requested
         self._lease_lost = False
         self._progress_interval = progress_interval
@@ -160,19 +154,6 @@ class JobContext:
                 raise
         if cancel:
             self._cancel_requested = True
-
-    async def run_in_thread(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run blocking I/O or GIL-releasing work in the worker's thread pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread_pool, functools.partial(fn, *args, **kwargs))
-
-    async def run_in_process(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run CPU-bound work in the worker's process pool (``fn`` must be picklable)."""
-        if self._process_pool is None:
-            return await self.run_in_thread(fn, *args, **kwargs)
-        loop = asyncio.get_running_loop()
-        call = functools.partial(fn, *args, **kwargs)
-        return await loop.run_in_executor(self._process_pool(), call)
 
 
 Handler = Callable[[JobContext, Job], Awaitable[JSON]]

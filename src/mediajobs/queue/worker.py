@@ -12,19 +12,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
 
 from mediajobs.errors import JobCancelled, JobError, JobFailed, LeaseLost, Retry
 from mediajobs.queue import sql
-from mediajobs.queue.children import ChildProcessPool
 from mediajobs.queue.lease import LeaseKeeper
 from mediajobs.queue.listener import NotificationListener
 from mediajobs.queue.models import JSON, Backoff, Job, JobState
@@ -114,10 +111,6 @@ class Worker:
         self._listener = NotificationListener(
             conninfo, [sql.WAKEUP_CHANNEL, sql.CANCEL_CHANNEL], self._notified
         )
-        self._threads = ThreadPoolExecutor(
-            max_workers=max(4, self.options.concurrency), thread_name_prefix="mediajobs-job"
-        )
-        self._processes: ChildProcessPool | None = None
 
     @property
     def kinds(self) -> list[str]:
@@ -167,9 +160,6 @@ class Worker:
             await self._completer.close()
             await asyncio.gather(housekeeping, listener, completer, return_exceptions=True)
             await loop.run_in_executor(None, self._keeper.stop)
-            self._threads.shutdown(wait=False, cancel_futures=True)
-            if self._processes is not None:
-                self._processes.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped: %s", self.name, self.stats)
         return self.stats
 
@@ -269,8 +259,6 @@ class Worker:
             job,
             queue=self._queue,
             worker_name=self.name,
-            thread_pool=self._threads,
-            process_pool=self._process_pool,
             progress_interval=self.options.progress_interval,
         )
         self._keeper.hold(job)
@@ -355,13 +343,6 @@ class Worker:
                 "%s",
                 describe_outcome(ctx, state, error, delay=delay),
             )
-
-    def _process_pool(self) -> Executor:
-        if self._processes is None:
-            self._processes = ChildProcessPool(
-                max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
-            )
-        return self._processes
 
     # -- housekeeping and shutdown -----------------------------------------------------
 
