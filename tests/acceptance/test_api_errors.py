@@ -4,7 +4,7 @@ one error shape, against a real `mediajobs dev` process on the real Postgres and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,12 +25,6 @@ def api(services: Any, migrated_template: str) -> Iterator[str]:
         services, migrated_template, MEDIAJOBS_CORS_ORIGINS="https://app.example"
     ) as base:
         yield base
-
-
-@pytest.fixture
-async def client(api: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
-        yield http
 
 
 async def upload(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:

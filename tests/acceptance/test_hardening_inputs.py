@@ -5,7 +5,6 @@ complete -> the processing job -> the item and its variants, each with the right
 from __future__ import annotations
 
 import filecmp
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.support.images import decoded
-from tests.support.sse import bearer, dev_site
+from tests.support.sse import bearer
 from tests.support.uploads import upload
 
 pytestmark = pytest.mark.timeout(180)
@@ -23,18 +22,6 @@ INPUTS = Path(__file__).resolve().parent.parent / "data" / "hardening"
 ORIGINALS = Path(__file__).resolve().parents[3] / "shared" / "hardening"
 USER = bearer("hardening")
 RED = (255, 0, 0)
-
-
-@pytest.fixture(scope="module")
-def api(services: Any, migrated_template: str) -> Iterator[str]:
-    with dev_site(services, migrated_template) as base:
-        yield base
-
-
-@pytest.fixture
-async def client(api: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
-        yield http
 
 
 async def processed(

@@ -5,16 +5,14 @@ the bytes decide an upload's type; a name the key cannot hold is kept for displa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from mediajobs.storage.keys import owner_segment
 from tests.support.images import encode, jpeg, quadrants
-from tests.support.sse import bearer, dev_site
+from tests.support.sse import bearer
 from tests.support.uploads import upload
 
 pytestmark = pytest.mark.timeout(240)
@@ -35,18 +33,6 @@ SUBS = [
     "a~7Cb",  # ... which escapes to a~7E7Cb
     "a_b",  # what a naive sanitiser would make of a|b
 ]
-
-
-@pytest.fixture(scope="module")
-def api(services: Any, migrated_template: str) -> Iterator[str]:
-    with dev_site(services, migrated_template) as base:
-        yield base
-
-
-@pytest.fixture
-async def client(api: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api, timeout=60) as http:
-        yield http
 
 
 async def test_every_identity_provider_sub_uploads_and_sees_only_its_own_media(
