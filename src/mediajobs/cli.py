@@ -34,16 +34,17 @@ from mediajobs.db.pool import connect, open_pool
 from mediajobs.devenv import dev_database_url, with_dev_secret
 from mediajobs.errors import ConfigError, DatabaseError, StorageError
 from mediajobs.handlers import PING_KIND, build_registry
+from mediajobs.logs import configure_logging
 from mediajobs.queue import HandlerRegistry, JobQueue, JobSpec, Worker, WorkerOptions, WorkerStats
-from mediajobs.queue.models import JSON, Job
+from mediajobs.queue.models import Job
 from mediajobs.realtime import EventRecorder, EventStore, RedisPublisher
 from mediajobs.realtime.connect import redis_client
 from mediajobs.service.app import close_streams, create_app
 from mediajobs.service.auth import Authenticator, RedactTickets
 from mediajobs.service.jobs import job_json
-from mediajobs.service.middleware import configure_logging
 from mediajobs.service.server import http_protocol
 from mediajobs.storage import check_store, memory_base_url, stores_for
+from mediajobs.types import JSON
 
 log = logging.getLogger("mediajobs")
 

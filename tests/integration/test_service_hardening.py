@@ -24,9 +24,9 @@ from starlette.routing import Route
 from mediajobs.config import Environment, Settings
 from mediajobs.db.policies import SitePolicies
 from mediajobs.errors import StorageUnavailable
+from mediajobs.logs import RequestIdFilter
 from mediajobs.service import body as body_module
 from mediajobs.service.app import create_app
-from mediajobs.service.middleware import RequestIdFilter
 from mediajobs.service.state import Services
 from tests.support.images import jpeg, quadrants
 from tests.support.sse import SECRET, bearer

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 
-from mediajobs.service.middleware import ExhaustionFilter
+from mediajobs.logs import ExhaustionFilter
 
 
 def record(exc: BaseException | None, name: str = "asyncio") -> logging.LogRecord:

@@ -17,9 +17,9 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from mediajobs.db.pool import Pool
-from mediajobs.queue.models import JSON
 from mediajobs.storage.base import Locator
 from mediajobs.storage.registry import StoreRegistry
+from mediajobs.types import JSON
 
 Conn = psycopg.AsyncConnection[DictRow]
 

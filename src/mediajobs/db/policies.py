@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from mediajobs.db.pool import Pool
 from mediajobs.imaging.policy import ImagePolicy, VariantSpec
-from mediajobs.queue.models import JSON
+from mediajobs.types import JSON
 
 REVIEW_PROVIDERS = ("disabled", "webhook")
 

@@ -43,11 +43,12 @@ from mediajobs.handlers.imaging_pool import ImagingFailed, ImagingPool, PoolOpti
 from mediajobs.imaging.formats import corrected_filename
 from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.queue import kinds
-from mediajobs.queue.models import JSON, Job, JobSpec
+from mediajobs.queue.models import Job, JobSpec
 from mediajobs.queue.registry import HandlerRegistry, JobContext
 from mediajobs.storage import StoreRegistry, stores_for
 from mediajobs.storage.base import Locator
 from mediajobs.storage.keys import variant_key
+from mediajobs.types import JSON
 
 VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from mediajobs.queue import kinds
-from mediajobs.queue.models import JSON, Job
+from mediajobs.queue.models import Job
 from mediajobs.queue.registry import JobContext
+from mediajobs.types import JSON
 
 PING_KIND = kinds.PING
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from mediajobs.queue.models import JSON
+from mediajobs.types import JSON
 
 _EXIF_IFD = 0x8769
 _GPS_IFD = 0x8825

@@ -46,7 +46,7 @@ from mediajobs.imaging.sources import (
     prune_png,
     read_size,
 )
-from mediajobs.queue.models import JSON
+from mediajobs.types import JSON
 
 pillow_heif.register_heif_opener(thumbnails=False)
 

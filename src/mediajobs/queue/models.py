@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-JSON = Any  # a value that json.dumps accepts
+from mediajobs.types import JSON
 
 
 class JobState(StrEnum):

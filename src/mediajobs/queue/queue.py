@@ -22,7 +22,6 @@ from mediajobs.db.pool import Pool
 from mediajobs.errors import JobError, LeaseLost
 from mediajobs.queue import sql
 from mediajobs.queue.models import (
-    JSON,
     Cause,
     Enqueued,
     Job,
@@ -31,6 +30,7 @@ from mediajobs.queue.models import (
     Transition,
     new_job_id,
 )
+from mediajobs.types import JSON
 
 Conn = psycopg.AsyncConnection[DictRow]
 BULK_CHUNK = 5000

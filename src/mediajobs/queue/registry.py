@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from mediajobs.errors import JobCancelled, LeaseLost
-from mediajobs.queue.models import JSON, Job
+from mediajobs.queue.models import Job
+from mediajobs.types import JSON
 
 if TYPE_CHECKING:
     from mediajobs.queue.queue import JobQueue

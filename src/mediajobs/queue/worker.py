@@ -24,9 +24,10 @@ from mediajobs.errors import JobCancelled, JobError, JobFailed, LeaseLost, Retry
 from mediajobs.queue import sql
 from mediajobs.queue.lease import LeaseKeeper
 from mediajobs.queue.listener import NotificationListener
-from mediajobs.queue.models import JSON, Backoff, Job, JobState
+from mediajobs.queue.models import Backoff, Job, JobState
 from mediajobs.queue.queue import JobQueue, encode_result
 from mediajobs.queue.registry import HandlerRegistry, JobContext
+from mediajobs.types import JSON
 
 log = logging.getLogger(__name__)
 

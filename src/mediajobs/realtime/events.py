@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediajobs.queue.models import JSON, Cause, Transition
+from mediajobs.queue.models import Cause, Transition
+from mediajobs.types import JSON
 
 # Job kind (or kind prefix before the first ".") -> event family. Kinds not listed here get
 # the generic family "job" (e.g. system.ping -> job_started, job_complete).

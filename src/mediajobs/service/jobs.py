@@ -7,10 +7,11 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mediajobs.queue.models import JSON, Job, JobSpec, JobState
+from mediajobs.queue.models import Job, JobSpec, JobState
 from mediajobs.service.body import decode_cursor, page_of, query_choice, query_int, query_text
 from mediajobs.service.errors import ApiError
 from mediajobs.service.state import Services, caller
+from mediajobs.types import JSON
 
 STATES = tuple(state.value for state in JobState)
 KIND_PATTERN = r"[a-z][a-z0-9_.]{0,63}"

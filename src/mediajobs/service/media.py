@@ -20,7 +20,7 @@ from mediajobs.db.policies import SitePolicies
 from mediajobs.errors import InvalidKey, StorageError
 from mediajobs.imaging.formats import ACCEPTED_TYPES, normalize_type
 from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
-from mediajobs.queue.models import JSON, JobSpec, JobState
+from mediajobs.queue.models import JobSpec, JobState
 from mediajobs.service.auth import Principal
 from mediajobs.service.body import (
     Field,
@@ -43,6 +43,7 @@ from mediajobs.storage.keys import (
     validate_key,
     validate_prefix,
 )
+from mediajobs.types import JSON
 
 log = logging.getLogger(__name__)
 
