@@ -100,9 +100,16 @@ class InMemoryQueue:
     def clock(self) -> Clock:
         return self._clock
 
-    def now(self) -> datetime:
-        """The queue's current time."""
-        return self._clock()
+    @property
+    def jobs(self) -> list[Job]:
+        """Every job not yet archived, oldest first (copies: for assertions)."""
+        return copy.deepcopy(sorted(self._jobs.values(), key=lambda job: job.id))
+
+    def reset(self) -> None:
+        """Forget every job, archived job and idempotency key."""
+        self._jobs.clear()
+        self._archive.clear()
+        self._keys.clear()
 
     # -- a worker's collaborators ------------------------------------------------------
 
@@ -262,27 +269,32 @@ class InMemoryQueue:
         self, done: Sequence[tuple[Job, JSON, str | None]]
     ) -> set[uuid.UUID]:
         """``complete_many`` for ``(job, result, encode_result(result))`` triples."""
-        by_id = {job.id: (job, result, encoded) for job, result, encoded in done}
+        accepted: dict[uuid.UUID, tuple[Job, JSON]] = {}
 
         def change(now: datetime) -> list[Job]:
-            return [
-                replace(
-                    current,
-                    state=JobState.SUCCEEDED,
-                    result=None if encoded is None else json.loads(encoded),
-                    progress=1.0,
-                    message=None,
-                    error=None,
-                    finished_at=now,
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
+            changed = []
+            for job, result, encoded in done:
+                current = self._held(job)
+                if current is None or job.id in accepted:
+                    continue
+                accepted[job.id] = (job, result)
+                changed.append(
+                    replace(
+                        current,
+                        state=JobState.SUCCEEDED,
+                        result=None if encoded is None else json.loads(encoded),
+                        progress=1.0,
+                        message=None,
+                        error=None,
+                        finished_at=now,
+                        updated_at=now,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
                 )
-                for job, _, encoded in by_id.values()
-                if (current := self._held(job)) is not None
-            ]
+            return changed
 
-        changed = await self._change(change, lambda job: succeeded(*by_id[job.id][:2]))
+        changed = await self._change(change, lambda job: succeeded(*accepted[job.id]))
         return {job.id for job in changed}
 
     async def complete(self, job: Job, result: JSON = None) -> bool:
