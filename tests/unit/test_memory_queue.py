@@ -94,7 +94,7 @@ async def test_leases_renew_on_the_queues_clock_and_report_cancel_flags_and_loss
             leases.hold(job)
         assert await queue.cancel(cancelled.id) is JobState.RUNNING
         clock.advance(20)
-        leases.release(lost.id)
+        leases.release(lost)
         await leases.renew()  # kept and cancelled renewed from now; lost no longer held
         assert reported == [("cancel", cancelled.id)]
         assert leases.renewals == 1

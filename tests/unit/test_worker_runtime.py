@@ -426,3 +426,40 @@ async def test_the_housekeeping_recovers_the_jobs_of_a_dead_worker():
     assert worker.stats.recovered == 1
     assert dead.id == job.id
     assert (await state_of(queue, job.id)).result == 2
+
+
+async def test_a_stale_attempt_finishing_leaves_the_new_attempt_of_its_job_held():
+    """After an outage a worker may claim again a job whose old attempt it still runs. The
+    old attempt ending must not release the new attempt's lease, slot or task."""
+    clock = ManualClock()
+    queue = InMemoryQueue(clock=clock)
+    registry = HandlerRegistry()
+    gates = {1: asyncio.Event(), 2: asyncio.Event()}
+    started: list[int] = []
+
+    @registry.handler("slow")
+    async def slow(ctx: JobContext[InMemoryQueue], job: Job) -> JSON:
+        started.append(job.attempt)
+        await gates[job.attempt].wait()
+        return f"attempt {job.attempt}"
+
+    leases = queue.leases()
+    worker = make_worker(queue, registry, leases=leases, concurrency=2, lease=30)
+    async with running(worker):
+        job = await queue.enqueue(JobSpec("slow", "u"))
+        await wait_for(lambda: started == [1], DEADLINE)
+        clock.advance(31)  # its lease ran out (Postgres was away) ...
+        await queue.reap_expired()  # ... and the job went back to the queue ...
+        await wait_for(lambda: started == [1, 2], DEADLINE)  # ... where this worker took it
+        gates[1].set()
+        await wait_for(lambda: worker.stats.lost == 1, DEADLINE)
+        assert leases.held == {job.id: 2}
+        assert worker.running == 1
+        clock.advance(20)
+        await leases.renew()
+        clock.advance(20)
+        assert await queue.reap_expired() == []  # attempt 2's lease was renewed
+        gates[2].set()
+        await wait_for(lambda: worker.stats.succeeded == 1, DEADLINE)
+    done = await state_of(queue, job.id)
+    assert (done.state, done.attempt, done.result) == (JobState.SUCCEEDED, 2, "attempt 2")

@@ -136,8 +136,9 @@ class Leases(Protocol):
     def hold(self, job: Job) -> None:
         """Renew this attempt's lease from now on."""
 
-    def release(self, job_id: uuid.UUID) -> None:
-        """Stop renewing (the job finished)."""
+    def release(self, job: Job) -> None:
+        """Stop renewing this attempt's lease (it ended); a newer attempt of the same job
+        held since stays held."""
 
     async def stop(self) -> None:
         """Stop renewing and release what ``start`` acquired."""

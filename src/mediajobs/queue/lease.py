@@ -49,9 +49,10 @@ class LeaseKeeper:
         with self._lock:
             self._held[job.id] = job.attempt
 
-    def release(self, job_id: uuid.UUID) -> None:
+    def release(self, job: Job) -> None:
         with self._lock:
-            self._held.pop(job_id, None)
+            if self._held.get(job.id) == job.attempt:
+                del self._held[job.id]
 
     def start(
         self,

@@ -660,8 +660,9 @@ class InMemoryLeases:
     def hold(self, job: Job) -> None:
         self._held[job.id] = job.attempt
 
-    def release(self, job_id: uuid.UUID) -> None:
-        self._held.pop(job_id, None)
+    def release(self, job: Job) -> None:
+        if self._held.get(job.id) == job.attempt:
+            del self._held[job.id]
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MAX_CLAIMS = 2  # claim statements in flight per worker
 
+_Attempt = tuple[uuid.UUID, int]  # (job id, attempt)
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -91,10 +93,12 @@ class Worker:
         self._backoff = backoff or Backoff()
         self._maintenance = list(maintenance)  # run with the queue's maintenance sweep
         self._kinds = registry.select(self.options.kinds)
-        # Jobs holding a concurrency slot (their handler runs) ...
-        self._active: dict[uuid.UUID, tuple[asyncio.Task[None], JobContext[QueueBackend]]] = {}
-        # ... and every job task not yet finished, its completion write included.
-        self._tasks: dict[uuid.UUID, tuple[asyncio.Task[None], JobContext[QueueBackend]]] = {}
+        # Attempts holding a concurrency slot (their handler runs) ...
+        self._active: dict[_Attempt, tuple[asyncio.Task[None], JobContext[QueueBackend]]] = {}
+        # ... and every attempt not yet finished, its completion write included. Keyed by
+        # attempt: after losing a lease, this worker may claim the job again while the
+        # stale attempt still runs.
+        self._tasks: dict[_Attempt, tuple[asyncio.Task[None], JobContext[QueueBackend]]] = {}
         # Set on anything the claim loop may act on: a freed slot, a finished claim, a
         # wake-up notification, stop().
         self._changed = asyncio.Event()
@@ -266,16 +270,17 @@ class Worker:
         self._hints += 1
         self._changed.set()
 
+    def _attempts(self, job_id: uuid.UUID) -> list[JobContext[QueueBackend]]:
+        return [ctx for (held, _), (_, ctx) in self._tasks.items() if held == job_id]
+
     def _cancel_requested(self, job_id: uuid.UUID) -> None:
-        active = self._tasks.get(job_id)
-        if active is not None:
-            active[1].request_cancel()
+        for ctx in self._attempts(job_id):
+            ctx.request_cancel()
 
     def _lease_lost(self, job_id: uuid.UUID) -> None:
-        active = self._tasks.get(job_id)
-        if active is not None:
+        for ctx in self._attempts(job_id):
             log.warning("job %s lost its lease; its outcome will be refused", job_id)
-            active[1].mark_lease_lost()
+            ctx.mark_lease_lost()
 
     # -- running one job ---------------------------------------------------------------
 
@@ -287,22 +292,24 @@ class Worker:
             worker_name=self.name,
             progress_interval=self.options.progress_interval,
         )
+        for stale in self._attempts(job.id):  # a new attempt fences out the old ones
+            stale.mark_lease_lost()
         self._leases.hold(job)
         task = asyncio.create_task(self._execute(ctx))
-        self._active[job.id] = (task, ctx)
-        self._tasks[job.id] = (task, ctx)
+        self._active[(job.id, job.attempt)] = (task, ctx)
+        self._tasks[(job.id, job.attempt)] = (task, ctx)
 
     async def _execute(self, ctx: JobContext[QueueBackend]) -> None:
         job = ctx.job
         try:
             await self._outcome(ctx)
         finally:
-            self._leases.release(job.id)
-            self._tasks.pop(job.id, None)
-            self._free_slot(job.id)
+            self._leases.release(job)
+            self._tasks.pop((job.id, job.attempt), None)
+            self._free_slot(job)
 
-    def _free_slot(self, job_id: uuid.UUID) -> None:
-        if self._active.pop(job_id, None) is not None:
+    def _free_slot(self, job: Job) -> None:
+        if self._active.pop((job.id, job.attempt), None) is not None:
             self._changed.set()
 
     async def _outcome(self, ctx: JobContext[QueueBackend]) -> None:
@@ -341,7 +348,7 @@ class Worker:
             return
         # The slot is free once the handler returned: the next claim overlaps this job's
         # completion write. The lease stays held until that write commits.
-        self._free_slot(job.id)
+        self._free_slot(job)
         if await self._completer.submit(job, result, encoded):
             self.stats.succeeded += 1
         else:
