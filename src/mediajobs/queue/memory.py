@@ -97,10 +97,6 @@ class InMemoryQueue:
         self._listeners: set[_Listener] = set()
 
     @property
-    def clock(self) -> Clock:
-        return self._clock
-
-    @property
     def jobs(self) -> list[Job]:
         """Every job not yet archived, oldest first (copies: for assertions)."""
         return copy.deepcopy(sorted(self._jobs.values(), key=lambda job: job.id))
