@@ -339,7 +339,7 @@ async def open_worker(
         await events.prune(settings.event_retention)
 
     try:
-        yield Worker(
+        yield Worker.for_postgres(
             JobQueue(pool, hooks=EventRecorder(publisher)),
             registry,
             conninfo=url,
