@@ -18,6 +18,7 @@ from mediajobs.realtime.events import parse_last_event_id
 from mediajobs.realtime.sse import EventStreamResponse
 from mediajobs.service.auth import Principal
 from mediajobs.service.errors import ApiError
+from mediajobs.service.models import Ticket, to_json
 from mediajobs.service.state import Services, StreamSlots, services
 
 
@@ -103,13 +104,8 @@ async def ticket(request: Request) -> Response:
     value, expires_at = svc.auth.issue_ticket(principal)
     if expires_at <= datetime.now(UTC).timestamp():
         raise AuthError("token_expired", "the token expires before a ticket could be used")
-    return JSONResponse(
-        {
-            "ticket": value,
-            "expiresAt": datetime.fromtimestamp(expires_at, UTC).isoformat(),
-        },
-        headers={"Cache-Control": "no-store"},
-    )
+    answer = Ticket(ticket=value, expires_at=datetime.fromtimestamp(expires_at, UTC))
+    return JSONResponse(to_json(answer), headers={"Cache-Control": "no-store"})
 
 
 async def metrics(request: Request) -> Response:
