@@ -28,6 +28,7 @@ from mediajobs.service import models as m
 JSON_TYPE = "application/json"
 REF_TEMPLATE = "#/components/schemas/{model}"
 STRING = {"type": "string"}
+EMPTY = {"type": "string", "maxLength": 0}
 
 # A response: a model (its JSON), or a raw OpenAPI response object (streams, text, files).
 Reply: TypeAlias = "type[BaseModel] | dict[str, Any]"
@@ -243,12 +244,19 @@ def component_schemas(
 
 
 def query_parameters(schema: JsonSchemaValue) -> list[dict[str, Any]]:
-    """A query model's schema as OpenAPI parameters, one per field."""
+    """A query model's schema as OpenAPI parameters, one per field. An empty value is an
+    absent one (``read_query``), so an optional parameter also takes ``""``."""
     required = set(schema.get("required", ()))
-    return [
-        {"name": name, "in": "query", "required": name in required, "schema": prop}
-        for name, prop in schema["properties"].items()
-    ]
+    parameters = []
+    for name, prop in schema["properties"].items():
+        if name not in required and prop != STRING:
+            default = {"default": prop["default"]} if "default" in prop else {}
+            prop = {"anyOf": [{k: v for k, v in prop.items() if k != "default"}, EMPTY]}
+            prop.update(default)
+        parameters.append(
+            {"name": name, "in": "query", "required": name in required, "schema": prop}
+        )
+    return parameters
 
 
 def _response(reply: Reply, description: str, refs: Mapping[Any, JsonSchemaValue]) -> Any:
