@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from mediajobs.service.errors import ApiError
-from mediajobs.service.models import Body, Query, describe, first_error
+from mediajobs.service.models import Body, Query, describe, first_error, unknown_field
 
 MAX_BODY_BYTES = 64 * 1024
 BODY_TIMEOUT = 30.0  # seconds a JSON body may take to arrive whole (64 KiB: ample)
@@ -75,7 +75,7 @@ def body_error(exc: ValidationError) -> ApiError:
     ``missing_field`` or 422 ``invalid_field``, naming the field by its API name."""
     error = first_error(exc.errors(include_url=False))
     field, problem = describe(error)
-    if error["type"] == "extra_forbidden":
+    if unknown_field(error):
         return ApiError(400, "unknown_field", f"unknown field {field!r}")
     if error["type"] == "missing" and len(error["loc"]) == 1:
         return ApiError(422, "missing_field", f"{field} is required")

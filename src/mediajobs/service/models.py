@@ -188,6 +188,8 @@ _PROBLEMS = {
     "less_than": "must be below {lt}",
     "literal_error": "must be one of {expected}",
     "enum": "must be one of {expected}",
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
 }
 
 
@@ -203,10 +205,15 @@ def describe(error: ErrorDetails) -> tuple[str, str]:
     return field, f"{where.lstrip('.')}: {problem}" if where else problem
 
 
+def unknown_field(error: ErrorDetails) -> bool:
+    """True when ``error`` is a top-level field the model does not have."""
+    return error["type"] == "extra_forbidden" and len(error["loc"]) == 1
+
+
 def first_error(errors: list[ErrorDetails]) -> ErrorDetails:
     """The error to report: an unknown field first (the caller's name is wrong), then the
     first in field order."""
-    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    return next((e for e in errors if unknown_field(e)), errors[0])
 
 
 # -- media -----------------------------------------------------------------------------------

@@ -12,7 +12,13 @@ from pydantic import ValidationError
 
 from mediajobs.db.policies import PolicyInvalid
 from mediajobs.errors import ConfigError
-from mediajobs.service.models import SitePolicyUpdate, api_names, describe, first_error
+from mediajobs.service.models import (
+    SitePolicyUpdate,
+    api_names,
+    describe,
+    first_error,
+    unknown_field,
+)
 
 
 def parse_assignments(
@@ -40,7 +46,7 @@ def parse_assignments(
     except ValidationError as exc:
         error = first_error(exc.errors(include_url=False))
         field, problem = describe(error)
-        if error["type"] == "extra_forbidden":
+        if unknown_field(error):
             problem = "is not a policy field"
         raise PolicyInvalid(field, problem) from None
 
