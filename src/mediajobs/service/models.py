@@ -10,7 +10,7 @@ nothing else writes a field list, a limit or a JSON Schema.
 - ``Answer``: a response body, built by the route and dumped with ``to_json``.
 
 A field that may be left out but never sent as ``null`` is ``Omittable[...]``.
-This module imports nothing of Starlette, so the CLI can use it.
+Nothing here needs a request or an app: the CLI parses the site policy with it too.
 """
 
 from __future__ import annotations
@@ -261,12 +261,16 @@ class MediaQuery(Query):
 
 
 class VariantRef(Answer):
+    """One variant of an item: where it is and its size."""
+
     url: str
     width: int
     height: int
 
 
 class FailedJobError(Answer):
+    """Why a job failed, and whether running it again can help."""
+
     code: str
     message: str
     retryable: bool
@@ -310,6 +314,8 @@ class MediaItem(Answer):
 
 
 class MediaList(Answer):
+    """A page of the library, newest first; ``nextCursor`` fetches the next."""
+
     items: list[MediaItem]
     next_cursor: str | None
 
@@ -326,11 +332,15 @@ class PresignedUpload(Answer):
 
 
 class Accepted(Answer):
+    """A completed upload: the item and its processing job."""
+
     job_id: uuid.UUID | None
     media_id: uuid.UUID
 
 
 class DeleteAccepted(Answer):
+    """A delete: hidden now, purged by ``jobId`` after ``purgeAfter``."""
+
     job_id: uuid.UUID
     media_id: uuid.UUID
     purge_after: Timestamp | None
@@ -368,16 +378,22 @@ class JobView(Answer):
 
 
 class JobList(Answer):
+    """A page of the caller's jobs, newest first."""
+
     items: list[JobView]
     next_cursor: str | None
 
 
 class JobCancelled(Answer):
+    """A cancel: the job's state after it."""
+
     job_id: uuid.UUID
     state: JobState
 
 
 class JobRetried(Answer):
+    """A retry: the new job, and the failed one it runs again."""
+
     job_id: uuid.UUID
     retry_of: uuid.UUID
 
@@ -479,6 +495,8 @@ class DevTokenRequest(Body):
 
 
 class DevToken(Answer):
+    """A token for a dev user, and how many seconds it is valid."""
+
     token: str
     user: str
     expires_in: int
@@ -503,15 +521,21 @@ class EventsQuery(Query):
 
 
 class Health(Answer):
+    """Liveness."""
+
     status: str
 
 
 class Ready(Answer):
+    """Readiness, with each dependency's check."""
+
     status: str
     checks: dict[str, str]
 
 
 class ErrorDetail(Body):
+    """A stable machine-readable ``code`` and a message for people."""
+
     code: str
     message: str
 

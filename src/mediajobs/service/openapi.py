@@ -333,5 +333,6 @@ def spec(*, development: bool, memory_store: bool, page: bool = False) -> dict[s
 
 
 async def openapi(request: Request) -> Response:
+    """``GET /openapi.json``: the document of this app (built once per set of flags)."""
     development, memory_store, page = request.app.state.openapi_flags
     return JSONResponse(_cached(development, memory_store, page))
