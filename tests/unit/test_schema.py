@@ -4,6 +4,7 @@ in all of them, and the limits the document states are the limits the server enf
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime
@@ -248,6 +249,10 @@ def test_policy_show_uses_the_api_names() -> None:
     shown = policy_json(SitePolicy())
     assert set(shown) == set(m.api_names(m.SitePolicyUpdate).values())
     assert (shown["minWidth"], shown["photoReviewProvider"]) == (200, "disabled")
+    # A policy set in code outside the API's ranges is shown as stored, not refused.
+    assert (
+        policy_json(dataclasses.replace(SitePolicy(), max_source_bytes=10))["maxSourceBytes"] == 10
+    )
 
 
 def test_the_image_policy_of_the_default_site_policy_is_the_default_image_policy() -> None:

@@ -462,12 +462,14 @@ class SitePolicyView(SitePolicyUpdate):
     updated_by: str | None = None
 
 
-def policy_fields(
-    policy: object, model: type[SitePolicyUpdate] = SitePolicyUpdate
-) -> dict[str, Any]:
-    """The editable fields of a domain ``SitePolicy`` by name, as the model takes them."""
-    values = {name: getattr(policy, name) for name in model.model_fields}
-    values["variants"] = [{"name": v.name, "size": v.size} for v in values["variants"]]
+def policy_fields(policy: object) -> dict[str, Any]:
+    """The editable fields of a domain ``SitePolicy``, by name, for ``model_construct``:
+    not validated again, so a stored policy is shown as it is, even one set in code outside
+    the API's ranges."""
+    values = {name: getattr(policy, name) for name in SitePolicyUpdate.model_fields}
+    values["variants"] = [
+        Variant.model_construct(name=v.name, size=v.size) for v in values["variants"]
+    ]
     return values
 
 

@@ -64,12 +64,14 @@ def _admin(request: Request) -> tuple[Services, Principal]:
 
 def policy_json(policy: SitePolicy) -> dict[str, JSON]:
     """The editable fields of ``policy`` by their API names (``mediajobs policy show``)."""
-    return to_json(SitePolicyUpdate.model_validate(policy_fields(policy), by_name=True))
+    return to_json(SitePolicyUpdate.model_construct(**policy_fields(policy)))
 
 
 def _view_json(policy: SitePolicy) -> dict[str, JSON]:
-    fields = {**policy_fields(policy), "updated_at": policy.updated_at}
-    view = SitePolicyView.model_validate({**fields, "updated_by": policy.updated_by}, by_name=True)
+    fields = policy_fields(policy)
+    view = SitePolicyView.model_construct(
+        **fields, updated_at=policy.updated_at, updated_by=policy.updated_by
+    )
     return to_json(view)
 
 
