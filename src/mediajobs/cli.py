@@ -28,7 +28,6 @@ from starlette.applications import Starlette
 
 from mediajobs.config import Environment, Settings, StorageKind, parse_duration, redact_url
 from mediajobs.db.migrate import migrate
-from mediajobs.db.policies import FIELDS as POLICY_FIELDS
 from mediajobs.db.policies import PolicyInvalid, SitePolicies, SitePolicy
 from mediajobs.db.pool import connect, open_pool
 from mediajobs.devenv import dev_database_url, with_dev_secret
@@ -42,6 +41,9 @@ from mediajobs.realtime.connect import redis_client
 from mediajobs.service.app import close_streams, create_app
 from mediajobs.service.auth import Authenticator, RedactTickets
 from mediajobs.service.jobs import job_json
+from mediajobs.service.models import SitePolicyUpdate, api_names
+from mediajobs.service.policy import policy_json
+from mediajobs.service.policy_text import fields_help, parse_assignments
 from mediajobs.service.server import http_protocol
 from mediajobs.storage import check_store, memory_base_url, stores_for
 from mediajobs.types import JSON
@@ -197,7 +199,10 @@ def _parser() -> argparse.ArgumentParser:
         handler=cmd_policy_show
     )
     policy_set = policy_commands.add_parser(
-        "set", help="change fields, e.g. photoReviewEnabled=true maxMegapixels=40"
+        "set",
+        help="change fields, e.g. photoReviewEnabled=true maxMegapixels=40",
+        epilog=fields_help(SitePolicyUpdate),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     policy_set.add_argument("changes", nargs="+", metavar="FIELD=VALUE")
     policy_set.set_defaults(handler=cmd_policy_set)
@@ -542,24 +547,17 @@ def cmd_policy_show(args: argparse.Namespace, settings: Settings) -> int:
     async def show(queue: JobQueue) -> SitePolicy:
         return await SitePolicies(queue.pool).load()
 
-    print(json.dumps(_with_queue(settings, show).to_json(), indent=2))
+    print(json.dumps(policy_json(_with_queue(settings, show)), indent=2))
     return 0
 
 
 def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
-    """``FIELD=VALUE`` pairs; a value is read as JSON when it parses (numbers, booleans,
-    the variants list), else as text. Workers apply the change from their next job."""
-    columns = {api: column for column, (api, _) in POLICY_FIELDS.items()}
-    changes: dict[str, Any] = {}
-    for item in args.changes:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise ConfigError("policy set", f"expected FIELD=VALUE, got {item!r}")
-        field = columns.get(name.strip(), name.strip())  # the API's name, or the column's
-        try:
-            changes[field] = json.loads(text)
-        except json.JSONDecodeError:
-            changes[field] = text
+    """``FIELD=VALUE`` pairs, parsed by the API's model (``policy set --help`` lists the
+    fields); workers apply the change from their next job."""
+    try:
+        changes = parse_assignments(args.changes)
+    except PolicyInvalid as exc:
+        return _policy_refused(exc)
 
     async def update(queue: JobQueue) -> SitePolicy:
         return await SitePolicies(queue.pool).update(changes, by="cli")
@@ -567,12 +565,16 @@ def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
     try:
         policy = _with_queue(settings, update)
     except PolicyInvalid as exc:
-        name = POLICY_FIELDS[exc.field][0] if exc.field in POLICY_FIELDS else exc.field
-        reason = str(exc).removeprefix(f"{exc.field}: ")
-        print(f"mediajobs: policy not changed: {name}: {reason}", file=sys.stderr)
-        return 2
-    print(json.dumps(policy.to_json(), indent=2))
+        return _policy_refused(exc)
+    print(json.dumps(policy_json(policy), indent=2))
     return 0
+
+
+def _policy_refused(exc: PolicyInvalid) -> int:
+    name = api_names(SitePolicyUpdate).get(exc.field, exc.field)
+    reason = str(exc).removeprefix(f"{exc.field}: ")
+    print(f"mediajobs: policy not changed: {name}: {reason}", file=sys.stderr)
+    return 2
 
 
 # -- storage -----------------------------------------------------------------------------

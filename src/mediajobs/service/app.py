@@ -42,6 +42,7 @@ from mediajobs.service.auth import Authenticator
 from mediajobs.service.errors import EXCEPTION_HANDLERS, RETRY_AFTER
 from mediajobs.service.metrics import HttpMetrics, QueueGauges
 from mediajobs.service.middleware import RequestContext
+from mediajobs.service.models import Health, Ready, to_json
 from mediajobs.service.server import raise_open_files_limit
 from mediajobs.service.state import Services, StorageCheck, StreamSlots, services
 from mediajobs.storage import MemoryStore, StoreRegistry, stores_for
@@ -221,7 +222,7 @@ def close_streams(app: Starlette) -> None:
 
 async def healthz(request: Request) -> JSONResponse:
     """The process is up and serving (liveness)."""
-    return JSONResponse({"status": "ok"})
+    return JSONResponse(to_json(Health(status="ok")))
 
 
 async def readyz(request: Request) -> JSONResponse:
@@ -239,7 +240,7 @@ async def readyz(request: Request) -> JSONResponse:
         "storage": "ok" if storage.ok else f"error: {storage.error_code}",
     }
     ready = all(value == "ok" for value in checks.values())
-    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    body = to_json(Ready(status="ready" if ready else "unavailable", checks=checks))
     if ready:
         return JSONResponse(body)
     return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
