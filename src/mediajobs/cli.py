@@ -556,22 +556,21 @@ def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
     fields); workers apply the change from their next job."""
     try:
         changes = parse_assignments(args.changes)
-    except PolicyInvalid as exc:
-        return _policy_refused(exc)
+    except PolicyInvalid as exc:  # names the field as it was given
+        return _policy_refused(exc.field, exc)
 
     async def update(queue: JobQueue) -> SitePolicy:
         return await SitePolicies(queue.pool).update(changes, by="cli")
 
     try:
         policy = _with_queue(settings, update)
-    except PolicyInvalid as exc:
-        return _policy_refused(exc)
+    except PolicyInvalid as exc:  # the domain's check: named by the domain's field
+        return _policy_refused(api_names(SitePolicyUpdate).get(exc.field, exc.field), exc)
     print(json.dumps(policy_json(policy), indent=2))
     return 0
 
 
-def _policy_refused(exc: PolicyInvalid) -> int:
-    name = api_names(SitePolicyUpdate).get(exc.field, exc.field)
+def _policy_refused(name: str, exc: PolicyInvalid) -> int:
     reason = str(exc).removeprefix(f"{exc.field}: ")
     print(f"mediajobs: policy not changed: {name}: {reason}", file=sys.stderr)
     return 2

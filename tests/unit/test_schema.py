@@ -220,17 +220,19 @@ def test_policy_set_help_lists_every_field_with_its_type_and_range(
     assert "maxMegapixels        number above 0, at most 1000" in shown
 
 
-def test_policy_set_takes_the_api_names_and_the_domain_names() -> None:
+def test_policy_set_takes_the_api_names_only() -> None:
     assert parse_assignments(["minWidth=150"]) == {"min_width": 150}
-    assert parse_assignments(["min_width=150", "photoReviewEnabled=true"]) == {
+    assert parse_assignments(["minWidth=150", "photoReviewEnabled=true"]) == {
         "min_width": 150,
         "photo_review_enabled": True,
     }
+    with pytest.raises(PolicyInvalid, match=r"min_width: is not a policy field .* minWidth"):
+        parse_assignments(["min_width=150"])
     variants = parse_assignments(['variants=[{"name": "small", "size": 400}]'])
     assert variants == {"variants": [{"name": "small", "size": 400}]}
     for bad, field in [
         ("maxBatchSize=abc", "maxBatchSize"),
-        ("max_batch_size=0", "maxBatchSize"),
+        ("maxBatchSize=0", "maxBatchSize"),
         ("webpQuality=0", "webpQuality"),
         ("maxAspectRatio=1e308", "maxAspectRatio"),
         ("minAspectRatio=NaN", "minAspectRatio"),

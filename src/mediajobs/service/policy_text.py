@@ -25,10 +25,11 @@ def parse_assignments(
     items: Sequence[str], model: type[SitePolicyUpdate] = SitePolicyUpdate
 ) -> dict[str, Any]:
     """``FIELD=VALUE`` pairs as the model's changes, by domain name. ``FIELD`` is the API's
-    name (``minWidth``); the domain's name (``min_width``) is taken too. ``VALUE`` is JSON
-    when it parses (numbers, booleans, the variants list), else text. A value the model
-    refuses is ``PolicyInvalid`` naming the API's field; a pair without ``=`` is
-    ``ConfigError``."""
+    name (``minWidth``), as ``policy show`` prints it and ``PUT /v1/admin/site-policies``
+    takes it. ``VALUE`` is JSON when it parses (numbers, booleans, the variants list), else
+    text. An unknown field (a column's name such as ``min_width`` included, which gets a
+    hint) or a value the model refuses is ``PolicyInvalid`` naming the field; a pair
+    without ``=`` is ``ConfigError``."""
     aliases = api_names(model)
     body: dict[str, Any] = {}
     for item in items:
@@ -36,11 +37,13 @@ def parse_assignments(
         name = name.strip()
         if not sep or not name:
             raise ConfigError("policy set", f"expected FIELD=VALUE, got {item!r}")
+        if name in aliases and aliases[name] != name:
+            raise PolicyInvalid(name, f"is not a policy field (the API's name is {aliases[name]})")
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
-        body[aliases.get(name, name)] = value
+        body[name] = value
     try:
         return model.model_validate(body).changes()
     except ValidationError as exc:
