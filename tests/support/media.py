@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -21,8 +22,8 @@ from mediajobs.config import Settings
 from mediajobs.db import Pool
 from mediajobs.db.media import MediaRecord, MediaRepository
 from mediajobs.db.policies import SitePolicies
+from mediajobs.handlers import MediaHandlers, WorkerResources, media_handlers
 from mediajobs.handlers.imaging_pool import ImagingPool, PoolOptions
-from mediajobs.handlers.media import MediaHandlers
 from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.imaging.policy import ImagePolicy
 from mediajobs.queue import HandlerRegistry, Job, JobQueue, JobSpec, JobState, Worker
@@ -199,10 +200,15 @@ async def media_env(
     redis = Redis.from_url(redis_url)
     stores = StoreRegistry(store)
     pool_for_imaging = imaging or ImagingPool(PoolOptions(processes=2, timeout=60))
-    handlers = MediaHandlers(settings or Settings(), stores=stores, imaging=pool_for_imaging)
-    registry = handlers.register(HandlerRegistry())
+    http = httpx.AsyncClient(timeout=(settings or Settings()).review_timeout)
+    registry = HandlerRegistry()
     try:
         async with queue_pool(database_url) as pool:
+            resources = WorkerResources(
+                settings or Settings(), pool, stores, pool_for_imaging, http
+            )
+            handlers = media_handlers(resources)
+            handlers.register(registry)
             channel = CHANNEL_PREFIX + uuid.uuid4().hex
             queue = JobQueue(pool, hooks=EventRecorder(RedisPublisher(redis, channel)))
             env = MediaEnv(pool, queue, store, stores, handlers, redis, channel)
@@ -215,5 +221,7 @@ async def media_env(
                 yield env
     finally:
         await registry.aclose()
+        pool_for_imaging.close()
+        await http.aclose()
         await redis.aclose()
         await asyncio.sleep(0)

@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 
-from mediajobs.config import Settings
 from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus, variant_urls
 from mediajobs.db.policies import SitePolicies, SitePolicy
 from mediajobs.errors import (
@@ -39,13 +38,13 @@ from mediajobs.errors import (
     Retry,
     StorageError,
 )
-from mediajobs.handlers.imaging_pool import ImagingFailed, ImagingPool, PoolOptions
+from mediajobs.handlers.imaging_pool import ImagingFailed, ImagingPool
 from mediajobs.imaging.formats import corrected_filename
 from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.queue import kinds
 from mediajobs.queue.models import Job, JobSpec
 from mediajobs.queue.registry import HandlerRegistry, JobContext
-from mediajobs.storage import StoreRegistry, stores_for
+from mediajobs.storage import StoreRegistry
 from mediajobs.storage.base import Locator
 from mediajobs.storage.keys import variant_key
 from mediajobs.types import JSON
@@ -80,72 +79,42 @@ def _now() -> str:
 
 
 class MediaHandlers:
-    """The media job handlers and what they share: the stores, the imaging pool and an HTTP
-    client for the review webhook. Resources are opened at first use and closed with the
-    worker."""
+    """The media job handlers. Everything they use comes in through the constructor, built
+    and closed by the worker's composition root (``cli.open_worker``): the repositories, the
+    stores, the imaging pool and the HTTP client of the review webhook."""
 
     def __init__(
         self,
-        settings: Settings,
         *,
-        stores: StoreRegistry | None = None,
-        imaging: ImagingPool | None = None,
-        http: httpx.AsyncClient | None = None,
+        media: MediaRepository,
+        policies: SitePolicies,
+        stores: StoreRegistry,
+        imaging: ImagingPool,
+        http: httpx.AsyncClient,
+        review_webhook_url: str | None = None,
+        review_webhook_secret: str | None = None,
     ) -> None:
-        self.settings = settings
-        self._stores = stores
-        self._own_stores = stores is None
-        self._imaging = imaging
-        self._http = http
+        self.media = media
+        self.policies = policies
+        self.stores = stores
+        self.imaging = imaging
+        self.http = http
+        self.review_webhook_url = review_webhook_url
+        self.review_webhook_secret = review_webhook_secret
 
     def register(self, registry: HandlerRegistry) -> HandlerRegistry:
+        """Register the four media kinds on ``registry``."""
         registry.register(kinds.MEDIA_PROCESS, self.process)
         registry.register(kinds.MEDIA_REVIEW, self.review)
         registry.register(kinds.MEDIA_DELETE, self.delete)
         registry.register(kinds.MEDIA_PURGE, self.purge)
-        registry.on_close(self.aclose)
         return registry
-
-    @property
-    def stores(self) -> StoreRegistry:
-        if self._stores is None:
-            # A worker does not serve the memory store: in development it reaches the
-            # API's over HTTP (dev mode passes its own in-process stores instead).
-            self._stores = stores_for(self.settings, remote_memory=True)
-        return self._stores
-
-    @property
-    def imaging(self) -> ImagingPool:
-        if self._imaging is None:
-            settings = self.settings
-            self._imaging = ImagingPool(
-                PoolOptions(
-                    processes=settings.imaging_processes or PoolOptions().processes,
-                    memory_limit=settings.imaging_memory_mb << 20,
-                    timeout=settings.imaging_timeout,
-                )
-            )
-        return self._imaging
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.settings.review_timeout)
-        return self._http
-
-    async def aclose(self) -> None:
-        if self._imaging is not None:
-            self._imaging.close()
-        if self._http is not None:
-            await self._http.aclose()
-        if self._own_stores and self._stores is not None:
-            await self._stores.close()
 
     # -- media.process -----------------------------------------------------------------
 
     async def process(self, ctx: JobContext, job: Job) -> JSON:
         media_id = _media_id(ctx, job)
-        media = MediaRepository(ctx.queue.pool)
+        media = self.media
         try:
             return await self._process(ctx, job, media, media_id)
         except ImageRejected as exc:
@@ -183,7 +152,7 @@ class MediaHandlers:
         started = await media.start_processing(media_id, job.id)
         if started is None:
             raise JobFailed(f"media {media_id} is {record.status}", code="media_not_processable")
-        policy = await SitePolicies(ctx.queue.pool).load()
+        policy = await self.policies.load()
         data = await self._download(ctx, started, policy)
         ctx.raise_if_cancelled()
         processed = await self._imaging_steps(ctx, started, policy, data)
@@ -342,9 +311,7 @@ class MediaHandlers:
     ) -> None:
         """Inside the caller's transaction: a ready replacement takes its predecessor's
         place, and the predecessor's purge is scheduled."""
-        old = await MediaRepository(ctx.queue.pool).cut_over(
-            ready, undo_window=policy.undo_window_seconds, conn=conn
-        )
+        old = await self.media.cut_over(ready, undo_window=policy.undo_window_seconds, conn=conn)
         if old is not None:
             await self._schedule_purge(ctx, old, conn)
 
@@ -366,20 +333,20 @@ class MediaHandlers:
 
     async def review(self, ctx: JobContext, job: Job) -> JSON:
         media_id = _media_id(ctx, job)
-        media = MediaRepository(ctx.queue.pool)
+        media = self.media
         record = await media.get(media_id, job.owner_id)
         if record is None:
             raise JobFailed(f"media {media_id} not found", code="media_not_found")
         ctx.describe(fileName=record.original_filename)
         if record.status is not MediaStatus.IN_REVIEW:
             return {"mediaId": str(media_id), "status": record.status.value, "skipped": True}
-        policy = await SitePolicies(ctx.queue.pool).load()
+        policy = await self.policies.load()
         provider = policy.photo_review_provider
         reason: str | None
         try:
             if not policy.photo_review_enabled:
                 allowed, reason, provider = True, "review turned off", "none"
-            elif provider == "webhook" and self.settings.review_webhook_url:
+            elif provider == "webhook" and self.review_webhook_url:
                 allowed, reason = await self._ask_webhook(record)
             elif provider == "webhook":
                 raise JobFailed(
@@ -420,7 +387,7 @@ class MediaHandlers:
         }
 
     async def _ask_webhook(self, record: MediaRecord) -> tuple[bool, str | None]:
-        url = self.settings.review_webhook_url
+        url = self.review_webhook_url
         assert url is not None
         preview = record.variants.get("preview") or max(
             record.variants.values(), key=lambda v: int(v["width"]) * int(v["height"])
@@ -438,10 +405,8 @@ class MediaHandlers:
             }
         ).encode()
         headers = {"content-type": "application/json"}
-        if self.settings.review_webhook_secret:
-            digest = hmac.new(
-                self.settings.review_webhook_secret.encode(), body, hashlib.sha256
-            ).hexdigest()
+        if self.review_webhook_secret:
+            digest = hmac.new(self.review_webhook_secret.encode(), body, hashlib.sha256).hexdigest()
             headers["x-mediajobs-signature"] = f"sha256={digest}"
         try:
             response = await self.http.post(url, content=body, headers=headers)
@@ -478,9 +443,9 @@ class MediaHandlers:
 
     async def delete(self, ctx: JobContext, job: Job) -> JSON:
         media_id = _media_id(ctx, job)
-        media = MediaRepository(ctx.queue.pool)
+        media = self.media
         hidden_at = job.payload.get("deletedAt")
-        policy = await SitePolicies(ctx.queue.pool).load()
+        policy = await self.policies.load()
         async with media.transaction() as conn:
             if hidden_at is None:  # enqueued on its own: hide it now
                 record = await media.soft_delete(
@@ -505,7 +470,7 @@ class MediaHandlers:
 
     async def purge(self, ctx: JobContext, job: Job) -> JSON:
         media_id = _media_id(ctx, job)
-        media = MediaRepository(ctx.queue.pool)
+        media = self.media
         record = await media.claim_purge(media_id)
         if record is None:  # restored, purged already, or deleted again with a later window
             return {"mediaId": str(media_id), "purged": False}
