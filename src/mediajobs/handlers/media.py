@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus, variant_urls
+from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus
 from mediajobs.db.policies import SitePolicies, SitePolicy
 from mediajobs.errors import (
     ImageRejected,
@@ -47,6 +47,7 @@ from mediajobs.queue.registry import HandlerRegistry, JobContext
 from mediajobs.storage import StoreRegistry
 from mediajobs.storage.base import Locator
 from mediajobs.storage.keys import variant_key
+from mediajobs.storage.urls import variant_urls
 from mediajobs.types import JSON
 
 VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
@@ -292,7 +293,7 @@ class MediaHandlers:
         return stored
 
     async def _result(self, record: MediaRecord) -> JSON:
-        variants, url = await variant_urls(record, self.stores)
+        variants, url = await variant_urls(record.variants, self.stores)
         return {
             "mediaId": str(record.id),
             "status": record.status.value,
