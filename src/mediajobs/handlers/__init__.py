@@ -1,4 +1,7 @@
-"""Job handlers, one module per job kind family, and the registry the worker runs.
+"""Job handlers, one module per concept, and the registry the worker runs: ``process.py``
+(``media.process``), ``review.py`` (``media.review`` and its ``Reviewer``s), ``delete.py``
+(``media.delete``, ``media.purge``), ``media.py`` (registers the four), ``system.py``
+(``system.ping``), ``imaging_pool.py`` (the crash-isolated imaging processes).
 
 ``build_registry(resources)`` is the default ``--app`` of ``mediajobs worker``: the worker's
 composition root (``cli.open_worker``) opens the ``WorkerResources`` (database pool, stores,
@@ -18,6 +21,7 @@ from mediajobs.db.policies import SitePolicies
 from mediajobs.db.pool import Pool
 from mediajobs.handlers.imaging_pool import ImagingPool
 from mediajobs.handlers.media import MediaHandlers
+from mediajobs.handlers.review import Reviewer, WebhookReviewer
 from mediajobs.handlers.system import PING_KIND, ping
 from mediajobs.queue.registry import HandlerRegistry
 from mediajobs.storage import StoreRegistry
@@ -38,14 +42,19 @@ class WorkerResources:
 def media_handlers(resources: WorkerResources) -> MediaHandlers:
     """The media handlers wired to ``resources``."""
     settings = resources.settings
+    reviewers: dict[str, Reviewer] = {}
+    if settings.review_webhook_url:
+        reviewers["webhook"] = WebhookReviewer(
+            settings.review_webhook_url,
+            http=resources.http,
+            secret=settings.review_webhook_secret,
+        )
     return MediaHandlers(
         media=MediaRepository(resources.pool),
         policies=SitePolicies(resources.pool),
         stores=resources.stores,
         imaging=resources.imaging,
-        http=resources.http,
-        review_webhook_url=settings.review_webhook_url,
-        review_webhook_secret=settings.review_webhook_secret,
+        reviewers=reviewers,
     )
 
 
