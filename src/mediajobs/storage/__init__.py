@@ -20,7 +20,9 @@ from mediajobs.storage.base import (
 )
 from mediajobs.storage.check import CheckReport, check_store
 from mediajobs.storage.local import LocalStore
-from mediajobs.storage.memory import MemoryStorageApp, MemoryStore, RemoteMemoryStore
+from mediajobs.storage.memory import MemoryStore
+from mediajobs.storage.memory_app import MemoryStorageApp
+from mediajobs.storage.memory_remote import RemoteMemoryStore
 from mediajobs.storage.registry import StoreRegistry
 
 __all__ = [
