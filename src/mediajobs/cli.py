@@ -305,16 +305,9 @@ def load_app(spec: str) -> RegistryFactory:
     return factory
 
 
-def imaging_options(settings: Settings) -> PoolOptions:
-    """The imaging pool's options from the settings."""
-    return PoolOptions(
-        processes=settings.imaging_processes or PoolOptions().processes,
-        memory_limit=settings.imaging_memory_mb << 20,
-        timeout=settings.imaging_timeout,
-    )
-
-
 def worker_options(settings: Settings, **overrides: Any) -> WorkerOptions:
+    """The worker's options from the settings (their one home), with ``overrides`` (the
+    command line's) where not None."""
     options = WorkerOptions(
         concurrency=settings.worker_concurrency,
         lease=settings.lease_seconds,
@@ -353,7 +346,7 @@ async def open_worker(
         if stores is None:
             stores = stores_for(settings, remote_memory=True)
             stack.push_async_callback(stores.close)
-        imaging = ImagingPool(imaging_options(settings))
+        imaging = ImagingPool(PoolOptions.from_settings(settings))
         stack.callback(imaging.close)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.review_timeout))
         registry = app(

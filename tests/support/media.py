@@ -93,6 +93,19 @@ class MediaEnv:
     def policies(self) -> SitePolicies:
         return SitePolicies(self.pool)
 
+    async def gallery(self, owner: str) -> list[MediaRecord]:
+        """What a gallery shows: the owner's ready items only (the review gate), by sort
+        order (a replacement takes its predecessor's place)."""
+        async with self.pool.connection() as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT * FROM media WHERE owner_id = %s AND status = 'ready' "
+                    "ORDER BY sort_order, created_at, id",
+                    (owner,),
+                )
+            ).fetchall()
+        return [MediaRecord.from_row(row) for row in rows]
+
     async def upload(
         self,
         data: bytes,

@@ -277,12 +277,6 @@ class MediaRepository:
         async with self._conn(None) as c:
             await c.execute(sql.MARK_PURGED, (media_id,))
 
-    async def gallery(self, owner_id: str, *, limit: int = 100) -> list[MediaRecord]:
-        """What galleries show: ready items only (the review gate), by sort order."""
-        async with self._conn(None) as c:
-            rows = await (await c.execute(sql.GALLERY, (owner_id, limit))).fetchall()
-        return [MediaRecord.from_row(row) for row in rows]
-
     async def page(
         self,
         owner_id: str,

@@ -114,11 +114,6 @@ UPDATE media SET purged_at = now(), updated_at = now()
 WHERE id = %s AND status = 'deleted' AND purged_at IS NULL
 """
 
-GALLERY = """
-SELECT * FROM media WHERE owner_id = %s AND status = 'ready'
-ORDER BY sort_order, created_at, id LIMIT %s
-"""
-
 # A page of the owner's items: PAGE, then any of the PAGE_* filters, then PAGE_ORDER.
 PAGE = "SELECT * FROM media WHERE owner_id = %(owner)s AND status = ANY(%(statuses)s)"
 PAGE_PURPOSE = "AND purpose = %(purpose)s"

@@ -52,14 +52,6 @@ READY_TIMEOUT = 2.0
 POOL_WAIT = 5.0  # seconds a request waits for a database connection before its 503
 
 
-def stream_options(settings: Settings) -> StreamOptions:
-    return StreamOptions(
-        heartbeat=settings.sse_heartbeat,
-        retry_ms=int(settings.sse_retry * 1000),
-        send_timeout=settings.sse_send_timeout,
-    )
-
-
 def create_app(
     settings: Settings,
     *,
@@ -93,9 +85,7 @@ def create_app(
             subscriber,
             settings.events_channel,
             metrics=metrics,
-            options=HubOptions(
-                buffer=settings.sse_buffer, poll_interval=settings.hub_poll_interval
-            ),
+            options=HubOptions.from_settings(settings),
         )
         auth = Authenticator.from_settings(settings)
         jwks_task = None
@@ -116,7 +106,7 @@ def create_app(
             events=store,
             hub=hub,
             metrics=metrics,
-            stream_options=stream_options(settings),
+            stream_options=StreamOptions.from_settings(settings),
             queue_gauges=queue_gauges,
             stream_slots=StreamSlots(settings.streams_per_user),
         )

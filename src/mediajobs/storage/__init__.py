@@ -10,7 +10,6 @@ from mediajobs.config import Settings, StorageKind, StorageSettings
 from mediajobs.errors import StoreNotConfigured
 from mediajobs.storage.base import (
     Locator,
-    MediaObject,
     ObjectInfo,
     ObjectPage,
     PresignedUpload,
@@ -29,7 +28,6 @@ __all__ = [
     "CheckReport",
     "LocalStore",
     "Locator",
-    "MediaObject",
     "MemoryStorageApp",
     "MemoryStore",
     "ObjectInfo",
