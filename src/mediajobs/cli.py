@@ -45,7 +45,9 @@ from mediajobs.service.app import close_streams, create_app
 from mediajobs.service.auth import Authenticator, RedactTickets
 from mediajobs.service.jobs import job_json
 from mediajobs.service.server import http_protocol
-from mediajobs.storage import StoreRegistry, check_store, memory_base_url, stores_for
+from mediajobs.storage import StoreRegistry
+from mediajobs.storage.check import check_store
+from mediajobs.storage.factory import memory_base_url, stores_for
 from mediajobs.types import JSON
 
 log = logging.getLogger("mediajobs")

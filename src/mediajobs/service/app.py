@@ -44,7 +44,8 @@ from mediajobs.service.metrics import HttpMetrics, QueueGauges
 from mediajobs.service.middleware import RequestContext
 from mediajobs.service.server import raise_open_files_limit
 from mediajobs.service.state import Services, StorageCheck, StreamSlots, services
-from mediajobs.storage import MemoryStore, StoreRegistry, stores_for
+from mediajobs.storage import MemoryStore, StoreRegistry
+from mediajobs.storage.factory import stores_for
 
 log = logging.getLogger(__name__)
 
