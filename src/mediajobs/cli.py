@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--app",
         default=DEFAULT_APP,
-        help=f"module:callable(settings) -> HandlerRegistry (default {DEFAULT_APP})",
+        help=f"module:callable(WorkerResources) -> HandlerRegistry (default {DEFAULT_APP})",
     )
     worker.set_defaults(handler=cmd_worker)
 
