@@ -366,7 +366,7 @@ async def open_worker(
         async def prune_events() -> None:
             await events.prune(settings.event_retention)
 
-        yield Worker(
+        yield Worker.for_postgres(
             JobQueue(pool, hooks=EventRecorder(RedisPublisher(redis, settings.events_channel))),
             registry,
             conninfo=url,

@@ -34,9 +34,14 @@ async def running_worker(
     queue: JobQueue, registry: HandlerRegistry, database_url: str, **options: object
 ) -> AsyncIterator[Worker]:
     """A worker running on this event loop until the block ends."""
-    worker = Worker(queue, registry, conninfo=database_url, options=WorkerOptions(**options))  # type: ignore[arg-type]
+    worker = Worker.for_postgres(
+        queue,
+        registry,
+        conninfo=database_url,
+        options=WorkerOptions(**options),  # type: ignore[arg-type]
+    )
     task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.listener.connected.wait(), timeout=10)
+    await asyncio.wait_for(worker.notifier.connected.wait(), timeout=10)
     try:
         yield worker
     finally:
