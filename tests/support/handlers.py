@@ -10,7 +10,7 @@ import asyncio
 import os
 from typing import Any
 
-from mediajobs.config import Settings
+from mediajobs.handlers import WorkerResources
 from mediajobs.queue import HandlerRegistry, Job, JobContext
 
 
@@ -56,7 +56,7 @@ async def steps(ctx: JobContext, job: Job) -> Any:
     return {"steps": n}
 
 
-def build_registry(settings: Settings) -> HandlerRegistry:
+def build_registry(resources: WorkerResources) -> HandlerRegistry:
     registry = HandlerRegistry()
     registry.register("test.record", record)
     registry.register("test.sleepy", sleepy)

@@ -15,7 +15,7 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus, variant_urls
+from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus
 from mediajobs.db.policies import SitePolicies
 from mediajobs.errors import InvalidKey, StorageError
 from mediajobs.imaging.formats import ACCEPTED_TYPES, normalize_type
@@ -48,6 +48,7 @@ from mediajobs.storage.keys import (
     validate_key,
     validate_prefix,
 )
+from mediajobs.storage.urls import variant_urls
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _parse_id(value: str) -> uuid.UUID | None:
 
 async def media_item(svc: Services, record: MediaRecord, *, detail: bool = False) -> MediaItem:
     """The public shape of an item; URLs come from the store, GPS never appears."""
-    variants, url = await variant_urls(record, svc.stores)
+    variants, url = await variant_urls(record.variants, svc.stores)
     return MediaItem.model_validate(
         {
             "id": record.id,
