@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 
 from mediajobs.config import Environment, Settings, StorageKind, parse_duration, redact_url
 from mediajobs.db.migrate import migrate
-from mediajobs.db.policies import PolicyInvalid, SitePolicies, SitePolicy
+from mediajobs.db.policies import PolicyInvalid, SitePolicies
 from mediajobs.db.pool import Pool, connect, open_pool
 from mediajobs.devenv import dev_database_url, with_dev_secret
 from mediajobs.errors import ConfigError, DatabaseError, StorageError
@@ -562,10 +562,8 @@ def cmd_events_prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_policy_show(args: argparse.Namespace, settings: Settings) -> int:
-    async def show(queue: JobQueue) -> SitePolicy:
-        return await SitePolicies(queue.pool).load()
-
-    print(json.dumps(policy_json(_with_queue(settings, show)), indent=2))
+    policy = _with_pool(settings, lambda pool: SitePolicies(pool).load())
+    print(json.dumps(policy_json(policy), indent=2))
     return 0
 
 
@@ -577,11 +575,8 @@ def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
     except PolicyInvalid as exc:  # names the field as it was given
         return _policy_refused(exc.field, exc)
 
-    async def update(queue: JobQueue) -> SitePolicy:
-        return await SitePolicies(queue.pool).update(changes, by="cli")
-
     try:
-        policy = _with_queue(settings, update)
+        policy = _with_pool(settings, lambda pool: SitePolicies(pool).update(changes, by="cli"))
     except PolicyInvalid as exc:  # the domain's check: named by the domain's field
         return _policy_refused(api_names(SitePolicyUpdate).get(exc.field, exc.field), exc)
     print(json.dumps(policy_json(policy), indent=2))
