@@ -24,6 +24,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from mediajobs.config import Environment, Settings
+from mediajobs.db.media import MediaRepository
+from mediajobs.db.policies import SitePolicies
 from mediajobs.db.pool import Pool, open_pool
 from mediajobs.errors import ConfigError
 from mediajobs.queue.queue import JobQueue
@@ -102,6 +104,8 @@ def create_app(
             pool=pool,
             redis=redis,
             queue=JobQueue(pool, hooks=EventRecorder(publisher)),
+            media=MediaRepository(pool),
+            policies=SitePolicies(pool),
             stores=registry,
             storage_check=StorageCheck(registry),
             auth=auth,

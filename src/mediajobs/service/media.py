@@ -15,8 +15,7 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus
-from mediajobs.db.policies import SitePolicies
+from mediajobs.db.media import MediaRecord, MediaStatus
 from mediajobs.errors import InvalidKey, StorageError
 from mediajobs.imaging.formats import ACCEPTED_TYPES, normalize_type
 from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
@@ -145,7 +144,7 @@ async def list_media(request: Request) -> Response:
             key_prefix = validate_prefix(user_prefix(principal.user_id) + query.prefix.lstrip("/"))
         except InvalidKey as exc:
             raise ApiError(400, "invalid_prefix", str(exc)) from None
-    records = await MediaRepository(svc.pool).page(
+    records = await svc.media.page(
         principal.user_id,
         statuses=(query.status or MediaStatus.READY,),
         purpose=query.purpose,
@@ -168,7 +167,7 @@ async def _visible(svc: Services, principal: Principal, ident: str) -> MediaReco
     media_id = _parse_id(ident)
     record = None
     if media_id is not None:
-        record = await MediaRepository(svc.pool).get(media_id, principal.user_id)
+        record = await svc.media.get(media_id, principal.user_id)
     if record is None or record.status is MediaStatus.DELETED:
         raise _not_found()
     return record
@@ -180,7 +179,7 @@ async def patch_media(request: Request) -> Response:
     body = await read_body(request, MediaPatch)
     # The fields given, by their column names (the model's field names).
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    updated = await MediaRepository(svc.pool).update_fields(record.id, principal.user_id, changes)
+    updated = await svc.media.update_fields(record.id, principal.user_id, changes)
     if updated is None:
         raise _not_found()
     return JSONResponse(to_json(await media_item(svc, updated, detail=True)))
@@ -218,14 +217,14 @@ async def upload_init(request: Request) -> Response:
     """``POST /media/upload/init``: a presigned request that writes straight to storage."""
     svc, principal = caller(request)
     body = await read_body(request, UploadInit)
-    policy = await SitePolicies(svc.pool).load()
+    policy = await svc.policies.load()
     if body.size > policy.max_source_bytes:
         raise ApiError(
             413, "file_too_large", f"files are limited to {policy.max_source_bytes} bytes"
         )
     content_type = _bound_type(body.content_type)
     key = upload_key(principal.user_id, body.filename)
-    await MediaRepository(svc.pool).start_upload(
+    await svc.media.start_upload(
         key, principal.user_id, display_filename(body.filename), content_type
     )
     signed = await svc.stores.active.presign_upload(
@@ -261,7 +260,7 @@ async def upload_complete(request: Request) -> Response:
     key = _owned_key(principal, body.object_path, "uploads")
     if key is None:
         raise ApiError(404, "upload_not_found", "no such uploaded object")
-    media = MediaRepository(svc.pool)
+    media = svc.media
     locator = svc.stores.locate(key)
     existing = await media.by_source_key(principal.user_id, key, include_deleted=True)
     if existing is not None and existing.source_locator == str(locator):
@@ -276,7 +275,7 @@ async def upload_complete(request: Request) -> Response:
     info = await svc.stores.active.head(key)
     if info is None:
         raise ApiError(404, "upload_not_found", "nothing was uploaded to that objectPath")
-    policy = await SitePolicies(svc.pool).load()
+    policy = await svc.policies.load()
     if info.size > policy.max_source_bytes:
         # Refused for good: the object would otherwise stay in the bucket forever.
         await _discard(svc, key)
@@ -338,7 +337,7 @@ def _accepted(job_id: uuid.UUID | None, media_id: uuid.UUID) -> JSONResponse:
 
 async def _by_path(svc: Services, principal: Principal, path: str) -> MediaRecord | None:
     """An item by its id or its path (the source object's key)."""
-    media = MediaRepository(svc.pool)
+    media = svc.media
     media_id = _parse_id(path)
     if media_id is not None:
         return await media.get(media_id, principal.user_id)
@@ -355,8 +354,8 @@ async def delete_media(request: Request) -> Response:
     record = await _by_path(svc, principal, request.path_params["path"])
     if record is None or record.status is MediaStatus.DELETED:
         raise _not_found()
-    policy = await SitePolicies(svc.pool).load()
-    media = MediaRepository(svc.pool)
+    policy = await svc.policies.load()
+    media = svc.media
     async with media.transaction() as conn:
         hidden = await media.soft_delete(
             record.id, principal.user_id, undo_window=policy.undo_window_seconds, conn=conn
@@ -376,7 +375,7 @@ async def restore_media(request: Request) -> Response:
     record = await _by_path(svc, principal, body.path)
     if record is None:
         raise _not_found()
-    restored = await MediaRepository(svc.pool).restore(record.id, principal.user_id)
+    restored = await svc.media.restore(record.id, principal.user_id)
     if restored is None:
         if record.status is MediaStatus.DELETED:
             raise ApiError(409, "undo_window_over", "the undo window is over")

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mediajobs.config import Environment
-from mediajobs.db.policies import PolicyInvalid, SitePolicies, SitePolicy
+from mediajobs.db.policies import PolicyInvalid, SitePolicy
 from mediajobs.errors import AuthError
 from mediajobs.imaging.formats import ACCEPTED_TYPES, EXTENSIONS
 from mediajobs.service.auth import Principal
@@ -49,7 +49,7 @@ def media_rules_of(policy: SitePolicy) -> MediaRules:
 
 async def media_rules(request: Request) -> Response:
     """``GET /v1/meta/media-rules`` (public): what clients check before uploading."""
-    policy = await SitePolicies(services(request).pool).load()
+    policy = await services(request).policies.load()
     return JSONResponse(
         to_json(media_rules_of(policy)), headers={"cache-control": "public, max-age=30"}
     )
@@ -77,7 +77,7 @@ def _view_json(policy: SitePolicy) -> dict[str, JSON]:
 
 async def get_site_policy(request: Request) -> Response:
     svc, _ = _admin(request)
-    return JSONResponse(_view_json(await SitePolicies(svc.pool).load()))
+    return JSONResponse(_view_json(await svc.policies.load()))
 
 
 async def put_site_policy(request: Request) -> Response:
@@ -85,7 +85,7 @@ async def put_site_policy(request: Request) -> Response:
     svc, principal = _admin(request)
     body = await read_body(request, SitePolicyUpdate)
     try:
-        policy = await SitePolicies(svc.pool).update(body.changes(), by=principal.user_id)
+        policy = await svc.policies.update(body.changes(), by=principal.user_id)
     except PolicyInvalid as exc:
         field = api_names(SitePolicyUpdate).get(exc.field, exc.field)
         raise ApiError(422, "invalid_policy", f"{field}: {str(exc).partition(': ')[2]}") from None

@@ -10,6 +10,8 @@ from redis.asyncio import Redis
 from starlette.requests import Request
 
 from mediajobs.config import Settings
+from mediajobs.db.media import MediaRepository
+from mediajobs.db.policies import SitePolicies
 from mediajobs.db.pool import Pool
 from mediajobs.queue.queue import JobQueue
 from mediajobs.realtime import EventHub, EventStore, RealtimeMetrics, StreamOptions
@@ -25,12 +27,15 @@ STORAGE_CHECK_EVERY = 30.0  # seconds a storage check result is reused by /ready
 
 @dataclass
 class Services:
-    """Long-lived clients of one API process."""
+    """Long-lived clients of one API process, and the repositories routes use (built once
+    on its pool by the lifespan; routes never build their own)."""
 
     settings: Settings
     pool: Pool
     redis: Redis
     queue: JobQueue
+    media: MediaRepository
+    policies: SitePolicies
     stores: StoreRegistry
     storage_check: StorageCheck
     auth: Authenticator
