@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from mediajobs.db import Pool, open_pool
 from mediajobs.queue import HandlerRegistry, JobQueue, Worker, WorkerOptions
+from tests.support.waiting import wait_for as wait_for  # the tests import it from here too
 
 REPO = Path(__file__).resolve().parents[2]
 SUPPORT_APP = "tests.support.handlers:build_registry"
@@ -100,20 +100,6 @@ def start_worker_process(
     database_url: str, *args: str, env: Mapping[str, str] | None = None
 ) -> WorkerProcess:
     return WorkerProcess(database_url, *args, env=env)
-
-
-async def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02) -> None:
-    """Poll ``predicate`` (sync or async) until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 def read_lines(path: Path) -> list[str]:
