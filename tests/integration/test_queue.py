@@ -10,7 +10,7 @@ import pytest
 
 from mediajobs.errors import JobFailed, LeaseLost, Retry
 from mediajobs.queue import JobQueue, JobSpec, JobState, sql
-from tests.support.workers import queue_pool
+from tests.support.workers import expire_lease, queue_pool
 
 
 async def count_jobs(database_url: str) -> int:
@@ -117,7 +117,7 @@ async def test_fencing_refuses_a_stale_attempt_after_its_lease_was_taken_over(da
         queue = JobQueue(pool)
         await queue.enqueue(JobSpec("k", "u"))
         [stale] = await queue.claim("dead-worker", 1, lease=1)
-        await asyncio.sleep(1.2)
+        await expire_lease(pool, stale.id)
         [recovered] = await queue.reap_expired()
         assert recovered.state is JobState.QUEUED
         assert recovered.error is not None and recovered.error["code"] == "lease_expired"
@@ -141,7 +141,7 @@ async def test_expired_lease_out_of_attempts_fails_the_job(database_url):
         queue = JobQueue(pool)
         await queue.enqueue(JobSpec("k", "u", max_attempts=1))
         [job] = await queue.claim("w", 1, lease=1)
-        await asyncio.sleep(1.2)
+        await expire_lease(pool, job.id)
         [transition] = await queue.reap_expired()
         assert transition.state is JobState.FAILED
         stored = await queue.get(job.id)

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -27,6 +28,18 @@ async def queue_pool(database_url: str, max_size: int = 8) -> AsyncIterator[Pool
         yield pool
     finally:
         await pool.close()
+
+
+async def expire_lease(pool: Pool, job_id: uuid.UUID) -> None:
+    """End a running job's lease now, as if its worker had stopped renewing it a second ago
+    (instead of waiting for the lease on the clock)."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "UPDATE jobs SET lease_expires_at = now() - interval '1 second'"
+            " WHERE id = %s AND state = 'running'",
+            (job_id,),
+        )
+        assert cursor.rowcount == 1, f"job {job_id} is not running"
 
 
 @contextlib.asynccontextmanager
