@@ -86,8 +86,10 @@ test: lint browser
 	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 # The inner loop: the unit tier needs no services (tests/unit/conftest.py refuses them).
+# The schemathesis and hypothesis pytest plugins are not loaded (no unit test uses them;
+# importing them costs seconds).
 test-fast: $(STAMP)
-	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -q -p no:schemathesis -p no:hypothesispytest $(PYTEST_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests bench
