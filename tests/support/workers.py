@@ -57,8 +57,14 @@ async def running_worker(
         await asyncio.wait_for(task, timeout=30)
 
 
-def worker_env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAJOBS_")}
+# What makes coverage's start-up hook (a .pth file) measure a child process in `make test`.
+COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+
+
+def worker_env(database_url: str, *, coverage: bool = True, **extra: str) -> dict[str, str]:
+    """The environment of a worker process; ``coverage=False`` leaves it unmeasured."""
+    drop = ("MEDIAJOBS_",) if coverage else ("MEDIAJOBS_", *COVERAGE_VARIABLES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(
         DATABASE_URL=database_url,
         PYTHONPATH=str(REPO),
@@ -72,10 +78,16 @@ def worker_env(database_url: str, **extra: str) -> dict[str, str]:
 class WorkerProcess:
     """`mediajobs worker --app tests.support...` as a real process; output kept for asserts."""
 
-    def __init__(self, database_url: str, *args: str, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        database_url: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        coverage: bool = True,
+    ):
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "mediajobs", "worker", "--app", SUPPORT_APP, *args],
-            env=worker_env(database_url, **(env or {})),
+            env=worker_env(database_url, coverage=coverage, **(env or {})),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group, children included
@@ -110,9 +122,12 @@ class WorkerProcess:
 
 
 def start_worker_process(
-    database_url: str, *args: str, env: Mapping[str, str] | None = None
+    database_url: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    coverage: bool = True,
 ) -> WorkerProcess:
-    return WorkerProcess(database_url, *args, env=env)
+    return WorkerProcess(database_url, *args, env=env, coverage=coverage)
 
 
 def read_lines(path: Path) -> list[str]:
