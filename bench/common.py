@@ -51,9 +51,16 @@ def record(title: str, table: str, command: str) -> None:
 
 
 def start_serve(
-    dsn: str, redis_url: str, port: int, secret: str, **extra: str
+    dsn: str,
+    redis_url: str,
+    port: int,
+    secret: str,
+    *,
+    command: list[str] | None = None,
+    **extra: str,
 ) -> subprocess.Popen[bytes]:
-    """`mediajobs serve` on ``port`` (quiet), up when this returns."""
+    """`mediajobs serve` (or ``command``, configured the same way) on ``port`` (quiet), up
+    when this returns."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MEDIAJOBS_")},
         "DATABASE_URL": dsn,
@@ -65,7 +72,7 @@ def start_serve(
         **extra,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mediajobs", "serve"],
+        command or [sys.executable, "-m", "mediajobs", "serve"],
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,

@@ -105,7 +105,7 @@ class Ours:
         pool = await open_pool(dsn, name="bench-worker", min_size=2, max_size=concurrency + 2)
         redis = Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
         hooks = EventRecorder(RedisPublisher(redis, "bench:events")) if cls.events else None
-        worker = Worker(
+        worker = Worker.for_postgres(
             JobQueue(pool, hooks=hooks),
             registry,
             conninfo=dsn,

@@ -1,9 +1,12 @@
-"""SSE fan-out: N concurrent clients on ONE API process, events published at a set rate.
+"""SSE fan-out: N concurrent clients on ONE API process, events published at a set rate;
+our SSE response against sse-starlette's ``EventSourceResponse`` in the same run.
 
     python bench/sse_fanout.py [--clients 2000] [--users 1000] [--rate 500] [--seconds 20]
-                               [--idle 10000]
+                               [--idle 10000] [--systems mediajobs,sse-starlette]
 
-1. Starts `mediajobs serve` (one uvicorn process) on the machine's Postgres and Redis.
+For each system in turn (same clients, same events, same database and Redis):
+1. Starts the API process on the machine's Postgres and Redis: `mediajobs serve`, or
+   bench/sse_peer.py (the same app and server with `/events` answered by sse-starlette).
 2. Live: opens --clients SSE connections, spread evenly over --users users (each user's
    events go to every one of that user's connections), from --client-procs client
    processes. Then publishes --rate events/s for --seconds through the real path: each
@@ -14,7 +17,8 @@
 3. Idle: opens --idle connections (after the live ones are closed) and holds them; prints
    the API process's RSS growth per connection (VmRSS before and after, from /proc).
 
-Ends with one JSON line of the figures.
+Ends with one JSON line of the figures: ours unprefixed, the peer's as
+``sse_starlette_<figure>``, and ``ratio_vs_sse_starlette_<figure>`` (ours / the peer's).
 """
 
 from __future__ import annotations
@@ -35,7 +39,15 @@ from typing import Any
 
 import httpx
 
-from common import DEFAULT_DSN, drop_database, fresh_database, percentile, record, start_serve
+from common import (
+    DEFAULT_DSN,
+    REPO,
+    drop_database,
+    fresh_database,
+    percentile,
+    record,
+    start_serve,
+)
 
 SECRET = "bench-secret-" + "b" * 40
 CONNECT_CONCURRENCY = 200
@@ -44,8 +56,24 @@ CONNECT_CONCURRENCY = 200
 # -- the API process ---------------------------------------------------------------------
 
 
-def start_api(dsn: str, redis_url: str, channel: str, port: int) -> subprocess.Popen[bytes]:
-    return start_serve(dsn, redis_url, port, SECRET, MEDIAJOBS_EVENTS_CHANNEL=channel)
+SYSTEMS = {
+    "mediajobs": None,  # `mediajobs serve`
+    "sse-starlette": [sys.executable, str(REPO / "bench" / "sse_peer.py")],
+}
+
+
+def start_api(
+    system: str, dsn: str, redis_url: str, channel: str, port: int
+) -> subprocess.Popen[bytes]:
+    return start_serve(
+        dsn,
+        redis_url,
+        port,
+        SECRET,
+        command=SYSTEMS[system],
+        MEDIAJOBS_EVENTS_CHANNEL=channel,
+        MEDIAJOBS_STREAMS_PER_USER="1000",  # the warm-up opens 50 streams of one user
+    )
 
 
 def rss_kib(pid: int) -> int:
@@ -269,6 +297,37 @@ def idle_run(args: argparse.Namespace, pid: int, port: int) -> dict[str, Any]:
     }
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_system(system: str, args: argparse.Namespace, dsn: str, channel: str) -> dict[str, Any]:
+    """The live and idle runs against one system's API process."""
+    port = free_port()
+    api = start_api(system, dsn, args.redis_url, channel, port)
+    figures: dict[str, Any] = {}
+    try:
+        if args.clients:
+            figures.update(live_run(args, dsn, channel, port))
+            print(f"{system} live: {figures}", file=sys.stderr)
+        if args.idle:
+            deadline = time.monotonic() + 30
+            while streams_open(port) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            figures.update(idle_run(args, api.pid, port))
+            print(f"{system}: {figures}", file=sys.stderr)
+    finally:
+        api.send_signal(signal.SIGTERM)
+        api.wait(timeout=60)
+    return figures
+
+
+# Figures compared with the peer (lower is better for each).
+COMPARED = ("latency_p50_ms", "latency_p99_ms", "rss_per_idle_connection_kib")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=2000)
@@ -277,42 +336,51 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--idle", type=int, default=10000, help="idle connections to hold")
     parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated, in order, from: {', '.join(SYSTEMS)}",
+    )
     parser.add_argument("--database-url", default=DEFAULT_DSN, help="an admin connection")
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/")
     args = parser.parse_args()
+    systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    unknown = [name for name in systems if name not in SYSTEMS]
+    if unknown or not systems:
+        parser.error(f"--systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     name, dsn = fresh_database(args.database_url, "sse")
     channel = f"bench:events:{uuid.uuid4().hex}"
+    results: dict[str, dict[str, Any]] = {}
     try:
         from mediajobs.db import migrate
 
         asyncio.run(migrate(dsn))
-        api = start_api(dsn, args.redis_url, channel, port)
-        try:
-            figures: dict[str, Any] = {}
-            if args.clients:
-                figures.update(live_run(args, dsn, channel, port))
-                print(f"live: {figures}", file=sys.stderr)
-            if args.idle:
-                deadline = time.monotonic() + 30
-                while streams_open(port) and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                figures.update(idle_run(args, api.pid, port))
-        finally:
-            api.send_signal(signal.SIGTERM)
-            api.wait(timeout=60)
+        for system in systems:
+            results[system] = run_system(system, args, dsn, channel)
     finally:
         drop_database(args.database_url, name)
 
-    rows = ["| figure | value |", "|---|---:|"]
-    rows += [f"| {key} | {value} |" for key, value in figures.items()]
+    figures: dict[str, Any] = dict(results.get("mediajobs", {}))
+    peer = results.get("sse-starlette", {})
+    figures.update({f"sse_starlette_{key}": value for key, value in peer.items()})
+    if "mediajobs" in results and peer:
+        for key in COMPARED:
+            if key in figures and peer.get(key):
+                figures[f"ratio_vs_sse_starlette_{key.removesuffix('_ms')}"] = round(
+                    figures[key] / peer[key], 3
+                )
+    rows = ["| figure | mediajobs | sse-starlette |", "|---|---:|---:|"]
+    keys = list(dict.fromkeys([*results.get("mediajobs", {}), *peer]))
+    rows += [
+        f"| {key} | {results.get('mediajobs', {}).get(key, '')} | {peer.get(key, '')} |"
+        for key in keys
+    ]
+    rows += [f"| {key} | {value} | |" for key, value in figures.items() if key.startswith("ratio")]
     table = "\n".join(rows)
     print(table)
     if not args.no_record:

@@ -19,21 +19,22 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import httpx
 import psycopg
 import uvicorn
 from starlette.applications import Starlette
 
 from mediajobs.config import Environment, Settings, StorageKind, parse_duration, redact_url
 from mediajobs.db.migrate import migrate
-from mediajobs.db.policies import FIELDS as POLICY_FIELDS
 from mediajobs.db.policies import PolicyInvalid, SitePolicies, SitePolicy
-from mediajobs.db.pool import connect, open_pool
+from mediajobs.db.pool import Pool, connect, open_pool
 from mediajobs.devenv import dev_database_url, with_dev_secret
 from mediajobs.errors import ConfigError, DatabaseError, StorageError
-from mediajobs.handlers import PING_KIND, build_registry
+from mediajobs.handlers import PING_KIND, WorkerResources, build_registry
+from mediajobs.handlers.imaging_pool import ImagingPool, PoolOptions
 from mediajobs.logs import configure_logging
 from mediajobs.queue import HandlerRegistry, JobQueue, JobSpec, Worker, WorkerOptions, WorkerStats
 from mediajobs.queue.models import Job
@@ -42,8 +43,13 @@ from mediajobs.realtime.connect import redis_client
 from mediajobs.service.app import close_streams, create_app
 from mediajobs.service.auth import Authenticator, RedactTickets
 from mediajobs.service.jobs import job_json
+from mediajobs.service.models import SitePolicyUpdate, api_names
+from mediajobs.service.policy import policy_json
+from mediajobs.service.policy_text import fields_help, parse_assignments
 from mediajobs.service.server import http_protocol
-from mediajobs.storage import check_store, memory_base_url, stores_for
+from mediajobs.storage import StoreRegistry
+from mediajobs.storage.check import check_store
+from mediajobs.storage.factory import memory_base_url, stores_for
 from mediajobs.types import JSON
 
 log = logging.getLogger("mediajobs")
@@ -52,7 +58,7 @@ DEFAULT_APP = "mediajobs.handlers:build_registry"
 # Seconds a command waits for Postgres to answer (libpq's minimum): an unreachable
 # DATABASE_URL fails at once with one line, not after the pool's 10 s and its warnings.
 DB_CONNECT_TIMEOUT = 2
-RegistryFactory = Callable[[Settings], HandlerRegistry]
+RegistryFactory = Callable[[WorkerResources], HandlerRegistry]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--app",
         default=DEFAULT_APP,
-        help=f"module:callable(settings) -> HandlerRegistry (default {DEFAULT_APP})",
+        help=f"module:callable(WorkerResources) -> HandlerRegistry (default {DEFAULT_APP})",
     )
     worker.set_defaults(handler=cmd_worker)
 
@@ -197,7 +203,10 @@ def _parser() -> argparse.ArgumentParser:
         handler=cmd_policy_show
     )
     policy_set = policy_commands.add_parser(
-        "set", help="change fields, e.g. photoReviewEnabled=true maxMegapixels=40"
+        "set",
+        help="change fields, e.g. photoReviewEnabled=true maxMegapixels=40",
+        epilog=fields_help(SitePolicyUpdate),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     policy_set.add_argument("changes", nargs="+", metavar="FIELD=VALUE")
     policy_set.set_defaults(handler=cmd_policy_set)
@@ -207,6 +216,7 @@ def _parser() -> argparse.ArgumentParser:
 MAX_DELAY = 10 * 365 * 86400.0  # seconds: a job's run_at stays a sane timestamp
 
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 
 
 def bounded(kind: Callable[[str], N], low: N, high: N) -> Callable[[str], N]:
@@ -288,8 +298,8 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 # -- worker ------------------------------------------------------------------------------
 
 
-def load_registry(spec: str, settings: Settings) -> HandlerRegistry:
-    """Import ``module:callable`` and call it with the settings."""
+def load_app(spec: str) -> RegistryFactory:
+    """Import ``module:callable``: the worker calls it with its ``WorkerResources``."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError("--app", f"expected module:callable, got {spec!r}")
@@ -297,13 +307,14 @@ def load_registry(spec: str, settings: Settings) -> HandlerRegistry:
         factory: RegistryFactory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError("--app", f"cannot load {spec!r}: {exc}") from exc
-    registry = factory(settings)
-    if not isinstance(registry, HandlerRegistry):
-        raise ConfigError("--app", f"{spec!r} did not return a HandlerRegistry")
-    return registry
+    if not callable(factory):
+        raise ConfigError("--app", f"{spec!r} is not callable")
+    return factory
 
 
 def worker_options(settings: Settings, **overrides: Any) -> WorkerOptions:
+    """The worker's options from the settings (their one home), with ``overrides`` (the
+    command line's) where not None."""
     options = WorkerOptions(
         concurrency=settings.worker_concurrency,
         lease=settings.lease_seconds,
@@ -319,61 +330,74 @@ def worker_options(settings: Settings, **overrides: Any) -> WorkerOptions:
 @contextlib.asynccontextmanager
 async def open_worker(
     settings: Settings,
-    registry: HandlerRegistry,
+    app: RegistryFactory,
     options: WorkerOptions,
     *,
+    stores: StoreRegistry | None = None,
     fake_redis: Any = None,
 ) -> AsyncIterator[Worker]:
-    """The worker's composition root: its own pool, a Redis client for events, the queue
-    (which records an event with each transition) and the worker, whose maintenance also
-    prunes old events. Everything is closed on exit."""
+    """The worker's composition root: its own pool, a Redis client for events, the
+    handlers' resources (stores, imaging pool, HTTP client) and the registry ``app`` builds
+    from them, the queue (which records an event with each transition) and the worker, whose
+    maintenance also prunes old events. ``stores``: share the API's (dev mode, where the
+    memory store lives in the one process); else the worker opens its own (reaching a
+    memory store over HTTP). Everything opened here is closed on exit."""
     url = _database_url(settings)
-    pool = await open_pool(
-        url, name="queue", min_size=2, max_size=max(4, min(options.concurrency + 2, 20))
-    )
-    redis = redis_client(settings, fake_redis)
-    publisher = RedisPublisher(redis, settings.events_channel)
-    events = EventStore(pool)
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await open_pool(
+            url, name="queue", min_size=2, max_size=max(4, min(options.concurrency + 2, 20))
+        )
+        stack.push_async_callback(pool.close)
+        redis = redis_client(settings, fake_redis)
+        stack.push_async_callback(redis.aclose)
+        if stores is None:
+            stores = stores_for(settings, remote_memory=True)
+            stack.push_async_callback(stores.close)
+        imaging = ImagingPool(PoolOptions.from_settings(settings))
+        stack.callback(imaging.close)
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.review_timeout))
+        registry = app(
+            WorkerResources(settings=settings, pool=pool, stores=stores, imaging=imaging, http=http)
+        )
+        if not isinstance(registry, HandlerRegistry):
+            raise ConfigError("--app", f"{app!r} did not return a HandlerRegistry")
+        stack.push_async_callback(registry.aclose)
+        try:
+            registry.select(options.kinds)
+        except ValueError as exc:
+            raise ConfigError("--kinds", str(exc)) from exc
+        events = EventStore(pool)
 
-    async def prune_events() -> None:
-        await events.prune(settings.event_retention)
+        async def prune_events() -> None:
+            await events.prune(settings.event_retention)
 
-    try:
-        yield Worker(
-            JobQueue(pool, hooks=EventRecorder(publisher)),
+        yield Worker.for_postgres(
+            JobQueue(pool, hooks=EventRecorder(RedisPublisher(redis, settings.events_channel))),
             registry,
             conninfo=url,
             options=options,
             maintenance=[prune_events],
         )
-    finally:
-        await registry.aclose()
-        await redis.aclose()
-        await pool.close()
 
 
 async def run_worker(
-    settings: Settings, registry: HandlerRegistry, options: WorkerOptions
+    settings: Settings, app: RegistryFactory, options: WorkerOptions
 ) -> WorkerStats:
     """Run a worker until SIGTERM/SIGINT (or, with burst, until the queue is drained)."""
-    async with open_worker(settings, registry, options) as worker:
+    async with open_worker(settings, app, options) as worker:
         with _signals(worker.stop):
             return await worker.run()
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     settings = with_dev_secret(settings)  # the memory store's signing key derives from it
-    registry = load_registry(args.app, settings)
+    app = load_app(args.app)
     kinds = [kind.strip() for kind in args.kinds.split(",")] if args.kinds else None
-    try:
-        registry.select(kinds)
-    except ValueError as exc:
-        raise ConfigError("--kinds", str(exc)) from exc
     options = worker_options(
         settings, concurrency=args.concurrency, kinds=kinds, burst=args.burst or None
     )
     asyncio.run(_reachable_database(settings))
-    stats = asyncio.run(run_worker(settings, registry, options))
+    stats = asyncio.run(run_worker(settings, app, options))
     print(json.dumps({_camel(name): n for name, n in dataclasses.asdict(stats).items()}))
     return 0
 
@@ -487,9 +511,8 @@ async def _dev(args: argparse.Namespace, settings: Settings, fake_server: Any) -
     stores = stores_for(settings)
     app = create_app(settings, fake_redis=fake_server, stores=stores)
     server = _Server(_uvicorn_config(app, args, settings), app)
-    registry = build_registry(settings, stores=stores)
     async with open_worker(
-        settings, registry, worker_options(settings), fake_redis=fake_server
+        settings, build_registry, worker_options(settings), stores=stores, fake_redis=fake_server
     ) as worker:
 
         def stop() -> None:
@@ -527,10 +550,10 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_events_prune(args: argparse.Namespace, settings: Settings) -> int:
-    async def prune(queue: JobQueue) -> int | None:
-        return await EventStore(queue.pool).prune(settings.event_retention)
+    async def prune(pool: Pool) -> int | None:
+        return await EventStore(pool).prune(settings.event_retention)
 
-    deleted = _with_queue(settings, prune)
+    deleted = _with_pool(settings, prune)
     print("another process is pruning" if deleted is None else f"pruned {deleted} event(s)")
     return 0
 
@@ -542,37 +565,33 @@ def cmd_policy_show(args: argparse.Namespace, settings: Settings) -> int:
     async def show(queue: JobQueue) -> SitePolicy:
         return await SitePolicies(queue.pool).load()
 
-    print(json.dumps(_with_queue(settings, show).to_json(), indent=2))
+    print(json.dumps(policy_json(_with_queue(settings, show)), indent=2))
     return 0
 
 
 def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
-    """``FIELD=VALUE`` pairs; a value is read as JSON when it parses (numbers, booleans,
-    the variants list), else as text. Workers apply the change from their next job."""
-    columns = {api: column for column, (api, _) in POLICY_FIELDS.items()}
-    changes: dict[str, Any] = {}
-    for item in args.changes:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise ConfigError("policy set", f"expected FIELD=VALUE, got {item!r}")
-        field = columns.get(name.strip(), name.strip())  # the API's name, or the column's
-        try:
-            changes[field] = json.loads(text)
-        except json.JSONDecodeError:
-            changes[field] = text
+    """``FIELD=VALUE`` pairs, parsed by the API's model (``policy set --help`` lists the
+    fields); workers apply the change from their next job."""
+    try:
+        changes = parse_assignments(args.changes)
+    except PolicyInvalid as exc:  # names the field as it was given
+        return _policy_refused(exc.field, exc)
 
     async def update(queue: JobQueue) -> SitePolicy:
         return await SitePolicies(queue.pool).update(changes, by="cli")
 
     try:
         policy = _with_queue(settings, update)
-    except PolicyInvalid as exc:
-        name = POLICY_FIELDS[exc.field][0] if exc.field in POLICY_FIELDS else exc.field
-        reason = str(exc).removeprefix(f"{exc.field}: ")
-        print(f"mediajobs: policy not changed: {name}: {reason}", file=sys.stderr)
-        return 2
-    print(json.dumps(policy.to_json(), indent=2))
+    except PolicyInvalid as exc:  # the domain's check: named by the domain's field
+        return _policy_refused(api_names(SitePolicyUpdate).get(exc.field, exc.field), exc)
+    print(json.dumps(policy_json(policy), indent=2))
     return 0
+
+
+def _policy_refused(name: str, exc: PolicyInvalid) -> int:
+    reason = str(exc).removeprefix(f"{exc.field}: ")
+    print(f"mediajobs: policy not changed: {name}: {reason}", file=sys.stderr)
+    return 2
 
 
 # -- storage -----------------------------------------------------------------------------
@@ -631,18 +650,26 @@ def cmd_storage_check(args: argparse.Namespace, settings: Settings) -> int:
 # -- jobs --------------------------------------------------------------------------------
 
 
-def _with_queue(settings: Settings, action: Callable[[JobQueue], Any]) -> Any:
-    async def run() -> Any:
+def _with_pool(settings: Settings, action: Callable[[Pool], Awaitable[T]]) -> T:
+    """Run ``action`` with a small pool on DATABASE_URL (the command's composition root),
+    then close the pool."""
+
+    async def run() -> T:
         url = await _reachable_database(settings)
         pool = await open_pool(
             url, name="cli", min_size=1, max_size=2, connect_timeout=DB_CONNECT_TIMEOUT
         )
         try:
-            return await action(JobQueue(pool))
+            return await action(pool)
         finally:
             await pool.close()
 
     return asyncio.run(run())
+
+
+def _with_queue(settings: Settings, action: Callable[[JobQueue], Any]) -> Any:
+    """``_with_pool`` for commands that work on the job queue."""
+    return _with_pool(settings, lambda pool: action(JobQueue(pool)))
 
 
 def operator_job_json(job: Job) -> dict[str, JSON]:

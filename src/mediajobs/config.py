@@ -107,7 +107,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every setting; raise ``ConfigError`` naming the variable."""
         env = _Reader(os.environ if environ is None else environ)
-        environment = env.choice("MEDIAJOBS_ENV", Environment, Environment.DEVELOPMENT)
+        default = cls()  # every default lives once, on the fields above
+        environment = env.choice("MEDIAJOBS_ENV", Environment, default.env)
         production = environment is Environment.PRODUCTION  # some defaults differ there
         settings = cls(
             env=environment,
@@ -119,44 +120,72 @@ class Settings:
             jwt_public_key=_pem(env.text("MEDIAJOBS_JWT_PUBLIC_KEY")),
             jwt_jwks_url=env.text("MEDIAJOBS_JWT_JWKS_URL"),
             jwt_audience=env.text("MEDIAJOBS_JWT_AUDIENCE"),
-            worker_concurrency=env.integer("MEDIAJOBS_WORKER_CONCURRENCY", 8, low=1, high=1000),
-            lease_seconds=env.duration("MEDIAJOBS_LEASE_SECONDS", 30.0, low=1.0),
-            poll_interval=env.duration("MEDIAJOBS_POLL_INTERVAL", 1.0, low=0.05),
-            shutdown_grace=env.duration("MEDIAJOBS_SHUTDOWN_GRACE", 30.0, low=0.0),
-            job_retention_hot=env.duration("MEDIAJOBS_JOB_RETENTION_HOT", 600.0, low=0.0),
-            job_retention=env.duration("MEDIAJOBS_JOB_RETENTION", 7 * 86400.0, low=60.0),
-            events_channel=env.text("MEDIAJOBS_EVENTS_CHANNEL") or "mediajobs:events",
-            event_retention=env.duration("MEDIAJOBS_EVENT_RETENTION", 86400.0, low=60.0),
-            progress_interval=env.duration("MEDIAJOBS_PROGRESS_INTERVAL", 0.25, low=0.0),
-            sse_heartbeat=env.duration("MEDIAJOBS_SSE_HEARTBEAT", 15.0, low=0.1),
-            sse_send_timeout=env.duration("MEDIAJOBS_SSE_SEND_TIMEOUT", 10.0, low=0.1),
-            sse_buffer=env.integer("MEDIAJOBS_SSE_BUFFER", 1000, low=1, high=1_000_000),
-            sse_retry=env.duration("MEDIAJOBS_SSE_RETRY", 3.0, low=0.0),
-            stream_ticket_ttl=env.duration("MEDIAJOBS_STREAM_TICKET_TTL", 600.0, low=1.0),
-            hub_poll_interval=env.duration("MEDIAJOBS_HUB_POLL_INTERVAL", 2.0, low=0.05),
-            streams_per_user=env.integer("MEDIAJOBS_STREAMS_PER_USER", 20, low=1, high=100_000),
-            header_timeout=env.duration("MEDIAJOBS_HEADER_TIMEOUT", 10.0, low=0.1),
-            imaging_processes=env.integer("MEDIAJOBS_IMAGING_PROCESSES", 0, low=0, high=256),
-            imaging_memory_mb=env.integer(
-                "MEDIAJOBS_IMAGING_MEMORY_MB", 2048, low=256, high=1 << 20
+            worker_concurrency=env.integer(
+                "MEDIAJOBS_WORKER_CONCURRENCY", default.worker_concurrency, low=1, high=1000
             ),
-            imaging_timeout=env.duration("MEDIAJOBS_IMAGING_TIMEOUT", 120.0, low=1.0),
+            lease_seconds=env.duration("MEDIAJOBS_LEASE_SECONDS", default.lease_seconds, low=1.0),
+            poll_interval=env.duration("MEDIAJOBS_POLL_INTERVAL", default.poll_interval, low=0.05),
+            shutdown_grace=env.duration(
+                "MEDIAJOBS_SHUTDOWN_GRACE", default.shutdown_grace, low=0.0
+            ),
+            job_retention_hot=env.duration(
+                "MEDIAJOBS_JOB_RETENTION_HOT", default.job_retention_hot, low=0.0
+            ),
+            job_retention=env.duration("MEDIAJOBS_JOB_RETENTION", default.job_retention, low=60.0),
+            events_channel=env.text("MEDIAJOBS_EVENTS_CHANNEL") or default.events_channel,
+            event_retention=env.duration(
+                "MEDIAJOBS_EVENT_RETENTION", default.event_retention, low=60.0
+            ),
+            progress_interval=env.duration(
+                "MEDIAJOBS_PROGRESS_INTERVAL", default.progress_interval, low=0.0
+            ),
+            sse_heartbeat=env.duration("MEDIAJOBS_SSE_HEARTBEAT", default.sse_heartbeat, low=0.1),
+            sse_send_timeout=env.duration(
+                "MEDIAJOBS_SSE_SEND_TIMEOUT", default.sse_send_timeout, low=0.1
+            ),
+            sse_buffer=env.integer(
+                "MEDIAJOBS_SSE_BUFFER", default.sse_buffer, low=1, high=1_000_000
+            ),
+            sse_retry=env.duration("MEDIAJOBS_SSE_RETRY", default.sse_retry, low=0.0),
+            stream_ticket_ttl=env.duration(
+                "MEDIAJOBS_STREAM_TICKET_TTL", default.stream_ticket_ttl, low=1.0
+            ),
+            hub_poll_interval=env.duration(
+                "MEDIAJOBS_HUB_POLL_INTERVAL", default.hub_poll_interval, low=0.05
+            ),
+            streams_per_user=env.integer(
+                "MEDIAJOBS_STREAMS_PER_USER", default.streams_per_user, low=1, high=100_000
+            ),
+            header_timeout=env.duration(
+                "MEDIAJOBS_HEADER_TIMEOUT", default.header_timeout, low=0.1
+            ),
+            imaging_processes=env.integer(
+                "MEDIAJOBS_IMAGING_PROCESSES", default.imaging_processes, low=0, high=256
+            ),
+            imaging_memory_mb=env.integer(
+                "MEDIAJOBS_IMAGING_MEMORY_MB", default.imaging_memory_mb, low=256, high=1 << 20
+            ),
+            imaging_timeout=env.duration(
+                "MEDIAJOBS_IMAGING_TIMEOUT", default.imaging_timeout, low=1.0
+            ),
             review_webhook_url=env.text("MEDIAJOBS_REVIEW_WEBHOOK_URL"),
             review_webhook_secret=env.text("MEDIAJOBS_REVIEW_WEBHOOK_SECRET"),
-            review_timeout=env.duration("MEDIAJOBS_REVIEW_TIMEOUT", 10.0, low=0.1),
+            review_timeout=env.duration(
+                "MEDIAJOBS_REVIEW_TIMEOUT", default.review_timeout, low=0.1
+            ),
             cors_origins=tuple(
                 origin.strip()
                 for origin in (env.text("MEDIAJOBS_CORS_ORIGINS") or "").split(",")
                 if origin.strip()
             ),
             log_format=(
-                env.text("MEDIAJOBS_LOG_FORMAT") or ("json" if production else "text")
+                env.text("MEDIAJOBS_LOG_FORMAT") or ("json" if production else default.log_format)
             ).lower(),
-            serve_page=env.boolean("MEDIAJOBS_SERVE_PAGE", not production),
-            host=env.text("MEDIAJOBS_HOST") or "127.0.0.1",
-            port=env.integer("MEDIAJOBS_PORT", 8000, low=0, high=65535),
-            data_dir=Path(env.text("MEDIAJOBS_DATA_DIR") or ".mediajobs"),
-            log_level=(env.text("MEDIAJOBS_LOG_LEVEL") or "INFO").upper(),
+            serve_page=env.boolean("MEDIAJOBS_SERVE_PAGE", default.serve_page and not production),
+            host=env.text("MEDIAJOBS_HOST") or default.host,
+            port=env.integer("MEDIAJOBS_PORT", default.port, low=0, high=65535),
+            data_dir=Path(env.text("MEDIAJOBS_DATA_DIR") or default.data_dir),
+            log_level=(env.text("MEDIAJOBS_LOG_LEVEL") or default.log_level).upper(),
         )
         settings.validate()
         return settings
@@ -279,7 +308,7 @@ def _storage_from_env(env: _Reader) -> StorageSettings:
             previous=previous,
         )
     elif s3_bucket:
-        method = (env.text("S3_UPLOAD_METHOD") or "POST").upper()
+        method = (env.text("S3_UPLOAD_METHOD") or StorageSettings.upload_method).upper()
         if method not in ("POST", "PUT"):
             raise ConfigError("S3_UPLOAD_METHOD", "is POST (a size-limited policy) or PUT")
         active = StorageSettings(

@@ -193,8 +193,8 @@ def test_policy_show_and_set_change_the_live_limits_with_validation(database_url
     changed = mediajobs(
         "policy",
         "set",
-        "photo_review_enabled=true",
-        "max_megapixels=40",
+        "photoReviewEnabled=true",
+        "maxMegapixels=40",
         'variants=[{"name": "small", "size": 400}, {"name": "large", "size": 1200}]',
         env=env,
     )
@@ -203,9 +203,9 @@ def test_policy_show_and_set_change_the_live_limits_with_validation(database_url
     assert (after["photoReviewEnabled"], after["maxMegapixels"]) == (True, 40.0)
     assert after["variants"] == [{"name": "small", "size": 400}, {"name": "large", "size": 1200}]
     for bad, field in [
-        ("photo_review_enabled=maybe", "photoReviewEnabled"),
         ("photoReviewEnabled=maybe", "photoReviewEnabled"),
-        ("min_aspect_ratio=5", "policy"),  # above the max of 4
+        ("photo_review_enabled=true", "photo_review_enabled"),  # the column's name, not the API's
+        ("minAspectRatio=5", "policy"),  # above the max of 4
         ("webpQuality=0", "webpQuality"),  # the table's check is 1..100: never a traceback
         ("maxAspectRatio=1e308", "maxAspectRatio"),
         ("minAspectRatio=nan", "minAspectRatio"),
@@ -213,7 +213,7 @@ def test_policy_show_and_set_change_the_live_limits_with_validation(database_url
         ('variants=[{"name": "thumb", "size": "320"}]', "variants"),
         ("variants={bad", "variants"),
         ("maxBatchSize=abc", "maxBatchSize"),
-        ("photo_review_provider=gemini", "photoReviewProvider"),
+        ("photoReviewProvider=gemini", "photoReviewProvider"),
         ("no_such_field=1", "no_such_field"),
         ('variants=[{"name": "Bad Name", "size": 10}]', "variants"),
     ]:

@@ -80,7 +80,9 @@ def test_no_5xx_and_every_response_matches_the_document(live_api: str, tmp_path:
             f"{live_api}/openapi.json",
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,"
-            "response_schema_conformance",
+            "response_schema_conformance,negative_data_rejection",
+            "--mode",
+            "all",  # valid requests, and invalid ones that must get a 4xx
             "--header",
             f"Authorization: {token}",
             "--exclude-path-regex",

@@ -131,7 +131,7 @@ async def test_rejected_uploads_fail_with_their_code_and_never_touch_other_data(
             assert (record.status, record.detected_type) == (MediaStatus.READY, "image/jpeg")
             assert (record.original_filename, record.declared_type) == ("renamed.jpg", "image/png")
             assert (await env.record(good)).status is MediaStatus.READY
-            assert [r.id for r in await env.media.gallery("alice")] == [good, renamed]
+            assert [r.id for r in await env.gallery("alice")] == [good, renamed]
 
 
 async def test_a_crashing_imaging_process_fails_only_its_own_job(
@@ -189,7 +189,7 @@ async def test_review_gate_off_makes_ready_media_gallery_eligible_at_once(
         async with env_for(database_url, redis_url, store) as env:
             media_id, job_id = await env.upload(jpeg(), "a.jpg")
             await env.succeeded(job_id)
-            assert [r.id for r in await env.media.gallery("alice")] == [media_id]
+            assert [r.id for r in await env.gallery("alice")] == [media_id]
             assert (await env.record(media_id)).review is None
 
 
@@ -217,7 +217,7 @@ async def test_review_on_with_provider_disabled_keeps_media_out_and_fails_retrya
             assert record.status is MediaStatus.IN_REVIEW
             assert record.review is not None and record.review["code"] == "review_provider_disabled"
             assert record.review["jobId"] == str(review_job)  # the job its owner can retry
-            assert await env.media.gallery("alice") == []
+            assert await env.gallery("alice") == []
 
 
 async def _review_job(env: MediaEnv, media_id: Any) -> Any:
@@ -295,7 +295,7 @@ async def test_webhook_review_retries_a_5xx_then_allows(
             )
             media_id, job_id = await env.upload(jpeg(), "a.jpg")
             await env.succeeded(job_id)
-            assert await env.media.gallery("alice") == []
+            assert await env.gallery("alice") == []
             review_job = await _review_job(env, media_id)
             job = await env.succeeded(review_job, timeout=30)
             assert job.attempt == 2
@@ -305,7 +305,7 @@ async def test_webhook_review_retries_a_5xx_then_allows(
                 "allowed": True,
                 "reason": "fine",
             }
-            assert [r.id for r in await env.media.gallery("alice")] == [media_id]
+            assert [r.id for r in await env.gallery("alice")] == [media_id]
             asked = reviewer.requests[-1]
             assert asked["body"]["mediaId"] == str(media_id)
             assert asked["signature"].startswith("sha256=")
@@ -373,7 +373,7 @@ async def test_replacement_cuts_over_only_when_it_passes_and_a_refused_one_leave
             broken, job = await env.upload(jpeg(photo(900, 700))[:3000], "new.jpg", replaces=old)
             assert (await env.finished(job)).state is JobState.FAILED
             assert (await env.record(broken)).status is MediaStatus.FAILED
-            assert [r.id for r in await env.media.gallery("alice")] == [old]
+            assert [r.id for r in await env.gallery("alice")] == [old]
 
             # With review on, a replacement waits in review (old still live), then is refused.
             await env.policies.update(
@@ -381,16 +381,16 @@ async def test_replacement_cuts_over_only_when_it_passes_and_a_refused_one_leave
             )
             refused, job = await env.upload(jpeg(quadrants(1000, 700)), "r.jpg", replaces=old)
             await env.succeeded(job)
-            assert [r.id for r in await env.media.gallery("alice")] == [old]
+            assert [r.id for r in await env.gallery("alice")] == [old]
             await env.succeeded(await _review_job(env, refused))
             assert (await env.record(refused)).status is MediaStatus.REJECTED
-            assert [r.id for r in await env.media.gallery("alice")] == [old]
+            assert [r.id for r in await env.gallery("alice")] == [old]
 
             # Review off: a good replacement cuts over at once, taking the old one's place.
             await env.policies.update({"photo_review_enabled": False})
             new, job = await env.upload(jpeg(quadrants(1200, 900)), "n.jpg", replaces=old)
             await env.succeeded(job)
-            gallery = await env.media.gallery("alice")
+            gallery = await env.gallery("alice")
             assert [r.id for r in gallery] == [new]
             old_record, new_record = await env.record(old), await env.record(new)
             assert old_record.status is MediaStatus.DELETED
@@ -416,12 +416,12 @@ async def test_delete_hides_restore_returns_and_purge_removes_every_object(
         # Delete inside a 30 s window: hidden at once, objects still there; restore.
         deleted = await env.succeeded(await env.delete(media_id))
         assert deleted.result is not None and deleted.result["status"] == "deleted"
-        assert [r.id for r in await env.media.gallery("alice")] == [keep]
+        assert [r.id for r in await env.gallery("alice")] == [keep]
         assert await env.keys() == before
         assert await env.media.restore(media_id, "bob") is None  # not bob's
         restored = await env.media.restore(media_id, "alice")
         assert restored is not None and restored.status is MediaStatus.READY
-        assert {r.id for r in await env.media.gallery("alice")} == {keep, media_id}
+        assert {r.id for r in await env.gallery("alice")} == {keep, media_id}
 
         # Delete again with a 1 s window; deleting twice is one delete.
         await env.policies.update({"undo_window_seconds": 1})

@@ -299,8 +299,8 @@ async def test_jobs_are_still_picked_up_after_the_listen_connection_is_killed(da
             assert [row["ok"] for row in killed] == [True]
             await queue.enqueue(JobSpec("mark", "u", {"name": "during"}))
             await wait_for(lambda: "during" in picked, timeout=15)
-            await wait_for(lambda: worker.listener.reconnects >= 1, timeout=15)
-            await asyncio.wait_for(worker.listener.connected.wait(), 10)
+            await wait_for(lambda: worker.notifier.reconnects >= 1, timeout=15)
+            await asyncio.wait_for(worker.notifier.connected.wait(), 10)
 
             sent = time.monotonic()
             await queue.enqueue(JobSpec("mark", "u", {"name": "after"}))
@@ -437,7 +437,9 @@ async def test_jobs_a_claim_returns_after_stop_are_handed_back_not_run(database_
     async with queue_pool(database_url) as pool:
         queue = _HeldClaimQueue(pool, gate, in_flight)
         ids = await queue.enqueue_many([JobSpec("rec", "u")] * 5)
-        worker = Worker(queue, registry, conninfo=database_url, options=WorkerOptions())
+        worker = Worker.for_postgres(
+            queue, registry, conninfo=database_url, options=WorkerOptions()
+        )
         task = asyncio.create_task(worker.run())
         await asyncio.wait_for(in_flight.wait(), timeout=10)
         worker.stop()

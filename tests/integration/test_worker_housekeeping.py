@@ -98,7 +98,7 @@ async def test_a_failing_maintenance_task_does_not_stop_lease_recovery(database_
     async with queue_pool(database_url) as pool:
         queue = JobQueue(pool)
         options = WorkerOptions(lease=1.0, maintenance_interval=0.25)
-        worker = Worker(
+        worker = Worker.for_postgres(
             queue, registry, conninfo=database_url, options=options, maintenance=[broken_task]
         )
         task = asyncio.create_task(worker.run())

@@ -41,7 +41,7 @@ async def test_a_second_stop_during_the_grace_period_hands_running_jobs_back_at_
         job = await queue.enqueue(JobSpec("slow", "u"))
         # A grace period longer than this test's timeout: only the second stop ends it.
         options = WorkerOptions(shutdown_grace=3600)
-        worker = Worker(queue, registry, conninfo=database_url, options=options)
+        worker = Worker.for_postgres(queue, registry, conninfo=database_url, options=options)
         run = asyncio.create_task(worker.run())
         await asyncio.wait_for(started.wait(), 10)
         worker.stop()

@@ -10,7 +10,7 @@ import asyncio
 import os
 from typing import Any
 
-from mediajobs.config import Settings
+from mediajobs.handlers import WorkerResources
 from mediajobs.queue import HandlerRegistry, Job, JobContext
 
 
@@ -72,7 +72,7 @@ async def wait_for_file(path: str) -> None:
         await asyncio.sleep(0.02)
 
 
-def build_registry(settings: Settings) -> HandlerRegistry:
+def build_registry(resources: WorkerResources) -> HandlerRegistry:
     registry = HandlerRegistry()
     registry.register("test.record", record)
     registry.register("test.sleepy", sleepy)

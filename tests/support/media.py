@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -21,8 +22,8 @@ from mediajobs.config import Settings
 from mediajobs.db import Pool
 from mediajobs.db.media import MediaRecord, MediaRepository
 from mediajobs.db.policies import SitePolicies
+from mediajobs.handlers import MediaHandlers, WorkerResources, media_handlers
 from mediajobs.handlers.imaging_pool import ImagingPool, PoolOptions
-from mediajobs.handlers.media import MediaHandlers
 from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.imaging.policy import ImagePolicy
 from mediajobs.queue import HandlerRegistry, Job, JobQueue, JobSpec, JobState, Worker
@@ -91,6 +92,19 @@ class MediaEnv:
     @property
     def policies(self) -> SitePolicies:
         return SitePolicies(self.pool)
+
+    async def gallery(self, owner: str) -> list[MediaRecord]:
+        """What a gallery shows: the owner's ready items only (the review gate), by sort
+        order (a replacement takes its predecessor's place)."""
+        async with self.pool.connection() as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT * FROM media WHERE owner_id = %s AND status = 'ready' "
+                    "ORDER BY sort_order, created_at, id",
+                    (owner,),
+                )
+            ).fetchall()
+        return [MediaRecord.from_row(row) for row in rows]
 
     async def upload(
         self,
@@ -199,10 +213,15 @@ async def media_env(
     redis = Redis.from_url(redis_url)
     stores = StoreRegistry(store)
     pool_for_imaging = imaging or ImagingPool(PoolOptions(processes=2, timeout=60))
-    handlers = MediaHandlers(settings or Settings(), stores=stores, imaging=pool_for_imaging)
-    registry = handlers.register(HandlerRegistry())
+    http = httpx.AsyncClient(timeout=(settings or Settings()).review_timeout)
+    registry = HandlerRegistry()
     try:
         async with queue_pool(database_url) as pool:
+            resources = WorkerResources(
+                settings or Settings(), pool, stores, pool_for_imaging, http
+            )
+            handlers = media_handlers(resources)
+            handlers.register(registry)
             channel = CHANNEL_PREFIX + uuid.uuid4().hex
             queue = JobQueue(pool, hooks=EventRecorder(RedisPublisher(redis, channel)))
             env = MediaEnv(pool, queue, store, stores, handlers, redis, channel)
@@ -215,5 +234,7 @@ async def media_env(
                 yield env
     finally:
         await registry.aclose()
+        pool_for_imaging.close()
+        await http.aclose()
         await redis.aclose()
         await asyncio.sleep(0)

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -30,26 +29,19 @@ async def queue_pool(database_url: str, max_size: int = 8) -> AsyncIterator[Pool
         await pool.close()
 
 
-async def expire_lease(pool: Pool, job_id: uuid.UUID) -> None:
-    """End a running job's lease now, as if its worker had stopped renewing it a second ago
-    (instead of waiting for the lease on the clock)."""
-    async with pool.connection() as conn:
-        cursor = await conn.execute(
-            "UPDATE jobs SET lease_expires_at = now() - interval '1 second'"
-            " WHERE id = %s AND state = 'running'",
-            (job_id,),
-        )
-        assert cursor.rowcount == 1, f"job {job_id} is not running"
-
-
 @contextlib.asynccontextmanager
 async def running_worker(
     queue: JobQueue, registry: HandlerRegistry, database_url: str, **options: object
 ) -> AsyncIterator[Worker]:
     """A worker running on this event loop until the block ends."""
-    worker = Worker(queue, registry, conninfo=database_url, options=WorkerOptions(**options))  # type: ignore[arg-type]
+    worker = Worker.for_postgres(
+        queue,
+        registry,
+        conninfo=database_url,
+        options=WorkerOptions(**options),  # type: ignore[arg-type]
+    )
     task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.listener.connected.wait(), timeout=10)
+    await asyncio.wait_for(worker.notifier.connected.wait(), timeout=10)
     try:
         yield worker
     finally:

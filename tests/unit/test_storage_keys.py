@@ -13,7 +13,6 @@ from mediajobs.storage.base import Locator
 from mediajobs.storage.keys import (
     check_segment,
     display_filename,
-    generated_key,
     owner_segment,
     sanitize_filename,
     upload_key,
@@ -28,8 +27,6 @@ UPLOAD = uuid.UUID("0191d6a1-0000-7000-8000-000000000001")
 def test_keys_follow_the_documented_layout():
     assert upload_key("u1", "IMG 001.JPG", UPLOAD) == f"media/u1/uploads/{UPLOAD}/IMG_001.JPG"
     assert variant_key("u1", "m-9", "thumb") == "media/u1/images/m-9/thumb.webp"
-    assert generated_key("u1", "j7", 2) == "media/u1/images/j7_2.png"
-    assert generated_key("u1", "j7", 0, video=True) == "media/u1/videos/j7_0.mp4"
     assert user_prefix("u1") == "media/u1/"
     assert user_prefix("u1", "images") == "media/u1/images/"
 

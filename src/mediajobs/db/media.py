@@ -1,6 +1,7 @@
 """The ``media`` table: a user's library, its statuses, the review gate, replacement and soft
 deletion. Every status change is one statement (or one transaction, for a cutover), so two
-workers can never leave an item half changed."""
+workers can never leave an item half changed. The statements live in ``db/media_sql.py``;
+public URLs of an item's objects are rendered above this layer (``storage/urls.py``)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from mediajobs.db import media_sql as sql
 from mediajobs.db.pool import Pool
 from mediajobs.storage.base import Locator
-from mediajobs.storage.registry import StoreRegistry
 from mediajobs.types import JSON
 
 Conn = psycopg.AsyncConnection[DictRow]
@@ -89,33 +90,6 @@ class MediaRecord:
         return found
 
 
-async def variant_urls(
-    record: MediaRecord, stores: StoreRegistry
-) -> tuple[dict[str, JSON], str | None]:
-    """Each variant as ``{url, width, height}`` and the URL of the largest (an item's main
-    ``url``). URLs come from the store; variants that share an object get it once."""
-    urls: dict[str, str] = {}
-    variants: dict[str, JSON] = {}
-    main: str | None = None
-    largest = -1
-    for name, variant in record.variants.items():
-        locator = variant["locator"]
-        if locator not in urls:
-            urls[locator] = await stores.url(Locator.parse(locator))
-        width, height = int(variant["width"]), int(variant["height"])
-        variants[name] = {"url": urls[locator], "width": width, "height": height}
-        if width * height > largest:
-            largest, main = width * height, urls[locator]
-    return variants, main
-
-
-# The key of the source locator ``provider://bucket/key``, in SQL.
-_SOURCE_KEY = (
-    "substr(split_part(source_locator, '://', 2), "
-    "strpos(split_part(source_locator, '://', 2), '/') + 1)"
-)
-
-
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -137,10 +111,10 @@ class MediaRepository:
         return _transaction(self._pool)
 
     async def _one(
-        self, sql: str, params: Mapping[str, Any], conn: Conn | None
+        self, statement: str, params: Mapping[str, Any], conn: Conn | None
     ) -> MediaRecord | None:
         async with self._conn(conn) as c:
-            row = await (await c.execute(sql, params)).fetchone()
+            row = await (await c.execute(statement, params)).fetchone()
         return None if row is None else MediaRecord.from_row(row)
 
     async def create(
@@ -170,26 +144,10 @@ class MediaRepository:
             "replaces": replaces,
             "job": job_id,
         }
-        created = await self._one(
-            """
-            INSERT INTO media (id, owner_id, purpose, source_locator, original_filename,
-                               declared_type, alt_text, replaces, job_id, sort_order)
-            VALUES (%(id)s, %(owner)s, %(purpose)s, %(source)s, %(filename)s, %(declared)s,
-                    %(alt)s, %(replaces)s, %(job)s,
-                    (SELECT coalesce(max(sort_order), 0) + 1 FROM media WHERE owner_id = %(owner)s))
-            ON CONFLICT (owner_id, source_locator) DO NOTHING
-            RETURNING *
-            """,
-            params,
-            conn,
-        )
+        created = await self._one(sql.INSERT, params, conn)
         if created is not None:
             return created, True
-        existing = await self._one(
-            "SELECT * FROM media WHERE owner_id = %(owner)s AND source_locator = %(source)s",
-            params,
-            conn,
-        )
+        existing = await self._one(sql.BY_SOURCE, params, conn)
         assert existing is not None
         return existing, False
 
@@ -199,60 +157,32 @@ class MediaRepository:
         """Remember the name the user gave an upload's object until it is completed (a
         second init of the same key keeps the latest)."""
         async with self._conn(None) as c:
-            await c.execute(
-                """
-                INSERT INTO media_uploads (object_key, owner_id, display_name, declared_type)
-                VALUES (%s, %s, %s, %s)
-                ON CONFLICT (object_key) DO UPDATE SET owner_id = excluded.owner_id,
-                    display_name = excluded.display_name,
-                    declared_type = excluded.declared_type, created_at = now()
-                """,
-                (key, owner_id, display_name, declared_type),
-            )
+            await c.execute(sql.REMEMBER_UPLOAD, (key, owner_id, display_name, declared_type))
 
     async def take_upload(self, key: str, owner_id: str, *, conn: Conn) -> str | None:
         """The display name remembered for the owner's upload of ``key``, forgotten in the
         caller's transaction; None when there is none (an upload from before names were
         kept)."""
-        row = await (
-            await conn.execute(
-                "DELETE FROM media_uploads WHERE object_key = %s AND owner_id = %s "
-                "RETURNING display_name",
-                (key, owner_id),
-            )
-        ).fetchone()
+        row = await (await conn.execute(sql.TAKE_UPLOAD, (key, owner_id))).fetchone()
         return None if row is None else str(row["display_name"])
 
     async def set_job(
         self, media_id: uuid.UUID, job_id: uuid.UUID, *, conn: Conn | None = None
     ) -> None:
         async with self._conn(conn) as c:
-            await c.execute(
-                "UPDATE media SET job_id = %s, updated_at = now() WHERE id = %s", (job_id, media_id)
-            )
+            await c.execute(sql.SET_JOB, (job_id, media_id))
 
     async def get(
         self, media_id: uuid.UUID, owner_id: str | None = None, *, conn: Conn | None = None
     ) -> MediaRecord | None:
         """The item, or None (also when it belongs to someone else)."""
-        sql = "SELECT * FROM media WHERE id = %(id)s"
-        if owner_id is not None:
-            sql += " AND owner_id = %(owner)s"
-        return await self._one(sql, {"id": media_id, "owner": owner_id}, conn)
+        statement = sql.GET if owner_id is None else sql.GET_OWNED
+        return await self._one(statement, {"id": media_id, "owner": owner_id}, conn)
 
     async def start_processing(self, media_id: uuid.UUID, job_id: uuid.UUID) -> MediaRecord | None:
         """pending/processing/failed -> processing; None when the item is gone, deleted or
         already past processing."""
-        return await self._one(
-            """
-            UPDATE media SET status = 'processing', job_id = %(job)s, error = NULL,
-                             updated_at = now()
-            WHERE id = %(id)s AND status IN ('pending', 'processing', 'failed')
-            RETURNING *
-            """,
-            {"id": media_id, "job": job_id},
-            None,
-        )
+        return await self._one(sql.START_PROCESSING, {"id": media_id, "job": job_id}, None)
 
     async def finish_processing(
         self,
@@ -270,46 +200,18 @@ class MediaRepository:
             if params.get(key) is not None:
                 params[key] = Jsonb(params[key])
         return await self._one(
-            """
-            UPDATE media SET status = %(status)s, detected_type = %(detected_type)s,
-                original_filename = coalesce(%(original_filename)s, original_filename),
-                bytes = %(bytes)s, width = %(width)s, height = %(height)s,
-                variants = %(variants)s, blur_data_url = %(blur_data_url)s, exif = %(exif)s,
-                gps = %(gps)s, sha256 = %(sha256)s, duplicate_of = %(duplicate_of)s,
-                review = %(review)s, error = NULL, processed_at = now(), updated_at = now()
-            WHERE id = %(id)s AND status = 'processing'
-            RETURNING *
-            """,
-            {**params, "id": media_id, "status": status.value},
-            conn,
+            sql.FINISH_PROCESSING, {**params, "id": media_id, "status": status.value}, conn
         )
 
     async def fail(self, media_id: uuid.UUID, error: Mapping[str, JSON]) -> MediaRecord | None:
-        return await self._one(
-            """
-            UPDATE media SET status = 'failed', error = %(error)s, updated_at = now()
-            WHERE id = %(id)s AND status IN ('pending', 'processing')
-            RETURNING *
-            """,
-            {"id": media_id, "error": Jsonb(dict(error))},
-            None,
-        )
+        return await self._one(sql.FAIL, {"id": media_id, "error": Jsonb(dict(error))}, None)
 
     async def duplicate_of(
         self, owner_id: str, media_id: uuid.UUID, sha256: str
     ) -> uuid.UUID | None:
         """The oldest other live item of the owner with the same source bytes."""
         async with self._conn(None) as c:
-            row = await (
-                await c.execute(
-                    """
-                    SELECT id FROM media
-                    WHERE owner_id = %s AND sha256 = %s AND id <> %s AND status <> 'deleted'
-                    ORDER BY created_at, id LIMIT 1
-                    """,
-                    (owner_id, sha256, media_id),
-                )
-            ).fetchone()
+            row = await (await c.execute(sql.DUPLICATE_OF, (owner_id, sha256, media_id))).fetchone()
         return None if row is None else cast(uuid.UUID, row["id"])
 
     async def set_review(
@@ -323,12 +225,7 @@ class MediaRepository:
         """Record a review outcome on an item in review; ``status`` moves it on (ready or
         rejected). None when the item is no longer in review."""
         return await self._one(
-            """
-            UPDATE media SET review = %(review)s, status = coalesce(%(status)s, status),
-                             updated_at = now()
-            WHERE id = %(id)s AND status = 'in_review'
-            RETURNING *
-            """,
+            sql.SET_REVIEW,
             {
                 "id": media_id,
                 "review": Jsonb(dict(review)),
@@ -347,21 +244,12 @@ class MediaRepository:
         if new.replaces is None:
             return None
         old = await self._one(
-            """
-            UPDATE media SET status = 'deleted', deleted_from = status, deleted_at = now(),
-                purge_after = now() + make_interval(secs => %(window)s),
-                replaced_by = %(new)s, updated_at = now()
-            WHERE id = %(old)s AND owner_id = %(owner)s AND status <> 'deleted'
-            RETURNING *
-            """,
+            sql.REPLACE_OLD,
             {"old": new.replaces, "new": new.id, "owner": new.owner_id, "window": undo_window},
             conn,
         )
         if old is not None:
-            await conn.execute(
-                "UPDATE media SET sort_order = %s, updated_at = now() WHERE id = %s",
-                (old.sort_order, new.id),
-            )
+            await conn.execute(sql.INHERIT_SORT_ORDER, (old.sort_order, new.id))
         return old
 
     async def soft_delete(
@@ -370,12 +258,7 @@ class MediaRepository:
         """Hide the item at once; its objects are purged after ``undo_window`` seconds. An
         item already deleted is returned unchanged (deleting twice is one delete)."""
         changed = await self._one(
-            """
-            UPDATE media SET status = 'deleted', deleted_from = status, deleted_at = now(),
-                purge_after = now() + make_interval(secs => %(window)s), updated_at = now()
-            WHERE id = %(id)s AND owner_id = %(owner)s AND status <> 'deleted'
-            RETURNING *
-            """,
+            sql.SOFT_DELETE,
             {"id": media_id, "owner": owner_id, "window": undo_window},
             conn,
         )
@@ -384,48 +267,15 @@ class MediaRepository:
     async def restore(self, media_id: uuid.UUID, owner_id: str) -> MediaRecord | None:
         """Undo a delete inside its window; None when there is nothing to restore (not
         deleted, window over, or already purged)."""
-        return await self._one(
-            """
-            UPDATE media SET status = deleted_from, deleted_from = NULL, deleted_at = NULL,
-                purge_after = NULL, updated_at = now()
-            WHERE id = %(id)s AND owner_id = %(owner)s AND status = 'deleted'
-              AND purged_at IS NULL AND purge_after > now() AND replaced_by IS NULL
-            RETURNING *
-            """,
-            {"id": media_id, "owner": owner_id},
-            None,
-        )
+        return await self._one(sql.RESTORE, {"id": media_id, "owner": owner_id}, None)
 
     async def claim_purge(self, media_id: uuid.UUID) -> MediaRecord | None:
         """The deleted item when its undo window is over and it is not purged yet."""
-        return await self._one(
-            """
-            SELECT * FROM media WHERE id = %(id)s AND status = 'deleted'
-              AND purged_at IS NULL AND purge_after <= now()
-            """,
-            {"id": media_id},
-            None,
-        )
+        return await self._one(sql.CLAIM_PURGE, {"id": media_id}, None)
 
     async def mark_purged(self, media_id: uuid.UUID) -> None:
         async with self._conn(None) as c:
-            await c.execute(
-                "UPDATE media SET purged_at = now(), updated_at = now() "
-                "WHERE id = %s AND status = 'deleted' AND purged_at IS NULL",
-                (media_id,),
-            )
-
-    async def gallery(self, owner_id: str, *, limit: int = 100) -> list[MediaRecord]:
-        """What galleries show: ready items only (the review gate), by sort order."""
-        async with self._conn(None) as c:
-            rows = await (
-                await c.execute(
-                    "SELECT * FROM media WHERE owner_id = %s AND status = 'ready' "
-                    "ORDER BY sort_order, created_at, id LIMIT %s",
-                    (owner_id, limit),
-                )
-            ).fetchall()
-        return [MediaRecord.from_row(row) for row in rows]
+            await c.execute(sql.MARK_PURGED, (media_id,))
 
     async def page(
         self,
@@ -438,69 +288,55 @@ class MediaRepository:
         limit: int = 50,
     ) -> list[MediaRecord]:
         """A page of the owner's items, newest first, after the keyset ``after``."""
-        sql = ["SELECT * FROM media WHERE owner_id = %(owner)s AND status = ANY(%(statuses)s)"]
+        parts = [sql.PAGE]
         params: dict[str, Any] = {
             "owner": owner_id,
             "statuses": [s.value for s in statuses],
             "limit": limit,
         }
         if purpose is not None:
-            sql.append("AND purpose = %(purpose)s")
+            parts.append(sql.PAGE_PURPOSE)
             params["purpose"] = purpose
         if key_prefix is not None:
-            sql.append(f"AND {_SOURCE_KEY} LIKE %(like)s")
+            parts.append(sql.PAGE_KEY_PREFIX)
             params["like"] = _like_escape(key_prefix) + "%"
         if after is not None:
-            sql.append("AND (created_at, id) < (%(at)s, %(id)s)")
+            parts.append(sql.PAGE_AFTER)
             params["at"], params["id"] = after
-        sql.append("ORDER BY created_at DESC, id DESC LIMIT %(limit)s")
+        parts.append(sql.PAGE_ORDER)
         async with self._conn(None) as c:
-            rows = await (await c.execute(" ".join(sql), params)).fetchall()
+            rows = await (await c.execute(" ".join(parts), params)).fetchall()
         return [MediaRecord.from_row(row) for row in rows]
 
     async def by_source_key(
         self, owner_id: str, key: str, *, include_deleted: bool = False
     ) -> MediaRecord | None:
         """The owner's item whose source object has this key (in any store)."""
-        sql = f"SELECT * FROM media WHERE owner_id = %(owner)s AND {_SOURCE_KEY} = %(key)s"
-        if not include_deleted:
-            sql += " AND status <> 'deleted'"
-        sql += " ORDER BY created_at DESC LIMIT 1"
-        return await self._one(sql, {"owner": owner_id, "key": key}, None)
+        statement = sql.BY_SOURCE_KEY if include_deleted else sql.BY_SOURCE_KEY_LIVE
+        return await self._one(statement + sql.NEWEST_ONE, {"owner": owner_id, "key": key}, None)
 
     async def lock_owner(self, owner_id: str, conn: Conn) -> None:
         """Serialise the owner's in-flight checks until ``conn``'s transaction ends (a
         transaction-scoped advisory lock on a 64-bit hash of the owner id), so a count and
         the insert it allows are atomic across concurrent requests."""
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('media.in_flight:' || %s, 0))",
-            (owner_id,),
-        )
+        await conn.execute(sql.LOCK_OWNER, (owner_id,))
 
     async def in_flight(self, owner_id: str, conn: Conn | None = None) -> int:
         """The owner's items still waiting for or in processing."""
         async with self._conn(conn) as c:
-            row = await (
-                await c.execute(
-                    "SELECT count(*) AS n FROM media WHERE owner_id = %s "
-                    "AND status IN ('pending', 'processing')",
-                    (owner_id,),
-                )
-            ).fetchone()
+            row = await (await c.execute(sql.IN_FLIGHT, (owner_id,))).fetchone()
         return int(row["n"]) if row else 0
 
     async def update_fields(
         self, media_id: uuid.UUID, owner_id: str, changes: Mapping[str, Any]
     ) -> MediaRecord | None:
         """Change ``alt_text``, ``sort_order`` or ``purpose`` of a visible item."""
-        allowed = {"alt_text", "sort_order", "purpose"}
-        assert set(changes) <= allowed
+        assert set(changes) <= sql.EDITABLE
         if not changes:
             return await self.get(media_id, owner_id)
         assignments = ", ".join(f"{name} = %({name})s" for name in changes)
         return await self._one(
-            f"UPDATE media SET {assignments}, updated_at = now() "
-            "WHERE id = %(id)s AND owner_id = %(owner)s AND status <> 'deleted' RETURNING *",
+            sql.UPDATE_FIELDS.format(assignments=assignments),
             {**changes, "id": media_id, "owner": owner_id},
             None,
         )

@@ -1,25 +1,69 @@
-"""Job handlers, one module per job kind family, and the registry the worker runs.
+"""Job handlers, one module per concept, and the registry the worker runs: ``process.py``
+(``media.process``), ``review.py`` (``media.review`` and its ``Reviewer``s), ``delete.py``
+(``media.delete``, ``media.purge``), ``media.py`` (registers the four), ``system.py``
+(``system.ping``), ``imaging_pool.py`` (the crash-isolated imaging processes).
 
-``build_registry(settings)`` is the default ``--app`` of ``mediajobs worker``.
+``build_registry(resources)`` is the default ``--app`` of ``mediajobs worker``: the worker's
+composition root (``cli.open_worker``) opens the ``WorkerResources`` (database pool, stores,
+imaging pool, HTTP client), passes them in, and closes them after the worker stops.
+Handlers never build a resource of their own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import httpx
+
 from mediajobs.config import Settings
+from mediajobs.db.media import MediaRepository
+from mediajobs.db.policies import SitePolicies
+from mediajobs.db.pool import Pool
+from mediajobs.handlers.imaging_pool import ImagingPool
 from mediajobs.handlers.media import MediaHandlers
+from mediajobs.handlers.review import Reviewer, WebhookReviewer
 from mediajobs.handlers.system import PING_KIND, ping
 from mediajobs.queue.registry import HandlerRegistry
 from mediajobs.storage import StoreRegistry
 
 
-def build_registry(settings: Settings, *, stores: StoreRegistry | None = None) -> HandlerRegistry:
-    """Every handler this deployment runs. ``stores`` shares a store registry with the API
-    (dev mode, where the memory store lives in the one process); else the handlers open
-    their own from the settings."""
+@dataclass(frozen=True)
+class WorkerResources:
+    """What a worker's handlers may use, opened and closed by the worker's composition
+    root."""
+
+    settings: Settings
+    pool: Pool  # the worker's database pool (the queue's own)
+    stores: StoreRegistry
+    imaging: ImagingPool
+    http: httpx.AsyncClient  # outbound calls (the review webhook)
+
+
+def media_handlers(resources: WorkerResources) -> MediaHandlers:
+    """The media handlers wired to ``resources``."""
+    settings = resources.settings
+    reviewers: dict[str, Reviewer] = {}
+    if settings.review_webhook_url:
+        reviewers["webhook"] = WebhookReviewer(
+            settings.review_webhook_url,
+            http=resources.http,
+            secret=settings.review_webhook_secret,
+        )
+    return MediaHandlers(
+        media=MediaRepository(resources.pool),
+        policies=SitePolicies(resources.pool),
+        stores=resources.stores,
+        imaging=resources.imaging,
+        reviewers=reviewers,
+    )
+
+
+def build_registry(resources: WorkerResources) -> HandlerRegistry:
+    """Every handler this deployment runs."""
     registry = HandlerRegistry()
     registry.register(PING_KIND, ping)
-    MediaHandlers(settings, stores=stores).register(registry)
+    media_handlers(resources).register(registry)
     return registry
 
 
-__all__ = ["PING_KIND", "MediaHandlers", "build_registry"]
+__all__ = ["PING_KIND", "MediaHandlers", "WorkerResources", "build_registry", "media_handlers"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
+from mediajobs.config import Settings
 from mediajobs.imaging.pipeline import ProcessedImage, process_image
 from mediajobs.imaging.policy import ImagePolicy
 from mediajobs.queue.children import ChildProcessPool
@@ -64,10 +65,23 @@ class ImagingOutOfMemory(ImagingFailed):
 
 @dataclass(frozen=True)
 class PoolOptions:
-    processes: int = max(1, os.cpu_count() or 1)
-    memory_limit: int | None = 2 << 30  # bytes of address space per process; None: no cap
-    timeout: float = 120.0  # seconds one image may take
+    """How the imaging pool runs; the defaults a deployment sets are ``Settings``' (their
+    one home)."""
+
+    processes: int = max(1, os.cpu_count() or 1)  # (MEDIAJOBS_IMAGING_PROCESSES=0: this)
+    # Bytes of address space per process; None: no cap.
+    memory_limit: int | None = Settings.imaging_memory_mb << 20
+    timeout: float = Settings.imaging_timeout  # seconds one image may take
     tasks_per_process: int = 500  # recycle children now and then (heap fragmentation)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PoolOptions:
+        """The options ``settings`` name (0 processes: one per CPU)."""
+        return cls(
+            processes=settings.imaging_processes or cls.processes,
+            memory_limit=settings.imaging_memory_mb << 20,
+            timeout=settings.imaging_timeout,
+        )
 
 
 def _child_init(memory_limit: int | None, pipe: Connection) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+VARIANT_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+VARIANT_SIZES = (16, 8192)  # pixels: the least and the most a variant's long edge may be
+_NAME = re.compile(VARIANT_NAME_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,8 +21,9 @@ class VariantSpec:
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"variant name {self.name!r}: lowercase letters, digits, _")
-        if not 16 <= self.size <= 8192:
-            raise ValueError(f"variant {self.name}: size must be 16..8192 pixels")
+        low, high = VARIANT_SIZES
+        if not low <= self.size <= high:
+            raise ValueError(f"variant {self.name}: size must be {low}..{high} pixels")
 
 
 DEFAULT_VARIANTS: tuple[VariantSpec, ...] = (

@@ -23,24 +23,16 @@ log = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
-    """Renews the leases of held jobs every ``interval`` seconds (at most a third of the
-    lease). Reports, on the event loop, jobs whose cancel flag is set (``on_cancel``) and
-    jobs this worker no longer holds (``on_lost``)."""
+    """The Postgres ``Leases``: renews the leases of held jobs every third of the lease, in
+    one statement on its own connection. Reports, on the event loop, jobs whose cancel flag is
+    set (``on_cancel``) and jobs this worker no longer holds (``on_lost``)."""
 
-    def __init__(
-        self,
-        conninfo: str,
-        *,
-        lease: float,
-        on_cancel: Callable[[uuid.UUID], None],
-        on_lost: Callable[[uuid.UUID], None],
-        interval: float | None = None,
-    ) -> None:
+    def __init__(self, conninfo: str) -> None:
         self._conninfo = conninfo
-        self._lease = lease
-        self._interval = min(interval or lease / 3.0, lease / 3.0)
-        self._on_cancel = on_cancel
-        self._on_lost = on_lost
+        self._lease = 30.0
+        self._interval = 10.0
+        self._on_cancel: Callable[[uuid.UUID], None] = _ignore
+        self._on_lost: Callable[[uuid.UUID], None] = _ignore
         self._held: dict[uuid.UUID, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -57,21 +49,34 @@ class LeaseKeeper:
         with self._lock:
             self._held[job.id] = job.attempt
 
-    def release(self, job_id: uuid.UUID) -> None:
+    def release(self, job: Job) -> None:
         with self._lock:
-            self._held.pop(job_id, None)
+            if self._held.get(job.id) == job.attempt:
+                del self._held[job.id]
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        lease: float,
+        on_cancel: Callable[[uuid.UUID], None],
+        on_lost: Callable[[uuid.UUID], None],
+    ) -> None:
         self._loop = loop
+        self._lease = lease
+        self._interval = lease / 3.0
+        self._on_cancel = on_cancel
+        self._on_lost = on_lost
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="mediajobs-lease", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop the thread (it closes its connection) and wait for it."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self._interval + 5.0)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, self._interval + 5.0)
 
     def _run(self) -> None:
         try:
@@ -119,3 +124,7 @@ class LeaseKeeper:
     def _report(self, callback: Callable[[uuid.UUID], None], job_id: uuid.UUID) -> None:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(callback, job_id)
+
+
+def _ignore(job_id: uuid.UUID) -> None:
+    """The callbacks before ``start`` gives the real ones."""

@@ -1,4 +1,4 @@
-"""Wake-ups over LISTEN/NOTIFY, on one dedicated connection.
+"""Wake-ups over LISTEN/NOTIFY, on one dedicated connection: the Postgres ``Notifier``.
 
 A notification is only a hint (claimable jobs may exist, or a running job was asked to
 stop); the worker also polls, so a dead listener slows pickup to the poll interval but never
@@ -9,13 +9,16 @@ backoff after any failure, including ``pg_terminate_backend``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql as pgsql
 
 from mediajobs.db.pool import connection_kwargs
+from mediajobs.queue import sql
 
 log = logging.getLogger(__name__)
 
@@ -23,29 +26,39 @@ LISTENER_APPLICATION_NAME = "mediajobs-listener"
 
 
 class NotificationListener:
-    """Calls ``on_notify(channel, payload)`` for every notification on ``channels``, and
-    ``on_notify(None, "")`` after each (re)connect, since notifications sent while it was
-    disconnected are lost."""
+    """Listens on the queue's channels (``sql.WAKEUP_CHANNEL``, ``sql.CANCEL_CHANNEL``) and
+    calls ``on_wakeup()`` for each hint, and after each (re)connect, since notifications
+    sent while it was disconnected are lost; ``on_cancel(job_id)`` for each cancel."""
 
     def __init__(
         self,
         conninfo: str,
-        channels: Sequence[str],
-        on_notify: Callable[[str | None, str], None],
         *,
         health_interval: float = 5.0,
         max_backoff: float = 5.0,
     ) -> None:
         self._conninfo = conninfo
-        self._channels = list(channels)
-        self._on_notify = on_notify
         self._health_interval = health_interval
         self._max_backoff = max_backoff
-        self.connected = asyncio.Event()
+        self._connected = asyncio.Event()
         self.reconnects = 0  # how many times the connection was re-established
 
-    async def run(self) -> None:
+    @property
+    def connected(self) -> asyncio.Event:
+        return self._connected
+
+    async def run(
+        self, on_wakeup: Callable[[], None], on_cancel: Callable[[uuid.UUID], None]
+    ) -> None:
         """Listen until cancelled."""
+
+        def on_notify(channel: str, payload: str) -> None:
+            if channel == sql.CANCEL_CHANNEL:
+                with contextlib.suppress(ValueError):
+                    on_cancel(uuid.UUID(payload))
+            else:
+                on_wakeup()
+
         backoff = 0.05
         first = True
         while True:
@@ -60,28 +73,30 @@ class NotificationListener:
                 backoff = min(self._max_backoff, backoff * 2)
                 continue
             try:
-                for channel in self._channels:
+                for channel in (sql.WAKEUP_CHANNEL, sql.CANCEL_CHANNEL):
                     await conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
                 if not first:
                     self.reconnects += 1
                     log.info("listener reconnected")
                 first = False
                 backoff = 0.05
-                self.connected.set()
-                self._on_notify(None, "")
-                await self._listen(conn)
+                self._connected.set()
+                on_wakeup()
+                await self._listen(conn, on_notify)
             except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
                 log.warning("listener connection lost (%s); reconnecting", exc)
             finally:
-                self.connected.clear()
+                self._connected.clear()
                 await _close_quietly(conn)
             await asyncio.sleep(backoff)
             backoff = min(self._max_backoff, backoff * 2)
 
-    async def _listen(self, conn: psycopg.AsyncConnection[object]) -> None:
+    async def _listen(
+        self, conn: psycopg.AsyncConnection[object], on_notify: Callable[[str, str], None]
+    ) -> None:
         while True:
             async for notify in conn.notifies(timeout=self._health_interval):
-                self._on_notify(notify.channel, notify.payload)
+                on_notify(notify.channel, notify.payload)
             # No notification for a while: prove the connection is alive.
             await asyncio.wait_for(conn.execute("SELECT 1"), timeout=self._health_interval)
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from psycopg.rows import DictRow
@@ -21,44 +20,30 @@ from psycopg.types.json import Jsonb
 from mediajobs.db.pool import Pool
 from mediajobs.errors import JobError, LeaseLost
 from mediajobs.queue import sql
-from mediajobs.queue.models import (
-    Cause,
-    Enqueued,
-    Job,
-    JobSpec,
-    JobState,
-    Transition,
-    new_job_id,
+from mediajobs.queue.base import (
+    MaintenanceResult,
+    TransitionHooks,
+    cancel_outcome,
+    cancelled,
+    encode_result,
+    failed_or_retrying,
+    progressed,
+    queued,
+    requeued_or_failed,
+    running,
+    succeeded,
 )
+from mediajobs.queue.models import Enqueued, Job, JobSpec, JobState, Transition, new_job_id
 from mediajobs.types import JSON
 
 Conn = psycopg.AsyncConnection[DictRow]
 BULK_CHUNK = 5000
 
 
-class TransitionHooks(Protocol):
-    """The seam where job state changes meet events (the realtime layer implements it)."""
-
-    async def record(self, conn: Conn, transitions: Sequence[Transition]) -> Any:
-        """Runs inside the transaction that makes the transitions: write event rows here.
-        What it returns is handed to ``committed``."""
-
-    async def committed(self, recorded: Any) -> None:
-        """Runs after that transaction committed, with what ``record`` returned: publish
-        here. Must not raise."""
-
-
-@dataclass(frozen=True)
-class MaintenanceResult:
-    ran: bool  # False when another process holds the maintenance lock
-    archived: int = 0
-    pruned: int = 0
-
-
 class JobQueue:
     """Postgres-backed job queue; see the module docstring."""
 
-    def __init__(self, pool: Pool, *, hooks: TransitionHooks | None = None) -> None:
+    def __init__(self, pool: Pool, *, hooks: TransitionHooks[Conn] | None = None) -> None:
         self._pool = pool
         self._hooks = hooks
 
@@ -203,7 +188,7 @@ class JobQueue:
             "lease": lease,
             "kinds": list(kinds) if kinds else None,
         }
-        rows = await self._change(sql.CLAIM, params, _running)
+        rows = await self._change(sql.CLAIM, params, running)
         return [Job.from_row(row) for row in rows]
 
     async def complete_many(self, done: Sequence[tuple[Job, JSON]]) -> set[uuid.UUID]:
@@ -226,20 +211,9 @@ class JobQueue:
             "results": [encoded for _, _, encoded in done],
         }
 
-        def succeeded(row: Mapping[str, Any]) -> Transition:
-            job, result = by_id[row["id"]]
-            return Transition(
-                job.id,
-                job.owner_id,
-                job.kind,
-                JobState.SUCCEEDED,
-                job.attempt,
-                Cause.SUCCEEDED,
-                progress=1.0,
-                result=result,
-            )
-
-        rows = await self._change(sql.COMPLETE_MANY, params, succeeded)
+        rows = await self._change(
+            sql.COMPLETE_MANY, params, lambda row: succeeded(*by_id[row["id"]])
+        )
         return {row["id"] for row in rows}
 
     async def complete(self, job: Job, result: JSON = None) -> bool:
@@ -257,13 +231,13 @@ class JobQueue:
             "delay": delay,
             "error": Jsonb(error.to_dict()),
         }
-        rows = await self._change(sql.FAIL, params, _failed_or_retrying)
+        rows = await self._change(sql.FAIL, params, failed_or_retrying)
         return JobState(rows[0]["state"]) if rows else None
 
     async def mark_cancelled(self, job: Job) -> bool:
         """A running job stopped because it was asked to."""
         rows = await self._change(
-            sql.MARK_CANCELLED, {"id": job.id, "attempt": job.attempt}, _cancelled
+            sql.MARK_CANCELLED, {"id": job.id, "attempt": job.attempt}, cancelled
         )
         return bool(rows)
 
@@ -274,19 +248,9 @@ class JobQueue:
             raise ValueError("progress must be between 0 and 1")
         params = {"id": job.id, "attempt": job.attempt, "progress": progress, "message": message}
 
-        def transition(row: Mapping[str, Any]) -> Transition:
-            return Transition(
-                job.id,
-                job.owner_id,
-                job.kind,
-                JobState.RUNNING,
-                job.attempt,
-                Cause.PROGRESS,
-                progress=progress,
-                message=message,
-            )
-
-        rows = await self._change(sql.SET_PROGRESS, params, transition)
+        rows = await self._change(
+            sql.SET_PROGRESS, params, lambda row: progressed(job, progress, message)
+        )
         if not rows:
             raise LeaseLost(f"job {job.id} attempt {job.attempt} no longer holds its lease")
         return bool(rows[0]["cancel_requested"])
@@ -305,7 +269,7 @@ class JobQueue:
             "attempts": [job.attempt for job in jobs],
             "started": started,
         }
-        rows = await self._change(sql.HAND_BACK, params, _queued)
+        rows = await self._change(sql.HAND_BACK, params, queued)
         if rows:
             await self.notify_wakeup()
         return {row["id"]: JobState(row["state"]) for row in rows}
@@ -315,7 +279,7 @@ class JobQueue:
         the call, or None when no unfinished job with that id (and owner) exists."""
         params = {"id": job_id, "owner_id": owner_id}
         statement = sql.CANCEL_ANY_OWNER if owner_id is None else sql.CANCEL_FOR_OWNER
-        rows = await self._change(statement, params, _cancel_outcome)
+        rows = await self._change(statement, params, cancel_outcome)
         if not rows:
             return None
         state = JobState(rows[0]["state"])
@@ -329,7 +293,7 @@ class JobQueue:
         jobs whose lease expired."""
         transitions: list[Transition] = []
         rows = await self._change(
-            sql.REAP_EXPIRED, {"limit": limit}, _requeued_or_failed, collect=transitions
+            sql.REAP_EXPIRED, {"limit": limit}, requeued_or_failed, collect=transitions
         )
         if any(row["state"] == JobState.QUEUED for row in rows):
             await self.notify_wakeup()
@@ -389,12 +353,6 @@ class JobQueue:
         return rows
 
 
-def encode_result(result: JSON) -> str | None:
-    """A handler's return value as stored text; None stays SQL NULL. Raises ``TypeError``
-    or ``ValueError`` for a value JSON cannot hold."""
-    return None if result is None else json.dumps(result, allow_nan=False)
-
-
 def _insert_params(spec: JobSpec) -> dict[str, Any]:
     return {
         "id": new_job_id(),
@@ -407,47 +365,3 @@ def _insert_params(spec: JobSpec) -> dict[str, Any]:
         "max_attempts": spec.max_attempts,
         "idempotency_key": spec.idempotency_key,
     }
-
-
-def _transition(row: Mapping[str, Any], state: JobState, cause: Cause, **extra: Any) -> Transition:
-    return Transition(
-        row["id"], row["owner_id"], row["kind"], state, row["attempt"], cause, **extra
-    )
-
-
-def _running(row: Mapping[str, Any]) -> Transition:
-    return _transition(row, JobState.RUNNING, Cause.CLAIMED, progress=0.0)
-
-
-def _queued(row: Mapping[str, Any]) -> Transition:
-    if row.get("state") == JobState.CANCELLED:  # handed back after its cancel was requested
-        return _cancelled(row)
-    return _transition(row, JobState.QUEUED, Cause.REQUEUED, message="handed back")
-
-
-def _cancelled(row: Mapping[str, Any]) -> Transition:
-    return _transition(row, JobState.CANCELLED, Cause.CANCELLED)
-
-
-def _failed_or_retrying(row: Mapping[str, Any]) -> Transition:
-    state = JobState(row["state"])
-    if state is JobState.CANCELLED:  # it failed after its cancel was requested
-        return _cancelled(row)
-    cause = Cause.RETRYING if state is JobState.QUEUED else Cause.FAILED
-    return _transition(row, state, cause, error=row.get("error"))
-
-
-def _requeued_or_failed(row: Mapping[str, Any]) -> Transition:
-    state = JobState(row["state"])
-    if state is JobState.CANCELLED:  # its worker died after its cancel was requested
-        return _cancelled(row)
-    cause = Cause.REQUEUED if state is JobState.QUEUED else Cause.FAILED
-    return _transition(row, state, cause, message="lease expired", error=row.get("error"))
-
-
-def _cancel_outcome(row: Mapping[str, Any]) -> Transition:
-    # A running job stays running until its handler stops; only a queued one is cancelled now.
-    state = JobState(row["state"])
-    if state is JobState.CANCELLED:
-        return _transition(row, state, Cause.CANCELLED)
-    return _transition(row, state, Cause.CANCEL_REQUESTED, message="cancel requested")

@@ -5,23 +5,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 
 from mediajobs.errors import JobCancelled, LeaseLost
+from mediajobs.queue.base import QueueBackend
 from mediajobs.queue.models import Job
 from mediajobs.types import JSON
 
 if TYPE_CHECKING:
+    # A bare ``JobContext`` in a handler's signature means ``JobContext[JobQueue]``: the
+    # handlers of this platform run on Postgres. typing.TypeVar takes a default only from
+    # Python 3.13 on; the checker reads typing_extensions' (bundled with it).
+    from typing_extensions import TypeVar
+
     from mediajobs.queue.queue import JobQueue
+
+    QueueT = TypeVar("QueueT", bound=QueueBackend, default=JobQueue, covariant=True)
+else:
+    from typing import TypeVar
+
+    QueueT = TypeVar("QueueT", bound=QueueBackend, covariant=True)
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
-
-class JobContext:
-    """What a handler gets besides its job: progress and cancellation. (CPU-bound work has
+class JobContext(Generic[QueueT]):
+    """What a handler gets besides its job: the queue it came from, progress and
+    cancellation. (CPU-bound work has
     its own pools: the media handlers' imaging processes.)
 
     Progress is throttled: the first report is written at once, later ones at most every
@@ -33,7 +43,7 @@ class JobContext:
         self,
         job: Job,
         *,
-        queue: JobQueue,
+        queue: QueueT,
         worker_name: str,
         progress_interval: float = 0.0,
         clock: Callable[[], float] | None = None,
@@ -55,7 +65,7 @@ class JobContext:
         self.log_fields: dict[str, str] = {}  # what the worker's outcome log names
 
     @property
-    def queue(self) -> JobQueue:
+    def queue(self) -> QueueT:
         """The queue this job came from (its pool serves the handler's own queries, and
         follow-up jobs are enqueued through it)."""
         return self._queue
@@ -163,7 +173,8 @@ class JobContext:
             self._cancel_requested = True
 
 
-Handler = Callable[[JobContext, Job], Awaitable[JSON]]
+# A handler may be written for one queue (``JobContext[JobQueue]``, the default) or for any.
+Handler = Callable[[JobContext[Any], Job], Awaitable[JSON]]
 
 
 class HandlerRegistry:

@@ -1,9 +1,12 @@
 """The worker runtime: claim jobs, run their handlers, record the outcome.
 
 One ``Worker`` runs up to ``concurrency`` jobs at once on its event loop. Around the claim
-loop it keeps: a LISTEN connection for wake-ups (with a polling fallback), a lease-keeper
-thread, a completer that writes finished jobs in batches (group commit), and a
-housekeeping task that recovers expired leases and moves old jobs to the archive.
+loop it keeps: a ``Notifier`` for wake-ups (with a polling fallback), ``Leases`` that keep
+the running jobs' leases alive, a completer that writes finished jobs in batches (group
+commit), and a housekeeping task that recovers expired leases and moves old jobs to the
+archive. The queue, the leases and the notifier come in through the constructor
+(``queue.base``); ``Worker.for_postgres`` builds the Postgres ones from a conninfo, and
+``InMemoryQueue`` provides in-memory ones for tests.
 """
 
 from __future__ import annotations
@@ -17,21 +20,24 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
 from mediajobs.errors import JobCancelled, JobError, JobFailed, LeaseLost, Retry
-from mediajobs.queue import sql
+from mediajobs.queue.base import Leases, Notifier, QueueBackend, encode_result
 from mediajobs.queue.lease import LeaseKeeper
 from mediajobs.queue.listener import NotificationListener
 from mediajobs.queue.models import Backoff, Job, JobState
-from mediajobs.queue.queue import JobQueue, encode_result
+from mediajobs.queue.queue import JobQueue
 from mediajobs.queue.registry import HandlerRegistry, JobContext
 from mediajobs.types import JSON
 
 log = logging.getLogger(__name__)
 
 MAX_CLAIMS = 2  # claim statements in flight per worker
+
+_Attempt = tuple[uuid.UUID, int]  # (job id, attempt)
 
 
 @dataclass(frozen=True)
@@ -64,14 +70,17 @@ class WorkerStats:
 
 
 class Worker:
-    """Runs jobs from ``queue`` with the handlers in ``registry``."""
+    """Runs jobs from ``queue`` with the handlers in ``registry``; ``leases`` keeps the
+    leases of its running jobs alive and ``notifier`` wakes its claim loop (see the module
+    docstring)."""
 
     def __init__(
         self,
-        queue: JobQueue,
+        queue: QueueBackend,
         registry: HandlerRegistry,
         *,
-        conninfo: str,
+        leases: Leases,
+        notifier: Notifier,
         options: WorkerOptions | None = None,
         backoff: Backoff | None = None,
         maintenance: Sequence[Callable[[], Awaitable[object]]] = (),
@@ -81,14 +90,15 @@ class Worker:
         self.stats = WorkerStats()
         self._queue = queue
         self._registry = registry
-        self._conninfo = conninfo
         self._backoff = backoff or Backoff()
         self._maintenance = list(maintenance)  # run with the queue's maintenance sweep
         self._kinds = registry.select(self.options.kinds)
-        # Jobs holding a concurrency slot (their handler runs) ...
-        self._active: dict[uuid.UUID, tuple[asyncio.Task[None], JobContext]] = {}
-        # ... and every job task not yet finished, its completion write included.
-        self._tasks: dict[uuid.UUID, tuple[asyncio.Task[None], JobContext]] = {}
+        # Attempts holding a concurrency slot (their handler runs) ...
+        self._active: dict[_Attempt, tuple[asyncio.Task[None], JobContext[QueueBackend]]] = {}
+        # ... and every attempt not yet finished, its completion write included. Keyed by
+        # attempt: after losing a lease, this worker may claim the job again while the
+        # stale attempt still runs.
+        self._tasks: dict[_Attempt, tuple[asyncio.Task[None], JobContext[QueueBackend]]] = {}
         # Set on anything the claim loop may act on: a freed slot, a finished claim, a
         # wake-up notification, stop().
         self._changed = asyncio.Event()
@@ -103,14 +113,30 @@ class Worker:
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()  # a second stop(): skip (or end) the grace period
         self._completer = _Completer(queue)
-        self._keeper = LeaseKeeper(
-            conninfo,
-            lease=self.options.lease,
-            on_cancel=self._cancel_requested,
-            on_lost=self._lease_lost,
-        )
-        self._listener = NotificationListener(
-            conninfo, [sql.WAKEUP_CHANNEL, sql.CANCEL_CHANNEL], self._notified
+        self._leases = leases
+        self._notifier = notifier
+
+    @classmethod
+    def for_postgres(
+        cls,
+        queue: JobQueue,
+        registry: HandlerRegistry,
+        *,
+        conninfo: str,
+        options: WorkerOptions | None = None,
+        backoff: Backoff | None = None,
+        maintenance: Sequence[Callable[[], Awaitable[object]]] = (),
+    ) -> Worker:
+        """A worker on Postgres: a ``LeaseKeeper`` thread and a ``NotificationListener``,
+        each with its own connection to ``conninfo``."""
+        return cls(
+            queue,
+            registry,
+            leases=LeaseKeeper(conninfo),
+            notifier=NotificationListener(conninfo),
+            options=options,
+            backoff=backoff,
+            maintenance=maintenance,
         )
 
     @property
@@ -118,8 +144,8 @@ class Worker:
         return list(self._kinds)
 
     @property
-    def listener(self) -> NotificationListener:
-        return self._listener
+    def notifier(self) -> Notifier:
+        return self._notifier
 
     @property
     def running(self) -> int:
@@ -140,10 +166,17 @@ class Worker:
     async def run(self) -> WorkerStats:
         """Run until ``stop()`` (or, in burst mode, until the queue is drained)."""
         loop = asyncio.get_running_loop()
-        listener = asyncio.create_task(self._listener.run(), name="mediajobs-listener")
+        listener = asyncio.create_task(
+            self._notifier.run(self._woken, self._cancel_requested), name="mediajobs-listener"
+        )
         completer = asyncio.create_task(self._completer.run(), name="mediajobs-completer")
         housekeeping = asyncio.create_task(self._housekeeping(), name="mediajobs-housekeeping")
-        self._keeper.start(loop)
+        self._leases.start(
+            loop,
+            lease=self.options.lease,
+            on_cancel=self._cancel_requested,
+            on_lost=self._lease_lost,
+        )
         log.info(
             "worker %s started: kinds=%s concurrency=%d",
             self.name,
@@ -152,7 +185,7 @@ class Worker:
         )
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._listener.connected.wait(), timeout=5.0)
+                await asyncio.wait_for(self._notifier.connected.wait(), timeout=5.0)
             await self._claim_loop()
         finally:
             await self._shut_down()
@@ -160,7 +193,7 @@ class Worker:
             listener.cancel()
             await self._completer.close()
             await asyncio.gather(housekeeping, listener, completer, return_exceptions=True)
-            await loop.run_in_executor(None, self._keeper.stop)
+            await self._leases.stop()
             log.info("worker %s stopped: %s", self.name, self.stats)
         return self.stats
 
@@ -233,24 +266,21 @@ class Worker:
         for job in jobs:
             self._start(job)
 
-    def _notified(self, channel: str | None, payload: str) -> None:
-        if channel == sql.CANCEL_CHANNEL:
-            with contextlib.suppress(ValueError):
-                self._cancel_requested(uuid.UUID(payload))
-            return
+    def _woken(self) -> None:
         self._hints += 1
         self._changed.set()
 
+    def _attempts(self, job_id: uuid.UUID) -> list[JobContext[QueueBackend]]:
+        return [ctx for (held, _), (_, ctx) in self._tasks.items() if held == job_id]
+
     def _cancel_requested(self, job_id: uuid.UUID) -> None:
-        active = self._tasks.get(job_id)
-        if active is not None:
-            active[1].request_cancel()
+        for ctx in self._attempts(job_id):
+            ctx.request_cancel()
 
     def _lease_lost(self, job_id: uuid.UUID) -> None:
-        active = self._tasks.get(job_id)
-        if active is not None:
+        for ctx in self._attempts(job_id):
             log.warning("job %s lost its lease; its outcome will be refused", job_id)
-            active[1].mark_lease_lost()
+            ctx.mark_lease_lost()
 
     # -- running one job ---------------------------------------------------------------
 
@@ -262,25 +292,27 @@ class Worker:
             worker_name=self.name,
             progress_interval=self.options.progress_interval,
         )
-        self._keeper.hold(job)
+        for stale in self._attempts(job.id):  # a new attempt fences out the old ones
+            stale.mark_lease_lost()
+        self._leases.hold(job)
         task = asyncio.create_task(self._execute(ctx))
-        self._active[job.id] = (task, ctx)
-        self._tasks[job.id] = (task, ctx)
+        self._active[(job.id, job.attempt)] = (task, ctx)
+        self._tasks[(job.id, job.attempt)] = (task, ctx)
 
-    async def _execute(self, ctx: JobContext) -> None:
+    async def _execute(self, ctx: JobContext[QueueBackend]) -> None:
         job = ctx.job
         try:
             await self._outcome(ctx)
         finally:
-            self._keeper.release(job.id)
-            self._tasks.pop(job.id, None)
-            self._free_slot(job.id)
+            self._leases.release(job)
+            self._tasks.pop((job.id, job.attempt), None)
+            self._free_slot(job)
 
-    def _free_slot(self, job_id: uuid.UUID) -> None:
-        if self._active.pop(job_id, None) is not None:
+    def _free_slot(self, job: Job) -> None:
+        if self._active.pop((job.id, job.attempt), None) is not None:
             self._changed.set()
 
-    async def _outcome(self, ctx: JobContext) -> None:
+    async def _outcome(self, ctx: JobContext[QueueBackend]) -> None:
         job = ctx.job
         handler = self._registry.get(job.kind)
         try:
@@ -316,13 +348,13 @@ class Worker:
             return
         # The slot is free once the handler returned: the next claim overlaps this job's
         # completion write. The lease stays held until that write commits.
-        self._free_slot(job.id)
+        self._free_slot(job)
         if await self._completer.submit(job, result, encoded):
             self.stats.succeeded += 1
         else:
             self.stats.lost += 1
 
-    async def _fail(self, ctx: JobContext, error: JobError) -> None:
+    async def _fail(self, ctx: JobContext[QueueBackend], error: JobError) -> None:
         # A job whose cancel was requested ends cancelled, whatever the error: the queue
         # decides from the flag in the row (this worker may not have heard of it yet).
         job = ctx.job
@@ -424,7 +456,9 @@ def _logged(step: str) -> Iterator[None]:
         log.exception("housekeeping: %s failed; retrying", step)
 
 
-def describe_outcome(ctx: JobContext, state: JobState, error: JobError, *, delay: float) -> str:
+def describe_outcome(
+    ctx: JobContext[Any], state: JobState, error: JobError, *, delay: float
+) -> str:
     """One log line about a failed attempt: ``job failed: kind=media.process job=<id>
     attempt=1/3 mediaId=<id> fileName="a.png" code=corrupt_image message="..."``. What the
     handler named with ``ctx.describe`` comes after the attempt; text values are JSON-quoted
@@ -438,7 +472,7 @@ def describe_outcome(ctx: JobContext, state: JobState, error: JobError, *, delay
     return f"{verdict}: {describe_job(ctx)} {details}"
 
 
-def describe_job(ctx: JobContext) -> str:
+def describe_job(ctx: JobContext[Any]) -> str:
     """``kind=... job=... attempt=n/max`` and what the handler named with ``ctx.describe``."""
     job = ctx.job
     fields = [
@@ -463,7 +497,7 @@ class _Completer:
 
     MAX_BATCH = 1000
 
-    def __init__(self, queue: JobQueue) -> None:
+    def __init__(self, queue: QueueBackend) -> None:
         self._queue = queue
         self._pending: list[tuple[Job, JSON, str | None, asyncio.Future[bool]]] = []
         self._ready = asyncio.Event()

@@ -14,22 +14,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mediajobs.queue import kinds
 from mediajobs.queue.models import Cause, Transition
 from mediajobs.types import JSON
 
-# Job kind (or kind prefix before the first ".") -> event family. Kinds not listed here get
-# the generic family "job" (e.g. system.ping -> job_started, job_complete).
+# Job kind -> event family, for the kinds of ``queue.kinds``. Kinds not listed here get the
+# generic family "job" (e.g. system.ping -> job_started, job_complete).
 FAMILIES: dict[str, str] = {
-    "media.process": "upload",
-    "media.upload": "upload",
-    "media.generate": "generation",
-    "media.generate_image": "generation",
-    "media.generate_video": "generation",
-    "media.review": "review",
-    "media.delete": "delete",
-    "media.purge": "delete",
-    "media.ingest": "ingest",
-    "ingest": "ingest",
+    kinds.MEDIA_PROCESS: "upload",
+    kinds.MEDIA_REVIEW: "review",
+    kinds.MEDIA_DELETE: "delete",
+    kinds.MEDIA_PURGE: "delete",
 }
 GENERIC_FAMILY = "job"
 CANCELLED = "job_cancelled"
@@ -50,9 +45,8 @@ _PHASES = {
 
 
 def family(kind: str) -> str:
-    """The event family of a job kind: an exact match first, then the part before the
-    first dot."""
-    return FAMILIES.get(kind) or FAMILIES.get(kind.partition(".")[0]) or GENERIC_FAMILY
+    """The event family of a job kind (``job`` for a kind without one of its own)."""
+    return FAMILIES.get(kind, GENERIC_FAMILY)
 
 
 def is_terminal(event_type: str) -> bool:

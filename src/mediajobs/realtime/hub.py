@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from mediajobs.config import Settings
 from mediajobs.realtime.events import Event
 from mediajobs.realtime.metrics import RealtimeMetrics
 from mediajobs.realtime.publisher import decode_message
@@ -37,11 +38,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HubOptions:
-    buffer: int = 1000  # events held per stream before it is closed as slow
-    poll_interval: float = 2.0  # read Postgres after the watermark this often ...
+    """How the hub runs. The fields a deployment sets default to ``Settings`` (their one
+    home); ``from_settings`` is how the service builds them."""
+
+    buffer: int = Settings.sse_buffer  # events held per stream before it is closed as slow
+    poll_interval: float = Settings.hub_poll_interval  # read Postgres after the watermark ...
     outage_poll_interval: float = 0.5  # ... and this often while Redis is unreachable
     gap_wait: float = 0.05  # how long a hole may wait for a late publish before a read
     reconnect_max: float = 2.0  # longest pause between Redis reconnect attempts
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HubOptions:
+        """The options ``settings`` name."""
+        return cls(buffer=settings.sse_buffer, poll_interval=settings.hub_poll_interval)
 
 
 class Subscription:

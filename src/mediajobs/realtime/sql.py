@@ -1,14 +1,14 @@
-"""Every SQL statement and the Redis channel of the realtime layer, in one place."""
+"""Every SQL statement of the realtime layer, in one place.
+
+Events are published on one Redis channel (``Settings.events_channel``,
+MEDIAJOBS_EVENTS_CHANNEL): each API process holds one subscription and sees every id, which
+is how its hub notices a gap (an event published while it was not subscribed) and fills it
+from Postgres. The advisory lock that orders event ids is taken inside
+``mediajobs_record_events()`` (migration 0003).
+"""
 
 from __future__ import annotations
 
-# The Redis pub/sub channel every event is published on (MEDIAJOBS_EVENTS_CHANNEL). One
-# channel: each API process holds one subscription and sees every id, which is how its hub
-# notices a gap (an event published while it was not subscribed) and fills it from Postgres.
-DEFAULT_CHANNEL = "mediajobs:events"
-
-# The advisory lock of mediajobs_record_events(): "mjevents" read as a signed bigint.
-EVENTS_LOCK_KEY = int.from_bytes(b"mjevents", "big") - (1 << 63)
 # One pruner at a time: "mjevprun".
 PRUNE_LOCK_KEY = int.from_bytes(b"mjevprun", "big") - (1 << 63)
 

@@ -28,6 +28,7 @@ from psycopg_pool import PoolTimeout
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from mediajobs.config import Settings
 from mediajobs.realtime.events import (
     RESYNC,
     STREAM_ERROR,
@@ -50,9 +51,20 @@ HEADERS = [
 
 @dataclass(frozen=True)
 class StreamOptions:
-    heartbeat: float = 15.0  # seconds of silence before a ": ping" comment
-    retry_ms: int = 3000  # the reconnect delay EventSource is told to use
-    send_timeout: float = 10.0  # a write that takes longer drops the client as stalled
+    """How each stream runs; the defaults are ``Settings``' (their one home)."""
+
+    heartbeat: float = Settings.sse_heartbeat  # seconds of silence before a ": ping" comment
+    retry_ms: int = int(Settings.sse_retry * 1000)  # the reconnect delay told to EventSource
+    send_timeout: float = Settings.sse_send_timeout  # a slower write drops the client as stalled
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StreamOptions:
+        """The options ``settings`` name."""
+        return cls(
+            heartbeat=settings.sse_heartbeat,
+            retry_ms=int(settings.sse_retry * 1000),
+            send_timeout=settings.sse_send_timeout,
+        )
 
 
 # Postgres away or restarting: the history the stream needs cannot be read now.

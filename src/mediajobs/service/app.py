@@ -42,22 +42,16 @@ from mediajobs.service.auth import Authenticator
 from mediajobs.service.errors import EXCEPTION_HANDLERS, RETRY_AFTER
 from mediajobs.service.metrics import HttpMetrics, QueueGauges
 from mediajobs.service.middleware import RequestContext
+from mediajobs.service.models import Health, Ready, to_json
 from mediajobs.service.server import raise_open_files_limit
 from mediajobs.service.state import Services, StorageCheck, StreamSlots, services
-from mediajobs.storage import MemoryStore, StoreRegistry, stores_for
+from mediajobs.storage import MemoryStore, StoreRegistry
+from mediajobs.storage.factory import stores_for
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 2.0
 POOL_WAIT = 5.0  # seconds a request waits for a database connection before its 503
-
-
-def stream_options(settings: Settings) -> StreamOptions:
-    return StreamOptions(
-        heartbeat=settings.sse_heartbeat,
-        retry_ms=int(settings.sse_retry * 1000),
-        send_timeout=settings.sse_send_timeout,
-    )
 
 
 def create_app(
@@ -93,9 +87,7 @@ def create_app(
             subscriber,
             settings.events_channel,
             metrics=metrics,
-            options=HubOptions(
-                buffer=settings.sse_buffer, poll_interval=settings.hub_poll_interval
-            ),
+            options=HubOptions.from_settings(settings),
         )
         auth = Authenticator.from_settings(settings)
         jwks_task = None
@@ -116,7 +108,7 @@ def create_app(
             events=store,
             hub=hub,
             metrics=metrics,
-            stream_options=stream_options(settings),
+            stream_options=StreamOptions.from_settings(settings),
             queue_gauges=queue_gauges,
             stream_slots=StreamSlots(settings.streams_per_user),
         )
@@ -221,7 +213,7 @@ def close_streams(app: Starlette) -> None:
 
 async def healthz(request: Request) -> JSONResponse:
     """The process is up and serving (liveness)."""
-    return JSONResponse({"status": "ok"})
+    return JSONResponse(to_json(Health(status="ok")))
 
 
 async def readyz(request: Request) -> JSONResponse:
@@ -239,7 +231,7 @@ async def readyz(request: Request) -> JSONResponse:
         "storage": "ok" if storage.ok else f"error: {storage.error_code}",
     }
     ready = all(value == "ok" for value in checks.values())
-    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    body = to_json(Ready(status="ready" if ready else "unavailable", checks=checks))
     if ready:
         return JSONResponse(body)
     return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})

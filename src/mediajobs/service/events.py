@@ -17,7 +17,9 @@ from mediajobs.errors import AuthError
 from mediajobs.realtime.events import parse_last_event_id
 from mediajobs.realtime.sse import EventStreamResponse
 from mediajobs.service.auth import Principal
+from mediajobs.service.body import read_query
 from mediajobs.service.errors import ApiError
+from mediajobs.service.models import EventsQuery, Ticket, to_json
 from mediajobs.service.state import Services, StreamSlots, services
 
 
@@ -39,7 +41,7 @@ class _Slotted(Response):
 
 def _stream_principal(request: Request, svc: Services) -> Principal:
     """Bearer header for fetch-based clients, else the ``ticket`` query parameter."""
-    ticket = request.query_params.get("ticket")
+    ticket = read_query(request, EventsQuery).ticket
     if ticket and not request.headers.get("authorization"):
         return svc.auth.ticket(ticket)
     return svc.auth.bearer(request.headers.get("authorization"))
@@ -48,7 +50,7 @@ def _stream_principal(request: Request, svc: Services) -> Principal:
 def _last_event_id(request: Request) -> int | None:
     try:
         return parse_last_event_id(
-            [request.headers.get("last-event-id"), request.query_params.get("lastEventId")]
+            [request.headers.get("last-event-id"), read_query(request, EventsQuery).last_event_id]
         )
     except ValueError as exc:
         raise ApiError(400, "invalid_last_event_id", str(exc)) from None
@@ -103,13 +105,8 @@ async def ticket(request: Request) -> Response:
     value, expires_at = svc.auth.issue_ticket(principal)
     if expires_at <= datetime.now(UTC).timestamp():
         raise AuthError("token_expired", "the token expires before a ticket could be used")
-    return JSONResponse(
-        {
-            "ticket": value,
-            "expiresAt": datetime.fromtimestamp(expires_at, UTC).isoformat(),
-        },
-        headers={"Cache-Control": "no-store"},
-    )
+    answer = Ticket(ticket=value, expires_at=datetime.fromtimestamp(expires_at, UTC))
+    return JSONResponse(to_json(answer), headers={"Cache-Control": "no-store"})
 
 
 async def metrics(request: Request) -> Response:

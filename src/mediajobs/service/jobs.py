@@ -8,32 +8,37 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mediajobs.queue.models import Job, JobSpec, JobState
-from mediajobs.service.body import decode_cursor, page_of, query_choice, query_int, query_text
+from mediajobs.service.body import read_query
 from mediajobs.service.errors import ApiError
+from mediajobs.service.models import JobCancelled, JobList, JobQuery, JobRetried, JobView, to_json
+from mediajobs.service.paging import decode_cursor, page_of
 from mediajobs.service.state import Services, caller
 from mediajobs.types import JSON
 
-STATES = tuple(state.value for state in JobState)
-KIND_PATTERN = r"[a-z][a-z0-9_.]{0,63}"
+
+def job_view(job: Job) -> JobView:
+    """A job as the API shows it."""
+    return JobView(
+        id=job.id,
+        kind=job.kind,
+        state=job.state,
+        progress=job.progress,
+        message=job.message,
+        result=job.result,
+        error=job.error,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        payload=job.payload,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
 
 
-def job_json(job: Job) -> JSON:
-    return {
-        "id": str(job.id),
-        "kind": job.kind,
-        "state": job.state.value,
-        "progress": job.progress,
-        "message": job.message,
-        "result": job.result,
-        "error": job.error,
-        "attempt": job.attempt,
-        "maxAttempts": job.max_attempts,
-        "payload": job.payload,
-        "createdAt": job.created_at.isoformat(),
-        "updatedAt": job.updated_at.isoformat(),
-        "startedAt": job.started_at.isoformat() if job.started_at else None,
-        "finishedAt": job.finished_at.isoformat() if job.finished_at else None,
-    }
+def job_json(job: Job) -> dict[str, JSON]:
+    """A job as ``GET /jobs/{id}`` writes it."""
+    return to_json(job_view(job))
 
 
 async def _own_job(svc: Services, user_id: str, ident: str) -> Job:
@@ -57,19 +62,14 @@ async def get_job(request: Request) -> Response:
 async def list_jobs(request: Request) -> Response:
     """``GET /jobs?state=&kind=&cursor=&limit=``: the caller's jobs, newest first."""
     svc, principal = caller(request)
-    state = query_choice(request, "state", STATES)
-    kind = query_text(request, "kind", KIND_PATTERN)
-    limit = query_int(request, "limit", 50, 1, 200)
-    before = decode_cursor(request.query_params.get("cursor"))
+    query = read_query(request, JobQuery)
+    before = decode_cursor(query.cursor)
     jobs = await svc.queue.for_owner(
-        principal.user_id,
-        state=JobState(state) if state else None,
-        kind=kind,
-        before=before,
-        limit=limit + 1,
+        principal.user_id, state=query.state, kind=query.kind, before=before, limit=query.limit + 1
     )
-    jobs, cursor = page_of(jobs, limit)
-    return JSONResponse({"items": [job_json(job) for job in jobs], "nextCursor": cursor})
+    jobs, cursor = page_of(jobs, query.limit)
+    page = JobList(items=[job_view(job) for job in jobs], next_cursor=cursor)
+    return JSONResponse(to_json(page))
 
 
 async def cancel_job(request: Request) -> Response:
@@ -79,7 +79,7 @@ async def cancel_job(request: Request) -> Response:
     state = await svc.queue.cancel(job.id, owner_id=principal.user_id)
     if state is None:
         raise ApiError(409, "job_finished", f"the job already {job.state.value}")
-    return JSONResponse({"jobId": str(job.id), "state": state.value}, status_code=202)
+    return JSONResponse(to_json(JobCancelled(job_id=job.id, state=state)), status_code=202)
 
 
 async def retry_job(request: Request) -> Response:
@@ -101,4 +101,4 @@ async def retry_job(request: Request) -> Response:
             idempotency_key=f"retry:{job.id}",
         )
     )
-    return JSONResponse({"jobId": str(again.id), "retryOf": str(job.id)}, status_code=202)
+    return JSONResponse(to_json(JobRetried(job_id=again.id, retry_of=job.id)), status_code=202)

@@ -15,25 +15,30 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus, variant_urls
+from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus
 from mediajobs.db.policies import SitePolicies
 from mediajobs.errors import InvalidKey, StorageError
 from mediajobs.imaging.formats import ACCEPTED_TYPES, normalize_type
 from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
 from mediajobs.queue.models import JobSpec, JobState
 from mediajobs.service.auth import Principal
-from mediajobs.service.body import (
-    Field,
-    decode_cursor,
-    integer,
-    page_of,
-    query_choice,
-    query_int,
-    query_text,
-    read_json,
-    text,
-)
+from mediajobs.service.body import read_body, read_query
 from mediajobs.service.errors import ApiError
+from mediajobs.service.models import (
+    Accepted,
+    DeleteAccepted,
+    FailedJob,
+    MediaItem,
+    MediaList,
+    MediaPatch,
+    MediaQuery,
+    PresignedUpload,
+    Restore,
+    UploadComplete,
+    UploadInit,
+    to_json,
+)
+from mediajobs.service.paging import decode_cursor, page_of
 from mediajobs.service.state import Services, caller
 from mediajobs.storage.keys import (
     display_filename,
@@ -43,14 +48,12 @@ from mediajobs.storage.keys import (
     validate_key,
     validate_prefix,
 )
-from mediajobs.types import JSON
+from mediajobs.storage.urls import variant_urls
 
 log = logging.getLogger(__name__)
 
 UPLOAD_URL_TTL = 900.0  # seconds a presigned upload stays valid
 IN_FLIGHT_RETRY_AFTER = 2  # seconds: about one image's processing, when a slot may be free
-PURPOSE_PATTERN = r"[a-z][a-z0-9_]{0,31}"
-LISTABLE = tuple(s.value for s in MediaStatus if s is not MediaStatus.DELETED)
 
 
 def _not_found() -> ApiError:
@@ -67,40 +70,41 @@ def _parse_id(value: str) -> uuid.UUID | None:
 # -- items ---------------------------------------------------------------------------------
 
 
-async def media_item(svc: Services, record: MediaRecord, *, detail: bool = False) -> JSON:
+async def media_item(svc: Services, record: MediaRecord, *, detail: bool = False) -> MediaItem:
     """The public shape of an item; URLs come from the store, GPS never appears."""
-    variants, url = await variant_urls(record, svc.stores)
-    item: dict[str, JSON] = {
-        "id": str(record.id),
-        "path": record.source.key,
-        "status": record.status.value,
-        "kind": record.kind,
-        "purpose": record.purpose,
-        "width": record.width,
-        "height": record.height,
-        "url": url,
-        "variants": variants,
-        "blurDataURL": record.blur_data_url,
-        "altText": record.alt_text,
-        "sortOrder": record.sort_order,
-        "createdAt": record.created_at.isoformat(),
-        "jobId": str(record.job_id) if record.job_id else None,
-        "filename": record.original_filename,
-        "contentType": record.detected_type,
-        "detectedType": record.detected_type,
-        "bytes": record.bytes,
-        "replaces": str(record.replaces) if record.replaces else None,
-        "duplicateOf": str(record.duplicate_of) if record.duplicate_of else None,
-        "error": record.error,
-        "review": record.review,
-        "failedJob": await _failed_job(svc, record),
-    }
-    if detail:
-        item["exif"] = record.exif  # camera data; GPS is kept apart and never shown
-    return item
+    variants, url = await variant_urls(record.variants, svc.stores)
+    return MediaItem.model_validate(
+        {
+            "id": record.id,
+            "path": record.source.key,
+            "status": record.status,
+            "kind": record.kind,
+            "purpose": record.purpose,
+            "width": record.width,
+            "height": record.height,
+            "url": url,
+            "variants": variants,
+            "blurDataURL": record.blur_data_url,
+            "altText": record.alt_text,
+            "sortOrder": record.sort_order,
+            "createdAt": record.created_at,
+            "jobId": record.job_id,
+            "filename": record.original_filename,
+            "contentType": record.detected_type,
+            "detectedType": record.detected_type,
+            "bytes": record.bytes,
+            "replaces": record.replaces,
+            "duplicateOf": record.duplicate_of,
+            "error": record.error,
+            "review": record.review,
+            "failedJob": await _failed_job(svc, record),
+            # camera data; GPS is kept apart and never shown
+            **({"exif": record.exif} if detail else {}),
+        }
+    )
 
 
-async def _failed_job(svc: Services, record: MediaRecord) -> JSON:
+async def _failed_job(svc: Services, record: MediaRecord) -> FailedJob | None:
     """What stopped an item, when a job did: ``{id, kind, error: {code, message, retryable}}``
     of its processing job (a failed item) or of its review job (an item in review whose
     review failed), if that job failed; else None. ``POST /jobs/{id}/retry`` runs it again
@@ -116,50 +120,48 @@ async def _failed_job(svc: Services, record: MediaRecord) -> JSON:
     if job is None or job.state is not JobState.FAILED or job.owner_id != record.owner_id:
         return None
     error = job.error or {}
-    return {
-        "id": str(job.id),
-        "kind": job.kind,
-        "error": {
-            "code": str(error.get("code") or "failed"),
-            "message": str(error.get("message") or ""),
-            "retryable": bool(error.get("retryable", False)),
-        },
-    }
+    return FailedJob.model_validate(
+        {
+            "id": job.id,
+            "kind": job.kind,
+            "error": {
+                "code": str(error.get("code") or "failed"),
+                "message": str(error.get("message") or ""),
+                "retryable": bool(error.get("retryable", False)),
+            },
+        }
+    )
 
 
 async def list_media(request: Request) -> Response:
     """``GET /media``: the caller's library, newest first. Without ``status`` it is the
     gallery (ready items only: the review gate); ``status`` shows the owner other states."""
     svc, principal = caller(request)
-    status = query_choice(request, "status", LISTABLE)
-    purpose = query_text(request, "purpose", PURPOSE_PATTERN)
-    prefix = request.query_params.get("prefix") or None
-    limit = query_int(request, "limit", 50, 1, 200)
-    after = decode_cursor(request.query_params.get("cursor"))
+    query = read_query(request, MediaQuery)
+    after = decode_cursor(query.cursor)
     key_prefix = None
-    if prefix is not None:
+    if query.prefix is not None:
         try:
-            key_prefix = validate_prefix(user_prefix(principal.user_id) + prefix.lstrip("/"))
+            key_prefix = validate_prefix(user_prefix(principal.user_id) + query.prefix.lstrip("/"))
         except InvalidKey as exc:
             raise ApiError(400, "invalid_prefix", str(exc)) from None
-    statuses = (MediaStatus(status),) if status else (MediaStatus.READY,)
     records = await MediaRepository(svc.pool).page(
         principal.user_id,
-        statuses=statuses,
-        purpose=purpose,
+        statuses=(query.status or MediaStatus.READY,),
+        purpose=query.purpose,
         key_prefix=key_prefix,
         after=after,
-        limit=limit + 1,
+        limit=query.limit + 1,
     )
-    records, next_cursor = page_of(records, limit)
+    records, next_cursor = page_of(records, query.limit)
     items = [await media_item(svc, record) for record in records]
-    return JSONResponse({"items": items, "nextCursor": next_cursor})
+    return JSONResponse(to_json(MediaList(items=items, next_cursor=next_cursor)))
 
 
 async def get_media(request: Request) -> Response:
     svc, principal = caller(request)
     record = await _visible(svc, principal, request.path_params["media_id"])
-    return JSONResponse(await media_item(svc, record, detail=True))
+    return JSONResponse(to_json(await media_item(svc, record, detail=True)))
 
 
 async def _visible(svc: Services, principal: Principal, ident: str) -> MediaRecord:
@@ -172,33 +174,19 @@ async def _visible(svc: Services, principal: Principal, ident: str) -> MediaReco
     return record
 
 
-PATCH_FIELDS = {
-    "altText": Field((str,), nullable=True, check=text(1000, printable=True)),
-    "sortOrder": Field((int,), check=integer(-(2**31), 2**31 - 1)),
-    "purpose": Field((str,), check=text(32, pattern=PURPOSE_PATTERN)),
-}
-_PATCH_COLUMNS = {"altText": "alt_text", "sortOrder": "sort_order", "purpose": "purpose"}
-
-
 async def patch_media(request: Request) -> Response:
     svc, principal = caller(request)
     record = await _visible(svc, principal, request.path_params["media_id"])
-    body = await read_json(request, PATCH_FIELDS)
-    changes = {_PATCH_COLUMNS[name]: value for name, value in body.items()}
+    body = await read_body(request, MediaPatch)
+    # The fields given, by their column names (the model's field names).
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
     updated = await MediaRepository(svc.pool).update_fields(record.id, principal.user_id, changes)
     if updated is None:
         raise _not_found()
-    return JSONResponse(await media_item(svc, updated, detail=True))
+    return JSONResponse(to_json(await media_item(svc, updated, detail=True)))
 
 
 # -- uploads -------------------------------------------------------------------------------
-
-
-INIT_FIELDS = {
-    "filename": Field((str,), required=True, check=text(255)),
-    "contentType": Field((str,), nullable=True, check=text(255)),
-    "size": Field((int,), required=True, check=integer(1, 2**53)),
-}
 
 
 # Declared types a presigned upload may bind onto the stored object: an image type whose
@@ -229,38 +217,30 @@ def _bound_type(content_type: str | None) -> str:
 async def upload_init(request: Request) -> Response:
     """``POST /media/upload/init``: a presigned request that writes straight to storage."""
     svc, principal = caller(request)
-    body = await read_json(request, INIT_FIELDS)
+    body = await read_body(request, UploadInit)
     policy = await SitePolicies(svc.pool).load()
-    if body["size"] > policy.max_source_bytes:
+    if body.size > policy.max_source_bytes:
         raise ApiError(
             413, "file_too_large", f"files are limited to {policy.max_source_bytes} bytes"
         )
-    content_type = _bound_type(body.get("contentType"))
-    key = upload_key(principal.user_id, body["filename"])
+    content_type = _bound_type(body.content_type)
+    key = upload_key(principal.user_id, body.filename)
     await MediaRepository(svc.pool).start_upload(
-        key, principal.user_id, display_filename(body["filename"]), content_type
+        key, principal.user_id, display_filename(body.filename), content_type
     )
     signed = await svc.stores.active.presign_upload(
         key, content_type, policy.max_source_bytes, expires_in=UPLOAD_URL_TTL
     )
-    answer: dict[str, JSON] = {
+    answer: dict[str, object] = {
         "uploadURL": signed.url,
         "method": signed.method,
         "headers": dict(signed.headers),
         "objectPath": key,
-        "expiresAt": signed.expires_at.isoformat() if signed.expires_at else None,
+        "expiresAt": signed.expires_at,
     }
     if signed.fields:
         answer["fields"] = dict(signed.fields)
-    return JSONResponse(answer)
-
-
-COMPLETE_FIELDS = {
-    "objectPath": Field((str,), required=True, check=text(1024)),
-    "purpose": Field((str,), check=text(32, pattern=PURPOSE_PATTERN)),
-    "replaces": Field((str,), nullable=True, check=text(64)),
-    "altText": Field((str,), nullable=True, check=text(1000, printable=True)),
-}
+    return JSONResponse(to_json(PresignedUpload.model_validate(answer)))
 
 
 def _owned_key(principal: Principal, path: str, folder: str = "") -> str | None:
@@ -277,8 +257,8 @@ async def upload_complete(request: Request) -> Response:
     """``POST /media/upload/complete``: the media row and its ``media.process`` job, in one
     transaction; 202 with both ids. Completing the same object again returns the same."""
     svc, principal = caller(request)
-    body = await read_json(request, COMPLETE_FIELDS)
-    key = _owned_key(principal, body["objectPath"], "uploads")
+    body = await read_body(request, UploadComplete)
+    key = _owned_key(principal, body.object_path, "uploads")
     if key is None:
         raise ApiError(404, "upload_not_found", "no such uploaded object")
     media = MediaRepository(svc.pool)
@@ -287,8 +267,8 @@ async def upload_complete(request: Request) -> Response:
     if existing is not None and existing.source_locator == str(locator):
         return _accepted(existing.job_id, existing.id)
     replaces = None
-    if body.get("replaces"):
-        replaces = _parse_id(body["replaces"])
+    if body.replaces:
+        replaces = _parse_id(body.replaces)
         target = None if replaces is None else await media.get(replaces, principal.user_id)
         if target is None or target.status is MediaStatus.DELETED:
             raise ApiError(404, "media_not_found", "the media to replace does not exist")
@@ -311,10 +291,10 @@ async def upload_complete(request: Request) -> Response:
         record, created = await media.create(
             owner_id=principal.user_id,
             source=locator,
-            purpose=body.get("purpose") or "gallery",
+            purpose=body.purpose or "gallery",
             original_filename=filename or sanitize_filename(posixpath.basename(key)),
             declared_type=info.content_type,
-            alt_text=body.get("altText"),
+            alt_text=body.alt_text,
             replaces=replaces,
             conn=conn,
         )
@@ -350,9 +330,7 @@ async def _discard(svc: Services, key: str) -> None:
 
 
 def _accepted(job_id: uuid.UUID | None, media_id: uuid.UUID) -> JSONResponse:
-    return JSONResponse(
-        {"jobId": str(job_id) if job_id else None, "mediaId": str(media_id)}, status_code=202
-    )
+    return JSONResponse(to_json(Accepted(job_id=job_id, media_id=media_id)), status_code=202)
 
 
 # -- delete and restore --------------------------------------------------------------------
@@ -387,21 +365,15 @@ async def delete_media(request: Request) -> Response:
         assert hidden.deleted_at is not None
         payload = {"mediaId": str(record.id), "deletedAt": hidden.deleted_at.isoformat()}
         job = await svc.queue.enqueue(JobSpec(MEDIA_DELETE, principal.user_id, payload), conn=conn)
-    purge_after = hidden.purge_after.isoformat() if hidden.purge_after else None
-    return JSONResponse(
-        {"jobId": str(job.id), "mediaId": str(record.id), "purgeAfter": purge_after},
-        status_code=202,
-    )
-
-
-RESTORE_FIELDS = {"path": Field((str,), required=True, check=text(1024))}
+    accepted = DeleteAccepted(job_id=job.id, media_id=record.id, purge_after=hidden.purge_after)
+    return JSONResponse(to_json(accepted), status_code=202)
 
 
 async def restore_media(request: Request) -> Response:
     """``POST /media/restore``: undo a delete inside the undo window."""
     svc, principal = caller(request)
-    body = await read_json(request, RESTORE_FIELDS)
-    record = await _by_path(svc, principal, body["path"])
+    body = await read_body(request, Restore)
+    record = await _by_path(svc, principal, body.path)
     if record is None:
         raise _not_found()
     restored = await MediaRepository(svc.pool).restore(record.id, principal.user_id)
@@ -409,4 +381,4 @@ async def restore_media(request: Request) -> Response:
         if record.status is MediaStatus.DELETED:
             raise ApiError(409, "undo_window_over", "the undo window is over")
         raise ApiError(409, "not_deleted", "this media is not deleted")
-    return JSONResponse(await media_item(svc, restored, detail=True))
+    return JSONResponse(to_json(await media_item(svc, restored, detail=True)))

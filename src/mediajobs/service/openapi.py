@@ -1,445 +1,320 @@
-"""``GET /openapi.json``: every route and schema of the API. A test keeps it in sync with the
-routes the app really has, and schemathesis checks the app against it."""
+"""``GET /openapi.json``: every route of the API, OpenAPI 3.1. The schemas are generated from
+the models of ``service/models.py`` (JSON Schema 2020-12, which OpenAPI 3.1 uses as is); this
+module only lists the routes and which model each one reads and answers. A test keeps the
+list in sync with the routes the app really has, and schemathesis checks the app against it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
+from pydantic import BaseModel
+from pydantic.json_schema import (
+    GenerateJsonSchema,
+    JsonSchemaMode,
+    JsonSchemaValue,
+    models_json_schema,
+)
+from pydantic_core import core_schema as cs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mediajobs import __version__
-from mediajobs.db.policies import FIELDS, REVIEW_PROVIDERS
-from mediajobs.imaging.formats import ACCEPTED_TYPES
-from mediajobs.queue.models import JobState
-from mediajobs.service.media import LISTABLE, PURPOSE_PATTERN
+from mediajobs.service import models as m
 
 JSON_TYPE = "application/json"
-
-
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def obj(
-    properties: dict[str, Any], required: tuple[str, ...] = (), *, closed: bool = False
-) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
-    if closed:
-        schema["additionalProperties"] = False
-    return schema
-
-
-def nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
-
-
+REF_TEMPLATE = "#/components/schemas/{model}"
 STRING = {"type": "string"}
-INTEGER = {"type": "integer"}
-NUMBER = {"type": "number"}
-BOOLEAN = {"type": "boolean"}
-ANY: dict[str, Any] = {}
-UUID = {"type": "string", "format": "uuid"}
-TIME = {"type": "string", "format": "date-time"}
+EMPTY = {"type": "string", "maxLength": 0}
 
-_JSON_TYPES: dict[type, dict[str, Any]] = {
-    int: INTEGER,
-    float: NUMBER,
-    bool: BOOLEAN,
-    str: STRING,
-    list: {"type": "array", "items": ref("Variant")},  # the variant list
-}
-POLICY_FIELDS: dict[str, Any] = {api: _JSON_TYPES[kind] for api, kind in FIELDS.values()} | {
-    "photoReviewProvider": {"type": "string", "enum": list(REVIEW_PROVIDERS)}
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": obj(
-        {"error": obj({"code": STRING, "message": STRING}, ("code", "message"), closed=True)},
-        ("error",),
-        closed=True,
-    ),
-    "VariantRef": obj({"url": STRING, "width": INTEGER, "height": INTEGER}, ("url",)),
-    "MediaItem": obj(
-        {
-            "id": UUID,
-            "path": STRING,
-            "status": {"type": "string", "enum": list(LISTABLE)},
-            "kind": STRING,
-            "purpose": STRING,
-            "width": nullable(INTEGER),
-            "height": nullable(INTEGER),
-            "url": nullable(STRING),
-            "variants": {"type": "object", "additionalProperties": ref("VariantRef")},
-            "blurDataURL": nullable(STRING),
-            "altText": nullable(STRING),
-            "sortOrder": INTEGER,
-            "createdAt": TIME,
-            "jobId": nullable(UUID),
-            "filename": nullable(STRING),
-            "contentType": nullable(STRING),
-            "detectedType": nullable(STRING),
-            "bytes": nullable(INTEGER),
-            "replaces": nullable(UUID),
-            "duplicateOf": nullable(UUID),
-            "error": nullable({"type": "object"}),
-            "review": nullable({"type": "object"}),
-            "failedJob": nullable(ref("FailedJob")),
-            "exif": nullable({"type": "object"}),
-        },
-        ("id", "path", "status", "variants", "createdAt"),
-    ),
-    "FailedJob": obj(
-        {
-            "id": UUID,
-            "kind": STRING,
-            "error": obj(
-                {"code": STRING, "message": STRING, "retryable": BOOLEAN},
-                ("code", "message", "retryable"),
-            ),
-        },
-        ("id", "kind", "error"),
-    ),
-    "MediaList": obj(
-        {"items": {"type": "array", "items": ref("MediaItem")}, "nextCursor": nullable(STRING)},
-        ("items", "nextCursor"),
-    ),
-    "Job": obj(
-        {
-            "id": UUID,
-            "kind": STRING,
-            "state": {"type": "string", "enum": [s.value for s in JobState]},
-            "progress": NUMBER,
-            "message": nullable(STRING),
-            "result": {"nullable": True},
-            "error": nullable({"type": "object"}),
-            "attempt": INTEGER,
-            "maxAttempts": INTEGER,
-            "payload": {"type": "object"},
-            "createdAt": TIME,
-            "updatedAt": TIME,
-            "startedAt": nullable(TIME),
-            "finishedAt": nullable(TIME),
-        },
-        ("id", "kind", "state"),
-    ),
-    "JobList": obj(
-        {"items": {"type": "array", "items": ref("Job")}, "nextCursor": nullable(STRING)},
-        ("items", "nextCursor"),
-    ),
-    "UploadInit": obj(
-        {
-            "filename": {"type": "string", "minLength": 1, "maxLength": 255},
-            "contentType": nullable({"type": "string", "maxLength": 255}),
-            "size": {"type": "integer", "minimum": 1},
-        },
-        ("filename", "size"),
-        closed=True,
-    ),
-    "PresignedUpload": obj(
-        {
-            "uploadURL": STRING,
-            "method": {"type": "string", "enum": ["PUT", "POST"]},
-            "headers": {"type": "object", "additionalProperties": STRING},
-            "fields": {"type": "object", "additionalProperties": STRING},
-            "objectPath": STRING,
-            "expiresAt": nullable(TIME),
-        },
-        ("uploadURL", "method", "headers", "objectPath"),
-    ),
-    "UploadComplete": obj(
-        {
-            "objectPath": {"type": "string", "maxLength": 1024},
-            "purpose": {"type": "string", "pattern": f"^{PURPOSE_PATTERN}$"},
-            "replaces": nullable(STRING),
-            "altText": nullable({"type": "string", "maxLength": 1000}),
-        },
-        ("objectPath",),
-        closed=True,
-    ),
-    "Accepted": obj({"jobId": nullable(UUID), "mediaId": UUID}, ("jobId", "mediaId")),
-    "DeleteAccepted": obj(
-        {"jobId": UUID, "mediaId": UUID, "purgeAfter": nullable(TIME)}, ("jobId", "mediaId")
-    ),
-    "JobAccepted": obj({"jobId": UUID, "state": STRING, "retryOf": UUID}, ("jobId",)),
-    "MediaPatch": obj(
-        {
-            "altText": nullable({"type": "string", "maxLength": 1000}),
-            "sortOrder": INTEGER,
-            "purpose": {"type": "string", "pattern": f"^{PURPOSE_PATTERN}$"},
-        },
-        closed=True,
-    ),
-    "Restore": obj({"path": {"type": "string", "maxLength": 1024}}, ("path",), closed=True),
-    "Variant": obj({"name": STRING, "size": INTEGER}, ("name", "size")),
-    "MediaRules": obj(
-        {
-            "maxBatchSize": INTEGER,
-            "maxSourceBytes": INTEGER,
-            "minWidth": INTEGER,
-            "minHeight": INTEGER,
-            "minAspectRatio": NUMBER,
-            "maxAspectRatio": NUMBER,
-            "maxMegapixels": NUMBER,
-            "undoWindowSeconds": INTEGER,
-            "acceptedTypes": {"type": "array", "items": {"enum": list(ACCEPTED_TYPES)}},
-            "acceptedExtensions": {"type": "array", "items": STRING},
-            "variants": {"type": "array", "items": ref("Variant")},
-            "reviewEnabled": BOOLEAN,
-        },
-        ("maxSourceBytes", "acceptedTypes", "variants"),
-    ),
-    "SitePolicy": obj(
-        {**POLICY_FIELDS, "updatedAt": nullable(TIME), "updatedBy": nullable(STRING)}
-    ),
-    "SitePolicyUpdate": obj(POLICY_FIELDS, closed=True),
-    "Ticket": obj({"ticket": STRING, "expiresAt": {"nullable": True}}, ("ticket",)),
-    "DevTokenRequest": obj({"user": STRING}, closed=True),
-    "DevToken": obj({"token": STRING, "user": STRING, "expiresIn": INTEGER}, ("token",)),
-    "Health": obj({"status": STRING}, ("status",)),
-    "Ready": obj({"status": STRING, "checks": {"type": "object"}}, ("status",)),
-}
+# A response: a model (its JSON), or a raw OpenAPI response object (streams, text, files).
+Reply: TypeAlias = "type[BaseModel] | dict[str, Any]"
 
 
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {JSON_TYPE: {"schema": schema}}}
+class _Generator(GenerateJsonSchema):
+    """Pydantic's JSON Schema, without the noise: no per-field titles, and no
+    ``"default": null`` on a field that is never null (an ``Omittable`` one)."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+    def default_schema(self, schema: cs.WithDefaultSchema) -> JsonSchemaValue:
+        json_schema = super().default_schema(schema)
+        if json_schema.get("default", 0) is None and not _allows_null(json_schema):
+            json_schema = {k: v for k, v in json_schema.items() if k != "default"}
+        return json_schema
 
 
-ERRORS = {"default": _json(ref("Error"), "an error, in the one error shape")}
-SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+def _allows_null(schema: JsonSchemaValue) -> bool:
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    return any(_allows_null(branch) for branch in schema.get("anyOf", ()))
 
 
-def op(
-    summary: str,
-    responses: dict[str, Any],
-    *,
-    body: str | None = None,
-    params: list[dict[str, Any]] | None = None,
-    public: bool = False,
-) -> dict[str, Any]:
-    operation: dict[str, Any] = {"summary": summary, "responses": {**responses, **ERRORS}}
-    if not public:
-        operation["security"] = SECURED
-    if body is not None:
-        operation["requestBody"] = {"required": True, "content": {JSON_TYPE: {"schema": ref(body)}}}
-    if params:
-        operation["parameters"] = params
-    return operation
+@dataclass(frozen=True)
+class Op:
+    """One operation: what it reads (body, query, path parameters) and answers."""
+
+    summary: str
+    responses: Mapping[str, Reply]
+    body: type[m.Body] | None = None
+    body_required: bool = True
+    query: type[m.Query] | None = None
+    path: tuple[str, ...] = ()
+    public: bool = False
+    models: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        found: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+            (reply, "serialization") for reply in self.responses.values() if isinstance(reply, type)
+        ]
+        if self.body is not None:
+            found.append((self.body, "validation"))
+        if self.query is not None:
+            found.append((self.query, "validation"))
+        object.__setattr__(self, "models", tuple(found))
 
 
-def path_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": STRING}
+def _text(description: str, media_type: str = "text/plain") -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": STRING}}}
 
 
-def query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema}
+SSE = {"200": _text("a text/event-stream of job events (see docs/events.md)", "text/event-stream")}
+SITE_POLICY = {"200": m.SitePolicyView}
 
 
-CURSOR = query("cursor", STRING)
-LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 200})
-SSE = {
-    "200": {
-        "description": "a text/event-stream of job events (see docs/events.md)",
-        "content": {"text/event-stream": {"schema": STRING}},
-    }
-}
-
-
-def spec(*, development: bool, memory_store: bool, page: bool = False) -> dict[str, Any]:
-    paths: dict[str, Any] = {
-        "/healthz": {"get": op("liveness", {"200": _json(ref("Health"))}, public=True)},
+def operations(*, development: bool, memory_store: bool, page: bool) -> dict[str, dict[str, Op]]:
+    """The routes of the app: path -> method -> operation."""
+    paths: dict[str, dict[str, Op]] = {
+        "/healthz": {"get": Op("liveness", {"200": m.Health}, public=True)},
         "/readyz": {
-            "get": op(
-                "readiness: Postgres, Redis, storage", {"200": _json(ref("Ready"))}, public=True
-            )
+            "get": Op("readiness: Postgres, Redis, storage", {"200": m.Ready}, public=True)
         },
-        "/metrics": {
-            "get": op(
-                "Prometheus metrics",
-                {"200": {"description": "text", "content": {"text/plain": {"schema": STRING}}}},
+        "/metrics": {"get": Op("Prometheus metrics", {"200": _text("text")}, public=True)},
+        "/openapi.json": {
+            "get": Op(
+                "this document",
+                {
+                    "200": {
+                        "description": "OK",
+                        "content": {JSON_TYPE: {"schema": {"type": "object"}}},
+                    }
+                },
                 public=True,
             )
         },
-        "/openapi.json": {
-            "get": op("this document", {"200": _json({"type": "object"})}, public=True)
-        },
         "/events": {
-            "get": op(
+            "get": Op(
                 "every event of the caller's jobs, resumable with Last-Event-ID",
                 SSE,
-                params=[query("ticket", STRING), query("lastEventId", STRING)],
+                query=m.EventsQuery,
             )
         },
-        "/events/ticket": {
-            "post": op("a stream ticket for EventSource", {"200": _json(ref("Ticket"))})
-        },
+        "/events/ticket": {"post": Op("a stream ticket for EventSource", {"200": m.Ticket})},
         "/jobs/{job_id}/events": {
-            "get": op(
+            "get": Op(
                 "one job's events, ending after its last",
                 SSE,
-                params=[
-                    path_param("job_id"),
-                    query("ticket", STRING),
-                    query("lastEventId", STRING),
-                ],
+                query=m.EventsQuery,
+                path=("job_id",),
             )
         },
         "/media": {
-            "get": op(
+            "get": Op(
                 "the caller's library (ready items unless status is given)",
-                {"200": _json(ref("MediaList"))},
-                params=[
-                    query("prefix", STRING),
-                    query("status", {"type": "string", "enum": list(LISTABLE)}),
-                    query("purpose", STRING),
-                    CURSOR,
-                    LIMIT,
-                ],
+                {"200": m.MediaList},
+                query=m.MediaQuery,
             )
         },
         "/media/upload/init": {
-            "post": op(
+            "post": Op(
                 "a presigned upload straight to storage",
-                {"200": _json(ref("PresignedUpload"))},
-                body="UploadInit",
+                {"200": m.PresignedUpload},
+                body=m.UploadInit,
             )
         },
         "/media/upload/complete": {
-            "post": op(
+            "post": Op(
                 "create the media item and its processing job",
-                {"202": _json(ref("Accepted"), "accepted")},
-                body="UploadComplete",
+                {"202": m.Accepted},
+                body=m.UploadComplete,
             )
         },
         "/media/restore": {
-            "post": op(
-                "undo a delete inside the undo window",
-                {"200": _json(ref("MediaItem"))},
-                body="Restore",
-            )
+            "post": Op("undo a delete inside the undo window", {"200": m.MediaItem}, body=m.Restore)
         },
         "/media/{media_id}": {
-            "get": op(
-                "one item", {"200": _json(ref("MediaItem"))}, params=[path_param("media_id")]
-            ),
-            "patch": op(
+            "get": Op("one item", {"200": m.MediaItem}, path=("media_id",)),
+            "patch": Op(
                 "change altText, sortOrder or purpose",
-                {"200": _json(ref("MediaItem"))},
-                body="MediaPatch",
-                params=[path_param("media_id")],
+                {"200": m.MediaItem},
+                body=m.MediaPatch,
+                path=("media_id",),
             ),
         },
         "/media/{path}": {
-            "delete": op(
+            "delete": Op(
                 "hide an item (by id or path) now; purge it after the undo window",
-                {"202": _json(ref("DeleteAccepted"), "accepted")},
-                params=[path_param("path")],
+                {"202": m.DeleteAccepted},
+                path=("path",),
             )
         },
-        "/jobs": {
-            "get": op(
-                "the caller's jobs",
-                {"200": _json(ref("JobList"))},
-                params=[
-                    query("state", {"type": "string", "enum": [s.value for s in JobState]}),
-                    query("kind", STRING),
-                    CURSOR,
-                    LIMIT,
-                ],
-            )
-        },
-        "/jobs/{job_id}": {
-            "get": op("one job", {"200": _json(ref("Job"))}, params=[path_param("job_id")])
-        },
+        "/jobs": {"get": Op("the caller's jobs", {"200": m.JobList}, query=m.JobQuery)},
+        "/jobs/{job_id}": {"get": Op("one job", {"200": m.JobView}, path=("job_id",))},
         "/jobs/{job_id}/cancel": {
-            "post": op(
-                "cancel a job",
-                {"202": _json(ref("JobAccepted"), "accepted")},
-                params=[path_param("job_id")],
-            )
+            "post": Op("cancel a job", {"202": m.JobCancelled}, path=("job_id",))
         },
         "/jobs/{job_id}/retry": {
-            "post": op(
-                "run a failed, retryable job again",
-                {"202": _json(ref("JobAccepted"), "accepted")},
-                params=[path_param("job_id")],
-            )
+            "post": Op("run a failed, retryable job again", {"202": m.JobRetried}, path=("job_id",))
         },
         "/v1/meta/media-rules": {
-            "get": op("the live upload rules", {"200": _json(ref("MediaRules"))}, public=True)
+            "get": Op("the live upload rules", {"200": m.MediaRules}, public=True)
         },
         "/v1/admin/site-policies": {
-            "get": op("the site policy (admin)", {"200": _json(ref("SitePolicy"))}),
-            "put": op(
+            "get": Op("the site policy (admin)", SITE_POLICY),
+            "put": Op(
                 "change the site policy (admin); validated, effective at once",
-                {"200": _json(ref("SitePolicy"))},
-                body="SitePolicyUpdate",
+                SITE_POLICY,
+                body=m.SitePolicyUpdate,
             ),
         },
     }
     if development:
         paths["/dev/token"] = {
-            "post": {
-                **op(
-                    "a token for a dev user (development only)",
-                    {"200": _json(ref("DevToken"))},
-                    public=True,
-                ),
-                "requestBody": {
-                    "required": False,
-                    "content": {JSON_TYPE: {"schema": ref("DevTokenRequest")}},
-                },
-            }
+            "post": Op(
+                "a token for a dev user (development only)",
+                {"200": m.DevToken},
+                body=m.DevTokenRequest,
+                body_required=False,
+                public=True,
+            )
         }
     if page:
-        html = {"200": {"description": "HTML", "content": {"text/html": {"schema": STRING}}}}
-        asset = {"200": {"description": "a file", "content": {"*/*": {"schema": STRING}}}}
-        paths["/"] = {"get": op("the media library page", html, public=True)}
+        paths["/"] = {
+            "get": Op("the media library page", {"200": _text("HTML", "text/html")}, public=True)
+        }
         paths["/static/{file}"] = {
-            "get": op(
+            "get": Op(
                 "the page's script, styles and the JavaScript client",
-                asset,
-                params=[path_param("file")],
+                {"200": _text("a file", "*/*")},
+                path=("file",),
                 public=True,
             )
         }
     if memory_store:
+        key = ("key",)
         paths["/storage/{key}"] = {
-            "get": op(
+            "get": Op(
                 "an object of the in-memory store (development only)",
                 {
-                    "200": {"description": "the bytes", "content": {"*/*": {"schema": STRING}}},
-                    "206": {"description": "a range", "content": {"*/*": {"schema": STRING}}},
+                    "200": _text("the bytes", "*/*"),
+                    "206": _text("a range", "*/*"),
                     "304": {"description": "not modified"},
                 },
-                params=[path_param("key")],
+                path=key,
                 public=True,
             ),
-            "head": op(
-                "an object's headers",
-                {"200": {"description": "OK"}},
-                params=[path_param("key")],
-                public=True,
+            "head": Op(
+                "an object's headers", {"200": {"description": "OK"}}, path=key, public=True
             ),
-            "put": op(
+            "put": Op(
                 "a presigned upload into the in-memory store (development only)",
                 {"200": {"description": "stored"}},
-                params=[path_param("key")],
+                path=key,
                 public=True,
             ),
         }
+    return paths
+
+
+def component_schemas(
+    models: Iterable[tuple[type[BaseModel], JsonSchemaMode]],
+) -> tuple[dict[tuple[type[BaseModel], JsonSchemaMode], JsonSchemaValue], dict[str, Any]]:
+    """The JSON Schema of each model: a ``$ref`` per ``(model, mode)`` and the schemas they
+    point to, for ``components.schemas``."""
+    wanted = list(dict.fromkeys(models))
+    refs, document = models_json_schema(
+        wanted, ref_template=REF_TEMPLATE, schema_generator=_Generator
+    )
+    return {key: refs[key] for key in wanted}, document.get("$defs", {})
+
+
+def query_parameters(schema: JsonSchemaValue) -> list[dict[str, Any]]:
+    """A query model's schema as OpenAPI parameters, one per field. An empty value is an
+    absent one (``read_query``), so an optional parameter also takes ``""``."""
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        if name not in required and prop != STRING:
+            default = {"default": prop["default"]} if "default" in prop else {}
+            prop = {"anyOf": [{k: v for k, v in prop.items() if k != "default"}, EMPTY]}
+            prop.update(default)
+        parameters.append(
+            {"name": name, "in": "query", "required": name in required, "schema": prop}
+        )
+    return parameters
+
+
+def _response(reply: Reply, description: str, refs: Mapping[Any, JsonSchemaValue]) -> Any:
+    if isinstance(reply, dict):
+        return reply
+    schema = refs[(reply, "serialization")]
+    return {"description": description, "content": {JSON_TYPE: {"schema": schema}}}
+
+
+def _operation(
+    op: Op, refs: Mapping[Any, JsonSchemaValue], schemas: Mapping[str, Any]
+) -> dict[str, Any]:
+    responses = {
+        status: _response(reply, "accepted" if status == "202" else "OK", refs)
+        for status, reply in op.responses.items()
+    }
+    responses["default"] = _response(m.ErrorBody, "an error, in the one error shape", refs)
+    out: dict[str, Any] = {"summary": op.summary, "responses": responses}
+    if not op.public:
+        out["security"] = [{"bearer": []}]
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": STRING} for name in op.path
+    ]
+    if op.query is not None:
+        parameters += query_parameters(schemas[op.query.__name__])
+    if parameters:
+        out["parameters"] = parameters
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": op.body_required,
+            "content": {JSON_TYPE: {"schema": refs[(op.body, "validation")]}},
+        }
+    return out
+
+
+def document(paths: Mapping[str, Mapping[str, Op]]) -> dict[str, Any]:
+    """The OpenAPI document of ``paths``, its schemas generated from their models."""
+    used: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m.ErrorBody, "serialization")]
+    for item in paths.values():
+        for op in item.values():
+            used += op.models
+    refs, schemas = component_schemas(used)
+    described = {
+        path: {method: _operation(op, refs, schemas) for method, op in item.items()}
+        for path, item in paths.items()
+    }
+    queries = {op.query.__name__ for item in paths.values() for op in item.values() if op.query}
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "mediajobs",
             "version": __version__,
             "description": "Every media operation is an asynchronous job. See docs/api.md.",
         },
-        "paths": paths,
+        "paths": described,
         "components": {
-            "schemas": SCHEMAS,
+            # Query models become parameters; the schemas they use stay.
+            "schemas": {name: s for name, s in schemas.items() if name not in queries},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },
@@ -447,6 +322,17 @@ def spec(*, development: bool, memory_store: bool, page: bool = False) -> dict[s
     }
 
 
+@functools.cache
+def _cached(development: bool, memory_store: bool, page: bool) -> dict[str, Any]:
+    return spec(development=development, memory_store=memory_store, page=page)
+
+
+def spec(*, development: bool, memory_store: bool, page: bool = False) -> dict[str, Any]:
+    """The document of the app built with these flags."""
+    return document(operations(development=development, memory_store=memory_store, page=page))
+
+
 async def openapi(request: Request) -> Response:
+    """``GET /openapi.json``: the document of this app (built once per set of flags)."""
     development, memory_store, page = request.app.state.openapi_flags
-    return JSONResponse(spec(development=development, memory_store=memory_store, page=page))
+    return JSONResponse(_cached(development, memory_store, page))

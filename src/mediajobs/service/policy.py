@@ -2,48 +2,57 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mediajobs.config import Environment
-from mediajobs.db.policies import FIELDS, PolicyInvalid, SitePolicies, SitePolicy
+from mediajobs.db.policies import PolicyInvalid, SitePolicies, SitePolicy
 from mediajobs.errors import AuthError
 from mediajobs.imaging.formats import ACCEPTED_TYPES, EXTENSIONS
 from mediajobs.service.auth import Principal
-from mediajobs.service.body import Field, read_json, text
+from mediajobs.service.body import read_body
 from mediajobs.service.errors import ApiError
+from mediajobs.service.models import (
+    DevToken,
+    DevTokenRequest,
+    MediaRules,
+    SitePolicyUpdate,
+    SitePolicyView,
+    Variant,
+    api_names,
+    policy_fields,
+    to_json,
+)
 from mediajobs.service.state import Services, caller, services
+from mediajobs.types import JSON
 
-# The body of PUT /v1/admin/site-policies: API name -> site_policies column, and the column
-# back to its API name for error messages.
-_BODY = {api: Field((kind,)) for api, kind in FIELDS.values()}
-_COLUMN = {api: column for column, (api, _) in FIELDS.items()}
-_CAMEL = {column: api for column, (api, _) in FIELDS.items()}
+DEV_TOKEN_TTL = 12 * 3600  # seconds a dev token is valid
 
 
-def rules_json(policy: SitePolicy) -> dict[str, Any]:
-    return {
-        "maxBatchSize": policy.max_batch_size,
-        "maxSourceBytes": policy.max_source_bytes,
-        "minWidth": policy.min_width,
-        "minHeight": policy.min_height,
-        "minAspectRatio": policy.min_aspect_ratio,
-        "maxAspectRatio": policy.max_aspect_ratio,
-        "maxMegapixels": policy.max_megapixels,
-        "undoWindowSeconds": policy.undo_window_seconds,
-        "acceptedTypes": list(ACCEPTED_TYPES),
-        "acceptedExtensions": sorted(e for e, t in EXTENSIONS.items() if t in ACCEPTED_TYPES),
-        "variants": [{"name": v.name, "size": v.size} for v in policy.variants],
-        "reviewEnabled": policy.photo_review_enabled,
-    }
+def media_rules_of(policy: SitePolicy) -> MediaRules:
+    """The public rules of a policy."""
+    return MediaRules(
+        max_batch_size=policy.max_batch_size,
+        max_source_bytes=policy.max_source_bytes,
+        min_width=policy.min_width,
+        min_height=policy.min_height,
+        min_aspect_ratio=policy.min_aspect_ratio,
+        max_aspect_ratio=policy.max_aspect_ratio,
+        max_megapixels=policy.max_megapixels,
+        undo_window_seconds=policy.undo_window_seconds,
+        accepted_types=list(ACCEPTED_TYPES),
+        accepted_extensions=sorted(e for e, t in EXTENSIONS.items() if t in ACCEPTED_TYPES),
+        variants=[Variant(name=v.name, size=v.size) for v in policy.variants],
+        review_enabled=policy.photo_review_enabled,
+    )
 
 
 async def media_rules(request: Request) -> Response:
     """``GET /v1/meta/media-rules`` (public): what clients check before uploading."""
     policy = await SitePolicies(services(request).pool).load()
-    return JSONResponse(rules_json(policy), headers={"cache-control": "public, max-age=30"})
+    return JSONResponse(
+        to_json(media_rules_of(policy)), headers={"cache-control": "public, max-age=30"}
+    )
 
 
 def _admin(request: Request) -> tuple[Services, Principal]:
@@ -53,34 +62,34 @@ def _admin(request: Request) -> tuple[Services, Principal]:
     return svc, principal
 
 
-def _policy_json(policy: SitePolicy) -> dict[str, Any]:
-    body = policy.to_json()
-    body["updatedAt"] = policy.updated_at.isoformat() if policy.updated_at else None
-    body["updatedBy"] = policy.updated_by
-    return body
+def policy_json(policy: SitePolicy) -> dict[str, JSON]:
+    """The editable fields of ``policy`` by their API names (``mediajobs policy show``)."""
+    return to_json(SitePolicyUpdate.model_construct(**policy_fields(policy)))
+
+
+def _view_json(policy: SitePolicy) -> dict[str, JSON]:
+    fields = policy_fields(policy)
+    view = SitePolicyView.model_construct(
+        **fields, updated_at=policy.updated_at, updated_by=policy.updated_by
+    )
+    return to_json(view)
 
 
 async def get_site_policy(request: Request) -> Response:
     svc, _ = _admin(request)
-    return JSONResponse(_policy_json(await SitePolicies(svc.pool).load()))
+    return JSONResponse(_view_json(await SitePolicies(svc.pool).load()))
 
 
 async def put_site_policy(request: Request) -> Response:
     """Change any subset of the fields; validated as a whole, effective at once."""
     svc, principal = _admin(request)
-    body = await read_json(request, _BODY)
-    changes = {_COLUMN[name]: value for name, value in body.items()}
+    body = await read_body(request, SitePolicyUpdate)
     try:
-        policy = await SitePolicies(svc.pool).update(changes, by=principal.user_id)
+        policy = await SitePolicies(svc.pool).update(body.changes(), by=principal.user_id)
     except PolicyInvalid as exc:
-        field = _CAMEL.get(exc.field, exc.field)
+        field = api_names(SitePolicyUpdate).get(exc.field, exc.field)
         raise ApiError(422, "invalid_policy", f"{field}: {str(exc).partition(': ')[2]}") from None
-    return JSONResponse(_policy_json(policy))
-
-
-DEV_TOKEN_FIELDS = {
-    "user": Field((str,), check=text(64, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"))
-}
+    return JSONResponse(_view_json(policy))
 
 
 async def dev_token(request: Request) -> Response:
@@ -89,7 +98,7 @@ async def dev_token(request: Request) -> Response:
     svc = services(request)
     if svc.settings.env is Environment.PRODUCTION:
         raise AuthError("not_found", "no such route", status=404)
-    body = await read_json(request, DEV_TOKEN_FIELDS, allow_empty=True)
-    user = body.get("user") or "dev"
-    token = svc.auth.issue_token(user, ttl=12 * 3600)
-    return JSONResponse({"token": token, "user": user, "expiresIn": 12 * 3600})
+    body = await read_body(request, DevTokenRequest, allow_empty=True)
+    user = body.user or "dev"
+    token = svc.auth.issue_token(user, ttl=DEV_TOKEN_TTL)
+    return JSONResponse(to_json(DevToken(token=token, user=user, expires_in=DEV_TOKEN_TTL)))

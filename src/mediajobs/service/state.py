@@ -16,7 +16,8 @@ from mediajobs.realtime import EventHub, EventStore, RealtimeMetrics, StreamOpti
 from mediajobs.service.auth import Authenticator, Principal
 from mediajobs.service.errors import ApiError
 from mediajobs.service.metrics import QueueGauges
-from mediajobs.storage import CheckReport, StoreRegistry, check_store
+from mediajobs.storage import StoreRegistry
+from mediajobs.storage.check import CheckReport, check_store
 
 STORAGE_CHECK_TIMEOUT = 10.0
 STORAGE_CHECK_EVERY = 30.0  # seconds a storage check result is reused by /readyz

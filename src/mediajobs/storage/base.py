@@ -60,9 +60,6 @@ class ObjectInfo:
     updated_at: datetime | None
 
 
-MediaObject = ObjectInfo  # the name the media library uses for list items
-
-
 @dataclass(frozen=True)
 class ObjectPage:
     items: list[ObjectInfo]

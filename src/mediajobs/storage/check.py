@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from mediajobs.errors import StorageError
 from mediajobs.storage.base import Store
-from mediajobs.storage.memory import RemoteMemoryStore
+from mediajobs.storage.memory_remote import RemoteMemoryStore
 
 PROBE_PREFIX = "_mediajobs/check/"
 

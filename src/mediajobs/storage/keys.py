@@ -189,17 +189,6 @@ def variant_key(owner_id: str, media_id: uuid.UUID | str, variant: str) -> str:
     )
 
 
-def generated_key(
-    owner_id: str, job_id: uuid.UUID | str, index: int, *, video: bool = False
-) -> str:
-    """``media/{owner}/images/{jobId}_{index}.png`` (or ``videos/...mp4``)."""
-    if index < 0:
-        raise InvalidKey("index must be >= 0")
-    folder, ext = ("videos", "mp4") if video else ("images", "png")
-    job = check_segment(str(job_id), "job id")
-    return f"media/{owner_segment(owner_id)}/{folder}/{job}_{index}.{ext}"
-
-
 def user_prefix(owner_id: str, folder: str = "") -> str:
     """``media/{owner}/`` (or a folder under it): what a user may list, and what every key
     of theirs starts with."""

@@ -1,0 +1,140 @@
+"""Every SQL statement of the media library (the ``media`` and ``media_uploads`` tables), in
+one place.
+
+Each status change is one statement that names the statuses it may start from, so two
+workers can never leave an item half changed.
+"""
+
+from __future__ import annotations
+
+# The key of the source locator ``provider://bucket/key``, as an SQL expression.
+SOURCE_KEY = (
+    "substr(split_part(source_locator, '://', 2), "
+    "strpos(split_part(source_locator, '://', 2), '/') + 1)"
+)
+
+INSERT = """
+INSERT INTO media (id, owner_id, purpose, source_locator, original_filename,
+                   declared_type, alt_text, replaces, job_id, sort_order)
+VALUES (%(id)s, %(owner)s, %(purpose)s, %(source)s, %(filename)s, %(declared)s,
+        %(alt)s, %(replaces)s, %(job)s,
+        (SELECT coalesce(max(sort_order), 0) + 1 FROM media WHERE owner_id = %(owner)s))
+ON CONFLICT (owner_id, source_locator) DO NOTHING
+RETURNING *
+"""
+
+BY_SOURCE = "SELECT * FROM media WHERE owner_id = %(owner)s AND source_locator = %(source)s"
+
+REMEMBER_UPLOAD = """
+INSERT INTO media_uploads (object_key, owner_id, display_name, declared_type)
+VALUES (%s, %s, %s, %s)
+ON CONFLICT (object_key) DO UPDATE SET owner_id = excluded.owner_id,
+    display_name = excluded.display_name,
+    declared_type = excluded.declared_type, created_at = now()
+"""
+
+TAKE_UPLOAD = """
+DELETE FROM media_uploads WHERE object_key = %s AND owner_id = %s
+RETURNING display_name
+"""
+
+SET_JOB = "UPDATE media SET job_id = %s, updated_at = now() WHERE id = %s"
+
+GET = "SELECT * FROM media WHERE id = %(id)s"
+GET_OWNED = GET + " AND owner_id = %(owner)s"
+
+START_PROCESSING = """
+UPDATE media SET status = 'processing', job_id = %(job)s, error = NULL, updated_at = now()
+WHERE id = %(id)s AND status IN ('pending', 'processing', 'failed')
+RETURNING *
+"""
+
+FINISH_PROCESSING = """
+UPDATE media SET status = %(status)s, detected_type = %(detected_type)s,
+    original_filename = coalesce(%(original_filename)s, original_filename),
+    bytes = %(bytes)s, width = %(width)s, height = %(height)s,
+    variants = %(variants)s, blur_data_url = %(blur_data_url)s, exif = %(exif)s,
+    gps = %(gps)s, sha256 = %(sha256)s, duplicate_of = %(duplicate_of)s,
+    review = %(review)s, error = NULL, processed_at = now(), updated_at = now()
+WHERE id = %(id)s AND status = 'processing'
+RETURNING *
+"""
+
+FAIL = """
+UPDATE media SET status = 'failed', error = %(error)s, updated_at = now()
+WHERE id = %(id)s AND status IN ('pending', 'processing')
+RETURNING *
+"""
+
+DUPLICATE_OF = """
+SELECT id FROM media
+WHERE owner_id = %s AND sha256 = %s AND id <> %s AND status <> 'deleted'
+ORDER BY created_at, id LIMIT 1
+"""
+
+SET_REVIEW = """
+UPDATE media SET review = %(review)s, status = coalesce(%(status)s, status), updated_at = now()
+WHERE id = %(id)s AND status = 'in_review'
+RETURNING *
+"""
+
+# The replaced item is hidden as a delete (purged after the undo window) ...
+REPLACE_OLD = """
+UPDATE media SET status = 'deleted', deleted_from = status, deleted_at = now(),
+    purge_after = now() + make_interval(secs => %(window)s),
+    replaced_by = %(new)s, updated_at = now()
+WHERE id = %(old)s AND owner_id = %(owner)s AND status <> 'deleted'
+RETURNING *
+"""
+# ... and its replacement takes its place in the order.
+INHERIT_SORT_ORDER = "UPDATE media SET sort_order = %s, updated_at = now() WHERE id = %s"
+
+SOFT_DELETE = """
+UPDATE media SET status = 'deleted', deleted_from = status, deleted_at = now(),
+    purge_after = now() + make_interval(secs => %(window)s), updated_at = now()
+WHERE id = %(id)s AND owner_id = %(owner)s AND status <> 'deleted'
+RETURNING *
+"""
+
+RESTORE = """
+UPDATE media SET status = deleted_from, deleted_from = NULL, deleted_at = NULL,
+    purge_after = NULL, updated_at = now()
+WHERE id = %(id)s AND owner_id = %(owner)s AND status = 'deleted'
+  AND purged_at IS NULL AND purge_after > now() AND replaced_by IS NULL
+RETURNING *
+"""
+
+CLAIM_PURGE = """
+SELECT * FROM media WHERE id = %(id)s AND status = 'deleted'
+  AND purged_at IS NULL AND purge_after <= now()
+"""
+
+MARK_PURGED = """
+UPDATE media SET purged_at = now(), updated_at = now()
+WHERE id = %s AND status = 'deleted' AND purged_at IS NULL
+"""
+
+# A page of the owner's items: PAGE, then any of the PAGE_* filters, then PAGE_ORDER.
+PAGE = "SELECT * FROM media WHERE owner_id = %(owner)s AND status = ANY(%(statuses)s)"
+PAGE_PURPOSE = "AND purpose = %(purpose)s"
+PAGE_KEY_PREFIX = f"AND {SOURCE_KEY} LIKE %(like)s"
+PAGE_AFTER = "AND (created_at, id) < (%(at)s, %(id)s)"
+PAGE_ORDER = "ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+
+BY_SOURCE_KEY = f"SELECT * FROM media WHERE owner_id = %(owner)s AND {SOURCE_KEY} = %(key)s"
+BY_SOURCE_KEY_LIVE = BY_SOURCE_KEY + " AND status <> 'deleted'"
+NEWEST_ONE = " ORDER BY created_at DESC LIMIT 1"
+
+# A transaction-scoped advisory lock on a 64-bit hash of the owner id.
+LOCK_OWNER = "SELECT pg_advisory_xact_lock(hashtextextended('media.in_flight:' || %s, 0))"
+
+IN_FLIGHT = """
+SELECT count(*) AS n FROM media WHERE owner_id = %s AND status IN ('pending', 'processing')
+"""
+
+# Fields an owner may edit; UPDATE_FIELDS is completed with their assignments.
+EDITABLE = frozenset({"alt_text", "sort_order", "purpose"})
+UPDATE_FIELDS = (
+    "UPDATE media SET {assignments}, updated_at = now() "
+    "WHERE id = %(id)s AND owner_id = %(owner)s AND status <> 'deleted' RETURNING *"
+)

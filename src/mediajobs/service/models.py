@@ -1,0 +1,553 @@
+"""The HTTP boundary, declared once: every request body, query parameter set and response
+body of the API as a pydantic model. Validation (``service/body.py``), the OpenAPI document
+(``service/openapi.py``) and the ``mediajobs policy`` commands derive from these classes;
+nothing else writes a field list, a limit or a JSON Schema.
+
+- ``Body``: a request body. Strict JSON types (``"10"`` is not an integer, ``true`` is not
+  a number), unknown fields refused, camelCase names.
+- ``Query``: a query parameter set. Values arrive as text and are read as their type;
+  unknown parameters are ignored (cache busters), an empty value is an absent one.
+- ``Answer``: a response body, built by the route and dumped with ``to_json``.
+
+A field that may be left out but never sent as ``null`` is ``Omittable[...]``.
+Nothing here needs a request or an app: the CLI parses the site policy with it too.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    WithJsonSchema,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_core import core_schema as cs
+
+from mediajobs.db.media import MediaStatus
+from mediajobs.imaging.policy import VARIANT_NAME_PATTERN, VARIANT_SIZES
+from mediajobs.queue.models import JobState
+from mediajobs.types import JSON
+
+T = TypeVar("T")
+
+PURPOSE_PATTERN = r"[a-z][a-z0-9_]{0,31}"
+KIND_PATTERN = r"[a-z][a-z0-9_.]{0,63}"
+DEV_USER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+LISTABLE = tuple(s.value for s in MediaStatus if s is not MediaStatus.DELETED)
+ReviewProvider = Literal["disabled", "webhook"]
+REVIEW_PROVIDERS: tuple[str, ...] = get_args(ReviewProvider)
+# Width / height bounds any policy may set: 100:1 is past every panorama a camera makes.
+MIN_ASPECT_RATIO = 0.01
+MAX_ASPECT_RATIO = 100.0
+
+
+# -- value types ---------------------------------------------------------------------------
+
+
+def _refuse_null(value: T | None) -> T | None:
+    if value is None:
+        raise PydanticCustomError("not_null", "must not be null")
+    return value
+
+
+class _NotNullInSchema:
+    """Drops the ``null`` branch from an optional field's JSON Schema: absent is fine,
+    ``null`` is not."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: cs.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = handler(schema)
+        branches = [b for b in out.get("anyOf", [out]) if b != {"type": "null"}]
+        return branches[0] if len(branches) == 1 else {"anyOf": branches}
+
+
+# May be left out; never null. Read ``model_fields_set`` to tell "absent" from a value.
+Omittable = Annotated[T | None, AfterValidator(_refuse_null), _NotNullInSchema()]
+
+# Control characters other than tab and line breaks, and the bidirectional embeddings,
+# overrides and isolates that can make text read other than it is (Unicode TR36 3.1.1).
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise PydanticCustomError("text_nul", "must not contain NUL characters")
+    return value
+
+
+def _printable(value: str) -> str:
+    if _UNPRINTABLE.search(value):
+        raise PydanticCustomError(
+            "text_unprintable", "must not contain control characters or bidirectional overrides"
+        )
+    return value
+
+
+def _listable(value: MediaStatus) -> MediaStatus:
+    if value is MediaStatus.DELETED:
+        raise PydanticCustomError("enum", "must be one of {expected}", {"expected": LISTABLE})
+    return value
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+_NO_NUL = AfterValidator(_no_nul)
+Filename = Annotated[str, Field(min_length=1, max_length=255), _NO_NUL]
+ContentType = Annotated[str, Field(max_length=255), _NO_NUL]
+ObjectPath = Annotated[str, Field(max_length=1024), _NO_NUL]
+MediaRef = Annotated[str, Field(max_length=64), _NO_NUL]
+# Text shown to people: no control characters, no bidirectional tricks.
+AltText = Annotated[
+    str, Field(max_length=1000), AfterValidator(_no_nul), AfterValidator(_printable)
+]
+Purpose = Annotated[str, Field(pattern=f"^{PURPOSE_PATTERN}$")]
+Kind = Annotated[str, Field(pattern=f"^{KIND_PATTERN}$")]
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+ListableStatus = Annotated[
+    MediaStatus,
+    AfterValidator(_listable),
+    WithJsonSchema({"type": "string", "enum": list(LISTABLE)}),
+]
+# An instant, written as ``datetime.isoformat()`` writes it (``+00:00``, not ``Z``).
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_iso, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+# -- bases ---------------------------------------------------------------------------------
+
+
+class Body(BaseModel):
+    """A JSON request body: strict types, unknown fields refused, camelCase names."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, alias_generator=to_camel, frozen=True, allow_inf_nan=False
+    )
+
+
+class Query(BaseModel):
+    """A query parameter set: text read as the field's type, unknown parameters ignored."""
+
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, frozen=True)
+
+
+class Answer(BaseModel):
+    """A response body: built by a route, sent with ``to_json``."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, frozen=True, validate_by_name=True, validate_by_alias=True
+    )
+
+
+def to_json(model: BaseModel) -> dict[str, JSON]:
+    """``model`` as the API writes it: camelCase names; fields never set are left out (an
+    item's ``exif`` outside the detail view, a presigned PUT's ``fields``)."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+# -- validation errors -----------------------------------------------------------------------
+
+_PROBLEMS = {
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "list_type": "must be a list",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "dict_type": "must be an object",
+    "string_too_long": "at most {max_length} characters",
+    "string_too_short": "at least {min_length} character(s)",
+    "too_short": "at least {min_length} item(s)",
+    "too_long": "at most {max_length} item(s)",
+    "string_pattern_mismatch": "must match {pattern}",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be above {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be below {lt}",
+    "literal_error": "must be one of {expected}",
+    "enum": "must be one of {expected}",
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+}
+
+
+def describe(error: ErrorDetails) -> tuple[str, str]:
+    """``(field, problem)`` of one pydantic error, in the API's words: the top-level field
+    (its API name) and what is wrong, with the place inside it when it is nested
+    (``variants``, ``[1].size: must be at most 8192``)."""
+    loc = error["loc"]
+    field = str(loc[0]) if loc else "body"
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
+    template = _PROBLEMS.get(error["type"])
+    problem = template.format(**error.get("ctx", {})) if template else error["msg"]
+    return field, f"{where.lstrip('.')}: {problem}" if where else problem
+
+
+def unknown_field(error: ErrorDetails) -> bool:
+    """True when ``error`` is a top-level field the model does not have."""
+    return error["type"] == "extra_forbidden" and len(error["loc"]) == 1
+
+
+def first_error(errors: list[ErrorDetails]) -> ErrorDetails:
+    """The error to report: an unknown field first (the caller's name is wrong), then the
+    first in field order."""
+    return next((e for e in errors if unknown_field(e)), errors[0])
+
+
+# -- media -----------------------------------------------------------------------------------
+
+
+class UploadInit(Body):
+    """``POST /media/upload/init``."""
+
+    filename: Filename
+    content_type: ContentType | None = None
+    size: Annotated[int, Field(ge=1, le=2**53)]
+
+
+class UploadComplete(Body):
+    """``POST /media/upload/complete``."""
+
+    object_path: ObjectPath
+    purpose: Omittable[Purpose] = None
+    replaces: MediaRef | None = None
+    alt_text: AltText | None = None
+
+
+class MediaPatch(Body):
+    """``PATCH /media/{id}``: any subset; ``altText`` may be null (cleared)."""
+
+    alt_text: AltText | None = None
+    sort_order: Omittable[Int32] = None
+    purpose: Omittable[Purpose] = None
+
+
+class Restore(Body):
+    """``POST /media/restore``: an item's id or path."""
+
+    path: ObjectPath
+
+
+class MediaQuery(Query):
+    """``GET /media``."""
+
+    prefix: Omittable[str] = None
+    status: Omittable[ListableStatus] = None
+    purpose: Omittable[Purpose] = None
+    cursor: Omittable[str] = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+
+class VariantRef(Answer):
+    """One variant of an item: where it is and its size."""
+
+    url: str
+    width: int
+    height: int
+
+
+class FailedJobError(Answer):
+    """Why a job failed, and whether running it again can help."""
+
+    code: str
+    message: str
+    retryable: bool
+
+
+class FailedJob(Answer):
+    """What stopped an item, when a job did; ``POST /jobs/{id}/retry`` runs it again."""
+
+    id: uuid.UUID
+    kind: str
+    error: FailedJobError
+
+
+class MediaItem(Answer):
+    """One item of the library. URLs come from the store; GPS never appears."""
+
+    id: uuid.UUID
+    path: str
+    status: MediaStatus
+    kind: str
+    purpose: str
+    width: int | None
+    height: int | None
+    url: str | None
+    variants: dict[str, VariantRef]
+    blur_data_url: str | None = Field(alias="blurDataURL")
+    alt_text: str | None
+    sort_order: int
+    created_at: Timestamp
+    job_id: uuid.UUID | None
+    filename: str | None
+    content_type: str | None
+    detected_type: str | None
+    bytes: int | None
+    replaces: uuid.UUID | None
+    duplicate_of: uuid.UUID | None
+    error: dict[str, JSON] | None
+    review: dict[str, JSON] | None
+    failed_job: FailedJob | None
+    exif: dict[str, JSON] | None = None  # the detail view only; camera data, never GPS
+
+
+class MediaList(Answer):
+    """A page of the library, newest first; ``nextCursor`` fetches the next."""
+
+    items: list[MediaItem]
+    next_cursor: str | None
+
+
+class PresignedUpload(Answer):
+    """Where and how the client sends the bytes, straight to storage."""
+
+    upload_url: str = Field(alias="uploadURL")
+    method: Literal["PUT", "POST"]
+    headers: dict[str, str]
+    fields: Omittable[dict[str, str]] = None  # a presigned POST's form fields
+    object_path: str
+    expires_at: Timestamp | None
+
+
+class Accepted(Answer):
+    """A completed upload: the item and its processing job."""
+
+    job_id: uuid.UUID | None
+    media_id: uuid.UUID
+
+
+class DeleteAccepted(Answer):
+    """A delete: hidden now, purged by ``jobId`` after ``purgeAfter``."""
+
+    job_id: uuid.UUID
+    media_id: uuid.UUID
+    purge_after: Timestamp | None
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+class JobQuery(Query):
+    """``GET /jobs``."""
+
+    state: Omittable[JobState] = None
+    kind: Omittable[Kind] = None
+    cursor: Omittable[str] = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+
+class JobView(Answer):
+    """A job as ``GET /jobs/{id}`` shows it."""
+
+    id: uuid.UUID
+    kind: str
+    state: JobState
+    progress: float
+    message: str | None
+    result: JSON
+    error: dict[str, JSON] | None
+    attempt: int
+    max_attempts: int
+    payload: dict[str, JSON]
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+
+class JobList(Answer):
+    """A page of the caller's jobs, newest first."""
+
+    items: list[JobView]
+    next_cursor: str | None
+
+
+class JobCancelled(Answer):
+    """A cancel: the job's state after it."""
+
+    job_id: uuid.UUID
+    state: JobState
+
+
+class JobRetried(Answer):
+    """A retry: the new job, and the failed one it runs again."""
+
+    job_id: uuid.UUID
+    retry_of: uuid.UUID
+
+
+# -- site policy -----------------------------------------------------------------------------
+
+
+class Variant(Body):
+    """One output: a WebP whose long edge is at most ``size`` pixels."""
+
+    name: Annotated[str, Field(pattern=VARIANT_NAME_PATTERN)]
+    size: Annotated[int, Field(ge=VARIANT_SIZES[0], le=VARIANT_SIZES[1])]
+
+
+AspectRatio = Annotated[float, Field(ge=MIN_ASPECT_RATIO, le=MAX_ASPECT_RATIO)]
+MinSize = Annotated[int, Field(ge=1, le=20000)]
+
+
+class SitePolicyUpdate(Body):
+    """The editable site-policy fields, any subset: the body of ``PUT
+    /v1/admin/site-policies`` and what ``mediajobs policy set`` parses. The field names are
+    the domain record's (``SitePolicy``), the aliases the API's. A change is then checked as
+    a whole (``SitePolicy.validate``)."""
+
+    max_batch_size: Omittable[Annotated[int, Field(ge=1, le=1000)]] = Field(
+        None, description="uploads in flight per user"
+    )
+    max_source_bytes: Omittable[Annotated[int, Field(ge=1024, le=1 << 30)]] = Field(
+        None, description="largest source file, in bytes"
+    )
+    min_width: Omittable[MinSize] = Field(None, description="smallest upright width")
+    min_height: Omittable[MinSize] = Field(None, description="smallest upright height")
+    min_aspect_ratio: Omittable[AspectRatio] = Field(None, description="width / height, least")
+    max_aspect_ratio: Omittable[AspectRatio] = Field(None, description="width / height, most")
+    max_megapixels: Omittable[Annotated[float, Field(gt=0, le=1000)]] = Field(
+        None, description="pixel cap, checked from the header"
+    )
+    undo_window_seconds: Omittable[Annotated[int, Field(ge=0, le=30 * 86400)]] = Field(
+        None, description="how long a delete can be undone"
+    )
+    photo_review_enabled: Omittable[bool] = Field(
+        None, description="hold processed media in review"
+    )
+    photo_review_provider: Omittable[ReviewProvider] = Field(None, description="who reviews")
+    variants: Omittable[Annotated[list[Variant], Field(min_length=1)]] = Field(
+        None, description="the WebP outputs"
+    )
+    # libwebp's quality 0 is a degenerate, unusable image.
+    webp_quality: Omittable[Annotated[int, Field(ge=1, le=100)]] = Field(
+        None, description="WebP quality"
+    )
+    webp_method: Omittable[Annotated[int, Field(ge=0, le=6)]] = Field(
+        None, description="WebP effort: 0 fast .. 6 small"
+    )
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given, by their domain names (``min_width``), as plain values (the
+        variants as ``{name, size}`` mappings)."""
+        return self.model_dump(include=self.model_fields_set)
+
+
+class SitePolicyView(SitePolicyUpdate):
+    """The site policy as the admin routes show it: every field, and who changed it when."""
+
+    updated_at: Timestamp | None = None
+    updated_by: str | None = None
+
+
+def policy_fields(policy: object) -> dict[str, Any]:
+    """The editable fields of a domain ``SitePolicy``, by name, for ``model_construct``:
+    not validated again, so a stored policy is shown as it is, even one set in code outside
+    the API's ranges."""
+    values = {name: getattr(policy, name) for name in SitePolicyUpdate.model_fields}
+    values["variants"] = [
+        Variant.model_construct(name=v.name, size=v.size) for v in values["variants"]
+    ]
+    return values
+
+
+class MediaRules(Answer):
+    """The live upload rules, so clients never hard-code them."""
+
+    max_batch_size: int
+    max_source_bytes: int
+    min_width: int
+    min_height: int
+    min_aspect_ratio: float
+    max_aspect_ratio: float
+    max_megapixels: float
+    undo_window_seconds: int
+    accepted_types: list[str]
+    accepted_extensions: list[str]
+    variants: list[Variant]
+    review_enabled: bool
+
+
+class DevTokenRequest(Body):
+    """``POST /dev/token`` (development only); the body may be empty."""
+
+    user: Omittable[Annotated[str, Field(pattern=f"^{DEV_USER_PATTERN}$")]] = None
+
+
+class DevToken(Answer):
+    """A token for a dev user, and how many seconds it is valid."""
+
+    token: str
+    user: str
+    expires_in: int
+
+
+# -- the rest --------------------------------------------------------------------------------
+
+
+class Ticket(Answer):
+    """A short-lived stream ticket for ``EventSource``: ``GET /events?ticket=...``."""
+
+    ticket: str
+    expires_at: Timestamp
+
+
+class EventsQuery(Query):
+    """``GET /events`` and ``GET /jobs/{id}/events``: a ticket instead of a bearer header,
+    and where to resume (as the ``Last-Event-ID`` header)."""
+
+    ticket: Omittable[str] = None
+    last_event_id: Omittable[str] = None
+
+
+class Health(Answer):
+    """Liveness."""
+
+    status: str
+
+
+class Ready(Answer):
+    """Readiness, with each dependency's check."""
+
+    status: str
+    checks: dict[str, str]
+
+
+class ErrorDetail(Body):
+    """A stable machine-readable ``code`` and a message for people."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(Body):
+    """The one error shape: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+def api_names(model: type[BaseModel]) -> Mapping[str, str]:
+    """Field name -> API name (alias) of ``model``."""
+    return {name: field.alias or name for name, field in model.model_fields.items()}

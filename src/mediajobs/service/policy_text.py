@@ -1,0 +1,99 @@
+"""The site policy as command-line text, derived from ``SitePolicyUpdate``: ``FIELD=VALUE``
+assignments (``mediajobs policy set``) and the field list of its ``--help``. A field added
+to the model is settable and listed without a change here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from mediajobs.db.policies import PolicyInvalid
+from mediajobs.errors import ConfigError
+from mediajobs.service.models import (
+    SitePolicyUpdate,
+    api_names,
+    describe,
+    first_error,
+    unknown_field,
+)
+
+
+def parse_assignments(
+    items: Sequence[str], model: type[SitePolicyUpdate] = SitePolicyUpdate
+) -> dict[str, Any]:
+    """``FIELD=VALUE`` pairs as the model's changes, by domain name. ``FIELD`` is the API's
+    name (``minWidth``), as ``policy show`` prints it and ``PUT /v1/admin/site-policies``
+    takes it. ``VALUE`` is JSON when it parses (numbers, booleans, the variants list), else
+    text. An unknown field (a column's name such as ``min_width`` included, which gets a
+    hint) or a value the model refuses is ``PolicyInvalid`` naming the field; a pair
+    without ``=`` is ``ConfigError``."""
+    aliases = api_names(model)
+    body: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError("policy set", f"expected FIELD=VALUE, got {item!r}")
+        if name in aliases and aliases[name] != name:
+            raise PolicyInvalid(name, f"is not a policy field (the API's name is {aliases[name]})")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        body[name] = value
+    try:
+        return model.model_validate(body).changes()
+    except ValidationError as exc:
+        error = first_error(exc.errors(include_url=False))
+        field, problem = describe(error)
+        if unknown_field(error):
+            problem = "is not a policy field"
+        raise PolicyInvalid(field, problem) from None
+
+
+def fields_help(model: type[SitePolicyUpdate] = SitePolicyUpdate) -> str:
+    """One line per field of ``model``: its API name, type and range, and what it is."""
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+    lines = ["fields (the API's names; a value is JSON when it parses, else text):"]
+    for name, info in model.model_fields.items():
+        alias = info.alias or name
+        kind = _kind(schema["properties"][alias], defs)
+        about = f": {info.description}" if info.description else ""
+        lines.append(f"  {alias:<20} {kind}{about}")
+    return "\n".join(lines)
+
+
+def _kind(prop: dict[str, Any], defs: dict[str, Any]) -> str:
+    """A JSON Schema in a few words: ``integer 1..1000``, ``one of a, b``, ``list of ...``."""
+    if "$ref" in prop:
+        prop = defs[prop["$ref"].rsplit("/", 1)[1]]
+    if "enum" in prop:
+        return "one of " + ", ".join(str(v) for v in prop["enum"])
+    kind = prop.get("type")
+    if kind == "array":
+        least = f" (at least {prop['minItems']})" if "minItems" in prop else ""
+        return f"list{least} of {_kind(prop['items'], defs)}"
+    if kind == "object":
+        inner = ", ".join(f"{k}: {_kind(v, defs)}" for k, v in prop.get("properties", {}).items())
+        return "{" + inner + "}"
+    if kind == "string":
+        return f"text matching {prop['pattern']}" if "pattern" in prop else "text"
+    words = {"integer": "integer", "number": "number", "boolean": "true or false"}
+    text = words.get(str(kind), str(kind))
+    low = prop.get("minimum", prop.get("exclusiveMinimum"))
+    high = prop.get("maximum", prop.get("exclusiveMaximum"))
+    if low is None and high is None:
+        return text
+    if "exclusiveMinimum" in prop:
+        return f"{text} above {_number(low)}, at most {_number(high)}"
+    return f"{text} {_number(low)}..{_number(high)}"
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
