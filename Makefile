@@ -34,17 +34,21 @@ UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-v
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-# pip check fails when the lock no longer covers pyproject.toml (a dependency was added
-# without `make lock`).
+# requirements/check.py fails when the lock no longer covers pyproject.toml (a dependency
+# was added or raised without `make lock`).
+STALE_LOCK = { echo "requirements/ is out of date with pyproject.toml: run make lock"; exit 1; }
+
 $(STAMP): $(LOCK) pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
-	$(BIN)/python -m pip check || { echo "$(LOCK) is out of date: run make lock"; exit 1; }
+	$(BIN)/python -m pip check
+	$(BIN)/python requirements/check.py dev || $(STALE_LOCK)
 	touch $(STAMP)
 
 $(BENCH_STAMP): $(BENCH_LOCK) $(STAMP)
 	$(BIN)/python -m pip install --quiet -r $(BENCH_LOCK)
+	$(BIN)/python requirements/check.py dev bench || $(STALE_LOCK)
 	touch $(BENCH_STAMP)
 
 # The bench lock is resolved first (dev and bench together); the dev lock is then held to
@@ -110,4 +114,4 @@ bench-api: $(BENCH_STAMP)
 	$(BIN)/python bench/api_load.py --rate 67
 
 clean:
-	rm -rf $(VENV) .mediajobs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mediajobs .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
