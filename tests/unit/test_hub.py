@@ -43,7 +43,7 @@ async def hub_with(store: TableStore, **options: float) -> EventHub:
     return hub
 
 
-async def settle(hub: EventHub, watermark: int, timeout: float = 2.0) -> None:
+async def settle(hub: EventHub, watermark: int, timeout: float = 10.0) -> None:
     """Wait until the hub delivered every event up to ``watermark``."""
     async with asyncio.timeout(timeout):
         while hub.watermark < watermark:  # noqa: ASYNC110 (the hub has no event to await)
