@@ -1,9 +1,14 @@
-"""Finds real services for the suite, once per run.
+"""Finds real services for the suite, once per run, and only when a test needs them.
+
+Nothing is looked for until the first test that asks for the ``services`` fixture (through
+``database_url``, ``redis_url``, ``migrated_template``, ...), so ``pytest tests/unit`` runs
+with no Postgres and no Redis at all (``tests/unit/conftest.py`` refuses the fixture there).
 
 Postgres: DATABASE_URL, else the local server on 127.0.0.1:5432, else an embedded Postgres
 (pgserver). Redis: REDIS_URL, else 127.0.0.1:6379, else a `redis-server` binary on a free
 port, else fakeredis's TCP server. With MEDIAJOBS_REQUIRE_SERVICES=1 (or
---require-services) the run refuses the embedded fallbacks. The header says what was used.
+--require-services) the run refuses the embedded fallbacks. The summary at the end says
+what was used.
 """
 
 from __future__ import annotations
@@ -121,33 +126,41 @@ def _find_redis(required: bool, cleanups: list[Any]) -> tuple[str, str]:
     return f"redis://127.0.0.1:{port}/0", f"fakeredis TCP server on port {port}"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    required = bool(config.getoption("--require-services")) or (
+def _require_services(config: pytest.Config) -> bool:
+    return bool(config.getoption("--require-services")) or (
         os.environ.get("MEDIAJOBS_REQUIRE_SERVICES") == "1"
     )
-    cleanups: list[Any] = []
-    pg_url, pg_source = _find_postgres(required, cleanups)
-    redis_url, redis_source = _find_redis(required, cleanups)
-    config.stash[SERVICES] = Services(pg_url, pg_source, redis_url, redis_source, cleanups)
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     services = config.stash.get(SERVICES, None)
-    for cleanup in reversed(services.cleanups if services else []):
-        cleanup()
-
-
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    services = config.stash[SERVICES]
-    return [f"postgres: {services.pg_source}", f"redis: {services.redis_source}"]
+    if services is None:
+        terminalreporter.write_line("postgres, redis: not used (no test asked for them)")
+        return
+    terminalreporter.write_line(f"postgres: {services.pg_source}")
+    terminalreporter.write_line(f"redis: {services.redis_source}")
 
 
 SERVICES = pytest.StashKey[Services]()
 
 
 @pytest.fixture(scope="session")
-def services(pytestconfig: pytest.Config) -> Services:
-    return pytestconfig.stash[SERVICES]
+def services(pytestconfig: pytest.Config) -> Iterator[Services]:
+    """Postgres and Redis for the run, found (or booted) when a test first needs them and
+    stopped at the end of the session."""
+    required = _require_services(pytestconfig)
+    cleanups: list[Any] = []
+    try:
+        pg_url, pg_source = _find_postgres(required, cleanups)
+        redis_url, redis_source = _find_redis(required, cleanups)
+        found = Services(pg_url, pg_source, redis_url, redis_source, cleanups)
+        pytestconfig.stash[SERVICES] = found
+        yield found
+    finally:
+        for cleanup in reversed(cleanups):
+            cleanup()
 
 
 def database_url_for(admin_url: str, name: str) -> str:

@@ -5,6 +5,12 @@
     ├── DatabaseError          Postgres could not be reached or answered unexpectedly
     ├── AuthError              a request's credentials are missing, invalid or expired
     ├── ImageRejected          an upload is not an acceptable image (a stable ``code``)
+    ├── PolicyInvalid          a site-policy change that makes no sense (db.policies)
+    ├── ImagingFailed          the imaging process could not finish an image (handlers.imaging_pool)
+    │   ├── ImagingCrashed     it died while working on the image
+    │   ├── ImagingOutOfMemory it ran out of its memory limit
+    │   └── ImagingTimeout     it ran past the time limit
+    ├── ApiError               a route answers with the error envelope (service.errors)
     ├── StorageError           object storage refused or failed an operation
     │   ├── InvalidKey         a key or key part that could escape its prefix, or is malformed
     │   ├── ObjectNotFound     no object under that key

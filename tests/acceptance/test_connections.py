@@ -19,6 +19,7 @@ import pytest
 from mediajobs.service.server import MAX_HEADER_BYTES
 from tests.support.serving import Serving
 from tests.support.sse import bearer, following, realtime_env
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -151,10 +152,10 @@ def test_running_out_of_descriptors_is_logged_once_per_interval_and_the_server_r
     with Serving({**env, "MEDIAJOBS_HEADER_TIMEOUT": "60"}, open_files=limits) as serving:
         started = time.monotonic()
         with many_connections(serving.port, 200):
-            # While every descriptor is taken the server keeps failing to accept.
-            deadline = time.monotonic() + 4
-            while time.monotonic() < deadline:
-                time.sleep(0.2)
+            # While every descriptor is taken the server keeps failing to accept: once it
+            # has said so, it goes on failing for 4 s more, which it must not log again.
+            wait_until(lambda: exhaustion_records(serving.log_so_far()), timeout=60, interval=0.2)
+            time.sleep(4)
             during = serving.log_so_far()
         elapsed = time.monotonic() - started
         assert httpx.get(f"{serving.base}/healthz", timeout=10).status_code == 200
@@ -207,6 +208,17 @@ def test_oversized_and_malformed_requests_get_the_error_shape_with_a_request_id(
         assert code == ("headers_too_large" if name == "huge" else "malformed_request"), name
 
 
+def requests_counted(base: str, route: str) -> float:
+    """Requests to ``route`` that ``/metrics`` has counted, whatever their status."""
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    prefix = "mediajobs_http_requests_total{"
+    return sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith(prefix) and f'route="{route}"' in line
+    )
+
+
 def test_a_client_that_leaves_mid_body_is_no_server_error(env: dict[str, str]) -> None:
     with Serving(env) as serving:
         for _ in range(3):
@@ -216,9 +228,9 @@ def test_a_client_that_leaves_mid_body_is_no_server_error(env: dict[str, str]) -
                 b"Authorization: " + ALICE["Authorization"].encode() + b"\r\n"
                 b'Content-Type: application/json\r\nContent-Length: 50\r\n\r\n{"filename"'
             )
-            time.sleep(0.2)
+            time.sleep(0.2)  # the server is reading the body when the client leaves
             sock.close()
-        time.sleep(0.5)
+        wait_until(lambda: requests_counted(serving.base, "/media/upload/init") >= 3, timeout=30)
         metrics = httpx.get(f"{serving.base}/metrics", timeout=10).text
         log = serving.log_so_far()
     init = [line for line in metrics.splitlines() if 'route="/media/upload/init"' in line]

@@ -21,6 +21,7 @@ from tests.support.postgres_server import OwnPostgres
 from tests.support.redis_server import start_redis_server
 from tests.support.serving import Serving
 from tests.support.sse import bearer, realtime_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -153,10 +154,11 @@ async def test_a_redis_outage_is_named_by_readyz_and_requests_keep_working(
                 listed = await client.get("/media", headers=ALICE)
                 assert listed.status_code == 200
                 redis = start_redis_server(port)
-                for _ in range(100):
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                    await asyncio.sleep(0.1)
+
+                async def ready() -> bool:
+                    return (await client.get("/readyz")).status_code == 200
+
+                await wait_for(ready, timeout=60, interval=0.1)
                 assert (await client.get("/readyz")).json()["checks"]["redis"] == "ok"
         assert "Traceback" not in serving.output, serving.output[-4000:]
     finally:

@@ -4,6 +4,7 @@ test-artifacts/."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import shutil
@@ -19,6 +20,7 @@ from mediajobs.service.auth import Authenticator
 from tests.conftest import REPO
 from tests.support.images import encode, heic, jpeg, oriented_jpeg, photo, quadrants
 from tests.support.sse import SECRET, bearer, dev_site, metric
+from tests.support.waiting import wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -164,7 +166,13 @@ async def test_the_client_renews_its_stream_ticket_and_misses_nothing(
     page = await browser.new_page()
     await page.goto(short_ticket_site)
     await page.wait_for_selector("body[data-ready='true']")
-    await page.wait_for_timeout(7_000)  # two 3-second tickets have run out by now
+    async with httpx.AsyncClient(base_url=short_ticket_site) as client:
+
+        async def two_tickets_ran_out() -> bool:
+            metrics = (await client.get("/metrics")).text
+            return metric(metrics, 'mediajobs_sse_clients_dropped_total{reason="expired"}', 0) >= 2
+
+        await wait_for(two_tickets_ran_out, timeout=60, interval=0.2)  # 3-second tickets
     await page.set_input_files(
         "#picker",
         files=[
@@ -253,9 +261,17 @@ async def test_failed_items_say_why_offer_retry_when_retryable_and_survive_a_rel
     context = await browser.new_context(viewport={"width": 1440, "height": 900})
     page = await context.new_page()
     problems = PageProblems(page)
+    icon_asked = asyncio.Event()  # the browser's own request for the page's icon
+
+    def browser_request(request: Any) -> None:
+        if request.resource_type == "other":  # neither a document, a script nor a fetch
+            icon_asked.set()
+
+    page.on("requestfinished", browser_request)
+    page.on("requestfailed", browser_request)
     await page.goto(site)
     await page.wait_for_selector("body[data-ready='true']")
-    await page.wait_for_timeout(500)  # the browser asks for an icon after the load
+    await asyncio.wait_for(icon_asked.wait(), 30)
 
     # The rules line names formats, not 14 extensions; the page declares its icon, so the
     # browser never asks for /favicon.ico; nothing failed on the way.

@@ -79,25 +79,34 @@ def expected_types(steps: int) -> list[str]:
 
 
 async def test_a_client_that_drops_mid_job_resumes_with_last_event_id_without_gap_or_duplicate(
-    database_url, redis_url
+    database_url, redis_url, tmp_path
 ):
     env = realtime_env(database_url, redis_url)
+    hold = tmp_path / "go-on"
     with Serving(env) as api:
         async with worker(database_url, env), httpx.AsyncClient(timeout=30) as client:
             reading = await following(
                 client, f"{api.base}/events", count=8, headers=bearer("alice")
             )
-            job = await enqueue(database_url, "alice", steps=30, delay=0.04)
+            job = await enqueue(
+                database_url, "alice", steps=30, delay=0.04, hold_at=15, hold_file=str(hold)
+            )
             first = await reading
-            await asyncio.sleep(0.4)  # away while the job goes on publishing
+            # Away while the job publishes up to its hold (started + 15 reports)...
+            await wait_for(lambda: len(event_ids(database_url, job)) >= 16, timeout=30)
+            missed = event_ids(database_url, job)[-1]
             headers = {**bearer("alice"), "Last-Event-ID": str(first.ids[-1])}
-            second = await follow(
+            resumed = await following(
                 client, f"{api.base}/events", stop=terminal_of(job), headers=headers
             )
+            hold.touch()  # ...then back, and the rest of the job happens while connected
+            second = await resumed
     received = first.ids + second.ids
     assert received == event_ids(database_url, job)
     assert first.types + second.types == expected_types(30)
     assert len(second.ids) > 10  # some arrived from history, the rest live
+    assert [i for i in second.ids if i <= missed]  # from history
+    assert [i for i in second.ids if i > missed]  # live
     progress = [d["progress"] for d in first.data() + second.data() if "progress" in d]
     assert progress == sorted(progress) and progress[-1] == 1.0
     assert second.data()[-1]["result"] == {"steps": 30}
@@ -146,15 +155,22 @@ async def test_two_api_processes_both_deliver_every_event(database_url, redis_ur
     assert [stream.ids for stream in streams] == [expected, expected]
 
 
-async def test_killing_the_pubsub_connections_mid_job_loses_no_event(database_url, redis_url):
+async def test_killing_the_pubsub_connections_mid_job_loses_no_event(
+    database_url, redis_url, tmp_path
+):
     env = realtime_env(database_url, redis_url)
+    hold = tmp_path / "go-on"
     with Serving(env) as api:
         async with worker(database_url, env), httpx.AsyncClient(timeout=30) as client:
             watch = await watch_job(client, api.base, "alice")
-            watch.job = await enqueue(database_url, "alice", steps=40, delay=0.04)
-            await asyncio.sleep(0.5)
+            watch.job = await enqueue(
+                database_url, "alice", steps=40, delay=0.04, hold_at=10, hold_file=str(hold)
+            )
+            # Mid-job: started and 10 reports have arrived, 30 are still to come.
+            await wait_for(lambda: len(watch.received.events) >= 11, timeout=30)
             killed = redis.Redis.from_url(redis_url).client_kill_filter(_type="pubsub")
             assert killed >= 1
+            hold.touch()
             stream = await watch.stream
             metrics = (await client.get(f"{api.base}/metrics")).text
     assert stream.ids == event_ids(database_url, watch.job)
@@ -172,18 +188,24 @@ def private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
         proc.wait(timeout=10)
 
 
-async def test_restarting_redis_mid_job_loses_no_event_and_fails_no_job(database_url):
+async def test_restarting_redis_mid_job_loses_no_event_and_fails_no_job(database_url, tmp_path):
     port = free_port()
+    hold = tmp_path / "go-on"
     with private_redis(port) as first:
         env = realtime_env(database_url, f"redis://127.0.0.1:{port}/0")
         with Serving(env) as api:
             async with worker(database_url, env), httpx.AsyncClient(timeout=30) as client:
                 watch = await watch_job(client, api.base, "alice")
-                watch.job = await enqueue(database_url, "alice", steps=50, delay=0.04)
-                await asyncio.sleep(0.4)
+                watch.job = await enqueue(
+                    database_url, "alice", steps=50, delay=0.04, hold_at=10, hold_file=str(hold)
+                )
+                # Mid-job: started and 10 reports have arrived, 40 are still to come.
+                await wait_for(lambda: len(watch.received.events) >= 11, timeout=30)
                 first.terminate()
                 await asyncio.to_thread(first.wait, 10)
-                await asyncio.sleep(0.8)  # events published now reach no one through Redis
+                hold.touch()
+                # Events published now reach no one through Redis: 10 more, at least.
+                await wait_for(lambda: len(event_ids(database_url, watch.job)) >= 21, timeout=30)
                 second = start_redis_server(port)
                 try:
                     stream = await watch.stream

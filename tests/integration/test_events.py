@@ -32,10 +32,21 @@ async def test_event_ids_follow_commit_order_across_concurrent_transactions(data
             # The second writer waits for the first to commit: ids cannot commit out of
             # order, so a reader that sees an id has seen every smaller one.
             late_task = asyncio.create_task(_record_in_transaction(second))
-            await asyncio.sleep(0.3)
+            await wait_for(lambda: _blocked_by(pool, waiter=second, holder=first), timeout=10)
             assert not late_task.done()
         [late] = await asyncio.wait_for(late_task, 5)
     assert late.id == early.id + 1
+
+
+async def _blocked_by(pool, waiter, holder) -> bool:
+    """Whether ``waiter``'s session waits on a lock that ``holder``'s session holds."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT %s = ANY(pg_blocking_pids(%s)) AS blocked",
+            (holder.info.backend_pid, waiter.info.backend_pid),
+        )
+        row = await cursor.fetchone()
+    return bool(row["blocked"])
 
 
 async def _record_in_transaction(conn):

@@ -57,18 +57,19 @@ async def until_closed(reader: asyncio.StreamReader) -> bytes:
 @pytest.mark.parametrize("kind", ["httptools", "h11"])
 async def test_stuck_headers_get_408_and_whole_requests_are_served(kind: str) -> None:
     async with server(kind) as port:
+        # A whole request whose body comes slower than the deadline is served: the deadline
+        # is for headers only. It connects first, so once the two connections opened after
+        # it have had their 408, its own deadline has passed too: then its body comes.
+        slow_reader, slow = await asyncio.open_connection("127.0.0.1", port)
+        slow.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\n")
         half_reader, half = await asyncio.open_connection("127.0.0.1", port)
         half.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Len")
         silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
-        # A whole request whose body comes slower than the deadline is served: the deadline
-        # is for headers only.
-        slow_reader, slow = await asyncio.open_connection("127.0.0.1", port)
-        slow.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\n")
-        await asyncio.sleep(1.0)
-        slow.write(b"abcd")
-        half_got, silent_got, slow_got = await asyncio.gather(
-            until_closed(half_reader), until_closed(silent_reader), until_closed(slow_reader)
+        half_got, silent_got = await asyncio.gather(
+            until_closed(half_reader), until_closed(silent_reader)
         )
+        slow.write(b"abcd")
+        slow_got = await until_closed(slow_reader)
         for writer in (half, silent, slow):
             writer.close()
     assert half_got.startswith(b"HTTP/1.1 408 Request Timeout\r\n")

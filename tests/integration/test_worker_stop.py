@@ -4,6 +4,7 @@ jobs are handed back at once instead of after the grace."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -17,14 +18,15 @@ from mediajobs.queue import (
     Worker,
     WorkerOptions,
 )
-from tests.support.workers import queue_pool
+from tests.support.workers import queue_pool, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def test_a_second_stop_during_the_grace_period_hands_running_jobs_back_at_once(
-    database_url,
+    database_url, caplog
 ):
+    caplog.set_level(logging.INFO, logger="mediajobs.queue.worker")
     started = asyncio.Event()
 
     async def slow(ctx: JobContext, job: Job) -> object:
@@ -43,8 +45,9 @@ async def test_a_second_stop_during_the_grace_period_hands_running_jobs_back_at_
         run = asyncio.create_task(worker.run())
         await asyncio.wait_for(started.wait(), 10)
         worker.stop()
-        await asyncio.sleep(0.3)
-        assert not run.done()  # the first stop waits for the running job
+        await wait_for(lambda: "waiting up to" in caplog.text, timeout=30)  # the grace period
+        done, _ = await asyncio.wait({run}, timeout=0.3)
+        assert not done  # the first stop waits for the running job
         worker.stop()
         stats = await asyncio.wait_for(run, 30)
         after = await queue.get(job.id)

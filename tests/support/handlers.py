@@ -42,18 +42,34 @@ async def sleepy(ctx: JobContext, job: Job) -> Any:
     return {"attempt": job.attempt}
 
 
+HOLD_LIMIT = 60.0  # seconds a held job waits for its file before it fails
+
+
 async def steps(ctx: JobContext, job: Job) -> Any:
     """Reports progress ``steps`` times, ``delay`` seconds apart (``pad`` characters of
-    message each, to make events large), then returns ``{"steps": n}``."""
+    message each, to make events large), then returns ``{"steps": n}``. With ``hold_at``
+    and ``hold_file``, it stops after that many reports until the file exists: a test puts
+    something "mid-job" there, whatever the machine's speed."""
     n = int(job.payload.get("steps", 10))
     delay = float(job.payload.get("delay", 0.0))
     pad = "x" * int(job.payload.get("pad", 0))
+    hold_at = job.payload.get("hold_at")
     for i in range(n):
+        if i == hold_at:
+            await wait_for_file(job.payload["hold_file"])
         ctx.raise_if_cancelled()
         await ctx.progress((i + 1) / n, f"step {i + 1} of {n}{pad}")
         if delay:
             await asyncio.sleep(delay)
     return {"steps": n}
+
+
+async def wait_for_file(path: str) -> None:
+    deadline = asyncio.get_running_loop().time() + HOLD_LIMIT
+    while not await asyncio.to_thread(os.path.exists, path):
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"{path} did not appear within {HOLD_LIMIT:g} s")
+        await asyncio.sleep(0.02)
 
 
 def build_registry(resources: WorkerResources) -> HandlerRegistry:

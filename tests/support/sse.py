@@ -77,9 +77,11 @@ async def follow(
     headers: dict[str, str] | None = None,
     timeout: float = 30,
     connected: asyncio.Event | None = None,
+    into: Stream | None = None,
 ) -> Stream:
-    """Read ``url`` until ``stop(event)``, ``count`` events, or the server ends it."""
-    stream = Stream()
+    """Read ``url`` until ``stop(event)``, ``count`` events, or the server ends it. Events
+    are added to ``into`` (when given) as they arrive, so a test can wait on them."""
+    stream = into if into is not None else Stream()
     async with asyncio.timeout(timeout):
         async with aconnect_sse(client, "GET", url, headers=dict(headers or {})) as source:
             source.response.raise_for_status()
@@ -115,6 +117,7 @@ class JobWatch:
 
     job: uuid.UUID | None = None
     stream: asyncio.Task[Stream] = field(init=False)
+    received: Stream = field(default_factory=Stream)  # what has arrived so far
 
     def reached_terminal(self, event: ServerSentEvent) -> bool:
         return self.job is not None and terminal_of(self.job)(event)
@@ -123,7 +126,11 @@ class JobWatch:
 async def watch_job(client: httpx.AsyncClient, base: str, user: str) -> JobWatch:
     watch = JobWatch()
     watch.stream = await following(
-        client, f"{base}/events", stop=watch.reached_terminal, headers=bearer(user)
+        client,
+        f"{base}/events",
+        stop=watch.reached_terminal,
+        headers=bearer(user),
+        into=watch.received,
     )
     return watch
 

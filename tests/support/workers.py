@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from mediajobs.db import Pool, open_pool
 from mediajobs.queue import HandlerRegistry, JobQueue, Worker, WorkerOptions
+from tests.support.waiting import wait_for as wait_for  # the tests import it from here too
 
 REPO = Path(__file__).resolve().parents[2]
 SUPPORT_APP = "tests.support.handlers:build_registry"
@@ -49,8 +49,14 @@ async def running_worker(
         await asyncio.wait_for(task, timeout=30)
 
 
-def worker_env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAJOBS_")}
+# What makes coverage's start-up hook (a .pth file) measure a child process in `make test`.
+COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+
+
+def worker_env(database_url: str, *, coverage: bool = True, **extra: str) -> dict[str, str]:
+    """The environment of a worker process; ``coverage=False`` leaves it unmeasured."""
+    drop = ("MEDIAJOBS_",) if coverage else ("MEDIAJOBS_", *COVERAGE_VARIABLES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(
         DATABASE_URL=database_url,
         PYTHONPATH=str(REPO),
@@ -64,10 +70,16 @@ def worker_env(database_url: str, **extra: str) -> dict[str, str]:
 class WorkerProcess:
     """`mediajobs worker --app tests.support...` as a real process; output kept for asserts."""
 
-    def __init__(self, database_url: str, *args: str, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        database_url: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        coverage: bool = True,
+    ):
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "mediajobs", "worker", "--app", SUPPORT_APP, *args],
-            env=worker_env(database_url, **(env or {})),
+            env=worker_env(database_url, coverage=coverage, **(env or {})),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group, children included
@@ -102,23 +114,12 @@ class WorkerProcess:
 
 
 def start_worker_process(
-    database_url: str, *args: str, env: Mapping[str, str] | None = None
+    database_url: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    coverage: bool = True,
 ) -> WorkerProcess:
-    return WorkerProcess(database_url, *args, env=env)
-
-
-async def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02) -> None:
-    """Poll ``predicate`` (sync or async) until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+    return WorkerProcess(database_url, *args, env=env, coverage=coverage)
 
 
 def read_lines(path: Path) -> list[str]:

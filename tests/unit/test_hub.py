@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
 
 from mediajobs.realtime.events import Event
 from mediajobs.realtime.hub import EventHub, HubOptions
@@ -37,20 +40,36 @@ def event(event_id: int, owner: str = "alice", job: uuid.UUID = JOB_A) -> Event:
     return Event(event_id, owner, job, "job_progress", f'{{"n":{event_id}}}', published_at=1.0)
 
 
-async def hub_with(store: TableStore, **options: float) -> EventHub:
-    hub = EventHub(store, None, "unused", options=HubOptions(**options))  # type: ignore[arg-type]
-    await hub.start()
-    return hub
+HubFactory = Callable[..., Awaitable[EventHub]]
 
 
-async def settle(hub: EventHub, watermark: int, timeout: float = 2.0) -> None:
+@pytest.fixture
+async def hub_with() -> AsyncIterator[HubFactory]:
+    """Starts hubs over a ``TableStore`` (``await hub_with(store, **options)``); each is
+    stopped when the test ends, passed or failed, so no hub task outlives its test."""
+    started: list[EventHub] = []
+
+    async def start(store: TableStore, **options: float) -> EventHub:
+        hub = EventHub(store, None, "unused", options=HubOptions(**options))  # type: ignore[arg-type]
+        await hub.start()
+        started.append(hub)
+        return hub
+
+    yield start
+    for hub in started:
+        await hub.stop()
+
+
+async def settle(hub: EventHub, watermark: int, timeout: float = 10.0) -> None:
     """Wait until the hub delivered every event up to ``watermark``."""
     async with asyncio.timeout(timeout):
         while hub.watermark < watermark:  # noqa: ASYNC110 (the hub has no event to await)
             await asyncio.sleep(0.005)
 
 
-async def test_live_events_arriving_out_of_order_are_delivered_in_id_order():
+async def test_live_events_arriving_out_of_order_are_delivered_in_id_order(
+    hub_with: HubFactory,
+) -> None:
     store = TableStore()
     hub = await hub_with(store, gap_wait=1.0, poll_interval=60)
     sub = hub.register("alice")
@@ -64,7 +83,9 @@ async def test_live_events_arriving_out_of_order_are_delivered_in_id_order():
     await hub.stop()
 
 
-async def test_a_hole_is_filled_from_the_table_and_a_rolled_back_id_is_skipped():
+async def test_a_hole_is_filled_from_the_table_and_a_rolled_back_id_is_skipped(
+    hub_with: HubFactory,
+):
     store = TableStore()
     hub = await hub_with(store, gap_wait=0.02, poll_interval=60)
     sub = hub.register("alice")
@@ -75,11 +96,13 @@ async def test_a_hole_is_filled_from_the_table_and_a_rolled_back_id_is_skipped()
     delivered = sub.take()
     assert [e.id for e in delivered] == [1, 2, 4]
     assert delivered[2].published_at == 1.0  # the live copy, with its publish time
-    assert hub.metrics.gap_fills._value.get() == 1  # only event 2 came from the table
+    assert (
+        hub.metrics.registry.get_sample_value("mediajobs_hub_gap_fills_total") == 1
+    )  # only event 2 came from the table
     await hub.stop()
 
 
-async def test_polling_delivers_events_whose_publish_never_came():
+async def test_polling_delivers_events_whose_publish_never_came(hub_with: HubFactory) -> None:
     store = TableStore()
     hub = await hub_with(store, poll_interval=0.05)
     sub = hub.register("alice")
@@ -89,7 +112,9 @@ async def test_polling_delivers_events_whose_publish_never_came():
     await hub.stop()
 
 
-async def test_streams_get_only_their_owner_and_job_and_only_events_after_registering():
+async def test_streams_get_only_their_owner_and_job_and_only_events_after_registering(
+    hub_with: HubFactory,
+):
     store = TableStore()
     store.commit(event(1))
     hub = await hub_with(store, poll_interval=60)
@@ -110,7 +135,9 @@ async def test_streams_get_only_their_owner_and_job_and_only_events_after_regist
     assert alice.closed == "shutdown"
 
 
-async def test_a_full_buffer_closes_only_that_stream_and_never_blocks_the_others():
+async def test_a_full_buffer_closes_only_that_stream_and_never_blocks_the_others(
+    hub_with: HubFactory,
+):
     store = TableStore()
     hub = await hub_with(store, poll_interval=60, buffer=3)
     slow = hub.register("alice")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 import random
 
 import pytest
 
+import mediajobs
 from mediajobs import errors
 from mediajobs.queue import Backoff, HandlerRegistry, JobSpec, JobState
 from mediajobs.queue.models import new_job_id
@@ -67,16 +71,35 @@ def test_finished_states():
     }
 
 
+def public_exceptions() -> list[type[BaseException]]:
+    """Every public exception class defined in a module of the mediajobs package."""
+    found = []
+    for info in pkgutil.walk_packages(mediajobs.__path__, "mediajobs."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == module.__name__
+                and not name.startswith("_")
+            ):
+                found.append(value)
+    return found
+
+
 def test_error_tree_has_one_root_and_stable_codes():
-    for cls in (
-        errors.ConfigError,
-        errors.DatabaseError,
-        errors.Retry,
-        errors.JobFailed,
-        errors.JobCancelled,
-        errors.LeaseLost,
-    ):
-        assert issubclass(cls, errors.MediaJobsError)
+    found = public_exceptions()
+    assert {cls.__name__ for cls in found} >= {"ConfigError", "ApiError", "ImagingFailed"}
+    outside = [
+        f"{cls.__module__}.{cls.__name__}"
+        for cls in found
+        if not issubclass(cls, errors.MediaJobsError)
+    ]
+    assert outside == []
+    drawn = (errors.__doc__ or "").split()  # the tree in the module docstring names each
+    assert [cls.__name__ for cls in found if cls.__name__ not in drawn] == []
     failed = errors.JobFailed("not an image", code="unsupported_type")
     assert failed.to_dict() == {
         "code": "unsupported_type",

@@ -13,13 +13,14 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from mediajobs.db.pool import Pool
+from mediajobs.errors import MediaJobsError
 from mediajobs.imaging.policy import ImagePolicy, VariantSpec
 
 # The imaging defaults are the policy's defaults: one home for each number.
 _IMAGING = ImagePolicy()
 
 
-class PolicyInvalid(ValueError):
+class PolicyInvalid(MediaJobsError, ValueError):
     """A policy change that would not make sense; names the field (``policy`` when the
     fields only make no sense together)."""
 

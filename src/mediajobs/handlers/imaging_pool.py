@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
 from mediajobs.config import Settings
+from mediajobs.errors import MediaJobsError
 from mediajobs.imaging.pipeline import ProcessedImage, process_image
 from mediajobs.imaging.policy import ImagePolicy
 from mediajobs.queue.children import ChildProcessPool
@@ -38,7 +39,7 @@ StepListener = Callable[[str, str | None], None]
 _step_pipe: Connection | None = None  # in a child: where steps are reported
 
 
-class ImagingFailed(Exception):
+class ImagingFailed(MediaJobsError):
     """The imaging process could not finish this image (not the image's fault, as far as
     anyone can tell); ``code`` says how."""
 

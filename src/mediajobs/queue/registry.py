@@ -46,6 +46,7 @@ class JobContext(Generic[QueueT]):
         queue: QueueT,
         worker_name: str,
         progress_interval: float = 0.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.job = job
         self.worker_name = worker_name
@@ -60,6 +61,7 @@ class JobContext(Generic[QueueT]):
         self._progress_written_seq = 0
         self._progress_timer: asyncio.TimerHandle | None = None
         self._progress_flush: asyncio.Task[None] | None = None
+        self._clock = clock  # monotonic seconds; the event loop's time unless a test injects one
         self.log_fields: dict[str, str] = {}  # what the worker's outcome log names
 
     @property
@@ -105,16 +107,17 @@ class JobContext(Generic[QueueT]):
         if not 0.0 <= fraction <= 1.0:
             raise ValueError("progress must be between 0 and 1")
         loop = asyncio.get_running_loop()
+        now = self._now()
         self._progress_seq += 1
         written = self._progress_written_at
         due = 0.0 if written is None else written + self._progress_interval
-        if fraction >= 1.0 or loop.time() >= due:
+        if fraction >= 1.0 or now >= due:
             self._progress_pending = None
             await self._write_progress(fraction, message, self._progress_seq)
             return
         self._progress_pending = (fraction, message, self._progress_seq)
         if self._progress_timer is None:
-            self._progress_timer = loop.call_at(due, self._flush_later)
+            self._progress_timer = loop.call_later(due - now, self._flush_later)
 
     async def flush_progress(self) -> None:
         """Write the pending (throttled) progress report now; the worker calls this when
@@ -130,6 +133,9 @@ class JobContext(Generic[QueueT]):
         """Drop a pending report (the job failed or was cancelled)."""
         self._cancel_timer()
         self._progress_pending = None
+
+    def _now(self) -> float:
+        return self._clock() if self._clock else asyncio.get_running_loop().time()
 
     def _cancel_timer(self) -> None:
         if self._progress_timer is not None:
@@ -157,7 +163,7 @@ class JobContext(Generic[QueueT]):
             if seq <= self._progress_written_seq:
                 return  # a newer report was written meanwhile
             self._progress_written_seq = seq
-            self._progress_written_at = asyncio.get_running_loop().time()
+            self._progress_written_at = self._now()
             try:
                 cancel = await self._queue.set_progress(self.job, fraction, message)
             except LeaseLost:

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from mediajobs.errors import AuthError, DatabaseError, StorageUnavailable
+from mediajobs.errors import AuthError, DatabaseError, MediaJobsError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ async def auth_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.code, str(exc), headers)
 
 
-class ApiError(Exception):
+class ApiError(MediaJobsError):
     """Raised by a route to answer with the error envelope."""
 
     def __init__(

@@ -1,17 +1,19 @@
 """Another user's ids and paths answer 404 on every route, and bad input gets a 4xx in the
-one error shape, against a real `mediajobs dev` process on the real Postgres and Redis."""
+one error shape: the app and a worker in process (``tests/support/inprocess.py``) on the
+real Postgres."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.images import jpeg, quadrants
-from tests.support.sse import bearer, dev_site
+from tests.support.inprocess import in_process_site
+from tests.support.sse import bearer
 from tests.support.uploads import upload as uploaded
 
 pytestmark = pytest.mark.timeout(120)
@@ -19,12 +21,10 @@ pytestmark = pytest.mark.timeout(120)
 ALICE, BOB = bearer("alice"), bearer("bob")
 
 
-@pytest.fixture(scope="module")
-def api(services: Any, migrated_template: str) -> Iterator[str]:
-    with dev_site(
-        services, migrated_template, MEDIAJOBS_CORS_ORIGINS="https://app.example"
-    ) as base:
-        yield base
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process_site(database_url, MEDIAJOBS_CORS_ORIGINS="https://app.example") as http:
+        yield http
 
 
 async def upload(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:

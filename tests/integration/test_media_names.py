@@ -1,4 +1,4 @@
-"""Owners and names through a real `mediajobs dev` process: every identity-provider `sub`
+"""Owners and names through the app and a worker in process: every identity-provider `sub`
 uploads, processes, is listed, deleted and restored by path, and sees only its own media;
 the bytes decide an upload's type; a name the key cannot hold is kept for display."""
 

@@ -1,6 +1,7 @@
 """The inputs of issue 13 (``tests/data/hardening/``, copies of ``../shared/hardening/``)
-through the real flow: a `mediajobs dev` process, init -> PUT straight to storage ->
-complete -> the processing job -> the item and its variants, each with the right value."""
+through the real flow, with the app and a worker in process: init -> PUT straight to
+storage -> complete -> the processing job -> the item and its variants, each with the right
+value."""
 
 from __future__ import annotations
 
