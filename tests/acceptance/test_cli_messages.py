@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from mediajobs.cli import _parser
+from mediajobs.cli import build_parser
 from mediajobs.queue.models import Job
 from mediajobs.service.jobs import job_json
 from tests.conftest import free_port
@@ -108,7 +108,7 @@ def test_an_unset_database_url_in_development_says_what_to_export(tmp_path):
 def test_help_lists_every_command_with_its_help_line():
     shown = mediajobs("--help", env=clean_env())
     assert shown.returncode == 0
-    parser = _parser()
+    parser = build_parser()
     [commands] = [a for a in parser._actions if a.dest == "command"]
     names = [choice.dest for choice in commands._choices_actions]  # type: ignore[attr-defined]
     assert {"policy", "storage", "jobs", "token", "events", "dev", "serve", "worker"} <= set(names)

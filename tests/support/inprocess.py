@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from mediajobs.cli import open_worker, worker_options
+from mediajobs.cli.worker import open_worker
 from mediajobs.config import Settings
 from mediajobs.devenv import fake_redis_server
 from mediajobs.handlers import build_registry
+from mediajobs.queue import WorkerOptions
 from mediajobs.service.app import create_app
 from mediajobs.storage.factory import stores_for
 from tests.support.sse import realtime_env
@@ -44,7 +45,7 @@ async def in_process_site(
         stack.push_async_callback(stores.close)
         await stack.enter_async_context(app.router.lifespan_context(app))
         if worker:
-            options = worker_options(settings)
+            options = WorkerOptions.from_settings(settings)
             running = await stack.enter_async_context(
                 open_worker(settings, build_registry, options, stores=stores, fake_redis=fake_redis)
             )

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mediajobs.cli import CHATTY_LOGGERS, quiet_libraries
+from mediajobs.cli.common import CHATTY_LOGGERS, quiet_libraries
 
 
 @pytest.fixture(autouse=True)

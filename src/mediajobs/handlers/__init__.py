@@ -4,7 +4,7 @@
 (``system.ping``), ``imaging_pool.py`` (the crash-isolated imaging processes).
 
 ``build_registry(resources)`` is the default ``--app`` of ``mediajobs worker``: the worker's
-composition root (``cli.open_worker``) opens the ``WorkerResources`` (database pool, stores,
+composition root (``cli.worker.open_worker``) opens the ``WorkerResources`` (database pool, stores,
 imaging pool, HTTP client), passes them in, and closes them after the worker stops.
 Handlers never build a resource of their own.
 """

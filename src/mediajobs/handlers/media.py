@@ -18,7 +18,7 @@ from mediajobs.storage import StoreRegistry
 
 class MediaHandlers:
     """The four media handlers. Everything they use comes in through the constructor,
-    built and closed by the worker's composition root (``cli.open_worker``): the
+    built and closed by the worker's composition root (``cli.worker.open_worker``): the
     repositories, the stores, the imaging pool and the reviewers by provider name."""
 
     def __init__(

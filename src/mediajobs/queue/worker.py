@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 
+from mediajobs.config import Settings
 from mediajobs.errors import JobCancelled, JobError, JobFailed, LeaseLost, Retry
 from mediajobs.queue.base import Leases, Notifier, QueueBackend, encode_result
 from mediajobs.queue.lease import LeaseKeeper
@@ -42,19 +43,39 @@ _Attempt = tuple[uuid.UUID, int]  # (job id, attempt)
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    concurrency: int = 8
-    lease: float = 30.0  # seconds; renewed every lease/3 while the job runs
-    poll_interval: float = 1.0  # fallback when no notification arrives
-    shutdown_grace: float = 30.0  # running jobs get this long to finish on SIGTERM
+    """How a worker runs. The fields a deployment sets default to ``Settings`` (their one
+    home); ``from_settings`` is how the worker's composition root builds them."""
+
+    concurrency: int = Settings.worker_concurrency  # jobs at once
+    lease: float = Settings.lease_seconds  # seconds; renewed every lease/3 while the job runs
+    poll_interval: float = Settings.poll_interval  # fallback when no notification arrives
+    shutdown_grace: float = Settings.shutdown_grace  # running jobs get this long on SIGTERM
     kinds: Sequence[str] | None = None  # None: every kind the registry handles
     burst: bool = False  # stop once nothing is runnable and nothing runs
     maintenance_interval: float = 60.0
-    hot_age: float = 600.0
-    archive_age: float = 7 * 86400.0
-    progress_interval: float = 0.25  # a job's progress is written at most this often
+    hot_age: float = Settings.job_retention_hot  # finished jobs move to the archive at this age
+    archive_age: float = Settings.job_retention  # archived jobs and keys are deleted at this age
+    progress_interval: float = Settings.progress_interval  # progress written at most this often
     name: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, kinds: Sequence[str] | None = None, burst: bool = False
+    ) -> WorkerOptions:
+        """The options ``settings`` name, for the job ``kinds`` given (None: all)."""
+        return cls(
+            concurrency=settings.worker_concurrency,
+            lease=settings.lease_seconds,
+            poll_interval=settings.poll_interval,
+            shutdown_grace=settings.shutdown_grace,
+            kinds=kinds,
+            burst=burst,
+            hot_age=settings.job_retention_hot,
+            archive_age=settings.job_retention,
+            progress_interval=settings.progress_interval,
+        )
 
 
 @dataclass

@@ -13,6 +13,9 @@
   (``malformed_request``), with an X-Request-Id like every other answer.
 - ``raise_open_files_limit()``: the soft RLIMIT_NOFILE raised to the hard limit at start (the
   soft limit is often 1024: one descriptor per open connection or event stream).
+- ``Server`` and ``server_config``: uvicorn as ``mediajobs serve`` and ``dev`` run it (no
+  signal handling of its own, the open event streams ended first at shutdown, our logging,
+  the header deadline).
 """
 
 from __future__ import annotations
@@ -22,10 +25,16 @@ import json
 import logging
 import resource
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from mediajobs.config import Settings
+from mediajobs.service.auth import RedactTickets
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +176,46 @@ def raise_open_files_limit() -> tuple[int, int]:
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open files limit from %d to %d: %s", soft, hard, exc)
     return soft, hard
+
+
+class Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the caller stops it (and the worker). At
+    shutdown it calls ``on_shutdown`` first (which ends the SSE streams: uvicorn waits for
+    open responses to finish, and an event stream never ends by itself)."""
+
+    def __init__(self, config: uvicorn.Config, *, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """No signal handlers: the command installs its own and calls ``stop``."""
+        yield
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        """End the event streams, then shut down as uvicorn does."""
+        self._on_shutdown()
+        await super().shutdown(sockets)
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown; a second call forces it."""
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
+def server_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """uvicorn's configuration for ``app`` on ``settings``' host and port."""
+    # Stream tickets travel in query strings: keep them out of the access log.
+    logging.getLogger("uvicorn.access").addFilter(RedactTickets())
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # our handlers: request ids, JSON lines in production
+        lifespan="on",
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+        http=http_protocol(settings.header_timeout),  # closes requests stuck in their headers
+    )

@@ -1,0 +1,96 @@
+"""The operator's one-shot commands: ``migrate``, ``config``, ``token`` and
+``events prune``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from mediajobs.cli.common import Commands, print_json, reachable_database, with_pool
+from mediajobs.config import Settings, parse_duration
+from mediajobs.db.migrate import migrate
+from mediajobs.db.pool import Pool
+from mediajobs.devenv import with_dev_secret
+from mediajobs.errors import ConfigError
+from mediajobs.realtime import EventStore
+from mediajobs.service.auth import Authenticator
+
+
+def add_migrate(commands: Commands) -> None:
+    """The ``migrate`` command's parser."""
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(
+        handler=cmd_migrate
+    )
+
+
+def add_config(commands: Commands) -> None:
+    """The ``config`` command's parser."""
+    commands.add_parser("config", help="print the effective configuration").set_defaults(
+        handler=cmd_config
+    )
+
+
+def add_token(commands: Commands) -> None:
+    """The ``token`` command's parser."""
+    token = commands.add_parser(
+        "token", help="print a bearer token for USER (the page's user is dev)"
+    )
+    token.add_argument("user", help="the user id (the token's sub)")
+    token.add_argument("--admin", action="store_true", help="grant the admin role")
+    token.add_argument("--ttl", default="12h", help="lifetime, e.g. 3600, 30m, 12h (default)")
+    token.set_defaults(handler=cmd_token)
+
+
+def add_events(commands: Commands) -> None:
+    """The ``events`` command's parser and its ``prune`` subcommand."""
+    events = commands.add_parser("events", help="prune: delete events past their retention")
+    events_commands = events.add_subparsers(dest="events_command", required=True)
+    events_commands.add_parser(
+        "prune", help="delete events older than MEDIAJOBS_EVENT_RETENTION now"
+    ).set_defaults(handler=cmd_events_prune)
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Apply the migrations DATABASE_URL lacks; print which."""
+
+    async def run() -> list[str]:
+        return await migrate(await reachable_database(settings))
+
+    applied = asyncio.run(run())
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the effective settings as JSON (secrets redacted)."""
+    print_json(settings.describe(), indent=2)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a bearer token for ``args.user``, signed with the settings' key."""
+    settings = with_dev_secret(settings)
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise ConfigError("--ttl", str(exc)) from None
+    if ttl < 1:
+        raise ConfigError("--ttl", "must be at least one second")
+    auth = Authenticator.from_settings(settings)
+    try:
+        token = auth.issue_token(args.user, roles=["admin"] if args.admin else [], ttl=ttl)
+    except ValueError as exc:
+        raise ConfigError("USER", str(exc)) from None
+    print(token)
+    return 0
+
+
+def cmd_events_prune(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete events older than MEDIAJOBS_EVENT_RETENTION now."""
+
+    async def prune(pool: Pool) -> int | None:
+        return await EventStore(pool).prune(settings.event_retention)
+
+    deleted = with_pool(settings, prune)
+    print("another process is pruning" if deleted is None else f"pruned {deleted} event(s)")
+    return 0
