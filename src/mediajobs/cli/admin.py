@@ -18,16 +18,22 @@ from mediajobs.service.auth import Authenticator
 
 def add_migrate(commands: Commands) -> None:
     """The ``migrate`` command's parser."""
-    commands.add_parser("migrate", help="apply database migrations").set_defaults(
-        handler=cmd_migrate
-    )
+    commands.add_parser(
+        "migrate",
+        help="apply database migrations",
+        description="Apply the migrations the database at DATABASE_URL lacks and print which "
+        "(idempotent, safe when run concurrently).",
+    ).set_defaults(handler=cmd_migrate)
 
 
 def add_config(commands: Commands) -> None:
     """The ``config`` command's parser."""
-    commands.add_parser("config", help="print the effective configuration").set_defaults(
-        handler=cmd_config
-    )
+    commands.add_parser(
+        "config",
+        help="print the effective configuration",
+        description="Print the configuration the environment gives (MEDIAJOBS_* and the rest) "
+        "as JSON, secrets hidden; jwtSecret says where the one in use comes from.",
+    ).set_defaults(handler=cmd_config)
 
 
 def add_token(commands: Commands) -> None:
@@ -37,7 +43,12 @@ def add_token(commands: Commands) -> None:
     )
     token.add_argument("user", help="the user id (the token's sub)")
     token.add_argument("--admin", action="store_true", help="grant the admin role")
-    token.add_argument("--ttl", default="12h", help="lifetime, e.g. 3600, 30m, 12h (default)")
+    token.add_argument(
+        "--ttl",
+        type=token_ttl,
+        default=token_ttl("12h"),
+        help="lifetime, at least one second: e.g. 3600, 30m, 12h (default)",
+    )
     token.set_defaults(handler=cmd_token)
 
 
@@ -67,15 +78,22 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def token_ttl(text: str) -> float:
+    """An argparse ``type``: a token lifetime (``parse_duration``) of at least one second,
+    else argparse's one-line usage error."""
+    try:
+        ttl = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not ttl >= 1:
+        raise argparse.ArgumentTypeError(f"must be at least one second, not {text}")
+    return ttl
+
+
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     """Print a bearer token for ``args.user``, signed with the settings' key."""
     settings = with_dev_secret(settings)
-    try:
-        ttl = parse_duration(args.ttl)
-    except ValueError as exc:
-        raise ConfigError("--ttl", str(exc)) from None
-    if ttl < 1:
-        raise ConfigError("--ttl", "must be at least one second")
+    ttl: float = args.ttl
     auth = Authenticator.from_settings(settings)
     try:
         token = auth.issue_token(args.user, roles=["admin"] if args.admin else [], ttl=ttl)
