@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from mediajobs.cli.common import Commands, print_json, reachable_database, with_pool
-from mediajobs.config import Settings, parse_duration
+from mediajobs.config import DEV_SECRET_FILE, Environment, Settings, parse_duration
 from mediajobs.db.migrate import migrate
 from mediajobs.db.pool import Pool
 from mediajobs.devenv import with_dev_secret
@@ -91,8 +92,27 @@ def token_ttl(text: str) -> float:
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    """Print a bearer token for ``args.user``, signed with the settings' key."""
+    """Print a bearer token for ``args.user``, signed with the settings' key. When that key
+    is a development secret this command had to create (no MEDIAJOBS_JWT_SECRET, no
+    jwt-secret file in MEDIAJOBS_DATA_DIR yet, e.g. run outside the repository), a warning
+    on stderr names the new file: a server started elsewhere signs with another secret and
+    will refuse the token."""
+    secret_file = settings.data_dir / DEV_SECRET_FILE
+    creates_secret = (
+        not settings.jwt_secret
+        and settings.env is not Environment.PRODUCTION
+        and not secret_file.exists()
+    )
     settings = with_dev_secret(settings)
+    if creates_secret:
+        print(
+            f"mediajobs: warning: no development secret was found, so this token is signed "
+            f"with a new one, written to {secret_file.absolute()}: a server started in "
+            "another directory (another MEDIAJOBS_DATA_DIR) will refuse it with 401; run this "
+            "where the server runs, or set MEDIAJOBS_DATA_DIR or MEDIAJOBS_JWT_SECRET as the "
+            "server's",
+            file=sys.stderr,
+        )
     ttl: float = args.ttl
     auth = Authenticator.from_settings(settings)
     try:
