@@ -141,7 +141,7 @@ def test_the_storage_check_help_says_what_development_checks() -> None:
             "argument --timeout: must be",
         ),
         (
-            ["jobs", "wait", "00000000-0000-0000-0000-000000000001", "--timeout", "0"],
+            ["jobs", "wait", "00000000-0000-0000-0000-000000000001", "--timeout", "nan"],
             "argument --timeout: must be",
         ),
         (["jobs", "ping", "--timeout", "-1"], "argument --timeout: must be"),
@@ -175,3 +175,8 @@ def test_readme_lists_the_commands_in_help_order() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `mediajobs (\w+)", readme, flags=re.MULTILINE)
     assert rows == HELP_ORDER
+
+
+def test_jobs_wait_timeout_0_looks_once() -> None:
+    wait = ["jobs", "wait", "00000000-0000-0000-0000-000000000001"]
+    assert build_parser().parse_args([*wait, "--timeout", "0"]).timeout == 0

@@ -61,9 +61,9 @@ def add_jobs(commands: Commands) -> None:
     wait.add_argument("job_id", type=uuid.UUID, help=JOB_ID_HELP)
     wait.add_argument(
         "--timeout",
-        type=bounded(float, 0.001, MAX_WAIT),
+        type=bounded(float, 0, MAX_WAIT),
         default=60.0,
-        help="seconds to wait, more than 0 (default 60)",
+        help="seconds to wait, not negative; 0 looks once (default 60)",
     )
     wait.set_defaults(handler=cmd_jobs_wait)
     cancel = jobs_commands.add_parser("cancel", help="cancel a queued or running job")
