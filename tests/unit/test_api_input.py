@@ -1,0 +1,106 @@
+"""Input the API and ``mediajobs policy set`` read: strict JSON (no ``NaN``, no key given
+twice, an over-long integer named by its field), strict query integers, and a site policy
+under which some image can pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from mediajobs.cli import main
+from mediajobs.db.policies import PolicyInvalid
+from mediajobs.service import models as m
+from mediajobs.service.body import MAX_INT_DIGITS, parse_body
+from mediajobs.service.errors import ApiError
+from mediajobs.service.policy_text import parse_assignments
+
+LONG = "9" * 5000
+
+
+def refused(raw: str, model: type[m.Body]) -> tuple[int, str, str]:
+    with pytest.raises(ApiError) as caught:
+        parse_body(raw.encode(), model)
+    return caught.value.status, caught.value.code, str(caught.value)
+
+
+def policy_refusal(*items: str) -> tuple[str, str]:
+    with pytest.raises(PolicyInvalid) as caught:
+        parse_assignments(list(items))
+    return caught.value.field, str(caught.value)
+
+
+# -- bodies ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(constant: str) -> None:
+    status, code, message = refused(f'{{"filename": "a", "size": {constant}}}', m.UploadInit)
+    assert (status, code) == (400, "malformed_json")
+    assert constant in message
+
+
+def test_a_key_given_twice_is_not_json_here() -> None:
+    status, code, message = refused('{"filename": "a", "size": 1, "size": 2}', m.UploadInit)
+    assert (status, code) == (400, "malformed_json")
+    assert "duplicate key 'size'" in message
+    nested = '{"webpQuality": 80, "variants": [{"name": "a", "name": "b", "size": 320}]}'
+    assert refused(nested, m.SitePolicyUpdate)[:2] == (400, "malformed_json")
+
+
+def test_an_integer_too_long_to_read_is_named_by_its_field() -> None:
+    assert refused(f'{{"filename": "a", "size": {LONG}}}', m.UploadInit) == (
+        422,
+        "invalid_field",
+        f"size: must be at most {2**53}",
+    )
+    assert refused(f'{{"filename": "a", "size": -{LONG}}}', m.UploadInit) == (
+        422,
+        "invalid_field",
+        "size: must be at least 1",
+    )
+    assert refused(f'{{"filename": {LONG}, "size": 1}}', m.UploadInit)[2] == (
+        "filename: must be a string"
+    )
+    # Just under the limit is an ordinary (out of range) integer.
+    edge = "9" * MAX_INT_DIGITS
+    assert refused(f'{{"filename": "a", "size": {edge}}}', m.UploadInit)[1] == "invalid_field"
+
+
+# -- policy set ------------------------------------------------------------------------------
+
+
+def test_policy_set_names_the_field_of_an_over_long_number(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert policy_refusal(f"webpQuality={LONG}") == (
+        "webpQuality",
+        "webpQuality: must be at most 100",
+    )
+    assert main(["policy", "set", f"webpQuality={LONG}"]) == 2
+    err = capsys.readouterr().err
+    assert "policy not changed: webpQuality: must be at most 100" in err
+    assert "Traceback" not in err
+
+
+def test_policy_set_says_when_json_looking_text_is_not_json() -> None:
+    field, message = policy_refusal('variants=[{"name":"thumb","size":320}')
+    assert field == "variants"
+    assert "is not valid JSON" in message
+    field, message = policy_refusal('variants=[{"name":"a","name":"b","size":320}]')
+    assert (field, "duplicate key 'name'" in message) == ("variants", True)
+    # Text that does not look like JSON is still text, refused by the model's type.
+    assert policy_refusal("photoReviewProvider=gemini")[0] == "photoReviewProvider"
+
+
+def test_policy_set_refuses_a_field_given_twice() -> None:
+    assert policy_refusal("maxBatchSize=5", "maxBatchSize=6") == (
+        "maxBatchSize",
+        "maxBatchSize: is given more than once",
+    )
+    assert parse_assignments(["maxBatchSize=5", "webpQuality=70"]) == {
+        "max_batch_size": 5,
+        "webp_quality": 70,
+    }
+
+
+def test_policy_set_of_nan_is_refused_naming_the_field() -> None:
+    assert policy_refusal("maxMegapixels=NaN")[0] == "maxMegapixels"
