@@ -5,11 +5,12 @@ under which some image can pass."""
 from __future__ import annotations
 
 import pytest
+from starlette.requests import Request
 
 from mediajobs.cli import main
 from mediajobs.db.policies import PolicyInvalid
 from mediajobs.service import models as m
-from mediajobs.service.body import MAX_INT_DIGITS, parse_body
+from mediajobs.service.body import MAX_INT_DIGITS, parse_body, read_query
 from mediajobs.service.errors import ApiError
 from mediajobs.service.policy_text import parse_assignments
 
@@ -104,3 +105,37 @@ def test_policy_set_refuses_a_field_given_twice() -> None:
 
 def test_policy_set_of_nan_is_refused_naming_the_field() -> None:
     assert policy_refusal("maxMegapixels=NaN")[0] == "maxMegapixels"
+
+
+# -- query parameters ------------------------------------------------------------------------
+
+
+def query_refusal(model: type[m.Query], text: str) -> str:
+    request = Request({"type": "http", "query_string": text.encode(), "headers": []})
+    with pytest.raises(ApiError) as caught:
+        read_query(request, model)
+    assert (caught.value.status, caught.value.code) == (400, "invalid_query"), text
+    return str(caught.value)
+
+
+def test_a_deleted_status_and_an_unknown_one_get_the_same_clean_list() -> None:
+    listed = (
+        "status: must be one of 'pending', 'processing', 'ready', 'in_review', 'rejected'"
+        " or 'failed'"
+    )
+    assert query_refusal(m.MediaQuery, "status=bogus") == listed
+    assert query_refusal(m.MediaQuery, "status=deleted") == listed
+    request = Request({"type": "http", "query_string": b"status=in_review", "headers": []})
+    assert read_query(request, m.MediaQuery).status == "in_review"
+
+
+@pytest.mark.parametrize("text", ["5_0", "+5", "%205", "5%20", "5.0", "-1", "%EF%BC%95", "0x10"])
+def test_an_integer_query_parameter_is_plain_ascii_digits(text: str) -> None:
+    assert query_refusal(m.MediaQuery, f"limit={text}").startswith("limit: must be an integer")
+    assert query_refusal(m.JobQuery, f"limit={text}").startswith("limit: must be an integer")
+
+
+def test_plain_digits_are_read_as_the_integer() -> None:
+    for model in (m.MediaQuery, m.JobQuery):
+        request = Request({"type": "http", "query_string": b"limit=007", "headers": []})
+        assert read_query(request, model).limit == 7

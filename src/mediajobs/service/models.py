@@ -6,7 +6,8 @@ nothing else writes a field list, a limit or a JSON Schema.
 - ``Body``: a request body. Strict JSON types (``"10"`` is not an integer, ``true`` is not
   a number), unknown fields refused, camelCase names.
 - ``Query``: a query parameter set. Values arrive as text and are read as their type;
-  unknown parameters are ignored (cache busters), an empty value is an absent one.
+  unknown parameters are ignored (cache busters), an empty value is an absent one. An
+  integer parameter is plain ASCII digits (``QueryInt``): no sign, ``_``, space or ``.0``.
 - ``Answer``: a response body, built by the route and dumped with ``to_json``.
 
 A field that may be left out but never sent as ``null`` is ``Omittable[...]``.
@@ -24,6 +25,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
@@ -95,9 +97,32 @@ def _printable(value: str) -> str:
     return value
 
 
-def _listable(value: MediaStatus) -> MediaStatus:
-    if value is MediaStatus.DELETED:
-        raise PydanticCustomError("enum", "must be one of {expected}", {"expected": LISTABLE})
+def one_of(values: tuple[str, ...]) -> str:
+    """``'a', 'b' or 'c'``: accepted values as the API's messages list them."""
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _listable(value: Any) -> Any:
+    """A listable status's text, or its refusal listing only the listable ones (an unknown
+    value and ``deleted`` get the same message)."""
+    if isinstance(value, MediaStatus):
+        value = value.value
+    if value not in LISTABLE:
+        raise PydanticCustomError(
+            "enum", "must be one of {expected}", {"expected": one_of(LISTABLE)}
+        )
+    return value
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _digits(value: Any) -> Any:
+    """A query integer's text: plain ASCII digits only (``int()`` would also take ``5_0``,
+    ``+5``, `` 5`` and other scripts' digits)."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise PydanticCustomError("int_parsing", "must be an integer: digits 0-9 only")
     return value
 
 
@@ -117,9 +142,12 @@ AltText = Annotated[
 Purpose = Annotated[str, Field(pattern=f"^{PURPOSE_PATTERN}$")]
 Kind = Annotated[str, Field(pattern=f"^{KIND_PATTERN}$")]
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+# An integer query parameter: plain digits (none here may be negative).
+QueryInt = Annotated[int, BeforeValidator(_digits)]
+PageLimit = Annotated[QueryInt, Field(ge=1, le=200)]
 ListableStatus = Annotated[
     MediaStatus,
-    AfterValidator(_listable),
+    BeforeValidator(_listable),
     WithJsonSchema({"type": "string", "enum": list(LISTABLE)}),
 ]
 # An instant, written as ``datetime.isoformat()`` writes it (``+00:00``, not ``Z``).
@@ -257,7 +285,7 @@ class MediaQuery(Query):
     status: Omittable[ListableStatus] = None
     purpose: Omittable[Purpose] = None
     cursor: Omittable[str] = None
-    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    limit: PageLimit = 50
 
 
 class VariantRef(Answer):
@@ -355,7 +383,7 @@ class JobQuery(Query):
     state: Omittable[JobState] = None
     kind: Omittable[Kind] = None
     cursor: Omittable[str] = None
-    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    limit: PageLimit = 50
 
 
 class JobView(Answer):
