@@ -4,11 +4,13 @@ under which some image can pass."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from starlette.requests import Request
 
 from mediajobs.cli import main
-from mediajobs.db.policies import PolicyInvalid
+from mediajobs.db.policies import PolicyInvalid, SitePolicy
 from mediajobs.service import models as m
 from mediajobs.service.body import MAX_INT_DIGITS, parse_body, read_query
 from mediajobs.service.errors import ApiError
@@ -139,3 +141,49 @@ def test_plain_digits_are_read_as_the_integer() -> None:
     for model in (m.MediaQuery, m.JobQuery):
         request = Request({"type": "http", "query_string": b"limit=007", "headers": []})
         assert read_query(request, model).limit == 7
+
+
+# -- the site policy as a whole --------------------------------------------------------------
+
+
+def no_image_passes(**changes: object) -> str:
+    with pytest.raises(PolicyInvalid) as caught:
+        dataclasses.replace(SitePolicy(), **changes).validate()  # type: ignore[arg-type]
+    assert caught.value.field == "policy"
+    return str(caught.value)
+
+
+def test_minimum_sides_that_need_more_pixels_than_the_cap_are_refused() -> None:
+    message = no_image_passes(min_width=20000, min_height=20000, max_megapixels=1)
+    assert "400000000 pixels" in message and "no image could pass" in message
+    assert "no image could pass" in no_image_passes(max_megapixels=1e-300)
+    # Exactly the cap is one image that passes.
+    SitePolicy(min_width=1000, min_height=1000, max_megapixels=1).validate()
+
+
+def test_minimum_sides_the_aspect_range_pushes_past_the_cap_are_refused() -> None:
+    # 4000 x 200 fits 2 MP as pixels, but at most 4:1 it must be 4000 x 1000 (4 MP).
+    message = no_image_passes(min_width=4000, min_height=200, max_aspect_ratio=4, max_megapixels=2)
+    assert "aspect-ratio range" in message
+    no_image_passes(min_width=200, min_height=4000, min_aspect_ratio=0.25, max_megapixels=2)
+    # At 20:1 a 4000 x 200 image exists and passes.
+    SitePolicy(min_width=4000, min_height=200, max_aspect_ratio=20, max_megapixels=2).validate()
+    assert SitePolicy(min_width=4000, min_height=200, max_aspect_ratio=4).least_pixels() == 4e6
+
+
+def test_the_default_and_the_clis_policies_stay_valid() -> None:
+    SitePolicy().validate()
+    SitePolicy(max_megapixels=40, min_width=150).validate()
+    SitePolicy(max_megapixels=m.MIN_MEGAPIXELS, min_width=100, min_height=100).validate()
+
+
+def test_the_megapixel_cap_has_a_documented_floor() -> None:
+    assert policy_refusal("maxMegapixels=1e-300") == (
+        "maxMegapixels",
+        f"maxMegapixels: must be at least {m.MIN_MEGAPIXELS}",
+    )
+    assert parse_assignments([f"maxMegapixels={m.MIN_MEGAPIXELS}"]) == {
+        "max_megapixels": m.MIN_MEGAPIXELS
+    }
+    schema = m.SitePolicyUpdate.model_json_schema()["properties"]["maxMegapixels"]
+    assert schema["minimum"] == m.MIN_MEGAPIXELS

@@ -52,6 +52,8 @@ REVIEW_PROVIDERS: tuple[str, ...] = get_args(ReviewProvider)
 # Width / height bounds any policy may set: 100:1 is past every panorama a camera makes.
 MIN_ASPECT_RATIO = 0.01
 MAX_ASPECT_RATIO = 100.0
+# The least pixel cap a policy may set: 10,000 pixels, a 100 x 100 image.
+MIN_MEGAPIXELS = 0.01
 
 
 # -- value types ---------------------------------------------------------------------------
@@ -456,8 +458,8 @@ class SitePolicyUpdate(Body):
     min_height: Omittable[MinSize] = Field(None, description="smallest upright height")
     min_aspect_ratio: Omittable[AspectRatio] = Field(None, description="width / height, least")
     max_aspect_ratio: Omittable[AspectRatio] = Field(None, description="width / height, most")
-    max_megapixels: Omittable[Annotated[float, Field(gt=0, le=1000)]] = Field(
-        None, description="pixel cap, checked from the header"
+    max_megapixels: Omittable[Annotated[float, Field(ge=MIN_MEGAPIXELS, le=1000)]] = Field(
+        None, description="pixel cap in millions (0.01 = 10,000 pixels), checked from the header"
     )
     undo_window_seconds: Omittable[Annotated[int, Field(ge=0, le=30 * 86400)]] = Field(
         None, description="how long a delete can be undone"
