@@ -14,6 +14,7 @@ from mediajobs.db.policies import PolicyInvalid, SitePolicy
 from mediajobs.service import models as m
 from mediajobs.service.body import MAX_INT_DIGITS, parse_body, read_query
 from mediajobs.service.errors import ApiError
+from mediajobs.service.openapi import spec
 from mediajobs.service.policy_text import parse_assignments
 
 LONG = "9" * 5000
@@ -187,3 +188,32 @@ def test_the_megapixel_cap_has_a_documented_floor() -> None:
     }
     schema = m.SitePolicyUpdate.model_json_schema()["properties"]["maxMegapixels"]
     assert schema["minimum"] == m.MIN_MEGAPIXELS
+
+
+# -- the document says what the server enforces ----------------------------------------------
+
+
+def test_the_document_states_the_rules_the_schema_alone_does_not() -> None:
+    document = spec(development=True, memory_store=True)
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    for path in ("/events", "/jobs/{job_id}/events"):
+        headers = [p for p in paths[path]["get"]["parameters"] if p["in"] == "header"]
+        assert [p["name"] for p in headers] == ["Last-Event-ID"], path
+    for method in ("put", "delete"):
+        signed = {p["name"] for p in paths["/storage/{key}"][method]["parameters"]}
+        assert signed >= {"ct", "max", "exp", "sig"}, method
+    assert "204" in paths["/storage/{key}"]["delete"]["responses"]
+    alt = schemas["MediaPatch"]["properties"]["altText"]["anyOf"][0]
+    assert "bidirectional" in alt["description"] and "control characters" in alt["description"]
+    prefix = next(p for p in paths["/media"]["get"]["parameters"] if p["name"] == "prefix")
+    assert "1024" in prefix["description"]
+    assert schemas["UploadComplete"]["properties"]["objectPath"]["minLength"] == 1
+
+
+def test_an_empty_object_path_is_an_invalid_field() -> None:
+    assert refused('{"objectPath": ""}', m.UploadComplete) == (
+        422,
+        "invalid_field",
+        "objectPath: at least 1 character(s)",
+    )
+    assert refused('{"path": ""}', m.Restore)[:2] == (422, "invalid_field")

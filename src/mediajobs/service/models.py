@@ -135,11 +135,19 @@ def _iso(value: datetime) -> str:
 _NO_NUL = AfterValidator(_no_nul)
 Filename = Annotated[str, Field(min_length=1, max_length=255), _NO_NUL]
 ContentType = Annotated[str, Field(max_length=255), _NO_NUL]
-ObjectPath = Annotated[str, Field(max_length=1024), _NO_NUL]
+ObjectPath = Annotated[str, Field(min_length=1, max_length=1024), _NO_NUL]
 MediaRef = Annotated[str, Field(max_length=64), _NO_NUL]
 # Text shown to people: no control characters, no bidirectional tricks.
+ALT_TEXT_RULE = (
+    "text shown to people: no control characters (tab, line feed and carriage return aside:"
+    " U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F-U+009F) and no bidirectional"
+    " embeddings, overrides or isolates (U+202A-U+202E, U+2066-U+2069); 422 invalid_field"
+)
 AltText = Annotated[
-    str, Field(max_length=1000), AfterValidator(_no_nul), AfterValidator(_printable)
+    str,
+    Field(max_length=1000, description=ALT_TEXT_RULE),
+    AfterValidator(_no_nul),
+    AfterValidator(_printable),
 ]
 Purpose = Annotated[str, Field(pattern=f"^{PURPOSE_PATTERN}$")]
 Kind = Annotated[str, Field(pattern=f"^{KIND_PATTERN}$")]
@@ -283,7 +291,12 @@ class Restore(Body):
 class MediaQuery(Query):
     """``GET /media``."""
 
-    prefix: Omittable[str] = None
+    prefix: Omittable[str] = Field(
+        None,
+        description="a folder under the caller's media/{owner}/: with that prefix at most 1024"
+        " UTF-8 bytes, no '..' or empty segments, backslashes or control characters"
+        " (400 invalid_prefix)",
+    )
     status: Omittable[ListableStatus] = None
     purpose: Omittable[Purpose] = None
     cursor: Omittable[str] = None
