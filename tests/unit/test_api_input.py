@@ -5,6 +5,8 @@ under which some image can pass."""
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 from starlette.requests import Request
@@ -13,7 +15,7 @@ from mediajobs.cli import main
 from mediajobs.db.policies import PolicyInvalid, SitePolicy
 from mediajobs.service import models as m
 from mediajobs.service.body import MAX_INT_DIGITS, parse_body, read_query
-from mediajobs.service.errors import ApiError
+from mediajobs.service.errors import UNAVAILABLE, ApiError
 from mediajobs.service.openapi import spec
 from mediajobs.service.policy_text import parse_assignments
 
@@ -217,3 +219,23 @@ def test_an_empty_object_path_is_an_invalid_field() -> None:
         "objectPath: at least 1 character(s)",
     )
     assert refused('{"path": ""}', m.Restore)[:2] == (422, "invalid_field")
+
+
+# -- docs/api.md -----------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+RAISED = re.compile(
+    r"(?:ApiError|AuthError|_HTTPError|error_response|_error_body|raw_error)\(\s*"
+    r"(?:#[^\n]*\n\s*)?(?:\d+,\s*)?\"([a-z_]+)\"",
+)
+
+
+def test_the_error_table_names_every_code_the_server_answers() -> None:
+    sources = [*(ROOT / "src/mediajobs/service").glob("*.py")]
+    sources.append(ROOT / "src/mediajobs/storage/memory_app.py")
+    codes = {code for path in sources for code in RAISED.findall(path.read_text())}
+    codes |= {code for _, code, _ in UNAVAILABLE}
+    codes |= {"not_found", "method_not_allowed"}  # Starlette's own, named by http_error
+    assert {"invalid_ticket", "signature_missing", "too_many_uploads"} <= codes  # the scan works
+    documented = set(re.findall(r"`([a-z_]+)`", (ROOT / "docs/api.md").read_text()))
+    assert sorted(codes - documented - {"http_error"}) == []
