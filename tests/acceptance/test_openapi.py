@@ -32,7 +32,10 @@ def app_operations(env: Environment) -> set[tuple[str, str]]:
                 if method != "HEAD":
                     found.add((path, method.lower()))
         elif isinstance(route, Mount) and route.path == "/storage":
-            found |= {("/storage/{key}", m) for m in ("get", "head", "put")}
+            # The store lists its methods itself (HEAD included): the document has each.
+            for inner in route.routes:
+                assert isinstance(inner, Route) and inner.path == "/{key:path}", inner
+                found |= {("/storage/{key}", m.lower()) for m in inner.methods or ()}
         elif isinstance(route, Mount) and route.path == "/static":
             found.add(("/static/{file}", "get"))
     return found

@@ -217,7 +217,7 @@ def test_policy_set_help_lists_every_field_with_its_type_and_range(
         assert f"\n  {alias} " in shown, alias
     assert "maxBatchSize         integer 1..1000" in shown
     assert "photoReviewProvider  one of disabled, webhook" in shown
-    assert "maxMegapixels        number above 0, at most 1000" in shown
+    assert "maxMegapixels        number 0.01..1000" in shown
 
 
 def test_policy_set_takes_the_api_names_only() -> None:

@@ -71,12 +71,43 @@ class SitePolicy:
         )
 
     def validate(self) -> SitePolicy:
-        """This policy, when imaging can work to it; else ``PolicyInvalid("policy")``."""
+        """This policy, when imaging can work to it and some image can pass it; else
+        ``PolicyInvalid("policy")``. An image passes when it is at least ``min_width`` by
+        ``min_height``, its width / height is within the aspect range, and it has at most
+        ``max_megapixels`` million pixels: a policy whose minimums need more pixels than
+        the cap allows, at any allowed aspect ratio, refuses every upload."""
         try:
-            self.image_policy()
+            images = self.image_policy()
         except ValueError as exc:
             raise PolicyInvalid("policy", str(exc)) from None
+        least = self.min_width * self.min_height
+        if least > images.max_pixels:
+            raise PolicyInvalid(
+                "policy",
+                f"minWidth x minHeight is {least} pixels, more than maxMegapixels "
+                f"({self.max_megapixels:g}) allows: no image could pass",
+            )
+        smallest = self.least_pixels()
+        if smallest > images.max_pixels * (1 + 1e-9):  # float noise is no refusal
+            raise PolicyInvalid(
+                "policy",
+                f"within the aspect-ratio range {self.min_aspect_ratio:g}.."
+                f"{self.max_aspect_ratio:g} an image of at least {self.min_width} x "
+                f"{self.min_height} has "
+                f"{smallest:.0f}+ pixels, more than maxMegapixels ({self.max_megapixels:g}) "
+                "allows: no image could pass",
+            )
         return self
+
+    def least_pixels(self) -> float:
+        """The fewest pixels an image that meets the minimum sides and the aspect range can
+        have (sides taken as real numbers: whole pixels need at least this many). At aspect
+        ``r`` the least is ``max(r * min_height**2, min_width**2 / r)``, smallest at ``r =
+        min_width / min_height`` brought into the range."""
+        ratio = min(
+            max(self.min_width / self.min_height, self.min_aspect_ratio), self.max_aspect_ratio
+        )
+        return max(ratio * self.min_height**2, self.min_width**2 / ratio)
 
 
 # The columns a change may set: every field but the bookkeeping.

@@ -2,7 +2,10 @@
 refused with the error envelope.
 
 A body must be a JSON object of known fields with the right types; anything else is a 4xx
-that names the problem (``malformed_json``, ``unknown_field``, ``invalid_field``,
+that names the problem. The JSON is strict (``loads_strict``): ``NaN``, ``Infinity`` and an
+object with a key given twice are not JSON here (400 ``malformed_json``), and an integer too
+long for Python to read is a number past every field's range (422 ``invalid_field`` naming
+the field) (``malformed_json``, ``unknown_field``, ``invalid_field``,
 ``missing_field``, ``body_too_large``, ``invalid_text``, ``request_timeout`` when the body
 does not arrive whole within BODY_TIMEOUT). Text must be Unicode: a lone UTF-16
 surrogate (``"\\ud800"``) anywhere in a body is refused (400 ``invalid_text``), and so is
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -23,6 +27,9 @@ from mediajobs.service.errors import ApiError
 from mediajobs.service.models import Body, Query, describe, first_error, unknown_field
 
 MAX_BODY_BYTES = 64 * 1024
+# Digits an integer may have and still be read as itself; a longer one stands for a number
+# past every field's range. Python's own limit (CVE-2020-10735) when it has one.
+MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300
 BODY_TIMEOUT = 30.0  # seconds a JSON body may take to arrive whole (64 KiB: ample)
 
 B = TypeVar("B", bound=Body)
@@ -55,7 +62,9 @@ def parse_body(raw: bytes, model: type[B], *, allow_empty: bool = False) -> B:
     if not raw.strip() and allow_empty:
         raw = b"{}"
     try:
-        body = json.loads(raw) if raw else None
+        body, overlong = loads_strict(raw) if raw else (None, False)
+    except _NotStrictJson as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
     except RecursionError:
@@ -65,9 +74,50 @@ def parse_body(raw: bytes, model: type[B], *, allow_empty: bool = False) -> B:
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
     try:
-        return model.model_validate(body)
+        parsed = model.model_validate(body)
     except ValidationError as exc:
         raise body_error(exc) from None
+    if overlong:  # no field takes such a number; never store its stand-in
+        raise ApiError(
+            422, "invalid_field", f"a number in the body has more than {MAX_INT_DIGITS} digits"
+        )
+    return parsed
+
+
+class _NotStrictJson(ValueError):
+    """Text ``json.loads`` would take that is not strict JSON: ``NaN``, ``Infinity``, or an
+    object with a key given twice."""
+
+
+def loads_strict(raw: bytes | str) -> tuple[Any, bool]:
+    """``raw`` as strict JSON (RFC 8259 without its leniencies), and whether an integer in it
+    was longer than ``MAX_INT_DIGITS``: such an integer is read as ``±10**digits``, a stand-in
+    past every range, so the field that holds it can be named. ``_NotStrictJson`` for
+    ``NaN``/``Infinity``/``-Infinity`` and for duplicate keys; ``ValueError`` otherwise."""
+    overlong = False
+
+    def number(text: str) -> int:
+        nonlocal overlong
+        digits = text.lstrip("-")
+        if len(digits) <= MAX_INT_DIGITS:
+            return int(text)
+        overlong = True
+        magnitude: int = 10 ** len(digits)
+        return -magnitude if text.startswith("-") else magnitude
+
+    def constant(text: str) -> Any:
+        raise _NotStrictJson(f"{text} is not a JSON number")
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise _NotStrictJson(f"duplicate key {key!r}")
+            out[key] = value
+        return out
+
+    value = json.loads(raw, parse_int=number, parse_constant=constant, object_pairs_hook=unique)
+    return value, overlong
 
 
 def body_error(exc: ValidationError) -> ApiError:

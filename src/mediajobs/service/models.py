@@ -6,7 +6,8 @@ nothing else writes a field list, a limit or a JSON Schema.
 - ``Body``: a request body. Strict JSON types (``"10"`` is not an integer, ``true`` is not
   a number), unknown fields refused, camelCase names.
 - ``Query``: a query parameter set. Values arrive as text and are read as their type;
-  unknown parameters are ignored (cache busters), an empty value is an absent one.
+  unknown parameters are ignored (cache busters), an empty value is an absent one. An
+  integer parameter is plain ASCII digits (``QueryInt``): no sign, ``_``, space or ``.0``.
 - ``Answer``: a response body, built by the route and dumped with ``to_json``.
 
 A field that may be left out but never sent as ``null`` is ``Omittable[...]``.
@@ -24,6 +25,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
@@ -50,6 +52,8 @@ REVIEW_PROVIDERS: tuple[str, ...] = get_args(ReviewProvider)
 # Width / height bounds any policy may set: 100:1 is past every panorama a camera makes.
 MIN_ASPECT_RATIO = 0.01
 MAX_ASPECT_RATIO = 100.0
+# The least pixel cap a policy may set: 10,000 pixels, a 100 x 100 image.
+MIN_MEGAPIXELS = 0.01
 
 
 # -- value types ---------------------------------------------------------------------------
@@ -95,9 +99,32 @@ def _printable(value: str) -> str:
     return value
 
 
-def _listable(value: MediaStatus) -> MediaStatus:
-    if value is MediaStatus.DELETED:
-        raise PydanticCustomError("enum", "must be one of {expected}", {"expected": LISTABLE})
+def one_of(values: tuple[str, ...]) -> str:
+    """``'a', 'b' or 'c'``: accepted values as the API's messages list them."""
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _listable(value: Any) -> Any:
+    """A listable status's text, or its refusal listing only the listable ones (an unknown
+    value and ``deleted`` get the same message)."""
+    if isinstance(value, MediaStatus):
+        value = value.value
+    if value not in LISTABLE:
+        raise PydanticCustomError(
+            "enum", "must be one of {expected}", {"expected": one_of(LISTABLE)}
+        )
+    return value
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _digits(value: Any) -> Any:
+    """A query integer's text: plain ASCII digits only (``int()`` would also take ``5_0``,
+    ``+5``, `` 5`` and other scripts' digits)."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise PydanticCustomError("int_parsing", "must be an integer: digits 0-9 only")
     return value
 
 
@@ -108,18 +135,29 @@ def _iso(value: datetime) -> str:
 _NO_NUL = AfterValidator(_no_nul)
 Filename = Annotated[str, Field(min_length=1, max_length=255), _NO_NUL]
 ContentType = Annotated[str, Field(max_length=255), _NO_NUL]
-ObjectPath = Annotated[str, Field(max_length=1024), _NO_NUL]
+ObjectPath = Annotated[str, Field(min_length=1, max_length=1024), _NO_NUL]
 MediaRef = Annotated[str, Field(max_length=64), _NO_NUL]
 # Text shown to people: no control characters, no bidirectional tricks.
+ALT_TEXT_RULE = (
+    "text shown to people: no control characters (tab, line feed and carriage return aside:"
+    " U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F-U+009F) and no bidirectional"
+    " embeddings, overrides or isolates (U+202A-U+202E, U+2066-U+2069); 422 invalid_field"
+)
 AltText = Annotated[
-    str, Field(max_length=1000), AfterValidator(_no_nul), AfterValidator(_printable)
+    str,
+    Field(max_length=1000, description=ALT_TEXT_RULE),
+    AfterValidator(_no_nul),
+    AfterValidator(_printable),
 ]
 Purpose = Annotated[str, Field(pattern=f"^{PURPOSE_PATTERN}$")]
 Kind = Annotated[str, Field(pattern=f"^{KIND_PATTERN}$")]
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+# An integer query parameter: plain digits (none here may be negative).
+QueryInt = Annotated[int, BeforeValidator(_digits)]
+PageLimit = Annotated[QueryInt, Field(ge=1, le=200)]
 ListableStatus = Annotated[
     MediaStatus,
-    AfterValidator(_listable),
+    BeforeValidator(_listable),
     WithJsonSchema({"type": "string", "enum": list(LISTABLE)}),
 ]
 # An instant, written as ``datetime.isoformat()`` writes it (``+00:00``, not ``Z``).
@@ -253,11 +291,16 @@ class Restore(Body):
 class MediaQuery(Query):
     """``GET /media``."""
 
-    prefix: Omittable[str] = None
+    prefix: Omittable[str] = Field(
+        None,
+        description="a folder under the caller's media/{owner}/: with that prefix at most 1024"
+        " UTF-8 bytes, no '..' or empty segments, backslashes or control characters"
+        " (400 invalid_prefix)",
+    )
     status: Omittable[ListableStatus] = None
     purpose: Omittable[Purpose] = None
     cursor: Omittable[str] = None
-    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    limit: PageLimit = 50
 
 
 class VariantRef(Answer):
@@ -355,7 +398,7 @@ class JobQuery(Query):
     state: Omittable[JobState] = None
     kind: Omittable[Kind] = None
     cursor: Omittable[str] = None
-    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    limit: PageLimit = 50
 
 
 class JobView(Answer):
@@ -428,8 +471,8 @@ class SitePolicyUpdate(Body):
     min_height: Omittable[MinSize] = Field(None, description="smallest upright height")
     min_aspect_ratio: Omittable[AspectRatio] = Field(None, description="width / height, least")
     max_aspect_ratio: Omittable[AspectRatio] = Field(None, description="width / height, most")
-    max_megapixels: Omittable[Annotated[float, Field(gt=0, le=1000)]] = Field(
-        None, description="pixel cap, checked from the header"
+    max_megapixels: Omittable[Annotated[float, Field(ge=MIN_MEGAPIXELS, le=1000)]] = Field(
+        None, description="pixel cap in millions (0.01 = 10,000 pixels), checked from the header"
     )
     undo_window_seconds: Omittable[Annotated[int, Field(ge=0, le=30 * 86400)]] = Field(
         None, description="how long a delete can be undone"

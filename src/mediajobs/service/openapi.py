@@ -66,6 +66,7 @@ class Op:
     query: type[m.Query] | None = None
     path: tuple[str, ...] = ()
     public: bool = False
+    parameters: tuple[dict[str, Any], ...] = ()  # more, as OpenAPI parameter objects
     models: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +85,32 @@ def _text(description: str, media_type: str = "text/plain") -> dict[str, Any]:
 
 
 SSE = {"200": _text("a text/event-stream of job events (see docs/events.md)", "text/event-stream")}
+LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "resume after this event id (what EventSource sends on reconnect; the"
+    " lastEventId query parameter is the same): a non-negative integer of at most 19 digits,"
+    " else 400 invalid_last_event_id",
+    "schema": {"type": "string", "pattern": "^\\s*[0-9]{0,19}\\s*$"},
+}
+# The signed query of a write or delete URL of the in-memory store: what ``presign`` gives.
+SIGNED = (
+    ("ct", "the Content-Type signed in; a PUT must send it (else 415 content_type_mismatch)"),
+    ("max", "the most bytes a PUT may send (else 413 too_large), in digits"),
+    ("exp", "when the URL expires, Unix seconds (403 signature_expired after)"),
+    ("sig", "the HMAC over method, key, ct, max and exp (403 signature_invalid)"),
+)
+SIGNED_QUERY = tuple(
+    {
+        "name": name,
+        "in": "query",
+        "required": True,
+        "description": f"{about}; missing: 403 signature_missing",
+        "schema": STRING,
+    }
+    for name, about in SIGNED
+)
 SITE_POLICY = {"200": m.SitePolicyView}
 
 
@@ -112,6 +139,7 @@ def operations(*, development: bool, memory_store: bool, page: bool) -> dict[str
                 "every event of the caller's jobs, resumable with Last-Event-ID",
                 SSE,
                 query=m.EventsQuery,
+                parameters=(LAST_EVENT_ID,),
             )
         },
         "/events/ticket": {"post": Op("a stream ticket for EventSource", {"200": m.Ticket})},
@@ -121,6 +149,7 @@ def operations(*, development: bool, memory_store: bool, page: bool) -> dict[str
                 SSE,
                 query=m.EventsQuery,
                 path=("job_id",),
+                parameters=(LAST_EVENT_ID,),
             )
         },
         "/media": {
@@ -226,6 +255,14 @@ def operations(*, development: bool, memory_store: bool, page: bool) -> dict[str
                 {"200": {"description": "stored"}},
                 path=key,
                 public=True,
+                parameters=SIGNED_QUERY,
+            ),
+            "delete": Op(
+                "delete an object of the in-memory store, by a signed URL (development only)",
+                {"204": {"description": "deleted (also when there was no such object)"}},
+                path=key,
+                public=True,
+                parameters=SIGNED_QUERY,
             ),
         }
     return paths
@@ -249,12 +286,13 @@ def query_parameters(schema: JsonSchemaValue) -> list[dict[str, Any]]:
     required = set(schema.get("required", ()))
     parameters = []
     for name, prop in schema["properties"].items():
+        about = {"description": prop["description"]} if "description" in prop else {}
         if name not in required and prop != STRING:
             default = {"default": prop["default"]} if "default" in prop else {}
             prop = {"anyOf": [{k: v for k, v in prop.items() if k != "default"}, EMPTY]}
             prop.update(default)
         parameters.append(
-            {"name": name, "in": "query", "required": name in required, "schema": prop}
+            {"name": name, "in": "query", "required": name in required, **about, "schema": prop}
         )
     return parameters
 
@@ -282,6 +320,7 @@ def _operation(
     ]
     if op.query is not None:
         parameters += query_parameters(schemas[op.query.__name__])
+    parameters += op.parameters
     if parameters:
         out["parameters"] = parameters
     if op.body is not None:

@@ -4,7 +4,6 @@ to the model is settable and listed without a change here."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ from pydantic import ValidationError
 
 from mediajobs.db.policies import PolicyInvalid
 from mediajobs.errors import ConfigError
+from mediajobs.service.body import MAX_INT_DIGITS, loads_strict
 from mediajobs.service.models import (
     SitePolicyUpdate,
     api_names,
@@ -26,12 +26,14 @@ def parse_assignments(
 ) -> dict[str, Any]:
     """``FIELD=VALUE`` pairs as the model's changes, by domain name. ``FIELD`` is the API's
     name (``minWidth``), as ``policy show`` prints it and ``PUT /v1/admin/site-policies``
-    takes it. ``VALUE`` is JSON when it parses (numbers, booleans, the variants list), else
-    text. An unknown field (a column's name such as ``min_width`` included, which gets a
-    hint) or a value the model refuses is ``PolicyInvalid`` naming the field; a pair
-    without ``=`` is ``ConfigError``."""
+    takes it. ``VALUE`` is strict JSON when it parses (numbers, booleans, the variants
+    list), else text; text that starts as a JSON list or object (``[``, ``{``) must parse.
+    An unknown field (a column's name such as ``min_width`` included, which gets a hint), a
+    field given twice, or a value the model refuses is ``PolicyInvalid`` naming the field; a
+    pair without ``=`` is ``ConfigError``."""
     aliases = api_names(model)
     body: dict[str, Any] = {}
+    overlong: list[str] = []
     for item in items:
         name, sep, text = item.partition("=")
         name = name.strip()
@@ -39,19 +41,36 @@ def parse_assignments(
             raise ConfigError("policy set", f"expected FIELD=VALUE, got {item!r}")
         if name in aliases and aliases[name] != name:
             raise PolicyInvalid(name, f"is not a policy field (the API's name is {aliases[name]})")
+        if name in body:
+            raise PolicyInvalid(name, "is given more than once")
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
+            value, long_number = loads_strict(text)
+        except (ValueError, RecursionError) as exc:
+            if text.lstrip().startswith(("[", "{")):
+                raise PolicyInvalid(name, f"is not valid JSON ({_reason(exc)})") from None
+            value, long_number = text, False
+        if long_number:
+            overlong.append(name)
         body[name] = value
     try:
-        return model.model_validate(body).changes()
+        changes = model.model_validate(body).changes()
     except ValidationError as exc:
         error = first_error(exc.errors(include_url=False))
         field, problem = describe(error)
         if unknown_field(error):
             problem = "is not a policy field"
         raise PolicyInvalid(field, problem) from None
+    if overlong:  # no field takes such a number; never store its stand-in
+        raise PolicyInvalid(overlong[0], f"a number has more than {MAX_INT_DIGITS} digits")
+    return changes
+
+
+def _reason(exc: BaseException) -> str:
+    """Why text is not JSON, in a few words: the decoder's message without its position
+    noise, or the strict loader's."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(getattr(exc, "msg", exc))
 
 
 def fields_help(model: type[SitePolicyUpdate] = SitePolicyUpdate) -> str:
