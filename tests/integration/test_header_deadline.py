@@ -76,3 +76,50 @@ async def test_stuck_headers_get_408_and_whole_requests_are_served(kind: str) ->
     assert b'"code":"request_timeout"' in half_got
     assert silent_got.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
     assert slow_got.startswith(b"HTTP/1.1 200") and slow_got.endswith(b"got 4")
+
+
+async def _send(port: int, *parts: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        return await until_closed(reader)
+    except ConnectionResetError:  # closed while the rest was still being sent
+        return await reader.read()
+    finally:
+        writer.close()
+
+
+def _big_header(size: int) -> bytes:
+    return b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize("kind", ["httptools", "h11"])
+async def test_a_head_over_the_limit_gets_431_however_it_arrives(kind: str) -> None:
+    big = _big_header(70_000)
+    line = b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    async with server(kind) as port:
+        answers = {
+            "one write": await _send(port, big),
+            "two writes": await _send(port, big[:35_000], big[35_000:]),
+            "100 KB header": await _send(port, _big_header(100_000)),
+            "100 KB request line": await _send(port, line),
+            "with a body": await _send(
+                port,
+                big.replace(b"GET", b"POST").replace(
+                    b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\nab"
+                ),
+            ),
+        }
+        # Under the limit, in one write with its end, a head is served.
+        fits = await _send(port, _big_header(60_000))
+    for how, got in answers.items():
+        assert got.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), (how, got[:80])
+        assert b"\r\nx-request-id: " in got, how
+        assert got.endswith(
+            b'{"error":{"code":"headers_too_large","message":'
+            b'"a request line and headers are limited to 65536 bytes"}}'
+        ), how
+    assert fits.startswith(b"HTTP/1.1 200"), fits[:80]

@@ -3,13 +3,14 @@ a handler named, and quoting that keeps one line per outcome whatever a file is 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime
 
 from mediajobs.errors import JobFailed, Retry
 from mediajobs.queue.models import Job, JobState
 from mediajobs.queue.registry import JobContext
-from mediajobs.queue.worker import describe_outcome
+from mediajobs.queue.worker import describe_outcome, outcome_level
 
 
 def context() -> JobContext:
@@ -48,3 +49,14 @@ def test_file_names_with_spaces_quotes_newlines_or_emoji_are_json_quoted():
     line = describe_outcome(ctx, JobState.FAILED, JobFailed("m", code="c"), delay=0)
     assert 'fileName="a \\"b\\"\\nc=d 🌅.jpg"' in line
     assert "\n" not in line
+
+
+def test_a_job_refused_for_its_input_is_a_warning_and_an_internal_failure_an_error():
+    for code in ("too_small", "unsupported_type", "corrupt_image"):
+        assert outcome_level(JobState.FAILED, JobFailed("m", code=code)) == logging.WARNING
+    assert outcome_level(JobState.FAILED, Retry("boom", code="internal_error")) == logging.ERROR
+    assert outcome_level(JobState.FAILED, Retry("down", code="store_down")) == logging.ERROR
+    assert outcome_level(JobState.FAILED, JobFailed("m", code="unknown_kind")) == logging.ERROR
+    assert outcome_level(JobState.FAILED, JobFailed("m", code="invalid_result")) == logging.ERROR
+    assert outcome_level(JobState.QUEUED, Retry("down", code="store_down")) == logging.WARNING
+    assert outcome_level(JobState.CANCELLED, JobFailed("m", code="x")) == logging.WARNING

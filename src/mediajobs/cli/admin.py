@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from mediajobs.cli.common import Commands, print_json, reachable_database, with_pool
-from mediajobs.config import Settings, parse_duration
+from mediajobs.config import DEV_SECRET_FILE, Environment, Settings, parse_duration
 from mediajobs.db.migrate import migrate
 from mediajobs.db.pool import Pool
 from mediajobs.devenv import with_dev_secret
@@ -18,16 +19,22 @@ from mediajobs.service.auth import Authenticator
 
 def add_migrate(commands: Commands) -> None:
     """The ``migrate`` command's parser."""
-    commands.add_parser("migrate", help="apply database migrations").set_defaults(
-        handler=cmd_migrate
-    )
+    commands.add_parser(
+        "migrate",
+        help="apply database migrations",
+        description="Apply the migrations the database at DATABASE_URL lacks and print which "
+        "(idempotent, safe when run concurrently).",
+    ).set_defaults(handler=cmd_migrate)
 
 
 def add_config(commands: Commands) -> None:
     """The ``config`` command's parser."""
-    commands.add_parser("config", help="print the effective configuration").set_defaults(
-        handler=cmd_config
-    )
+    commands.add_parser(
+        "config",
+        help="print the effective configuration",
+        description="Print the configuration the environment gives (MEDIAJOBS_* and the rest) "
+        "as JSON, secrets hidden; jwtSecret says where the one in use comes from.",
+    ).set_defaults(handler=cmd_config)
 
 
 def add_token(commands: Commands) -> None:
@@ -37,7 +44,12 @@ def add_token(commands: Commands) -> None:
     )
     token.add_argument("user", help="the user id (the token's sub)")
     token.add_argument("--admin", action="store_true", help="grant the admin role")
-    token.add_argument("--ttl", default="12h", help="lifetime, e.g. 3600, 30m, 12h (default)")
+    token.add_argument(
+        "--ttl",
+        type=token_ttl,
+        default=token_ttl("12h"),
+        help="lifetime, at least one second: e.g. 3600, 30m, 12h (default)",
+    )
     token.set_defaults(handler=cmd_token)
 
 
@@ -67,15 +79,41 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    """Print a bearer token for ``args.user``, signed with the settings' key."""
-    settings = with_dev_secret(settings)
+def token_ttl(text: str) -> float:
+    """An argparse ``type``: a token lifetime (``parse_duration``) of at least one second,
+    else argparse's one-line usage error."""
     try:
-        ttl = parse_duration(args.ttl)
+        ttl = parse_duration(text)
     except ValueError as exc:
-        raise ConfigError("--ttl", str(exc)) from None
-    if ttl < 1:
-        raise ConfigError("--ttl", "must be at least one second")
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not ttl >= 1:
+        raise argparse.ArgumentTypeError(f"must be at least one second, not {text}")
+    return ttl
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a bearer token for ``args.user``, signed with the settings' key. When that key
+    is a development secret this command had to create (no MEDIAJOBS_JWT_SECRET, no
+    jwt-secret file in MEDIAJOBS_DATA_DIR yet, e.g. run outside the repository), a warning
+    on stderr names the new file: a server started elsewhere signs with another secret and
+    will refuse the token."""
+    secret_file = settings.data_dir / DEV_SECRET_FILE
+    creates_secret = (
+        not settings.jwt_secret
+        and settings.env is not Environment.PRODUCTION
+        and not secret_file.exists()
+    )
+    settings = with_dev_secret(settings)
+    if creates_secret:
+        print(
+            f"mediajobs: warning: no development secret was found, so this token is signed "
+            f"with a new one, written to {secret_file.absolute()}: a server started in "
+            "another directory (another MEDIAJOBS_DATA_DIR) will refuse it with 401; run this "
+            "where the server runs, or set MEDIAJOBS_DATA_DIR or MEDIAJOBS_JWT_SECRET as the "
+            "server's",
+            file=sys.stderr,
+        )
+    ttl: float = args.ttl
     auth = Authenticator.from_settings(settings)
     try:
         token = auth.issue_token(args.user, roles=["admin"] if args.admin else [], ttl=ttl)

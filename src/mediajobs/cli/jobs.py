@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 import uuid
@@ -18,9 +19,23 @@ from mediajobs.handlers import PING_KIND
 from mediajobs.queue import JobQueue, JobSpec
 from mediajobs.queue.models import Job
 from mediajobs.service.jobs import job_json
+from mediajobs.service.models import KIND_PATTERN
 from mediajobs.types import JSON
 
 MAX_DELAY = 10 * 365 * 86400.0  # seconds: a job's run_at stays a sane timestamp
+MAX_WAIT = 7 * 86400.0  # seconds: the longest --timeout of ping and wait
+JOB_ID_HELP = "the job's id (a UUID, as the API and `jobs enqueue` print it)"
+
+
+def job_kind(text: str) -> str:
+    """An argparse ``type``: a job kind as the API accepts it (``KIND_PATTERN``), else
+    argparse's one-line usage error."""
+    if re.fullmatch(KIND_PATTERN, text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a job kind: lowercase letters, digits, '_' and '.', "
+            f"starting with a letter ({KIND_PATTERN})"
+        )
+    return text
 
 
 def add_jobs(commands: Commands) -> None:
@@ -30,31 +45,58 @@ def add_jobs(commands: Commands) -> None:
     )
     jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
     ping = jobs_commands.add_parser("ping", help="enqueue system.ping and wait for a worker")
-    ping.add_argument("--timeout", type=float, default=10.0)
+    ping.add_argument(
+        "--timeout",
+        type=bounded(float, 0.001, MAX_WAIT),
+        default=10.0,
+        help="seconds to wait for a worker (default 10)",
+    )
     ping.set_defaults(handler=cmd_jobs_ping)
     show = jobs_commands.add_parser("show", help="print one job as JSON")
-    show.add_argument("job_id", type=uuid.UUID)
+    show.add_argument("job_id", type=uuid.UUID, help=JOB_ID_HELP)
     show.set_defaults(handler=cmd_jobs_show)
     wait = jobs_commands.add_parser(
         "wait", help="wait until a job has finished, print it as JSON; exit 0 if it succeeded"
     )
-    wait.add_argument("job_id", type=uuid.UUID)
-    wait.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    wait.add_argument("job_id", type=uuid.UUID, help=JOB_ID_HELP)
+    wait.add_argument(
+        "--timeout",
+        type=bounded(float, 0, MAX_WAIT),
+        default=60.0,
+        help="seconds to wait, not negative; 0 looks once (default 60)",
+    )
     wait.set_defaults(handler=cmd_jobs_wait)
     cancel = jobs_commands.add_parser("cancel", help="cancel a queued or running job")
-    cancel.add_argument("job_id", type=uuid.UUID)
+    cancel.add_argument("job_id", type=uuid.UUID, help=JOB_ID_HELP)
     cancel.set_defaults(handler=cmd_jobs_cancel)
     jobs_commands.add_parser("stats", help="jobs by state, oldest wait").set_defaults(
         handler=cmd_jobs_stats
     )
-    enqueue = jobs_commands.add_parser("enqueue", help="enqueue one job")
-    enqueue.add_argument("kind")
-    enqueue.add_argument("--owner", default="operator")
+    enqueue = jobs_commands.add_parser(
+        "enqueue",
+        help="enqueue one job",
+        description="Enqueue one job of KIND and print its id. A kind no handler of the "
+        "default registry runs is accepted (a worker started with --app may run it); it "
+        "waits until such a worker claims it.",
+    )
+    enqueue.add_argument(
+        "kind",
+        type=job_kind,
+        help=f"the job kind, e.g. {PING_KIND} (as the API's: {KIND_PATTERN})",
+    )
+    enqueue.add_argument(
+        "--owner", default="operator", help="the owning user id (default operator)"
+    )
     enqueue.add_argument("--payload", default="{}", help="JSON object")
     enqueue.add_argument(
         "--delay", type=bounded(float, 0, MAX_DELAY), default=0.0, help="seconds (default 0)"
     )
-    enqueue.add_argument("--max-attempts", type=bounded(int, 1, 1000), default=5)
+    enqueue.add_argument(
+        "--max-attempts",
+        type=bounded(int, 1, 1000),
+        default=5,
+        help="runs before the job fails for good, 1..1000 (default 5)",
+    )
     enqueue.set_defaults(handler=cmd_jobs_enqueue)
 
 

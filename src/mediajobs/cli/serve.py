@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from mediajobs.cli.common import Commands, database_url, handle_signals
+from mediajobs.cli.common import Commands, bounded, database_url, handle_signals
 from mediajobs.cli.worker import open_worker
 from mediajobs.config import Environment, Settings
 from mediajobs.db.migrate import migrate
@@ -28,21 +28,36 @@ log = logging.getLogger("mediajobs")
 
 def add_dev(commands: Commands) -> None:
     """The ``dev`` command's parser."""
-    dev = commands.add_parser("dev", help="API + worker in one process (embedded services)")
+    dev = commands.add_parser(
+        "dev",
+        help="API + worker in one process (embedded services)",
+        description="Development: apply the migrations, then serve the HTTP API and run a "
+        "worker in this process, on an embedded Postgres and an in-process Redis unless "
+        "DATABASE_URL and REDIS_URL name real ones. Stops on SIGTERM/SIGINT.",
+    )
     _add_listen(dev)
     dev.set_defaults(handler=cmd_dev)
 
 
 def add_serve(commands: Commands) -> None:
     """The ``serve`` command's parser."""
-    serve = commands.add_parser("serve", help="run the HTTP API")
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API",
+        description="Serve the HTTP API on MEDIAJOBS_HOST:MEDIAJOBS_PORT (or --host/--port) "
+        "until SIGTERM/SIGINT. Jobs are run by `mediajobs worker`.",
+    )
     _add_listen(serve)
     serve.set_defaults(handler=cmd_serve)
 
 
 def _add_listen(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="listen address (default MEDIAJOBS_HOST or 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="listen port (default MEDIAJOBS_PORT or 8000)")
+    parser.add_argument(
+        "--port",
+        type=bounded(int, 1, 65535),
+        help="listen port, 1..65535 (default MEDIAJOBS_PORT or 8000)",
+    )
 
 
 def _listen_settings(args: argparse.Namespace, settings: Settings) -> Settings:

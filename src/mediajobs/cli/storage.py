@@ -21,7 +21,8 @@ def add_storage(commands: Commands) -> None:
     storage_commands.add_parser(
         "check",
         help="write, read, list, sign and delete a probe object in the bucket (in development: "
-        "in the running server's memory store)",
+        "in the running server's development store, files under MEDIAJOBS_DATA_DIR/storage, "
+        "default .mediajobs/storage, reached over HTTP)",
     ).set_defaults(handler=cmd_storage_check)
 
 

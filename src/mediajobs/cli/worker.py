@@ -44,9 +44,16 @@ RegistryFactory = Callable[[WorkerResources], HandlerRegistry]
 
 def add_worker(commands: Commands) -> None:
     """The ``worker`` command's parser (``commands``: the subparsers it joins)."""
-    worker = commands.add_parser("worker", help="claim and run jobs")
+    worker = commands.add_parser(
+        "worker",
+        help="claim and run jobs",
+        description="Claim and run jobs from the queue at DATABASE_URL until SIGTERM/SIGINT "
+        "(with --burst, until the queue is drained); print its counts as JSON when it stops.",
+    )
     worker.add_argument(
-        "--concurrency", type=bounded(int, 1, 1000), help="jobs at once (default from env)"
+        "--concurrency",
+        type=bounded(int, 1, 1000),
+        help="jobs at once, 1..1000 (default MEDIAJOBS_WORKER_CONCURRENCY or 8)",
     )
     worker.add_argument("--kinds", help="comma-separated job kinds (default: all registered)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is drained")

@@ -393,9 +393,7 @@ class Worker:
             self.stats.lost += 1
         if state is not None:
             log.log(
-                logging.ERROR if state is JobState.FAILED else logging.WARNING,
-                "%s",
-                describe_outcome(ctx, state, error, delay=delay),
+                outcome_level(state, error), "%s", describe_outcome(ctx, state, error, delay=delay)
             )
 
     # -- housekeeping and shutdown -----------------------------------------------------
@@ -475,6 +473,24 @@ def _logged(step: str) -> Iterator[None]:
         log.warning("housekeeping: %s failed (%s); retrying", step, exc)
     except Exception:
         log.exception("housekeeping: %s failed; retrying", step)
+
+
+# JobFailed codes the worker itself raises: a deployment's fault (no handler for the kind, a
+# handler returning what cannot be stored), not the job's input.
+WORKER_FAILURE_CODES = frozenset({"unknown_kind", "invalid_result"})
+
+
+def outcome_level(state: JobState, error: JobError) -> int:
+    """The level of a failed attempt's log line: ERROR when the job failed for good for an
+    internal reason (retries exhausted, an exception, a worker's fault); WARNING when it
+    will be retried or ended cancelled, or when a handler refused the job's input with
+    JobFailed (a too small, corrupt or unsupported upload is its owner's, not the service's:
+    ``code`` says which)."""
+    if state is not JobState.FAILED:
+        return logging.WARNING
+    if isinstance(error, JobFailed) and error.code not in WORKER_FAILURE_CODES:
+        return logging.WARNING
+    return logging.ERROR
 
 
 def describe_outcome(

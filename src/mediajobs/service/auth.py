@@ -280,16 +280,19 @@ def _principal(claims: dict[str, Any]) -> Principal:
     return Principal(user_id, frozenset(roles), float(claims["exp"]))
 
 
-_SECRET_QUERY = re.compile(r"((?:^|[?&])(?:ticket|access_token)=)[^&\s\"]*")
+# Stream tickets, tokens and the signatures of the development store's presigned URLs.
+_SECRET_QUERY = re.compile(r"((?:^|[?&])(?:ticket|access_token|sig)=)[^&\s\"]*")
 
 
 def redact_query(text: str) -> str:
-    """``text`` with ticket values in query strings replaced by ``REDACTED``."""
+    """``text`` with ticket, token and signature values in query strings replaced by
+    ``REDACTED``."""
     return _SECRET_QUERY.sub(r"\1REDACTED", text)
 
 
 class RedactTickets(logging.Filter):
-    """Keeps stream tickets out of access logs (uvicorn logs the full path and query)."""
+    """Keeps stream tickets and presigned URLs' signatures out of access logs (uvicorn logs
+    the full path and query)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

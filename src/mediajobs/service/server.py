@@ -9,7 +9,9 @@
   mod_reqtimeout's ``header=20-40``; ours is ``MEDIAJOBS_HEADER_TIMEOUT``, 10 s).
 - A header size limit: more than ``MAX_HEADER_BYTES`` of request line and headers is
   answered 431 and the connection closed (uvicorn's httptools parser buffers them without
-  limit). Bytes the HTTP parser refuses get a 400 in the API's error shape
+  limit). The bytes of a request's head are counted before the parser sees them, up to the
+  blank line that ends it, however they arrive: in one read with the end of the head (and
+  the body), or in many. Bytes the HTTP parser refuses get a 400 in the API's error shape
   (``malformed_request``), with an X-Request-Id like every other answer.
 - ``raise_open_files_limit()``: the soft RLIMIT_NOFILE raised to the hard limit at start (the
   soft limit is often 1024: one descriptor per open connection or event stream).
@@ -30,6 +32,7 @@ from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -39,6 +42,15 @@ from mediajobs.service.auth import RedactTickets
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024  # a request line and headers (nginx allows 4 x 8 KiB by default)
+
+
+def _head_end(buffer: bytes) -> int:
+    """The index just past the blank line that ends a request's head in ``buffer`` (lines end
+    in CRLF, or a bare LF as parsers accept), or -1 when it has not come yet."""
+    ends = [
+        found + len(blank) for blank in (b"\n\r\n", b"\n\n") if (found := buffer.find(blank)) >= 0
+    ]
+    return min(ends, default=-1)
 
 
 def raw_error(status: int, code: str, message: str) -> bytes:
@@ -63,7 +75,8 @@ class _HeaderDeadline:
         self._protocol = protocol
         self._seconds = seconds
         self._timer: asyncio.TimerHandle | None = None
-        self._header_bytes = 0  # received while this request's headers are incomplete
+        self._header_bytes = 0  # of this request's head, received so far
+        self._tail = b""  # the head's last bytes: its end may span two reads
 
     def _waiting_for_headers(self) -> bool:
         # uvicorn makes a request's cycle once its headers are parsed.
@@ -74,15 +87,18 @@ class _HeaderDeadline:
         if self._timer is None and self._waiting_for_headers():
             self._timer = self._protocol.loop.call_later(self._seconds, self._expire)
 
-    def settle(self, received: int) -> None:
-        """After parsing ``received`` new bytes: the headers are complete, or a new request
-        began, or they are still coming (431 once over ``MAX_HEADER_BYTES``)."""
-        if self._protocol.transport.is_closing() or not self._waiting_for_headers():
-            self._header_bytes = 0
-            self.cancel()
-            return
-        self._header_bytes += received
-        if self._header_bytes > MAX_HEADER_BYTES:
+    def admit(self, data: bytes) -> bool:
+        """Before the parser sees ``data``: count the bytes of the awaited request's head in
+        it (up to the blank line that ends it); over ``MAX_HEADER_BYTES``, answer 431 and
+        return False (the parser must not see them)."""
+        if not self._waiting_for_headers():
+            return True
+        if self._header_bytes == 0:
+            data = data.lstrip(b"\r\n")  # blank lines before a request line are ignored
+        seen = self._tail + data
+        end = _head_end(seen)
+        size = self._header_bytes + (len(data) if end < 0 else end - len(self._tail))
+        if size > MAX_HEADER_BYTES:
             self._answer(
                 raw_error(
                     431,
@@ -90,6 +106,19 @@ class _HeaderDeadline:
                     f"a request line and headers are limited to {MAX_HEADER_BYTES} bytes",
                 )
             )
+            return False
+        if end < 0:
+            self._header_bytes, self._tail = size, seen[-2:]
+        else:  # the head is complete: the next request's count starts afresh
+            self._header_bytes, self._tail = 0, b""
+        return True
+
+    def settle(self) -> None:
+        """After the parser has seen new bytes: the headers are complete (or a new request
+        began), or they are still coming (the timer runs)."""
+        if self._protocol.transport.is_closing() or not self._waiting_for_headers():
+            self._header_bytes, self._tail = 0, b""
+            self.cancel()
             return
         self.arm()
 
@@ -124,8 +153,10 @@ class _HeaderTimeoutMixin:
         self._deadline.arm()
 
     def data_received(self, data: bytes) -> None:
+        if not self._deadline.admit(data):
+            return
         super().data_received(data)  # type: ignore[misc]
-        self._deadline.settle(len(data))
+        self._deadline.settle()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes its parser refuses, in the API's error shape with an
@@ -138,7 +169,14 @@ class _HeaderTimeoutMixin:
 
 
 class H11HeaderTimeout(_HeaderTimeoutMixin, H11Protocol):
-    """uvicorn's h11 protocol with a header deadline of ``header_timeout`` seconds."""
+    """uvicorn's h11 protocol with a header deadline of ``header_timeout`` seconds. Its
+    parser holds a head of up to ``MAX_HEADER_BYTES`` (h11's own limit, 16 KiB, would answer
+    a smaller head 400): the header size limit is the deadline's."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        if config.h11_max_incomplete_event_size is None:
+            self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=2 * MAX_HEADER_BYTES)
 
 
 def _httptools_class() -> type[asyncio.Protocol] | None:
