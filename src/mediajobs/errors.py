@@ -6,6 +6,7 @@
     ├── AuthError              a request's credentials are missing, invalid or expired
     ├── ImageRejected          an upload is not an acceptable image (a stable ``code``)
     ├── PolicyInvalid          a site-policy change that makes no sense (db.policies)
+    ├── CollectionRefused      a collection sync that cannot apply (db.collections; a ``code``)
     ├── ImagingFailed          the imaging process could not finish an image (handlers.imaging_pool)
     │   ├── ImagingCrashed     it died while working on the image
     │   ├── ImagingOutOfMemory it ran out of its memory limit

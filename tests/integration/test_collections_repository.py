@@ -1,0 +1,119 @@
+"""Collections in Postgres (``db/collections.py``): one sync attaches, detaches and reorders;
+concurrent syncs from one version apply exactly once; only the owner's live media attach."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+
+import pytest
+
+from mediajobs.db import open_pool
+from mediajobs.db.collections import CollectionRefused, CollectionRepository
+from mediajobs.db.pool import Pool
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Pool]:
+    opened = await open_pool(database_url, name="test", min_size=1, max_size=4)
+    yield opened
+    await opened.close()
+
+
+async def item(pool: Pool, owner: str, status: str = "ready") -> uuid.UUID:
+    """A media row of ``owner`` in ``status``."""
+    media_id = uuid.uuid4()
+    deleted = "now()" if status == "deleted" else "NULL"
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO media (id, owner_id, status, source_locator, deleted_at)"
+            f" VALUES (%s, %s, %s, %s, {deleted})",
+            (media_id, owner, status, f"memory://b/media/{owner}/{media_id}"),
+        )
+    return media_id
+
+
+async def refused(code: str, sync: Awaitable[object]) -> None:
+    with pytest.raises(CollectionRefused) as caught:
+        await sync
+    assert caught.value.code == code
+
+
+async def test_one_sync_attaches_detaches_and_reorders_and_a_repeat_changes_nothing(
+    pool: Pool,
+) -> None:
+    repo = CollectionRepository(pool)
+    a, b, c = [await item(pool, "ada") for _ in range(3)]
+    assert await repo.get("artist", "ada") is None
+    first = await repo.sync("artist", "ada", "ada", [(a, "profile"), (b, "gallery")])
+    assert (first.owner_id, first.version) == ("ada", 1)
+    assert [(x.media_id, x.purpose, x.position) for x in first.items] == [
+        (a, "profile", 0),
+        (b, "gallery", 1),
+    ]
+    second = await repo.sync("artist", "ada", "ada", [(c, "gallery"), (a, "gallery")], if_version=1)
+    assert second.version == 2
+    assert [(x.media_id, x.purpose) for x in second.items] == [(c, "gallery"), (a, "gallery")]
+    again = await repo.sync("artist", "ada", "ada", [(c, "gallery"), (a, "gallery")])
+    assert again == second  # idempotent: the version stays
+    assert await repo.get("artist", "ada") == second
+    emptied = await repo.sync("artist", "ada", "ada", [], if_version=2)
+    assert (emptied.version, emptied.items) == (3, ())
+
+
+async def test_two_syncs_from_one_version_apply_exactly_once(pool: Pool) -> None:
+    repo = CollectionRepository(pool)
+    a, b = await item(pool, "sam"), await item(pool, "sam")
+    base = await repo.sync("listing", "8412", "sam", [(a, "gallery")])
+    results = await asyncio.gather(
+        repo.sync("listing", "8412", "sam", [(b, "gallery")], if_version=base.version),
+        repo.sync(
+            "listing", "8412", "sam", [(a, "cover"), (b, "gallery")], if_version=base.version
+        ),
+        return_exceptions=True,
+    )
+    applied = [r for r in results if not isinstance(r, BaseException)]
+    stale = [r for r in results if isinstance(r, CollectionRefused)]
+    assert len(applied) == 1 and len(stale) == 1, results
+    assert stale[0].code == "stale_collection"
+    assert await repo.get("listing", "8412") == applied[0]
+
+
+async def test_only_the_owners_live_media_attach_and_the_entity_stays_its_first_owners(
+    pool: Pool,
+) -> None:
+    repo = CollectionRepository(pool)
+    mine, theirs = await item(pool, "ada"), await item(pool, "bob")
+    gone = await item(pool, "ada", status="deleted")
+    await refused("media_not_found", repo.sync("artist", "ada", "ada", [(theirs, "gallery")]))
+    await refused("media_not_found", repo.sync("artist", "ada", "ada", [(gone, "gallery")]))
+    await refused(
+        "duplicate_media", repo.sync("artist", "ada", "ada", [(mine, "gallery"), (mine, "cover")])
+    )
+    two = [(mine, "profile"), (await item(pool, "ada"), "profile")]
+    await refused("second_profile", repo.sync("artist", "ada", "ada", two))
+    made = await repo.sync("artist", "ada", "ada", [(mine, "profile")])
+    assert made.owner_id == "ada"
+    await refused("entity_not_found", repo.sync("artist", "ada", "bob", [(theirs, "gallery")]))
+    # An admin manages any entity, with its owner's media.
+    await refused(
+        "media_not_found",
+        repo.sync("artist", "ada", "root", [(theirs, "gallery")], manage_any=True),
+    )
+    managed = await repo.sync("artist", "ada", "root", [(mine, "gallery")], manage_any=True)
+    assert (managed.owner_id, managed.version) == ("ada", made.version + 1)
+    await refused("stale_collection", repo.sync("artist", "ada", "ada", [], if_version=0))
+
+
+async def test_an_attachment_stays_while_its_item_is_deleted(pool: Pool) -> None:
+    repo = CollectionRepository(pool)
+    a, b = await item(pool, "ada"), await item(pool, "ada")
+    await repo.sync("artist", "ada", "ada", [(a, "gallery"), (b, "gallery")])
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE media SET status = 'deleted', deleted_at = now() WHERE id = %s", (a,)
+        )
+    kept = await repo.get("artist", "ada")
+    assert kept is not None
+    assert [(x.media_id, x.position) for x in kept.items] == [(a, 0), (b, 1)]
