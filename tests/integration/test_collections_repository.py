@@ -11,6 +11,7 @@ import pytest
 
 from mediajobs.db import open_pool
 from mediajobs.db.collections import CollectionRefused, CollectionRepository
+from mediajobs.db.media import MediaRepository
 from mediajobs.db.pool import Pool
 
 
@@ -117,3 +118,40 @@ async def test_an_attachment_stays_while_its_item_is_deleted(pool: Pool) -> None
     kept = await repo.get("artist", "ada")
     assert kept is not None
     assert [(x.media_id, x.position) for x in kept.items] == [(a, 0), (b, 1)]
+
+
+async def test_a_replacement_takes_the_old_items_place_and_purpose_at_cutover(pool: Pool) -> None:
+    repo, media = CollectionRepository(pool), MediaRepository(pool)
+    first, old, last = [await item(pool, "ada") for _ in range(3)]
+    await repo.sync("artist", "ada", "ada", [(first, "gallery"), (old, "profile"), (last, "cover")])
+    new = await item(pool, "ada")
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE media SET replaces = %s WHERE id = %s", (old, new))
+    before = await repo.get("artist", "ada")
+    assert before is not None and new not in [x.media_id for x in before.items]  # not before
+    record = await media.get(new)
+    assert record is not None
+    async with media.transaction() as conn:
+        assert await media.cut_over(record, undo_window=30, conn=conn) is not None
+    after = await repo.get("artist", "ada")
+    assert after is not None and after.version == before.version + 1
+    assert [(x.media_id, x.purpose, x.position) for x in after.items] == [
+        (first, "gallery", 0),
+        (new, "profile", 1),
+        (last, "cover", 2),
+    ]
+
+
+async def test_a_purge_detaches_the_item_from_its_collections(pool: Pool) -> None:
+    repo, media = CollectionRepository(pool), MediaRepository(pool)
+    a, b = await item(pool, "ada"), await item(pool, "ada")
+    await repo.sync("artist", "ada", "ada", [(a, "gallery"), (b, "gallery")])
+    made = await repo.sync("listing", "1", "ada", [(a, "cover")])
+    await media.soft_delete(b, "ada", undo_window=30)
+    await media.restore(b, "ada")
+    await media.mark_purged(b)  # restored meanwhile: neither purged nor detached
+    await media.soft_delete(a, "ada", undo_window=0)
+    await media.mark_purged(a)
+    artist, listing = await repo.get("artist", "ada"), await repo.get("listing", "1")
+    assert artist is not None and [x.media_id for x in artist.items] == [b]
+    assert listing is not None and (listing.items, listing.version) == ((), made.version + 1)

@@ -239,8 +239,9 @@ class MediaRepository:
     ) -> MediaRecord | None:
         """The replacement ``new`` (now ready) takes the place of the item it replaces: the
         old one is hidden (deleted, purged after the undo window) and ``new`` inherits its
-        sort order. Returns the old item as changed, or None when there was none to replace
-        (it was deleted meanwhile: ``new`` simply stays)."""
+        sort order and its place (position and purpose) in its collections. Returns the old
+        item as changed, or None when there was none to replace (it was deleted meanwhile:
+        ``new`` simply stays)."""
         if new.replaces is None:
             return None
         old = await self._one(
@@ -250,6 +251,7 @@ class MediaRepository:
         )
         if old is not None:
             await conn.execute(sql.INHERIT_SORT_ORDER, (old.sort_order, new.id))
+            await conn.execute(sql.TAKE_ATTACHMENTS, {"old": old.id, "new": new.id})
         return old
 
     async def soft_delete(
@@ -274,8 +276,12 @@ class MediaRepository:
         return await self._one(sql.CLAIM_PURGE, {"id": media_id}, None)
 
     async def mark_purged(self, media_id: uuid.UUID) -> None:
-        async with self._conn(None) as c:
-            await c.execute(sql.MARK_PURGED, (media_id,))
+        """The item's objects are gone: mark it purged and detach it from its collections,
+        in one transaction."""
+        async with self.transaction() as conn:
+            marked = await conn.execute(sql.MARK_PURGED, (media_id,))
+            if marked.rowcount:  # not restored meanwhile, nor purged before
+                await conn.execute(sql.DETACH_PURGED, (media_id,))
 
     async def page(
         self,

@@ -88,6 +88,20 @@ RETURNING *
 """
 # ... and its replacement takes its place in the order.
 INHERIT_SORT_ORDER = "UPDATE media SET sort_order = %s, updated_at = now() WHERE id = %s"
+# ... and in every collection the old item was part of (its position and purpose), unless
+# the replacement is already attached there; each collection changed moves to a new version.
+TAKE_ATTACHMENTS = """
+WITH moved AS (
+    UPDATE entity_media AS em SET media_id = %(new)s
+    WHERE em.media_id = %(old)s AND NOT EXISTS (
+        SELECT 1 FROM entity_media AS x
+        WHERE x.entity_type = em.entity_type AND x.entity_id = em.entity_id
+          AND x.media_id = %(new)s)
+    RETURNING em.entity_type, em.entity_id
+)
+UPDATE entities AS e SET version = e.version + 1, updated_at = now()
+FROM moved WHERE e.entity_type = moved.entity_type AND e.entity_id = moved.entity_id
+"""
 
 SOFT_DELETE = """
 UPDATE media SET status = 'deleted', deleted_from = status, deleted_at = now(),
@@ -112,6 +126,16 @@ SELECT * FROM media WHERE id = %(id)s AND status = 'deleted'
 MARK_PURGED = """
 UPDATE media SET purged_at = now(), updated_at = now()
 WHERE id = %s AND status = 'deleted' AND purged_at IS NULL
+"""
+# A purged item leaves its collections (an attachment outlives a delete, so that a restore
+# puts the item back in its place); each collection changed moves to a new version.
+DETACH_PURGED = """
+WITH gone AS (
+    DELETE FROM entity_media WHERE media_id = %s RETURNING entity_type, entity_id
+)
+UPDATE entities AS e SET version = e.version + 1, updated_at = now()
+FROM (SELECT DISTINCT entity_type, entity_id FROM gone) AS g
+WHERE e.entity_type = g.entity_type AND e.entity_id = g.entity_id
 """
 
 # A page of the owner's items: PAGE, then any of the PAGE_* filters, then PAGE_ORDER.
