@@ -165,6 +165,14 @@ def encode_result(result: JSON) -> str | None:
     return None if result is None else json.dumps(result, allow_nan=False)
 
 
+def check_bulk_spec(spec: JobSpec) -> None:
+    """Refuse what ``enqueue_many`` does not take: idempotency keys and ``run_at``."""
+    if spec.idempotency_key is not None:
+        raise ValueError("enqueue_many does not take idempotency keys; use enqueue")
+    if spec.run_at is not None:
+        raise ValueError("enqueue_many takes delay, not run_at")
+
+
 def cancelled_error(detail: str) -> dict[str, JSON]:
     """The error of a running job that ended cancelled (``sql._cancelled_error`` in SQL)."""
     message = f"cancelled while running; {detail}"

@@ -44,6 +44,7 @@ from mediajobs.queue.base import (
     cancel_outcome,
     cancelled,
     cancelled_error,
+    check_bulk_spec,
     encode_result,
     failed_or_retrying,
     lease_expired_error,
@@ -140,10 +141,7 @@ class InMemoryQueue:
         ``JobQueue.enqueue_many``."""
         specs = list(specs)
         for spec in specs:
-            if spec.idempotency_key is not None:
-                raise ValueError("enqueue_many does not take idempotency keys; use enqueue")
-            if spec.run_at is not None:
-                raise ValueError("enqueue_many takes delay, not run_at")
+            check_bulk_spec(spec)
         async with self._lock:
             now = self._clock()
             jobs = [self._new_job(spec, now) for spec in specs]
