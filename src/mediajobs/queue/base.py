@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -157,6 +157,24 @@ class Notifier(Protocol):
         """Until cancelled: call ``on_wakeup()`` when jobs may be claimable (and after each
         (re)connect, since hints sent meanwhile are lost), ``on_cancel(job_id)`` when a
         running job is asked to stop."""
+
+
+def renewal_outcomes(
+    held: Mapping[uuid.UUID, int],
+    current: Mapping[uuid.UUID, int],
+    still_ours: Mapping[Any, bool],
+) -> Iterator[tuple[uuid.UUID, bool]]:
+    """What a lease renewal of the ``held`` jobs (``{id: attempt}``) reports, given the jobs
+    held now (``current``) and the renewal's answer (``still_ours``: ``{id: cancel flag}``
+    of the leases it renewed): ``(id, True)`` for each lease lost, ``(id, False)`` for each
+    cancel requested. Jobs that finished while it renewed are skipped."""
+    for job_id, attempt in held.items():
+        if current.get(job_id) != attempt:
+            continue  # finished while we were renewing
+        if job_id not in still_ours:
+            yield job_id, True
+        elif still_ours[job_id]:
+            yield job_id, False
 
 
 def encode_result(result: JSON) -> str | None:
