@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -159,10 +159,36 @@ class Notifier(Protocol):
         running job is asked to stop."""
 
 
+def renewal_outcomes(
+    held: Mapping[uuid.UUID, int],
+    current: Mapping[uuid.UUID, int],
+    still_ours: Mapping[Any, bool],
+) -> Iterator[tuple[uuid.UUID, bool]]:
+    """What a lease renewal of the ``held`` jobs (``{id: attempt}``) reports, given the jobs
+    held now (``current``) and the renewal's answer (``still_ours``: ``{id: cancel flag}``
+    of the leases it renewed): ``(id, True)`` for each lease lost, ``(id, False)`` for each
+    cancel requested. Jobs that finished while it renewed are skipped."""
+    for job_id, attempt in held.items():
+        if current.get(job_id) != attempt:
+            continue  # finished while we were renewing
+        if job_id not in still_ours:
+            yield job_id, True
+        elif still_ours[job_id]:
+            yield job_id, False
+
+
 def encode_result(result: JSON) -> str | None:
     """A handler's return value as stored text; None stays SQL NULL. Raises ``TypeError``
     or ``ValueError`` for a value JSON cannot hold."""
     return None if result is None else json.dumps(result, allow_nan=False)
+
+
+def check_bulk_spec(spec: JobSpec) -> None:
+    """Refuse what ``enqueue_many`` does not take: idempotency keys and ``run_at``."""
+    if spec.idempotency_key is not None:
+        raise ValueError("enqueue_many does not take idempotency keys; use enqueue")
+    if spec.run_at is not None:
+        raise ValueError("enqueue_many takes delay, not run_at")
 
 
 def cancelled_error(detail: str) -> dict[str, JSON]:

@@ -17,6 +17,7 @@ import psycopg
 
 from mediajobs.db.pool import connection_kwargs
 from mediajobs.queue import sql
+from mediajobs.queue.base import renewal_outcomes
 from mediajobs.queue.models import Job
 
 log = logging.getLogger(__name__)
@@ -113,13 +114,8 @@ class LeaseKeeper:
         still_ours = {row[0]: bool(row[1]) for row in rows}
         with self._lock:
             current = dict(self._held)
-        for job_id, attempt in held.items():
-            if current.get(job_id) != attempt:
-                continue  # finished while we were renewing
-            if job_id not in still_ours:
-                self._report(self._on_lost, job_id)
-            elif still_ours[job_id]:
-                self._report(self._on_cancel, job_id)
+        for job_id, lost in renewal_outcomes(held, current, still_ours):
+            self._report(self._on_lost if lost else self._on_cancel, job_id)
 
     def _report(self, callback: Callable[[uuid.UUID], None], job_id: uuid.UUID) -> None:
         if self._loop is not None and not self._loop.is_closed():

@@ -44,11 +44,13 @@ from mediajobs.queue.base import (
     cancel_outcome,
     cancelled,
     cancelled_error,
+    check_bulk_spec,
     encode_result,
     failed_or_retrying,
     lease_expired_error,
     progressed,
     queued,
+    renewal_outcomes,
     requeued_or_failed,
     running,
     succeeded,
@@ -140,10 +142,7 @@ class InMemoryQueue:
         ``JobQueue.enqueue_many``."""
         specs = list(specs)
         for spec in specs:
-            if spec.idempotency_key is not None:
-                raise ValueError("enqueue_many does not take idempotency keys; use enqueue")
-            if spec.run_at is not None:
-                raise ValueError("enqueue_many takes delay, not run_at")
+            check_bulk_spec(spec)
         async with self._lock:
             now = self._clock()
             jobs = [self._new_job(spec, now) for spec in specs]
@@ -680,14 +679,10 @@ class InMemoryLeases:
         still_ours = await self._queue.heartbeat(held, self._lease)
         if still_ours:
             self.renewals += 1
-        for job_id, attempt in held.items():
-            if self._held.get(job_id) != attempt:
-                continue  # finished while we were renewing
-            if job_id not in still_ours:
-                if self._on_lost is not None:
-                    self._on_lost(job_id)
-            elif still_ours[job_id] and self._on_cancel is not None:
-                self._on_cancel(job_id)
+        for job_id, lost in renewal_outcomes(held, self._held, still_ours):
+            report = self._on_lost if lost else self._on_cancel
+            if report is not None:
+                report(job_id)
 
 
 def _row(job: Job) -> dict[str, Any]:

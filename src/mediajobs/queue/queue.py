@@ -25,6 +25,7 @@ from mediajobs.queue.base import (
     TransitionHooks,
     cancel_outcome,
     cancelled,
+    check_bulk_spec,
     encode_result,
     failed_or_retrying,
     progressed,
@@ -93,10 +94,7 @@ class JobQueue:
                 return await self.enqueue_many(specs, conn=own)
         chunk: list[JobSpec] = []
         for spec in specs:
-            if spec.idempotency_key is not None:
-                raise ValueError("enqueue_many does not take idempotency keys; use enqueue")
-            if spec.run_at is not None:
-                raise ValueError("enqueue_many takes delay, not run_at")
+            check_bulk_spec(spec)
             chunk.append(spec)
             if len(chunk) == BULK_CHUNK:
                 ids.extend(await self._insert_bulk(conn, chunk))
