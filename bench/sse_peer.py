@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from mediajobs.config import Settings
 from mediajobs.service.app import create_app
-from mediajobs.service.server import http_protocol
+from mediajobs.service.server import server_config
 from mediajobs.service.state import services
 
 
@@ -69,17 +69,7 @@ def main() -> None:
     settings = Settings.from_env()
     app = create_app(settings)
     app.router.routes.insert(0, Route("/events", events, methods=["GET"]))
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        log_config=None,
-        lifespan="on",
-        proxy_headers=True,
-        timeout_graceful_shutdown=10,
-        http=http_protocol(settings.header_timeout),
-    )
+    config = server_config(app, settings)  # the same uvicorn settings as `mediajobs serve`
     asyncio.run(uvicorn.Server(config).serve())
 
 

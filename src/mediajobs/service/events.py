@@ -39,19 +39,17 @@ class _Slotted(Response):
             self._slots.give_back(self._owner_id)
 
 
-def _stream_principal(request: Request, svc: Services) -> Principal:
+def _stream_principal(request: Request, svc: Services, query: EventsQuery) -> Principal:
     """Bearer header for fetch-based clients, else the ``ticket`` query parameter."""
-    ticket = read_query(request, EventsQuery).ticket
+    ticket = query.ticket
     if ticket and not request.headers.get("authorization"):
         return svc.auth.ticket(ticket)
     return svc.auth.bearer(request.headers.get("authorization"))
 
 
-def _last_event_id(request: Request) -> int | None:
+def _last_event_id(request: Request, query: EventsQuery) -> int | None:
     try:
-        return parse_last_event_id(
-            [request.headers.get("last-event-id"), read_query(request, EventsQuery).last_event_id]
-        )
+        return parse_last_event_id([request.headers.get("last-event-id"), query.last_event_id])
     except ValueError as exc:
         raise ApiError(400, "invalid_last_event_id", str(exc)) from None
 
@@ -59,13 +57,14 @@ def _last_event_id(request: Request) -> int | None:
 async def events(request: Request) -> Response:
     """``GET /events``: every event of the caller's jobs, resumable with Last-Event-ID."""
     svc = services(request)
-    principal = _stream_principal(request, svc)
+    query = read_query(request, EventsQuery)
+    principal = _stream_principal(request, svc, query)
     stream = EventStreamResponse(
         svc.hub,
         svc.events,
         svc.stream_options,
         owner_id=principal.user_id,
-        last_event_id=_last_event_id(request),
+        last_event_id=_last_event_id(request, query),
         expires_at=principal.expires_at,
     )
     return _Slotted(stream, svc.stream_slots, principal.user_id)
@@ -74,12 +73,13 @@ async def events(request: Request) -> Response:
 async def job_events(request: Request) -> Response:
     """``GET /jobs/{id}/events``: one job's events from its first; ends after its last."""
     svc = services(request)
-    principal = _stream_principal(request, svc)
+    query = read_query(request, EventsQuery)
+    principal = _stream_principal(request, svc, query)
     try:
         job_id = uuid.UUID(request.path_params["job_id"])
     except ValueError:
         raise ApiError(404, "job_not_found", "no such job") from None
-    last_event_id = _last_event_id(request)
+    last_event_id = _last_event_id(request, query)
     job = await svc.queue.get(job_id)
     if job is None or job.owner_id != principal.user_id:
         # Another user's job answers exactly like a missing one.

@@ -17,23 +17,8 @@ from mediajobs.types import JSON
 
 
 def job_view(job: Job) -> JobView:
-    """A job as the API shows it."""
-    return JobView(
-        id=job.id,
-        kind=job.kind,
-        state=job.state,
-        progress=job.progress,
-        message=job.message,
-        result=job.result,
-        error=job.error,
-        attempt=job.attempt,
-        max_attempts=job.max_attempts,
-        payload=job.payload,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-    )
+    """A job as the API shows it: the fields of ``JobView``, read from the job's own."""
+    return JobView.model_validate(job, from_attributes=True)
 
 
 def job_json(job: Job) -> dict[str, JSON]:

@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -48,7 +48,6 @@ KIND_PATTERN = r"[a-z][a-z0-9_.]{0,63}"
 DEV_USER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 LISTABLE = tuple(s.value for s in MediaStatus if s is not MediaStatus.DELETED)
 ReviewProvider = Literal["disabled", "webhook"]
-REVIEW_PROVIDERS: tuple[str, ...] = get_args(ReviewProvider)
 # Width / height bounds any policy may set: 100:1 is past every panorama a camera makes.
 MIN_ASPECT_RATIO = 0.01
 MAX_ASPECT_RATIO = 100.0
