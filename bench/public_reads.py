@@ -203,14 +203,23 @@ class Sample:
 @dataclass(frozen=True)
 class Phase:
     """The samples of one phase, the seconds from its first scheduled request to its last
-    answer, and the CPU seconds this generator spent meanwhile."""
+    answer, and the CPU seconds this generator and the server process spent meanwhile."""
 
     samples: list[Sample]
     elapsed: float
     cpu: float
+    server_cpu: float
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used, from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drive(
+    server: int,
     clients: list[httpx.AsyncClient],
     path: str,
     rate: float,
@@ -218,7 +227,8 @@ async def drive(
     etag_for: Callable[[int], str | None] = lambda _: None,
     observe: Callable[[Sample], None] = lambda _: None,
 ) -> Phase:
-    """Send ``rate * seconds`` GETs of ``path`` on a fixed schedule, request ``i`` through
+    """Send ``rate * seconds`` GETs of ``path`` on a fixed schedule to the server process
+    ``server`` (a pid, for its CPU time), request ``i`` through
     ``clients[i % len(clients)]``; ``etag_for(i)`` is its If-None-Match (None: none);
     ``observe`` sees each sample as it lands. A request due while ``MAX_INFLIGHT`` are
     unanswered is not sent (a sample with status -1): past that the server is saturated
@@ -226,7 +236,7 @@ async def drive(
     bottleneck. Returns the phase when the last answer has landed."""
     samples: list[Sample] = []
     inflight: set[asyncio.Task[None]] = set()
-    cpu = time.process_time()
+    cpu, server_cpu = time.process_time(), process_cpu(server)
     start = time.perf_counter() + 0.01
 
     async def one(i: int, due: float) -> None:
@@ -257,14 +267,19 @@ async def drive(
         inflight.add(task)
         task.add_done_callback(inflight.discard)
     await asyncio.gather(*list(inflight))
-    return Phase(samples, time.perf_counter() - start, time.process_time() - cpu)
+    return Phase(
+        samples,
+        time.perf_counter() - start,
+        time.process_time() - cpu,
+        process_cpu(server) - server_cpu,
+    )
 
 
 def summary(phase: Phase, ok: set[int]) -> dict[str, Any]:
     """Latency percentiles (ms) of every answer, the achieved rate (answers per second) and
     the errors (answers whose status is not in ``ok``, transport errors and requests not
-    sent included), and what the generator cost: how late it sent (p99) and its CPU per
-    request."""
+    sent included), what the generator cost (how late it sent, p99, and its CPU per
+    request) and the server's CPU per answer."""
     samples = [s for s in phase.samples if s.status != -1]
     latencies = [s.latency_ms for s in samples] or [float("nan")]
     return {
@@ -279,10 +294,12 @@ def summary(phase: Phase, ok: set[int]) -> dict[str, Any]:
         "statuses": {str(k): v for k, v in sorted(Counter(s.status for s in samples).items())},
         "gen_lag_p99_ms": round(percentile([s.lag_ms for s in samples or phase.samples], 0.99), 2),
         "gen_cpu_ms_per_request": round(1000 * phase.cpu / max(1, len(samples)), 3),
+        "server_cpu_ms_per_answer": round(1000 * phase.server_cpu / max(1, len(samples)), 3),
     }
 
 
 async def change_phase(
+    server: int,
     clients: list[httpx.AsyncClient],
     path: str,
     args: argparse.Namespace,
@@ -310,7 +327,7 @@ async def change_phase(
 
     phase, _ = await asyncio.gather(
         drive(
-            clients, path, args.rate, args.change_seconds,
+            server, clients, path, args.rate, args.change_seconds,
             etag_for=lambda i: held[i % args.clients], observe=observe,
         ),
         change(),
@@ -345,13 +362,18 @@ async def change_phase(
 
 
 async def capacity(
-    clients: list[httpx.AsyncClient], path: str, seconds: float, etag: str | None = None
+    server: int,
+    clients: list[httpx.AsyncClient],
+    path: str,
+    seconds: float,
+    etag: str | None = None,
 ) -> dict[str, Any]:
     """Closed loop: each of ``clients`` sends its next GET as soon as the last is answered,
     for ``seconds``. The answers per second are the most this server process gives (with
     this generator on the same machine), not a latency figure."""
     headers = {"If-None-Match": etag} if etag else {}
     statuses: Counter[int] = Counter()
+    server_cpu = process_cpu(server)
     start = time.perf_counter()
     stop = start + seconds
 
@@ -361,13 +383,21 @@ async def capacity(
 
     await asyncio.gather(*(loop(client) for client in clients))
     elapsed = time.perf_counter() - start
+    answers = sum(statuses.values())
     return {
-        "per_s": round(sum(statuses.values()) / elapsed, 1),
+        "per_s": round(answers / elapsed, 1),
+        "server_cpu_ms_per_answer": round(
+            1000 * (process_cpu(server) - server_cpu) / max(1, answers), 3
+        ),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
     }
 
 
-async def run(args: argparse.Namespace, base: str, token: str, ids: list[uuid.UUID]) -> Any:
+async def run(
+    args: argparse.Namespace, server: int, base: str, token: str, ids: list[uuid.UUID]
+) -> Any:
+    """The phases against the server process ``server`` (a pid) at ``base``; returns the
+    run's figures, then those of the plain, conditional and change phases."""
     path = "/public/entities/{}/{}".format(*ENTITY)
     owner_path = "/entities/{}/{}/media".format(*ENTITY)
     auth = {"Authorization": f"Bearer {token}"}
@@ -402,16 +432,16 @@ async def run(args: argparse.Namespace, base: str, token: str, ids: list[uuid.UU
             "cache_control": first.headers.get("cache-control"),
         }
 
-        await drive(clients, path, args.rate, args.warmup)
-        phase = await drive(clients, path, args.rate, args.seconds)
+        await drive(server, clients, path, args.rate, args.warmup)
+        phase = await drive(server, clients, path, args.rate, args.seconds)
         plain = summary(phase, {200})
         # A 200 must carry the whole collection (the same length as the first answer).
         plain["errors"] += sum(
             1 for s in phase.samples if s.status == 200 and s.size != len(first.content)
         )
 
-        await drive(clients, path, args.rate, args.warmup, etag_for=lambda _: etag)
-        phase = await drive(clients, path, args.rate, args.seconds, lambda _: etag)
+        await drive(server, clients, path, args.rate, args.warmup, etag_for=lambda _: etag)
+        phase = await drive(server, clients, path, args.rate, args.seconds, lambda _: etag)
         conditional = summary(phase, {304})
         answered = [s for s in phase.samples if s.status > 0]  # sent and answered
         not_modified = [s.latency_ms for s in answered if s.status == 304]
@@ -425,13 +455,13 @@ async def run(args: argparse.Namespace, base: str, token: str, ids: list[uuid.UU
             if response.status_code != 200:
                 raise RuntimeError(f"PUT {owner_path}: {response.status_code} {response.text}")
 
-        change = await change_phase(clients, path, args, etag, reorder)
+        change = await change_phase(server, clients, path, args, etag, reorder)
         last = await client.get(path)
         check_public(last.json(), ids[::-1], args.variants)
         if args.capacity_seconds > 0:
-            figures["capacity"] = await capacity(clients, path, args.capacity_seconds)
+            figures["capacity"] = await capacity(server, clients, path, args.capacity_seconds)
             figures["capacity_304"] = await capacity(
-                clients, path, args.capacity_seconds, last.headers["etag"]
+                server, clients, path, args.capacity_seconds, last.headers["etag"]
             )
     return figures, plain, conditional, change
 
@@ -509,7 +539,7 @@ def main() -> int:
         api = start_serve(dsn, args.redis_url, port, SECRET, command=command)
         token = Authenticator(SECRET).issue_token(OWNER, ttl=3600)
         figures, plain, conditional, change = asyncio.run(
-            run(args, f"http://127.0.0.1:{port}", token, ids)
+            run(args, api.pid, f"http://127.0.0.1:{port}", token, ids)
         )
     finally:
         if api is not None:
@@ -554,14 +584,16 @@ def report(
     )
     rows = [
         "| phase | requests | answers/s | p50 ms | p90 ms | p99 ms | max ms | errors "
-        "| not sent | statuses | generator lag p99 ms | generator CPU ms/request |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| not sent | statuses | server CPU ms/answer | generator lag p99 ms "
+        "| generator CPU ms/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for label, phase in (("plain", plain), ("If-None-Match", conditional), ("change", change)):
         rows.append(
             f"| {label} | {phase['requests']} | {phase['achieved_rate']:g} | {phase['p50_ms']} "
             f"| {phase['p90_ms']} | {phase['p99_ms']} | {phase['max_ms']} | {phase['errors']} "
-            f"| {phase['not_sent']} | {phase['statuses']} | {phase['gen_lag_p99_ms']} "
+            f"| {phase['not_sent']} | {phase['statuses']} | {phase['server_cpu_ms_per_answer']} "
+            f"| {phase['gen_lag_p99_ms']} "
             f"| {phase['gen_cpu_ms_per_request']} |"
         )
     notes = [
@@ -587,9 +619,11 @@ def report(
         notes += [
             "",
             f"Capacity (closed loop, {args.shards} clients, {args.capacity_seconds:g} s each): "
-            f"{figures['capacity']['per_s']} answers/s plain {figures['capacity']['statuses']}, "
+            f"{figures['capacity']['per_s']} answers/s plain {figures['capacity']['statuses']} "
+            f"({figures['capacity']['server_cpu_ms_per_answer']} ms of server CPU each), "
             f"{figures['capacity_304']['per_s']} with `If-None-Match` "
-            f"{figures['capacity_304']['statuses']}.",
+            f"{figures['capacity_304']['statuses']} "
+            f"({figures['capacity_304']['server_cpu_ms_per_answer']} ms).",
         ]
     notes += [
         "",
