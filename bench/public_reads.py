@@ -9,9 +9,9 @@ store), then the same with ``If-None-Match``, then a change in the middle of the
 Setup: a fresh database with the migrations applied; ``--items`` media items of one user,
 written through ``MediaRepository`` the way ``media.process`` finishes a photo (4032x3024,
 ``ready``, the site policy's five WebP variants 320 ... 2560 with their locators in the
-server's store, a real blurDataURL, EXIF); then attached in order with
-``PUT /entities/listing/bench/media`` (one ``profile``, one ``cover``, the rest ``gallery``)
-with a bearer token of that user.
+server's store, a real blurDataURL, EXIF and GPS as the pipeline stores them); then
+attached in order with ``PUT /entities/listing/bench/media`` (one ``profile``, one
+``cover``, the rest ``gallery``) with a bearer token of that user.
 
 The load is open-loop, from this process (the server is another): requests go out on a
 fixed schedule whatever the latencies, and each latency runs from the moment its request
@@ -143,8 +143,19 @@ async def seed(dsn: str, serve_env: dict[str, str], count: int) -> tuple[list[uu
                 "height": height,
                 "variants": variants,
                 "blur_data_url": blur_data_url(blur_source(n), 16),
-                "exif": {"Make": "Bench", "Model": "Camera 1", "FNumber": 2.8, "ISO": 100},
-                "gps": None,
+                "exif": {  # the shape imaging.extract_exif gives a phone photo
+                    "make": "Apple",
+                    "model": "iPhone 15 Pro",
+                    "lens": "Apple iPhone 15 Pro back triple camera 6.765mm f/1.78",
+                    "iso": 80,
+                    "aperture": 1.78,
+                    "exposureTime": 0.008,
+                    "exposure": "1/125",
+                    "focalLength": 6.77,
+                    "focalLength35mm": 24,
+                    "takenAt": f"2026-11-{1 + n % 28:02d}T10:{n % 60:02d}:00+01:00",
+                },
+                "gps": {"latitude": 48.8566 + n / 1e4, "longitude": 2.3522, "altitude": 35.2},
                 "sha256": hashlib.sha256(media_id.bytes).hexdigest(),
                 "duplicate_of": None,
                 "review": None,
