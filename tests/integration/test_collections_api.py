@@ -397,3 +397,8 @@ async def test_a_public_read_leaks_nothing_private(
     for url in urls:
         without_urls = without_urls.replace(url, "")
     assert "alice" not in without_urls  # the owner shows only as the key prefix of URLs
+
+    # An edit of a shown item reaches the public read at once (through the process's cache).
+    await client.patch(f"/media/{item['id']}", json={"altText": "a blue door"}, headers=ALICE)
+    edited = await client.get(PUBLIC, headers={"If-None-Match": answer.headers["etag"]})
+    assert edited.status_code == 200 and edited.json()["items"][0]["altText"] == "a blue door"
