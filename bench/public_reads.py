@@ -199,7 +199,8 @@ class Sample:
     """One request: ``due`` is the ``time.perf_counter()`` it was scheduled for; ``lag_ms`` how late
     it went out; ``latency_ms`` from ``due`` to its whole response (or the error); ``status``
     0 for a transport error, -1 when it was not sent (``MAX_INFLIGHT`` were waiting already);
-    ``sent_etag`` the If-None-Match it carried; ``size`` the bytes of its body."""
+    ``sent_etag`` the If-None-Match it carried; ``size`` the bytes of its body; ``error`` the
+    transport error's class."""
 
     index: int
     due: float
@@ -209,6 +210,7 @@ class Sample:
     etag: str | None
     sent_etag: str | None
     size: int
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -258,11 +260,11 @@ async def drive(
             response = await clients[i % len(clients)].get(path, headers=headers)
             status, etag, size = response.status_code, response.headers.get("etag"), 0
             size = len(response.content)
-        except httpx.HTTPError:
-            status, etag, size = 0, None, 0
-        sample = Sample(
-            i, due, lag * 1000, (time.perf_counter() - due) * 1000, status, etag, sent_etag, size
-        )
+            error = None
+        except httpx.HTTPError as exc:
+            status, etag, size, error = 0, None, 0, type(exc).__name__
+        latency = (time.perf_counter() - due) * 1000
+        sample = Sample(i, due, lag * 1000, latency, status, etag, sent_etag, size, error)
         samples.append(sample)
         observe(sample)
 
@@ -303,6 +305,7 @@ def summary(phase: Phase, ok: set[int]) -> dict[str, Any]:
         "max_ms": round(max(latencies), 2),
         "errors": sum(1 for s in phase.samples if s.status not in ok),
         "statuses": {str(k): v for k, v in sorted(Counter(s.status for s in samples).items())},
+        "transport_errors": dict(Counter(s.error for s in samples if s.error)),
         "gen_lag_p99_ms": round(percentile([s.lag_ms for s in samples or phase.samples], 0.99), 2),
         "gen_cpu_ms_per_request": round(1000 * phase.cpu / max(1, len(samples)), 3),
         "server_cpu_ms_per_answer": round(1000 * phase.server_cpu / max(1, len(samples)), 3),
@@ -603,7 +606,8 @@ def report(
         rows.append(
             f"| {label} | {phase['requests']} | {phase['achieved_rate']:g} | {phase['p50_ms']} "
             f"| {phase['p90_ms']} | {phase['p99_ms']} | {phase['max_ms']} | {phase['errors']} "
-            f"| {phase['not_sent']} | {phase['statuses']} | {phase['server_cpu_ms_per_answer']} "
+            f"| {phase['not_sent']} | {phase['statuses']}{phase['transport_errors'] or ''} "
+            f"| {phase['server_cpu_ms_per_answer']} "
             f"| {phase['gen_lag_p99_ms']} "
             f"| {phase['gen_cpu_ms_per_request']} |"
         )
