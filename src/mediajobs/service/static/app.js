@@ -79,9 +79,6 @@ $("rules").textContent =
   `${formatNames(rules.acceptedTypes).join(", ")} · ` +
   `up to ${(rules.maxSourceBytes / 1048576).toFixed(0)} MB · at least ${rules.minWidth}×${rules.minHeight}`;
 const collections = createCollectionsPanel({ media, rules });
-// Items a collection can take from the library: the server attaches any live item of the
-// owner's, but only ready ones (and those waiting for review) are worth showing there.
-const ADDABLE = new Set(["ready", "in_review"]);
 
 /** "image/heic", "image/heif" -> "HEIC": the names people know, once each. */
 function formatNames(types) {
@@ -277,7 +274,8 @@ function card(item) {
   name.title = item.filename || "";
   const actions = document.createElement("span");
   actions.className = "actions";
-  if (ADDABLE.has(item.status)) actions.append(collections.addButton(item, label));
+  // The server attaches any live item of the owner's; the gallery's are the ones worth adding.
+  if (item.status === "ready") actions.append(collections.addButton(item, label));
   if (item.failedJob && item.failedJob.error.retryable) {
     const again = document.createElement("button");
     again.className = "retry";

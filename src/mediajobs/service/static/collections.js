@@ -98,15 +98,19 @@ export function createCollectionsPanel({ media, rules }) {
 
   // -- open, save, reload --------------------------------------------------------------------
 
-  async function openCollection(type, id) {
+  /** Read a collection and show it; `reason` says why it is read again (an event's). */
+  async function openCollection(type, id, reason = null) {
     if (loading) loading.abort();
     const controller = new AbortController();
     loading = controller;
-    say(`Opening ${type}/${id}…`);
+    if (!open || open.type !== type || open.id !== id) publicEtag = null;
+    say(`${reason ? "Reloading" : "Opening"} ${type}/${id}…`);
     try {
       const { collection, etag } = await media.collections.get(type, id, { signal: controller.signal });
       take(type, id, collection, etag);
-      say(`Opened ${type}/${id}: ${count(collection.items.length)}.`);
+      say(reason
+        ? `${type}/${id} changed elsewhere (${reason}): now version ${collection.version}, ${count(collection.items.length)}.`
+        : `Opened ${type}/${id}: ${count(collection.items.length)}.`);
     } catch (error) {
       if (error instanceof MediaError && error.code === "aborted") return;
       if (error instanceof MediaError && error.code === "entity_not_found") {
@@ -119,7 +123,6 @@ export function createCollectionsPanel({ media, rules }) {
     } finally {
       if (loading === controller) loading = null;
     }
-    publicEtag = null;
     if (!$("public-view").hidden) await showPublic();
   }
 
@@ -162,7 +165,7 @@ export function createCollectionsPanel({ media, rules }) {
       notice(`This collection changed elsewhere (${reason}). Reload to see it; your unsaved edits here will be lost.`);
       return;
     }
-    openCollection(open.type, open.id);
+    openCollection(open.type, open.id, reason);
   }
 
   media.events({
