@@ -505,7 +505,7 @@ export function createCollectionsPanel({ media, rules }) {
     profile.className = "public-profile";
     if (view.profileImage) {
       profile.dataset.id = view.profileImage.id;
-      profile.append(publicImage(view.profileImage, "96px", "Profile photo"));
+      profile.append(publicImage(view.profileImage, "72px", "Profile photo"));
     }
     const title = document.createElement("p");
     title.className = "public-title";
