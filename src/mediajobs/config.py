@@ -27,6 +27,7 @@ MIN_SECRET_LENGTH = 32
 # Outside production, serve/dev/token keep a generated secret in <data_dir>/<this file>.
 DEV_SECRET_FILE = "jwt-secret"
 REDIS_SCHEMES = ("redis", "rediss", "unix")  # what redis-py's from_url takes
+PURPOSE_PATTERN = r"[a-z][a-z0-9_]{0,31}"  # a purpose's name (the entity_media CHECK)
 
 
 class Environment(StrEnum):
@@ -96,6 +97,11 @@ class Settings:
     review_webhook_secret: str | None = field(default=None, repr=False)  # signs the POST
     review_timeout: float = 10.0  # a review call slower than this is retried
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API ("*": any)
+    # Purposes an item may have in a collection; "profile" (at most one per entity) is the
+    # entity's profile image, and "cover" then "gallery" items give its cover.
+    collection_purposes: tuple[str, ...] = ("profile", "gallery", "cover")
+    collection_max_items: int = 200  # items one collection may hold
+    public_max_age: float = 60.0  # Cache-Control max-age of public collection reads
     log_format: str = "text"  # "text" or "json" (the default in production)
     serve_page: bool = True  # the media library page at / (default: outside production)
     host: str = "127.0.0.1"
@@ -177,6 +183,15 @@ class Settings:
                 origin.strip()
                 for origin in (env.text("MEDIAJOBS_CORS_ORIGINS") or "").split(",")
                 if origin.strip()
+            ),
+            collection_purposes=env.words(
+                "MEDIAJOBS_COLLECTION_PURPOSES", default.collection_purposes, PURPOSE_PATTERN
+            ),
+            collection_max_items=env.integer(
+                "MEDIAJOBS_COLLECTION_MAX_ITEMS", default.collection_max_items, low=1, high=10_000
+            ),
+            public_max_age=env.duration(
+                "MEDIAJOBS_PUBLIC_MAX_AGE", default.public_max_age, low=0.0
             ),
             log_format=(
                 env.text("MEDIAJOBS_LOG_FORMAT") or ("json" if production else default.log_format)
@@ -427,6 +442,19 @@ class _Reader:
         if raw.lower() in _FALSE:
             return False
         raise ConfigError(name, f"expected true or false, got {raw!r}")
+
+    def words(self, name: str, default: tuple[str, ...], pattern: str) -> tuple[str, ...]:
+        """A comma-separated list of distinct words, each matching ``pattern``."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        words = tuple(word.strip() for word in raw.split(",") if word.strip())
+        bad = [word for word in words if not re.fullmatch(pattern, word)]
+        if bad or not words:
+            raise ConfigError(name, f"expected comma-separated words matching {pattern}")
+        if len(set(words)) != len(words):
+            raise ConfigError(name, "lists a word twice")
+        return words
 
     def choice(self, name: str, enum: type[_E], default: _E) -> _E:
         raw = self.text(name)

@@ -217,13 +217,14 @@ async def media_env(
     registry = HandlerRegistry()
     try:
         async with queue_pool(database_url) as pool:
+            channel = CHANNEL_PREFIX + uuid.uuid4().hex
+            recorder = EventRecorder(RedisPublisher(redis, channel))
             resources = WorkerResources(
-                settings or Settings(), pool, stores, pool_for_imaging, http
+                settings or Settings(), pool, stores, pool_for_imaging, http, recorder
             )
             handlers = media_handlers(resources)
             handlers.register(registry)
-            channel = CHANNEL_PREFIX + uuid.uuid4().hex
-            queue = JobQueue(pool, hooks=EventRecorder(RedisPublisher(redis, channel)))
+            queue = JobQueue(pool, hooks=recorder)
             env = MediaEnv(pool, queue, store, stores, handlers, redis, channel)
             if not worker:
                 yield env

@@ -19,6 +19,7 @@ from mediajobs.errors import JobFailed, Retry
 from mediajobs.handlers import WorkerResources, build_registry, media_handlers
 from mediajobs.handlers.imaging_pool import ImagingPool, PoolOptions
 from mediajobs.handlers.review import Verdict, WebhookReviewer
+from mediajobs.realtime import EventRecorder
 from mediajobs.storage import MemoryStore, StoreRegistry
 
 SECRET = "s" * 32
@@ -33,6 +34,7 @@ def resources(settings: Settings, http: httpx.AsyncClient) -> WorkerResources:
         stores=StoreRegistry(MemoryStore("http://testserver/storage")),
         imaging=ImagingPool(PoolOptions(processes=1)),  # starts no process until used
         http=http,
+        events=EventRecorder(None),
     )
 
 

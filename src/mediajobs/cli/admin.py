@@ -45,6 +45,13 @@ def add_token(commands: Commands) -> None:
     token.add_argument("user", help="the user id (the token's sub)")
     token.add_argument("--admin", action="store_true", help="grant the admin role")
     token.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        metavar="SCOPE",
+        help="grant a scope (repeatable), e.g. collections:manage for a service token",
+    )
+    token.add_argument(
         "--ttl",
         type=token_ttl,
         default=token_ttl("12h"),
@@ -116,7 +123,9 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     ttl: float = args.ttl
     auth = Authenticator.from_settings(settings)
     try:
-        token = auth.issue_token(args.user, roles=["admin"] if args.admin else [], ttl=ttl)
+        token = auth.issue_token(
+            args.user, roles=["admin"] if args.admin else [], scopes=args.scope, ttl=ttl
+        )
     except ValueError as exc:
         raise ConfigError("USER", str(exc)) from None
     print(token)

@@ -108,8 +108,16 @@ async def open_worker(
         imaging = ImagingPool(PoolOptions.from_settings(settings))
         stack.callback(imaging.close)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.review_timeout))
+        recorder = EventRecorder(RedisPublisher(redis, settings.events_channel))
         registry = app(
-            WorkerResources(settings=settings, pool=pool, stores=stores, imaging=imaging, http=http)
+            WorkerResources(
+                settings=settings,
+                pool=pool,
+                stores=stores,
+                imaging=imaging,
+                http=http,
+                events=recorder,
+            )
         )
         if not isinstance(registry, HandlerRegistry):
             raise ConfigError("--app", f"{app!r} did not return a HandlerRegistry")
@@ -124,7 +132,7 @@ async def open_worker(
             await events.prune(settings.event_retention)
 
         yield Worker.for_postgres(
-            JobQueue(pool, hooks=EventRecorder(RedisPublisher(redis, settings.events_channel))),
+            JobQueue(pool, hooks=recorder),
             registry,
             conninfo=url,
             options=options,

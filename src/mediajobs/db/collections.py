@@ -6,20 +6,29 @@ ordered list in one transaction (attach, detach, reorder) under the entity's row
 names the version it read: of two syncs from one version exactly one applies, the other is
 ``stale_collection``. A sync that changes nothing keeps the version, so repeating it is
 harmless. The statements live in ``db/collections_sql.py``.
+
+A deleted item keeps its attachment through its undo window, so a restore puts it back in
+its place; reads decide what they show (``view``: the owner's every item, or only the ready
+ones, which have passed the review gate). A sync may list such an item again (it keeps its
+place) and detaches it by leaving it out.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mediajobs.db import collections_sql as sql
+from mediajobs.db.media import Conn, MediaRecord
 from mediajobs.db.pool import Pool
 from mediajobs.errors import MediaJobsError
 
 PROFILE = "profile"  # at most one per entity; the entity's profile image derives from it
+# An entity's type and id (``listing/8412``), as migration 0006 checks them.
+ENTITY_TYPE_PATTERN = r"[a-z][a-z0-9_-]{0,31}"
+ENTITY_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._~-]{0,127}"
 
 
 class CollectionRefused(MediaJobsError):
@@ -27,7 +36,8 @@ class CollectionRefused(MediaJobsError):
 
     - ``entity_not_found``: the entity belongs to another owner (it answers as missing);
     - ``stale_collection``: the collection changed since the version the sync names;
-    - ``media_not_found``: an item is not the owner's, or is deleted or purged;
+    - ``media_not_found``: an item is not the owner's, or is purged, or is deleted and not
+      already in this collection;
     - ``duplicate_media``: an item is listed twice;
     - ``second_profile``: more than one item has the purpose ``profile``.
     """
@@ -57,6 +67,28 @@ class Collection:
     items: tuple[Attachment, ...]
 
 
+@dataclass(frozen=True)
+class EntityRef:
+    """An entity whose collection holds a given item, at its collection's ``version``."""
+
+    entity_type: str
+    entity_id: str
+    owner_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class CollectionView:
+    """A collection with its items' media rows, in order: ``items`` pairs each attachment
+    with its ``MediaRecord``."""
+
+    collection: Collection
+    items: tuple[tuple[Attachment, MediaRecord], ...]
+
+
+OnChange = Callable[[Conn, Collection], Awaitable[None]]
+
+
 class CollectionRepository:
     """Reads and syncs collections on ``pool``."""
 
@@ -74,6 +106,56 @@ class CollectionRepository:
             rows = await (await conn.execute(sql.SELECT_ATTACHMENTS, key)).fetchall()
         return _collection(entity, rows)
 
+    async def view(
+        self, entity_type: str, entity_id: str, *, ready_only: bool = False
+    ) -> CollectionView | None:
+        """The collection with its media rows (one query for all items). ``ready_only``:
+        only items that are ready (processed, and past the review gate when review is on):
+        what the public may see. None when no media was ever attached to the entity."""
+        key = {"type": entity_type, "id": entity_id}
+        statement = sql.SELECT_READY_MEDIA if ready_only else sql.SELECT_MEDIA
+        async with self._pool.connection() as conn:
+            entity = await (await conn.execute(sql.SELECT_ENTITY, key)).fetchone()
+            if entity is None:
+                return None
+            rows = await (await conn.execute(statement, key)).fetchall()
+        pairs = []
+        for row in rows:
+            values = dict(row)
+            attachment = Attachment(
+                values["id"], values.pop("attached_purpose"), values.pop("attached_position")
+            )
+            pairs.append((attachment, MediaRecord.from_row(values)))
+        collection = _collection(
+            entity,
+            [
+                {"media_id": a.media_id, "purpose": a.purpose, "position": a.position}
+                for a, _ in pairs
+            ],
+        )
+        return CollectionView(collection, tuple(pairs))
+
+    @staticmethod
+    async def containing(conn: Conn, media_id: uuid.UUID) -> list[EntityRef]:
+        """Inside the caller's transaction: the entities whose collections hold
+        ``media_id``, with their versions, in key order."""
+        rows = await (await conn.execute(sql.CONTAINING, (media_id,))).fetchall()
+        return [
+            EntityRef(r["entity_type"], r["entity_id"], r["owner_id"], r["version"]) for r in rows
+        ]
+
+    @staticmethod
+    async def entities(conn: Conn, refs: Sequence[EntityRef]) -> list[EntityRef]:
+        """Inside the caller's transaction: ``refs`` as they are now (their versions read
+        again), in key order; entities that no longer exist are left out."""
+        if not refs:
+            return []
+        params = {"types": [r.entity_type for r in refs], "ids": [r.entity_id for r in refs]}
+        rows = await (await conn.execute(sql.ENTITIES, params)).fetchall()
+        return [
+            EntityRef(r["entity_type"], r["entity_id"], r["owner_id"], r["version"]) for r in rows
+        ]
+
     async def sync(
         self,
         entity_type: str,
@@ -83,11 +165,13 @@ class CollectionRepository:
         *,
         if_version: int | None = None,
         manage_any: bool = False,
+        on_change: OnChange | None = None,
     ) -> Collection:
         """Make the collection exactly ``items`` (``(media_id, purpose)`` in order) and
         return it. ``if_version``: apply only if the collection is still at that version.
         ``manage_any``: an admin may sync another owner's entity (with the owner's media).
-        Raises ``CollectionRefused``."""
+        ``on_change(conn, collection)`` runs inside the transaction when the sync changed
+        the collection (to record its event with it). Raises ``CollectionRefused``."""
         ids = [media_id for media_id, _ in items]
         if len(set(ids)) != len(ids):
             raise CollectionRefused("duplicate_media", "an item is listed more than once")
@@ -107,7 +191,7 @@ class CollectionRepository:
                     f"the collection is at version {entity['version']}, not {if_version}",
                 )
             found = await (
-                await conn.execute(sql.ATTACHABLE, {"ids": ids, "owner": owner})
+                await conn.execute(sql.ATTACHABLE, {**key, "ids": ids, "owner": owner})
             ).fetchall()
             missing = set(ids) - {row["id"] for row in found}
             if missing:
@@ -123,7 +207,10 @@ class CollectionRepository:
             bumped = await (await conn.execute(sql.BUMP_VERSION, key)).fetchone()
             assert bumped is not None
             rows = await (await conn.execute(sql.SELECT_ATTACHMENTS, key)).fetchall()
-        return _collection({**entity, "version": bumped["version"]}, rows)
+            collection = _collection({**entity, "version": bumped["version"]}, rows)
+            if on_change is not None:
+                await on_change(conn, collection)
+        return collection
 
 
 def _collection(entity: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Collection:

@@ -29,10 +29,39 @@ WHERE entity_type = %(type)s AND entity_id = %(id)s
 ORDER BY position
 """
 
-# The items of a sync that the owner may attach: their own, neither deleted nor purged.
+# The items of a sync that the owner may attach: their own, not purged, and not deleted
+# unless already in this collection (a deleted item keeps its place until its purge).
 ATTACHABLE = """
-SELECT id FROM media
-WHERE id = ANY(%(ids)s) AND owner_id = %(owner)s AND status <> 'deleted' AND purged_at IS NULL
+SELECT m.id FROM media AS m
+WHERE m.id = ANY(%(ids)s) AND m.owner_id = %(owner)s AND m.purged_at IS NULL
+  AND (m.status <> 'deleted' OR EXISTS (
+      SELECT 1 FROM entity_media AS em
+      WHERE em.entity_type = %(type)s AND em.entity_id = %(id)s AND em.media_id = m.id))
+"""
+
+# The items with their media rows, in order: all of them (the owner's view) ...
+SELECT_MEDIA = """
+SELECT m.*, em.purpose AS attached_purpose, em.position AS attached_position
+FROM entity_media AS em JOIN media AS m ON m.id = em.media_id
+WHERE em.entity_type = %(type)s AND em.entity_id = %(id)s
+ORDER BY em.position
+"""
+# ... or only what the public may see: ready items (processed, and past the review gate when
+# review is on; an item in review, rejected, failed or deleted is never ready).
+SELECT_READY_MEDIA = """
+SELECT m.*, em.purpose AS attached_purpose, em.position AS attached_position
+FROM entity_media AS em JOIN media AS m ON m.id = em.media_id
+WHERE em.entity_type = %(type)s AND em.entity_id = %(id)s
+  AND m.status = 'ready' AND m.purged_at IS NULL
+ORDER BY em.position
+"""
+
+# The collections that hold an item, with their owners and versions.
+CONTAINING = """
+SELECT e.entity_type, e.entity_id, e.owner_id, e.version
+FROM entity_media AS em JOIN entities AS e USING (entity_type, entity_id)
+WHERE em.media_id = %s
+ORDER BY e.entity_type, e.entity_id
 """
 
 DETACH_ALL = """
@@ -50,4 +79,12 @@ BUMP_VERSION = """
 UPDATE entities SET version = version + 1, updated_at = now()
 WHERE entity_type = %(type)s AND entity_id = %(id)s
 RETURNING version
+"""
+
+ENTITIES = """
+SELECT e.entity_type, e.entity_id, e.owner_id, e.version
+FROM entities AS e
+JOIN unnest(%(types)s::text[], %(ids)s::text[]) AS k (entity_type, entity_id)
+    USING (entity_type, entity_id)
+ORDER BY e.entity_type, e.entity_id
 """

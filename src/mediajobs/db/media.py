@@ -266,22 +266,29 @@ class MediaRepository:
         )
         return changed or await self.get(media_id, owner_id, conn=conn)
 
-    async def restore(self, media_id: uuid.UUID, owner_id: str) -> MediaRecord | None:
+    async def restore(
+        self, media_id: uuid.UUID, owner_id: str, *, conn: Conn | None = None
+    ) -> MediaRecord | None:
         """Undo a delete inside its window; None when there is nothing to restore (not
         deleted, window over, or already purged)."""
-        return await self._one(sql.RESTORE, {"id": media_id, "owner": owner_id}, None)
+        return await self._one(sql.RESTORE, {"id": media_id, "owner": owner_id}, conn)
 
     async def claim_purge(self, media_id: uuid.UUID) -> MediaRecord | None:
         """The deleted item when its undo window is over and it is not purged yet."""
         return await self._one(sql.CLAIM_PURGE, {"id": media_id}, None)
 
-    async def mark_purged(self, media_id: uuid.UUID) -> None:
+    async def mark_purged(self, media_id: uuid.UUID, *, conn: Conn | None = None) -> bool:
         """The item's objects are gone: mark it purged and detach it from its collections,
-        in one transaction."""
-        async with self.transaction() as conn:
-            marked = await conn.execute(sql.MARK_PURGED, (media_id,))
-            if marked.rowcount:  # not restored meanwhile, nor purged before
-                await conn.execute(sql.DETACH_PURGED, (media_id,))
+        in one transaction (the caller's, when ``conn`` is given). False when it was not
+        deleted any more (restored meanwhile) or purged before: nothing changes."""
+        if conn is None:
+            async with self.transaction() as fresh:
+                return await self.mark_purged(media_id, conn=fresh)
+        marked = await conn.execute(sql.MARK_PURGED, (media_id,))
+        if not marked.rowcount:
+            return False
+        await conn.execute(sql.DETACH_PURGED, (media_id,))
+        return True
 
     async def page(
         self,

@@ -24,6 +24,7 @@ from mediajobs.handlers.media import MediaHandlers
 from mediajobs.handlers.review import Reviewer, WebhookReviewer
 from mediajobs.handlers.system import PING_KIND, ping
 from mediajobs.queue.registry import HandlerRegistry
+from mediajobs.realtime import EventRecorder
 from mediajobs.storage import StoreRegistry
 
 
@@ -37,6 +38,7 @@ class WorkerResources:
     stores: StoreRegistry
     imaging: ImagingPool
     http: httpx.AsyncClient  # outbound calls (the review webhook)
+    events: EventRecorder  # the queue's own: events handlers record beside transitions
 
 
 def media_handlers(resources: WorkerResources) -> MediaHandlers:
@@ -55,6 +57,7 @@ def media_handlers(resources: WorkerResources) -> MediaHandlers:
         stores=resources.stores,
         imaging=resources.imaging,
         reviewers=reviewers,
+        events=resources.events,
     )
 
 

@@ -1,4 +1,4 @@
-"""What the media handlers share: reading a job's media id, and the two steps that end a
+"""What the media handlers share: reading a job's media id, the two steps that end a
 replacement or a delete (cut over to the replacement, schedule the purge), each inside the
 caller's transaction."""
 
@@ -32,12 +32,14 @@ def now() -> str:
 
 async def cut_over(
     ctx: JobContext, media: MediaRepository, ready: MediaRecord, undo_window: float, conn: Any
-) -> None:
+) -> MediaRecord | None:
     """Inside the caller's transaction: a ready replacement takes its predecessor's place,
-    and the predecessor's purge is scheduled."""
+    and the predecessor's purge is scheduled. Returns the predecessor (None: there was
+    none)."""
     old = await media.cut_over(ready, undo_window=undo_window, conn=conn)
     if old is not None:
         await schedule_purge(ctx, old, conn)
+    return old
 
 
 async def schedule_purge(ctx: JobContext, deleted: MediaRecord, conn: Any) -> None:

@@ -13,13 +13,15 @@ from mediajobs.handlers.process import ProcessHandler
 from mediajobs.handlers.review import Reviewer, ReviewHandler
 from mediajobs.queue import kinds
 from mediajobs.queue.registry import HandlerRegistry
+from mediajobs.realtime import EventRecorder
 from mediajobs.storage import StoreRegistry
 
 
 class MediaHandlers:
     """The four media handlers. Everything they use comes in through the constructor,
     built and closed by the worker's composition root (``cli.worker.open_worker``): the
-    repositories, the stores, the imaging pool and the reviewers by provider name."""
+    repositories, the stores, the imaging pool, the reviewers by provider name, and the
+    event recorder (``collection_updated`` when a job changes what a collection shows)."""
 
     def __init__(
         self,
@@ -29,15 +31,16 @@ class MediaHandlers:
         stores: StoreRegistry,
         imaging: ImagingPool,
         reviewers: Mapping[str, Reviewer],
+        events: EventRecorder,
     ) -> None:
         self.process = ProcessHandler(
-            media=media, policies=policies, stores=stores, imaging=imaging
+            media=media, policies=policies, stores=stores, imaging=imaging, events=events
         )
         self.review = ReviewHandler(
-            media=media, policies=policies, stores=stores, reviewers=reviewers
+            media=media, policies=policies, stores=stores, reviewers=reviewers, events=events
         )
-        self.delete = DeleteHandler(media=media, policies=policies)
-        self.purge = PurgeHandler(media=media, stores=stores)
+        self.delete = DeleteHandler(media=media, policies=policies, events=events)
+        self.purge = PurgeHandler(media=media, stores=stores, events=events)
 
     def register(self, registry: HandlerRegistry) -> HandlerRegistry:
         """Register the four media kinds on ``registry``."""

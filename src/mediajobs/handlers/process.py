@@ -29,6 +29,7 @@ from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.queue import kinds
 from mediajobs.queue.models import Job, JobSpec
 from mediajobs.queue.registry import JobContext
+from mediajobs.realtime import Event, EventRecorder
 from mediajobs.storage import StoreRegistry
 from mediajobs.storage.base import Locator
 from mediajobs.storage.keys import variant_key
@@ -52,11 +53,13 @@ class ProcessHandler:
         policies: SitePolicies,
         stores: StoreRegistry,
         imaging: ImagingPool,
+        events: EventRecorder,
     ) -> None:
         self.media = media
         self.policies = policies
         self.stores = stores
         self.imaging = imaging
+        self.events = events  # collection_updated when an attached item becomes ready
 
     async def __call__(self, ctx: JobContext, job: Job) -> JSON:
         media_id = media_id_of(ctx, job)
@@ -127,6 +130,7 @@ class ProcessHandler:
             "duplicate_of": duplicate,
             "review": None,
         }
+        recorded: list[Event] = []
         async with media.transaction() as conn:
             done = await media.finish_processing(media_id, status=status, values=values, conn=conn)
             if done is None:
@@ -142,7 +146,10 @@ class ProcessHandler:
                     conn=conn,
                 )
             else:
-                await cut_over(ctx, media, done, policy.undo_window_seconds, conn)
+                old = await cut_over(ctx, media, done, policy.undo_window_seconds, conn)
+                change = "ready" if old is None else "replaced"
+                recorded = await self.events.collections_changed(conn, media_id, change, job.id)
+        await self.events.committed(recorded)
         if done is None:  # deleted while it was processed: its variants must not outlive it
             for variant in variants.values():
                 assert isinstance(variant, dict)

@@ -27,6 +27,7 @@ from mediajobs.errors import JobFailed, Retry
 from mediajobs.handlers.jobs import cut_over, media_id_of, now
 from mediajobs.queue.models import Job
 from mediajobs.queue.registry import JobContext
+from mediajobs.realtime import EventRecorder
 from mediajobs.storage import StoreRegistry
 from mediajobs.storage.base import Locator
 from mediajobs.types import JSON
@@ -116,11 +117,13 @@ class ReviewHandler:
         policies: SitePolicies,
         stores: StoreRegistry,
         reviewers: Mapping[str, Reviewer],
+        events: EventRecorder,
     ) -> None:
         self.media = media
         self.policies = policies
         self.stores = stores
         self.reviewers = dict(reviewers)
+        self.events = events
 
     async def __call__(self, ctx: JobContext, job: Job) -> JSON:
         media_id = media_id_of(ctx, job)
@@ -169,8 +172,12 @@ class ReviewHandler:
             done = await media.set_review(media_id, review, status=status, conn=conn)
             if done is None:
                 return {"mediaId": str(media_id), "skipped": True}
+            old = None
             if allowed:
-                await cut_over(ctx, media, done, policy.undo_window_seconds, conn)
+                old = await cut_over(ctx, media, done, policy.undo_window_seconds, conn)
+            change = "review" if old is None else "replaced"
+            recorded = await self.events.collections_changed(conn, media_id, change, job.id)
+        await self.events.committed(recorded)
         return {
             "mediaId": str(media_id),
             "status": done.status.value,

@@ -4,6 +4,10 @@ An event is ``{family}_{phase}`` (``upload_progress``) or ``job_cancelled``. The
 from the job's kind (``media.process`` -> ``upload``); the phase from the transition's cause.
 Its data is ``{jobId, progress?, message?, result?, error?}``. Every event has an id from
 ``job_events_id_seq``: ids grow in commit order (see migration 0003).
+
+``collection_updated`` is the one event not about a job's transition: a collection (issue 15)
+changed, by a sync through the API (no job: ``job_id`` is None) or because a job moved one of
+its items (review, replacement, delete, purge). ``collection_event`` builds it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from mediajobs.queue import kinds
 from mediajobs.queue.models import Cause, Transition
@@ -31,6 +35,10 @@ CANCELLED = "job_cancelled"
 RESYNC = "resync"  # sent instead of a replay the server can no longer give
 STREAM_EXPIRED = "stream_expired"  # the ticket or token ran out: reconnect with a new one
 STREAM_ERROR = "stream_error"  # a dependency failed (Postgres away): the stream ends; reconnect
+COLLECTION_UPDATED = "collection_updated"
+# Why a collection changed: a sync, or one of its items became ready (processed, no review),
+# got its review outcome, was replaced (cutover), deleted, restored or purged.
+COLLECTION_REASONS = ("sync", "ready", "review", "replaced", "deleted", "restored", "purged")
 
 _PHASES = {
     Cause.CLAIMED: "started",
@@ -59,7 +67,7 @@ class PendingEvent:
     """An event about to be written: everything but its id."""
 
     owner_id: str
-    job_id: uuid.UUID
+    job_id: uuid.UUID | None  # None: an event no job emits (a collection sync)
     type: str
     data: str  # the payload as compact JSON text
 
@@ -72,7 +80,7 @@ class Event:
 
     id: int
     owner_id: str
-    job_id: uuid.UUID
+    job_id: uuid.UUID | None
     type: str
     data: str
     published_at: float | None = None
@@ -98,7 +106,7 @@ class Event:
         return {
             "id": self.id,
             "owner": self.owner_id,
-            "job": str(self.job_id),
+            "job": None if self.job_id is None else str(self.job_id),
             "type": self.type,
             "data": self.data,
         }
@@ -108,7 +116,7 @@ class Event:
         return cls(
             id=int(item["id"]),
             owner_id=str(item["owner"]),
-            job_id=uuid.UUID(item["job"]),
+            job_id=None if item["job"] is None else uuid.UUID(item["job"]),
             type=str(item["type"]),
             data=str(item["data"]),
             published_at=published_at,
@@ -146,6 +154,35 @@ def pending_events(transitions: Iterable[Transition]) -> list[PendingEvent]:
     return [event for event in map(pending_event, transitions) if event is not None]
 
 
+def collection_event(
+    owner_id: str,
+    entity_type: str,
+    entity_id: str,
+    version: int,
+    reason: str,
+    *,
+    media_id: uuid.UUID | None = None,
+    job_id: uuid.UUID | None = None,
+) -> PendingEvent:
+    """``collection_updated`` for the owner of ``entity_type/entity_id``, now at ``version``:
+    data ``{entityType, entityId, version, reason, mediaId?, jobId?}``. ``reason`` is one of
+    ``COLLECTION_REASONS`` (``ValueError`` otherwise); ``job_id`` is the job that changed it
+    (None for a sync through the API)."""
+    if reason not in COLLECTION_REASONS:
+        raise ValueError(f"unknown collection change reason {reason!r}")
+    data: dict[str, JSON] = {
+        "entityType": entity_type,
+        "entityId": entity_id,
+        "version": version,
+        "reason": reason,
+    }
+    if media_id is not None:
+        data["mediaId"] = str(media_id)
+    if job_id is not None:
+        data["jobId"] = str(job_id)
+    return PendingEvent(owner_id, job_id, COLLECTION_UPDATED, dumps(data))
+
+
 def _public_error(error: dict[str, JSON]) -> dict[str, JSON]:
     """The error as clients see it: ``{code, message, retryable}`` and nothing else."""
     return {
@@ -177,3 +214,38 @@ def parse_last_event_id(values: Sequence[str | None]) -> int | None:
             raise ValueError(f"not an event id: {value!r}")
         return int(text)
     return None
+
+
+class EntityVersion(Protocol):
+    """An entity's collection at a version (``db.collections.EntityRef``)."""
+
+    @property
+    def entity_type(self) -> str: ...
+    @property
+    def entity_id(self) -> str: ...
+    @property
+    def owner_id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+
+
+def collection_events(
+    entities: Iterable[EntityVersion],
+    reason: str,
+    *,
+    media_id: uuid.UUID | None = None,
+    job_id: uuid.UUID | None = None,
+) -> list[PendingEvent]:
+    """``collection_updated`` for each of ``entities``, for the same ``reason``."""
+    return [
+        collection_event(
+            e.owner_id,
+            e.entity_type,
+            e.entity_id,
+            e.version,
+            reason,
+            media_id=media_id,
+            job_id=job_id,
+        )
+        for e in entities
+    ]

@@ -12,14 +12,16 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from mediajobs.db.collections import CollectionRepository
 from mediajobs.queue.models import Transition
-from mediajobs.realtime.events import Event, pending_events
+from mediajobs.realtime.events import Event, PendingEvent, collection_events, pending_events
 from mediajobs.realtime.metrics import RealtimeMetrics
 from mediajobs.realtime.store import Conn, EventStore
 
@@ -110,6 +112,22 @@ class EventRecorder:
 
     async def record(self, conn: Conn, transitions: Sequence[Transition]) -> list[Event]:
         return await EventStore.record(conn, pending_events(transitions))
+
+    async def record_events(self, conn: Conn, pending: Sequence[PendingEvent]) -> list[Event]:
+        """Events no transition emits (``collection_updated``), inside the caller's
+        transaction as its last statement (the id lock is held until commit); pass the
+        result to ``committed`` after the commit."""
+        return await EventStore.record(conn, pending)
+
+    async def collections_changed(
+        self, conn: Conn, media_id: uuid.UUID, reason: str, job_id: uuid.UUID | None
+    ) -> list[Event]:
+        """Inside the caller's transaction, as its last step: ``collection_updated``
+        (``reason``, ``COLLECTION_REASONS``) for each collection that holds ``media_id``,
+        recorded; pass the result to ``committed`` after the commit."""
+        holders = await CollectionRepository.containing(conn, media_id)
+        pending = collection_events(holders, reason, media_id=media_id, job_id=job_id)
+        return await self.record_events(conn, pending)
 
     async def committed(self, recorded: list[Event]) -> None:
         if recorded and self._publisher is not None:

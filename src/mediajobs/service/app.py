@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from mediajobs.config import Environment, Settings
+from mediajobs.db.collections import CollectionRepository
 from mediajobs.db.media import MediaRepository
 from mediajobs.db.policies import SitePolicies
 from mediajobs.db.pool import Pool, open_pool
@@ -39,7 +40,7 @@ from mediajobs.realtime import (
     StreamOptions,
 )
 from mediajobs.realtime.connect import redis_client
-from mediajobs.service import events, jobs, media, openapi, policy
+from mediajobs.service import collections, events, jobs, media, openapi, policy
 from mediajobs.service.auth import Authenticator
 from mediajobs.service.errors import EXCEPTION_HANDLERS, RETRY_AFTER
 from mediajobs.service.metrics import HttpMetrics, QueueGauges
@@ -53,6 +54,7 @@ from mediajobs.storage.factory import stores_for
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 2.0
+ENTITY_MEDIA = "/entities/{entity_type}/{entity_id}/media"
 POOL_WAIT = 5.0  # seconds a request waits for a database connection before its 503
 
 
@@ -92,6 +94,7 @@ def create_app(
             options=HubOptions.from_settings(settings),
         )
         auth = Authenticator.from_settings(settings)
+        recorder = EventRecorder(publisher)
         jwks_task = None
         if auth.jwks is not None:
             try:
@@ -103,13 +106,15 @@ def create_app(
             settings=settings,
             pool=pool,
             redis=redis,
-            queue=JobQueue(pool, hooks=EventRecorder(publisher)),
+            queue=JobQueue(pool, hooks=recorder),
             media=MediaRepository(pool),
             policies=SitePolicies(pool),
+            collections=CollectionRepository(pool),
             stores=registry,
             storage_check=StorageCheck(registry),
             auth=auth,
             events=store,
+            recorder=recorder,
             hub=hub,
             metrics=metrics,
             stream_options=StreamOptions.from_settings(settings),
@@ -143,6 +148,13 @@ def create_app(
         Route("/media/{media_id}", media.get_media, methods=["GET"]),
         Route("/media/{media_id}", media.patch_media, methods=["PATCH"]),
         Route("/media/{path:path}", media.delete_media, methods=["DELETE"]),
+        Route(ENTITY_MEDIA, collections.get_collection, methods=["GET"]),
+        Route(ENTITY_MEDIA, collections.put_collection, methods=["PUT"]),
+        Route(
+            "/public/entities/{entity_type}/{entity_id}",
+            collections.public_collection,
+            methods=["GET"],
+        ),
         Route("/jobs", jobs.list_jobs, methods=["GET"]),
         Route("/jobs/{job_id}", jobs.get_job, methods=["GET"]),
         Route("/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
@@ -167,8 +179,15 @@ def create_app(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                allow_headers=["authorization", "content-type", "last-event-id", "x-request-id"],
-                expose_headers=["x-request-id"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "last-event-id",
+                    "x-request-id",
+                    "if-match",
+                    "if-none-match",
+                ],
+                expose_headers=["x-request-id", "etag"],
                 max_age=600,
             )
         )

@@ -5,7 +5,10 @@
   MEDIAJOBS_JWT_PUBLIC_KEY or the keys of MEDIAJOBS_JWT_JWKS_URL (by ``kid``). The token's
   ``alg`` picks the key, and each key only verifies its own kind, so a public key can never
   be used as an HMAC secret. ``sub`` is the user id and ``exp`` is required; issuer and
-  audience are checked when configured; ``roles`` lists roles (``admin``).
+  audience are checked when configured; ``roles`` lists roles (``admin``); ``scope`` (a
+  space-separated string, RFC 8693 section 4.2) or ``scp`` (a list, as some identity
+  providers issue it) grants scopes to a service token: ``collections:manage`` lets it
+  manage any entity's collection, as an admin may.
 * A stream ticket exists because ``EventSource`` cannot send headers. It is minted by
   ``POST /events/ticket`` for a bearer-authenticated user, lives MEDIAJOBS_STREAM_TICKET_TTL
   seconds, and is signed with a key derived from the secret for this one purpose: a ticket
@@ -40,6 +43,7 @@ ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 JWKS_REFRESH_EVERY = 300.0  # seconds between JWKS fetches
 JWKS_MIN_INTERVAL = 10.0  # an unknown kid triggers a fetch at most this often
 TICKET_TYPE = "stream"
+MANAGE_COLLECTIONS = "collections:manage"  # the scope of a service token managing any entity
 _TICKET_KEY_INFO = b"mediajobs stream ticket v1"
 
 
@@ -50,10 +54,17 @@ class Principal:
     user_id: str
     roles: frozenset[str]
     expires_at: float | None  # epoch seconds; the stream it opens ends then
+    scopes: frozenset[str] = frozenset()
 
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
+
+    @property
+    def manages_collections(self) -> bool:
+        """May sync and read any entity's collection (an admin, or the scope
+        ``collections:manage``)."""
+        return self.is_admin or MANAGE_COLLECTIONS in self.scopes
 
 
 class JwksKeys:
@@ -189,9 +200,17 @@ class Authenticator:
             return self._public_key, str(algorithm)
         raise AuthError("invalid_token", "no public key is configured for signed tokens")
 
-    def issue_token(self, user_id: str, *, roles: Sequence[str] = (), ttl: float = 3600.0) -> str:
-        """A bearer token for ``user_id`` (``mediajobs token``, development, tests). Raises
-        ``ValueError`` for a user id no token of ours may carry (``is_user_id``)."""
+    def issue_token(
+        self,
+        user_id: str,
+        *,
+        roles: Sequence[str] = (),
+        scopes: Sequence[str] = (),
+        ttl: float = 3600.0,
+    ) -> str:
+        """A bearer token for ``user_id`` (``mediajobs token``, development, tests) with
+        ``roles`` and ``scopes`` (the ``scope`` claim). Raises ``ValueError`` for a user id
+        no token of ours may carry (``is_user_id``)."""
         if not is_user_id(user_id):
             raise ValueError(
                 f"a user id is 1-{MAX_USER_ID} characters, not blank, without control characters"
@@ -200,6 +219,8 @@ class Authenticator:
         claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + int(ttl)}
         if roles:
             claims["roles"] = list(roles)
+        if scopes:
+            claims["scope"] = " ".join(scopes)
         if self._issuer:
             claims["iss"] = self._issuer
         if self._audience:
@@ -277,7 +298,24 @@ def _principal(claims: dict[str, Any]) -> Principal:
     roles = claims.get("roles") or []
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise AuthError("invalid_token", "the token's roles claim is not a list of strings")
-    return Principal(user_id, frozenset(roles), float(claims["exp"]))
+    return Principal(user_id, frozenset(roles), float(claims["exp"]), _scopes(claims))
+
+
+def _scopes(claims: dict[str, Any]) -> frozenset[str]:
+    """The token's scopes: ``scope`` as a space-separated string (RFC 8693 section 4.2,
+    RFC 9068 section 2.2.3) or ``scp`` as a list of strings; raises ``AuthError`` for
+    another shape."""
+    scope = claims.get("scope")
+    if scope is not None:
+        if not isinstance(scope, str):
+            raise AuthError("invalid_token", "the token's scope claim is not a string")
+        return frozenset(scope.split())
+    scp = claims.get("scp")
+    if scp is None:
+        return frozenset()
+    if not isinstance(scp, list) or not all(isinstance(item, str) for item in scp):
+        raise AuthError("invalid_token", "the token's scp claim is not a list of strings")
+    return frozenset(scp)
 
 
 # Stream tickets, tokens and the signatures of the development store's presigned URLs.

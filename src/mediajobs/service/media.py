@@ -20,6 +20,7 @@ from mediajobs.errors import InvalidKey, StorageError
 from mediajobs.imaging.formats import ACCEPTED_TYPES, normalize_type
 from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
 from mediajobs.queue.models import JobSpec, JobState
+from mediajobs.realtime import Event
 from mediajobs.service.auth import Principal
 from mediajobs.service.body import read_body, read_query
 from mediajobs.service.errors import ApiError
@@ -364,6 +365,8 @@ async def delete_media(request: Request) -> Response:
         assert hidden.deleted_at is not None
         payload = {"mediaId": str(record.id), "deletedAt": hidden.deleted_at.isoformat()}
         job = await svc.queue.enqueue(JobSpec(MEDIA_DELETE, principal.user_id, payload), conn=conn)
+        recorded = await svc.recorder.collections_changed(conn, record.id, "deleted", job.id)
+    await svc.recorder.committed(recorded)
     accepted = DeleteAccepted(job_id=job.id, media_id=record.id, purge_after=hidden.purge_after)
     return JSONResponse(to_json(accepted), status_code=202)
 
@@ -375,7 +378,12 @@ async def restore_media(request: Request) -> Response:
     record = await _by_path(svc, principal, body.path)
     if record is None:
         raise _not_found()
-    restored = await svc.media.restore(record.id, principal.user_id)
+    async with svc.media.transaction() as conn:
+        restored = await svc.media.restore(record.id, principal.user_id, conn=conn)
+        recorded: list[Event] = []
+        if restored is not None:
+            recorded = await svc.recorder.collections_changed(conn, record.id, "restored", None)
+    await svc.recorder.committed(recorded)
     if restored is None:
         if record.status is MediaStatus.DELETED:
             raise ApiError(409, "undo_window_over", "the undo window is over")

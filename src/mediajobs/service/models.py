@@ -30,12 +30,14 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     PlainSerializer,
+    Strict,
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_core import core_schema as cs
 
+from mediajobs.config import PURPOSE_PATTERN
 from mediajobs.db.media import MediaStatus
 from mediajobs.imaging.policy import VARIANT_NAME_PATTERN, VARIANT_SIZES
 from mediajobs.queue.models import JobState
@@ -43,7 +45,6 @@ from mediajobs.types import JSON
 
 T = TypeVar("T")
 
-PURPOSE_PATTERN = r"[a-z][a-z0-9_]{0,31}"
 KIND_PATTERN = r"[a-z][a-z0-9_.]{0,63}"
 DEV_USER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 LISTABLE = tuple(s.value for s in MediaStatus if s is not MediaStatus.DELETED)
@@ -388,6 +389,74 @@ class DeleteAccepted(Answer):
     purge_after: Timestamp | None
 
 
+# -- collections -----------------------------------------------------------------------------
+
+# The most items any collection may hold (MEDIAJOBS_COLLECTION_MAX_ITEMS is at most this).
+COLLECTION_HARD_LIMIT = 10_000
+
+
+class CollectionEntryIn(Body):
+    """One item of a sync: the caller's media item and its purpose in the collection (one
+    of the media rules' ``collectionPurposes``)."""
+
+    media_id: Annotated[uuid.UUID, Strict(False)]  # the canonical text form, from JSON
+    purpose: Purpose
+
+
+class CollectionSync(Body):
+    """``PUT /entities/{type}/{id}/media``: the collection's whole ordered list."""
+
+    items: Annotated[list[CollectionEntryIn], Field(max_length=COLLECTION_HARD_LIMIT)]
+
+
+class CollectionEntry(Answer):
+    """One item of the owner's view: its purpose, its 0-based position and the item."""
+
+    media_id: uuid.UUID
+    purpose: str
+    position: int
+    media: MediaItem
+
+
+class OwnerCollection(Answer):
+    """The owner's view of a collection: every item, in every status, with its review.
+    ``version`` is what the ``ETag`` (``"c<version>"``) names."""
+
+    entity_type: str
+    entity_id: str
+    owner_id: str
+    version: int
+    items: list[CollectionEntry]
+
+
+class PublicMedia(Answer):
+    """A public item, ready to render: ``src`` (the largest variant, with its ``width`` and
+    ``height``), ``thumbnailSrc`` (the smallest), ``srcset`` (every variant as
+    ``"url 320w, ..."``), the blur placeholder and the alt text."""
+
+    id: uuid.UUID
+    src: str
+    thumbnail_src: str
+    srcset: str
+    blur_data_url: str | None = Field(alias="blurDataURL")
+    width: int
+    height: int
+    alt_text: str | None
+    purpose: str
+
+
+class PublicCollection(Answer):
+    """``GET /public/entities/{type}/{id}``: the items anyone may see (ready, past the review
+    gate), in order; the profile image (the ``profile`` item) and the cover (the first
+    ``cover`` item, else the first ``gallery`` item), or null."""
+
+    entity_type: str
+    entity_id: str
+    items: list[PublicMedia]
+    profile_image: PublicMedia | None
+    cover: PublicMedia | None
+
+
 # -- jobs ------------------------------------------------------------------------------------
 
 
@@ -530,6 +599,8 @@ class MediaRules(Answer):
     accepted_extensions: list[str]
     variants: list[Variant]
     review_enabled: bool
+    collection_purposes: list[str]
+    collection_max_items: int
 
 
 class DevTokenRequest(Body):

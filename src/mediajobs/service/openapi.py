@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mediajobs import __version__
+from mediajobs.db.collections import ENTITY_ID_PATTERN, ENTITY_TYPE_PATTERN
 from mediajobs.service import models as m
 
 JSON_TYPE = "application/json"
@@ -112,6 +113,37 @@ SIGNED_QUERY = tuple(
     for name, about in SIGNED
 )
 SITE_POLICY = {"200": m.SitePolicyView}
+ENTITY = (
+    {
+        "name": "entity_type",
+        "in": "path",
+        "required": True,
+        "description": "the entity's type, e.g. listing (else 400 invalid_entity)",
+        "schema": {"type": "string", "pattern": f"^{ENTITY_TYPE_PATTERN}$"},
+    },
+    {
+        "name": "entity_id",
+        "in": "path",
+        "required": True,
+        "description": "the entity's id, e.g. 8412 (else 400 invalid_entity)",
+        "schema": {"type": "string", "pattern": f"^{ENTITY_ID_PATTERN}$"},
+    },
+)
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'the collection\'s ETag as read ("c<version>"), or *: the sync applies only'
+    " if the collection is still at that version (else 412 stale_collection)",
+    "schema": STRING,
+}
+IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "an ETag of an earlier answer: 304 while the public content is unchanged",
+    "schema": STRING,
+}
 
 
 def operations(*, development: bool, memory_store: bool, page: bool) -> dict[str, dict[str, Op]]:
@@ -190,6 +222,27 @@ def operations(*, development: bool, memory_store: bool, page: bool) -> dict[str
                 "hide an item (by id or path) now; purge it after the undo window",
                 {"202": m.DeleteAccepted},
                 path=("path",),
+            )
+        },
+        "/entities/{entity_type}/{entity_id}/media": {
+            "get": Op(
+                "the owner's view of a collection: every item, every status (ETag: its version)",
+                {"200": m.OwnerCollection},
+                parameters=ENTITY,
+            ),
+            "put": Op(
+                "sync a collection to the full ordered list (attach, detach, reorder) at once",
+                {"200": m.OwnerCollection},
+                body=m.CollectionSync,
+                parameters=(*ENTITY, IF_MATCH),
+            ),
+        },
+        "/public/entities/{entity_type}/{entity_id}": {
+            "get": Op(
+                "a collection as anyone may see it: ready, review-passed items, render-ready",
+                {"200": m.PublicCollection, "304": {"description": "not modified"}},
+                parameters=(*ENTITY, IF_NONE_MATCH),
+                public=True,
             )
         },
         "/jobs": {"get": Op("the caller's jobs", {"200": m.JobList}, query=m.JobQuery)},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mediajobs.config import Environment
+from mediajobs.config import Environment, Settings
 from mediajobs.db.policies import PolicyInvalid, SitePolicy
 from mediajobs.errors import AuthError
 from mediajobs.imaging.formats import ACCEPTED_TYPES, EXTENSIONS
@@ -29,8 +29,8 @@ from mediajobs.types import JSON
 DEV_TOKEN_TTL = 12 * 3600  # seconds a dev token is valid
 
 
-def media_rules_of(policy: SitePolicy) -> MediaRules:
-    """The public rules of a policy."""
+def media_rules_of(policy: SitePolicy, settings: Settings) -> MediaRules:
+    """The public rules of a policy, and the collection rules of ``settings``."""
     return MediaRules(
         max_batch_size=policy.max_batch_size,
         max_source_bytes=policy.max_source_bytes,
@@ -44,14 +44,18 @@ def media_rules_of(policy: SitePolicy) -> MediaRules:
         accepted_extensions=sorted(e for e, t in EXTENSIONS.items() if t in ACCEPTED_TYPES),
         variants=[Variant(name=v.name, size=v.size) for v in policy.variants],
         review_enabled=policy.photo_review_enabled,
+        collection_purposes=list(settings.collection_purposes),
+        collection_max_items=settings.collection_max_items,
     )
 
 
 async def media_rules(request: Request) -> Response:
     """``GET /v1/meta/media-rules`` (public): what clients check before uploading."""
-    policy = await services(request).policies.load()
+    svc = services(request)
+    policy = await svc.policies.load()
     return JSONResponse(
-        to_json(media_rules_of(policy)), headers={"cache-control": "public, max-age=30"}
+        to_json(media_rules_of(policy, svc.settings)),
+        headers={"cache-control": "public, max-age=30"},
     )
 
 

@@ -10,11 +10,18 @@ from redis.asyncio import Redis
 from starlette.requests import Request
 
 from mediajobs.config import Settings
+from mediajobs.db.collections import CollectionRepository
 from mediajobs.db.media import MediaRepository
 from mediajobs.db.policies import SitePolicies
 from mediajobs.db.pool import Pool
 from mediajobs.queue.queue import JobQueue
-from mediajobs.realtime import EventHub, EventStore, RealtimeMetrics, StreamOptions
+from mediajobs.realtime import (
+    EventHub,
+    EventRecorder,
+    EventStore,
+    RealtimeMetrics,
+    StreamOptions,
+)
 from mediajobs.service.auth import Authenticator, Principal
 from mediajobs.service.errors import ApiError
 from mediajobs.service.metrics import QueueGauges
@@ -36,10 +43,12 @@ class Services:
     queue: JobQueue
     media: MediaRepository
     policies: SitePolicies
+    collections: CollectionRepository
     stores: StoreRegistry
     storage_check: StorageCheck
     auth: Authenticator
     events: EventStore
+    recorder: EventRecorder  # the queue's: events recorded with a route's own transaction
     hub: EventHub
     metrics: RealtimeMetrics
     stream_options: StreamOptions
