@@ -13,7 +13,7 @@ import pytest
 
 from tests.acceptance import test_page
 from tests.acceptance.test_page import PageProblems, shot
-from tests.support.images import jpeg, quadrants
+from tests.support.images import BLUE, GREEN, RED, jpeg, photo, quadrants, stripes
 from tests.support.sse import bearer, dev_site
 
 pytestmark = test_page.pytestmark  # chromium, its skips, the timeout
@@ -82,12 +82,18 @@ async def test_a_collection_is_built_reordered_saved_and_shown_publicly_and_a_st
     problems = PageProblems(page)
     await page.goto(site)
     await page.wait_for_selector("body[data-ready='true']")
-    names = ["sea.jpg", "hill.jpg", "town.jpg"]
+    # Three photos that look different, so the screenshots show the order.
+    pictures = {
+        "sea.jpg": photo(900, 600),
+        "hill.jpg": stripes((RED, GREEN, BLUE), 960, 600),
+        "town.jpg": quadrants(1020, 600),
+    }
+    names = list(pictures)
     await page.set_input_files(
         "#picker",
         files=[
-            {"name": name, "mimeType": "image/jpeg", "buffer": jpeg(quadrants(900 + 60 * n, 600))}
-            for n, name in enumerate(names)
+            {"name": name, "mimeType": "image/jpeg", "buffer": jpeg(picture)}
+            for name, picture in pictures.items()
         ],
     )
     await page.wait_for_function(
