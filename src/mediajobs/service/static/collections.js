@@ -128,8 +128,10 @@ export function createCollectionsPanel({ media, rules }) {
 
   async function save() {
     if (!open || saving) return;
-    if (!dirty() && open.version !== null) {
-      say("Nothing to save: no changes since the last save.");
+    if (!dirty()) {
+      say(open.version === null
+        ? "Nothing to save yet: add photos from your library first."
+        : "Nothing to save: no changes since the last save.");
       return;
     }
     saving = true;
