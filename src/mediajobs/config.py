@@ -188,7 +188,7 @@ class Settings:
                 "MEDIAJOBS_COLLECTION_PURPOSES", default.collection_purposes, PURPOSE_PATTERN
             ),
             collection_max_items=env.integer(
-                "MEDIAJOBS_COLLECTION_MAX_ITEMS", default.collection_max_items, low=1, high=10_000
+                "MEDIAJOBS_COLLECTION_MAX_ITEMS", default.collection_max_items, low=1, high=500
             ),
             public_max_age=env.duration(
                 "MEDIAJOBS_PUBLIC_MAX_AGE", default.public_max_age, low=0.0

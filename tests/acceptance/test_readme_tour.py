@@ -187,6 +187,9 @@ def test_the_readme_tour_works_pasted_line_by_line(tmp_path):
                 f"{base}/media", headers={"Authorization": f"Bearer {page_token}"}, timeout=10
             ).json()
             assert done["mediaId"] in [media["id"] for media in page_view["items"]]
+            public = json.loads(outputs[10])  # the collection's public read, no token
+            assert public["profileImage"]["id"] == done["mediaId"]
+            assert [media["id"] for media in public["items"]] == [done["mediaId"]]
 
             # Terminal 3 saw it through to the end.
             deadline = time.monotonic() + 30
@@ -204,6 +207,10 @@ def test_the_readme_tour_works_pasted_line_by_line(tmp_path):
                 assert time.monotonic() < deadline, seen
                 time.sleep(0.1)
             assert "event: upload_started" in seen
+            deadline = time.monotonic() + 30
+            while "event: collection_updated" not in events_path.read_text():
+                assert time.monotonic() < deadline, events_path.read_text()
+                time.sleep(0.1)
         finally:
             terminal_2.close()
             if terminal_3 is not None:

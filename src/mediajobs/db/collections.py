@@ -135,6 +135,16 @@ class CollectionRepository:
         )
         return CollectionView(collection, tuple(pairs))
 
+    async def public_fingerprint(self, entity_type: str, entity_id: str) -> str | None:
+        """A short text that changes whenever the public read of the collection would (an
+        item becoming ready or leaving, a reorder, any change of a shown item's row); None
+        when the entity does not exist. One small query: a cache of the rendered public
+        read checks it instead of reading every row."""
+        key = {"type": entity_type, "id": entity_id}
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(sql.PUBLIC_FINGERPRINT, key)).fetchone()
+        return None if row is None else str(row["fingerprint"])
+
     @staticmethod
     async def containing(conn: Conn, media_id: uuid.UUID) -> list[EntityRef]:
         """Inside the caller's transaction: the entities whose collections hold

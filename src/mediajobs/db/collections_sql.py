@@ -56,6 +56,21 @@ WHERE em.entity_type = %(type)s AND em.entity_id = %(id)s
 ORDER BY em.position
 """
 
+# What the public read of a collection depends on, as one short text: each ready item's id,
+# last change (every update of a media row sets updated_at), purpose and position. It
+# changes whenever the public read would; NULL when the entity does not exist. md5 here
+# only detects change; nothing trusts it for security.
+PUBLIC_FINGERPRINT = """
+SELECT md5(coalesce(string_agg(
+    m.id::text || '/' || m.updated_at::text || '/' || em.purpose || '/' || em.position,
+    ',' ORDER BY em.position), '')) AS fingerprint
+FROM entities AS e
+LEFT JOIN entity_media AS em USING (entity_type, entity_id)
+LEFT JOIN media AS m ON m.id = em.media_id AND m.status = 'ready' AND m.purged_at IS NULL
+WHERE e.entity_type = %(type)s AND e.entity_id = %(id)s
+GROUP BY e.entity_type, e.entity_id
+"""
+
 # The collections that hold an item, with their owners and versions.
 CONTAINING = """
 SELECT e.entity_type, e.entity_id, e.owner_id, e.version

@@ -47,7 +47,13 @@ from mediajobs.service.metrics import HttpMetrics, QueueGauges
 from mediajobs.service.middleware import RequestContext
 from mediajobs.service.models import Health, Ready, to_json
 from mediajobs.service.server import raise_open_files_limit
-from mediajobs.service.state import Services, StorageCheck, StreamSlots, services
+from mediajobs.service.state import (
+    PublicCache,
+    Services,
+    StorageCheck,
+    StreamSlots,
+    services,
+)
 from mediajobs.storage import MemoryStore, StoreRegistry
 from mediajobs.storage.factory import stores_for
 
@@ -120,6 +126,7 @@ def create_app(
             stream_options=StreamOptions.from_settings(settings),
             queue_gauges=queue_gauges,
             stream_slots=StreamSlots(settings.streams_per_user),
+            public_cache=PublicCache(ttl=settings.public_max_age),
         )
         try:
             await hub.start()

@@ -8,6 +8,8 @@
                                      gate when review is on), render-ready fields only,
                                      with an ``ETag`` of the body itself and
                                      ``Cache-Control: public``, so a CDN can serve it.
+                                     Each process keeps the rendered body (``PublicCache``)
+                                     and checks it with one small query per request.
 
 An entity belongs to the owner who first attaches to it; another user gets 404 for it, as
 for another user's media. An admin, or a token with the scope ``collections:manage``,
@@ -49,7 +51,7 @@ from mediajobs.service.models import (
     one_of,
     to_json,
 )
-from mediajobs.service.state import Services, caller, services
+from mediajobs.service.state import RenderedPublic, Services, caller, services
 from mediajobs.storage.base import Locator
 
 _ENTITY_TYPE = re.compile(ENTITY_TYPE_PATTERN)
@@ -256,7 +258,30 @@ async def public_collection(request: Request) -> Response:
     ``If-None-Match`` names the current ETag (a hash of the body: it changes exactly when
     what the public sees changes)."""
     svc = services(request)
-    entity_type, entity_id = _entity(request)
+    key = _entity(request)
+    fingerprint = await svc.collections.public_fingerprint(*key)
+    if fingerprint is None:
+        raise _entity_not_found()
+    rendered = svc.public_cache.get(key, fingerprint)
+    if rendered is None:
+        # Rendered from rows read after the fingerprint: if they changed in between, the
+        # next request's fingerprint differs from this entry's and renders again.
+        rendered = await render_public(svc, *key, fingerprint)
+        svc.public_cache.put(key, rendered)
+    headers = {
+        "etag": rendered.etag,
+        "cache-control": f"public, max-age={int(svc.settings.public_max_age)}",
+    }
+    if _none_match(request.headers.get("if-none-match"), rendered.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(rendered.content, media_type="application/json", headers=headers)
+
+
+async def render_public(
+    svc: Services, entity_type: str, entity_id: str, fingerprint: str
+) -> RenderedPublic:
+    """The public read of ``entity_type/entity_id`` as compact JSON, with its ETag (the
+    first 128 bits of the body's SHA-256, hex)."""
     view = await svc.collections.view(entity_type, entity_id, ready_only=True)
     if view is None:
         raise _entity_not_found()
@@ -277,13 +302,7 @@ async def public_collection(request: Request) -> Response:
         to_json(body), separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
     etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
-    headers = {
-        "etag": etag,
-        "cache-control": f"public, max-age={int(svc.settings.public_max_age)}",
-    }
-    if _none_match(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    return Response(content, media_type="application/json", headers=headers)
+    return RenderedPublic(fingerprint, content, etag)
 
 
 def _none_match(header: str | None, etag: str) -> bool:

@@ -392,7 +392,7 @@ class DeleteAccepted(Answer):
 # -- collections -----------------------------------------------------------------------------
 
 # The most items any collection may hold (MEDIAJOBS_COLLECTION_MAX_ITEMS is at most this).
-COLLECTION_HARD_LIMIT = 10_000
+COLLECTION_HARD_LIMIT = 500  # 500 items of a sync fit the 64 KiB body limit
 
 
 class CollectionEntryIn(Body):

@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
+from cachetools import TTLCache
 from redis.asyncio import Redis
 from starlette.requests import Request
 
@@ -54,6 +55,7 @@ class Services:
     stream_options: StreamOptions
     queue_gauges: QueueGauges
     stream_slots: StreamSlots
+    public_cache: PublicCache
 
 
 def services(request: Request) -> Services:
@@ -121,3 +123,37 @@ class StreamSlots:
 
     def open(self, owner_id: str) -> int:
         return self._open[owner_id]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPublic:
+    """A rendered public read: the body, its ETag, and the fingerprint of the rows it was
+    rendered from (``CollectionRepository.public_fingerprint``)."""
+
+    fingerprint: str
+    content: bytes
+    etag: str
+
+
+class PublicCache:
+    """The rendered public reads of this process, by entity: at most ``max_entries``, each
+    for at most ``ttl`` seconds (the public ``max-age``, so signed URLs of a private bucket
+    in a body are never older than a CDN may keep them; 0 keeps nothing). An entry serves
+    only while the collection's fingerprint is the one it was rendered from, so a change
+    anywhere (another process, a worker) shows at the next request."""
+
+    def __init__(self, *, ttl: float, max_entries: int = 10_000) -> None:
+        self._entries: TTLCache[tuple[str, str], RenderedPublic] | None = (
+            TTLCache(maxsize=max_entries, ttl=ttl) if ttl > 0 else None
+        )
+
+    def get(self, key: tuple[str, str], fingerprint: str) -> RenderedPublic | None:
+        """The entry of ``key`` if it was rendered from ``fingerprint``."""
+        if self._entries is None:
+            return None
+        entry = self._entries.get(key)
+        return entry if entry is not None and entry.fingerprint == fingerprint else None
+
+    def put(self, key: tuple[str, str], rendered: RenderedPublic) -> None:
+        if self._entries is not None:
+            self._entries[key] = rendered
