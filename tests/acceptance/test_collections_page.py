@@ -169,7 +169,7 @@ async def test_a_collection_is_built_reordered_saved_and_shown_publicly_and_a_st
             await page.click("#collection-save")
         put = await saved.value
         assert (put.request.method, put.status) == ("PUT", 200)
-        assert put.request.headers.get("if-match") is None  # nothing to match: it was new
+        assert put.request.headers["if-match"] == '"c0"'  # new: saved only if still new
         view, etag = await owner_view(client)
         assert [(i["mediaId"], i["purpose"]) for i in view["items"]] == [
             (town, "cover"),

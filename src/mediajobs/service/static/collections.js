@@ -18,6 +18,9 @@ import { MediaError } from "/static/mediajobs-client.js";
 const ENTITY_TYPE = /^[a-z][a-z0-9_-]{0,31}$/;
 const ENTITY_ID = /^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$/;
 const PROFILE = "profile";
+// The ETag of a collection nobody has made yet: a save If-Match it creates it only if no one
+// else did meanwhile.
+const NEW_COLLECTION = '"c0"';
 
 // A sentence for each code a collection's read or save can answer; the code is shown too.
 const MESSAGES = {
@@ -114,7 +117,7 @@ export function createCollectionsPanel({ media, rules }) {
     } catch (error) {
       if (error instanceof MediaError && error.code === "aborted") return;
       if (error instanceof MediaError && error.code === "entity_not_found") {
-        take(type, id, null, null);
+        take(type, id, null, NEW_COLLECTION); // saved only if nobody made it meanwhile
         say(`${type}/${id} has no photos yet: a new collection. Add photos from your library, then save.`);
       } else {
         say(explain(error, `Could not open ${type}/${id}`));
