@@ -248,6 +248,16 @@ async def test_a_sync_attaches_detaches_and_reorders_in_one_request_under_if_mat
     owner = await client.get(LISTING, headers=ALICE)
     assert owner.json()["items"] == won["items"]
     assert owner.headers["cache-control"] == "no-store"
+    # "c0" creates a collection only if nobody made it meanwhile: exactly one of two applies
+    path = "/entities/listing/new-one/media"
+    results = await asyncio.gather(
+        sync(client, [(a, "gallery")], etag='"c0"', path=path),
+        sync(client, [(b, "gallery")], etag='"c0"', path=path),
+    )
+    assert sorted(r.status_code for r in results) == [200, 412], [r.text for r in results]
+    assert (
+        await sync(client, [], etag="*", path="/entities/listing/none/media")
+    ).status_code == 412
     # a weak or foreign tag never matches; * matches an existing collection
     assert (await sync(client, [], etag=f"W/{owner.headers['etag']}")).status_code == 412
     assert (await sync(client, [(a, "gallery")], etag="*")).status_code == 200

@@ -1,8 +1,9 @@
 // The media library page: uploads with real progress, a responsive grid, a detail view,
 // delete with undo, and the items that are not in the gallery with why (in words and the
-// error code) and a Retry where it can help. Talks to the API only through
-// mediajobs-client.js.
+// error code) and a Retry where it can help, and the Collections panel (collections.js).
+// Talks to the API only through mediajobs-client.js.
 import { createMediaClient, MediaError } from "/static/mediajobs-client.js";
+import { createCollectionsPanel } from "/static/collections.js";
 
 // A sentence for each error code a user can meet; the code is shown next to it.
 const MESSAGES = {
@@ -77,6 +78,7 @@ const rules = await media.rules();
 $("rules").textContent =
   `${formatNames(rules.acceptedTypes).join(", ")} · ` +
   `up to ${(rules.maxSourceBytes / 1048576).toFixed(0)} MB · at least ${rules.minWidth}×${rules.minHeight}`;
+const collections = createCollectionsPanel({ media, rules });
 
 /** "image/heic", "image/heif" -> "HEIC": the names people know, once each. */
 function formatNames(types) {
@@ -272,6 +274,8 @@ function card(item) {
   name.title = item.filename || "";
   const actions = document.createElement("span");
   actions.className = "actions";
+  // The server attaches any live item of the owner's; the gallery's are the ones worth adding.
+  if (item.status === "ready") actions.append(collections.addButton(item, label));
   if (item.failedJob && item.failedJob.error.retryable) {
     const again = document.createElement("button");
     again.className = "retry";
@@ -416,6 +420,7 @@ function render(listId, items) {
   if (shown[listId] === key) return;
   shown[listId] = key;
   $(listId).replaceChildren(...items.map(card));
+  collections.markCards(); // the new tiles' Add buttons
 }
 
 // -- delete with undo -----------------------------------------------------------------------

@@ -6,6 +6,13 @@
 //
 // Progress is real: bytes sent (XMLHttpRequest upload events), then the job's own
 // upload_progress events over one shared EventSource. Nothing is simulated.
+//
+// Collections (the ordered media of an entity such as listing/8412) are read and saved whole,
+// with the collection's ETag guarding against a lost update:
+//
+//   const { collection, etag } = await media.collections.get("listing", "8412");
+//   await media.collections.sync("listing", "8412", items, { ifMatch: etag }); // 412: stale_collection
+//   const view = await media.collections.public("listing", "8412");            // no token
 
 /**
  * @typedef {{url: string, width: number, height: number}} VariantRef
@@ -22,7 +29,8 @@
  * @typedef {{maxBatchSize: number, maxSourceBytes: number, minWidth: number,
  *   minHeight: number, minAspectRatio: number, maxAspectRatio: number,
  *   maxMegapixels: number, undoWindowSeconds: number, acceptedTypes: string[],
- *   acceptedExtensions: string[], variants: {name: string, size: number}[]}} MediaRules
+ *   acceptedExtensions: string[], variants: {name: string, size: number}[],
+ *   collectionPurposes: string[], collectionMaxItems: number}} MediaRules
  * @typedef {{phase: "uploading"|"queued"|"processing"|"done", fraction: number,
  *   loaded?: number, total?: number, message?: string, code?: string, retryIn?: number,
  *   jobId?: string, mediaId?: string}} UploadProgress `queued`: the bytes are stored and
@@ -33,6 +41,22 @@
  *   PendingUpload An upload whose bytes are in storage but whose `complete` did not go
  *   through; `completeUpload(pending)` finishes it without sending the bytes again.
  * @typedef {{type: string, id: string|null, data: any}} MediaEvent
+ * @typedef {{mediaId: string, purpose: string, position: number, media: MediaItem}}
+ *   CollectionItem One item of a collection, in the owner's view: `media` is the item as
+ *   `get()` returns it, whatever its status (a deleted one keeps its place until a sync
+ *   leaves it out).
+ * @typedef {{entityType: string, entityId: string, ownerId: string, version: number,
+ *   items: CollectionItem[]}} Collection The owner's view of an entity's collection, items
+ *   in order (`position` 0, 1, ...).
+ * @typedef {{mediaId: string, purpose: string}} CollectionEntry What `collections.sync()`
+ *   sends for each item (other fields, e.g. a `CollectionItem`'s, are left out).
+ * @typedef {{id: string, src: string, thumbnailSrc: string, srcset: string,
+ *   blurDataURL: string|null, width: number, height: number, altText: string|null,
+ *   purpose: string}} PublicMedia An item as anyone may see it: `srcset` is the HTML
+ *   attribute's value ("url 320w, url 640w, ...").
+ * @typedef {{entityType: string, entityId: string, items: PublicMedia[],
+ *   profileImage: PublicMedia|null, cover: PublicMedia|null}} PublicCollection The public
+ *   read: only items that are ready and passed review, in order.
  */
 
 /**
@@ -102,7 +126,7 @@ const EVENT_TYPES = [
   "generation_started", "generation_progress", "generation_complete", "generation_failed",
   "ingest_started", "ingest_progress", "ingest_complete", "ingest_failed",
   "job_started", "job_progress", "job_complete", "job_failed", "job_cancelled",
-  "resync", "stream_expired",
+  "collection_updated", "resync", "stream_expired",
 ];
 
 /**
@@ -115,18 +139,26 @@ const EVENT_TYPES = [
 export function createMediaClient({ baseURL = "", getToken, maxInFlight, completeWaitMs = WAIT_TOTAL_MS }) {
   const base = baseURL.replace(/\/$/, "");
 
-  /** @param {string} path @param {RequestInit & {json?: any}} [init] */
-  async function api(path, init = {}) {
-    const headers = new Headers(init.headers || {});
-    headers.set("Authorization", `Bearer ${await getToken()}`);
-    let body = init.body;
-    if (init.json !== undefined) {
+  /**
+   * One request to the API: resolves with the parsed body and the response (for its
+   * headers); a 304 resolves with `data` null. Rejects with a MediaError: the server's
+   * `{"error": {code, message}}`, else `http_<status>`; `network_error`; `aborted`.
+   * @param {string} path @param {RequestInit & {json?: any, anonymous?: boolean}} [init]
+   *   `anonymous`: send no token (public reads)
+   * @returns {Promise<{data: any, response: Response}>}
+   */
+  async function request(path, init = {}) {
+    const { json, anonymous, ...rest } = init;
+    const headers = new Headers(rest.headers || {});
+    if (!anonymous) headers.set("Authorization", `Bearer ${await getToken()}`);
+    let body = rest.body;
+    if (json !== undefined) {
       headers.set("Content-Type", "application/json");
-      body = JSON.stringify(init.json);
+      body = JSON.stringify(json);
     }
     let response;
     try {
-      response = await fetch(base + path, { ...init, headers, body });
+      response = await fetch(base + path, { ...rest, headers, body });
     } catch (error) {
       if (error && error.name === "AbortError") throw new MediaError("aborted", "cancelled");
       throw new MediaError("network_error", `the request failed: ${error && error.message}`);
@@ -138,12 +170,18 @@ export function createMediaClient({ baseURL = "", getToken, maxInFlight, complet
     } catch {
       data = null; // e.g. a proxy's HTML error page
     }
-    if (!response.ok) {
+    if (!response.ok && response.status !== 304) {
       const error = (data && data.error) || { code: "http_" + response.status, message: text };
       const retryAfter = retryAfterSeconds(response.headers.get("Retry-After"));
       throw new MediaError(error.code, error.message, response.status, { retryAfter });
     }
-    return data;
+    return { data, response };
+  }
+
+  /** The body of one request to the API (see `request`). @param {string} path
+   *  @param {RequestInit & {json?: any}} [init] */
+  async function api(path, init = {}) {
+    return (await request(path, init)).data;
   }
 
   // -- events: ONE EventSource per client for all of the user's jobs -----------------------
@@ -470,6 +508,73 @@ export function createMediaClient({ baseURL = "", getToken, maxInFlight, complet
     return loadRules();
   }
 
+  // -- collections -------------------------------------------------------------------------
+
+  /** `/entities/{type}/{id}` with both parts encoded. */
+  function entityPath(type, id) {
+    return `${encodeURIComponent(type)}/${encodeURIComponent(id)}`;
+  }
+
+  const collections = {
+    /**
+     * The owner's view of an entity's collection (`GET /entities/{type}/{id}/media`).
+     * Resolves with it and its ETag (`"c<version>"`, for `sync`'s `ifMatch`); rejects with a
+     * MediaError `entity_not_found` (404) when nothing was ever attached to the entity, or it
+     * is another user's, `invalid_entity` (400) for a malformed type or id.
+     * @param {string} type @param {string} id @param {{signal?: AbortSignal}} [options]
+     * @returns {Promise<{collection: Collection, etag: string|null}>}
+     */
+    async get(type, id, { signal } = {}) {
+      const { data, response } = await request(`/entities/${entityPath(type, id)}/media`, { signal });
+      return { collection: data, etag: response.headers.get("ETag") };
+    },
+
+    /**
+     * Replace the collection with `items`, in order (`PUT /entities/{type}/{id}/media`).
+     * With `ifMatch` (the ETag `get` or a previous `sync` gave) it applies only if nobody
+     * changed the collection since: else it rejects with a MediaError `stale_collection`
+     * (412). Other refusals: `second_profile`, `duplicate_media`, `invalid_field` (422),
+     * `media_not_found`, `entity_not_found` (404). Sending the same list twice keeps the
+     * version. Resolves with the owner's view and its new ETag.
+     * @param {string} type @param {string} id @param {CollectionEntry[]} items
+     * @param {{ifMatch?: string|null, signal?: AbortSignal}} [options]
+     * @returns {Promise<{collection: Collection, etag: string|null}>}
+     */
+    async sync(type, id, items, { ifMatch, signal } = {}) {
+      const headers = ifMatch ? { "If-Match": ifMatch } : {};
+      const json = { items: items.map(({ mediaId, purpose }) => ({ mediaId, purpose })) };
+      try {
+        const { data, response } = await request(`/entities/${entityPath(type, id)}/media`, { method: "PUT", headers, json, signal });
+        return { collection: data, etag: response.headers.get("ETag") };
+      } catch (error) {
+        // A 412 is always a stale collection, whatever body a proxy on the way sent.
+        if (error instanceof MediaError && error.status === 412 && error.code !== "stale_collection") {
+          throw new MediaError("stale_collection", error.message || "the collection changed", 412);
+        }
+        throw error;
+      }
+    },
+
+    /**
+     * The public read, without a token (`GET /public/entities/{type}/{id}`): the items that
+     * are ready and passed review, the profile image and the cover. With `ifNoneMatch` (an
+     * ETag it gave before) an unchanged collection resolves with `{notModified: true, etag}`.
+     * `cache` is the fetch cache mode (the answer is cacheable for `max-age`; "no-cache"
+     * asks the server every time). Rejects with a MediaError `entity_not_found` (404).
+     * @param {string} type @param {string} id
+     * @param {{ifNoneMatch?: string|null, signal?: AbortSignal, cache?: RequestCache}} [options]
+     * @returns {Promise<{collection: PublicCollection, etag: string|null, notModified?: false}
+     *   | {notModified: true, etag: string|null}>}
+     */
+    async public(type, id, { ifNoneMatch, signal, cache } = {}) {
+      const headers = ifNoneMatch ? { "If-None-Match": ifNoneMatch } : {};
+      const { data, response } = await request(`/public/entities/${entityPath(type, id)}`, { headers, signal, cache, anonymous: true });
+      const etag = response.headers.get("ETag");
+      if (response.status === 304) return { notModified: true, etag: etag || ifNoneMatch || null };
+      return { collection: data, etag, notModified: false };
+    },
+  };
+
   function close() {
     clearTimeout(renewTimer);
     if (source) source.close();
@@ -477,5 +582,5 @@ export function createMediaClient({ baseURL = "", getToken, maxInFlight, complet
     listeners.clear();
   }
 
-  return { upload, completeUpload, events, list, get, remove, restore, retry, follow, rules, close };
+  return { upload, completeUpload, events, list, get, remove, restore, retry, follow, rules, collections, close };
 }
