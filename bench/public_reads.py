@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
 
 from common import DEFAULT_DSN, drop_database, fresh_database, percentile, record, start_serve
 
@@ -216,23 +217,54 @@ class Sample:
 @dataclass(frozen=True)
 class Phase:
     """The samples of one phase, the seconds from its first scheduled request to its last
-    answer, and the CPU seconds this generator and the server process spent meanwhile."""
+    answer, and the CPU seconds this generator, the server process and the Postgres
+    backends of the bench's database spent meanwhile."""
 
     samples: list[Sample]
     elapsed: float
     cpu: float
     server_cpu: float
+    postgres_cpu: float
 
 
 def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used, from /proc."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rpartition(")")[2].split()
+    """CPU seconds (user + system) process ``pid`` has used, from /proc; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class Meter:
+    """CPU seconds of the server process (``server``, a pid) and of the Postgres backends
+    connected to database ``dbname`` (found through ``admin``, a connection to another
+    database; Postgres must run on this machine, as the bench's does)."""
+
+    def __init__(self, server: int, admin: psycopg.Connection[Any], dbname: str) -> None:
+        self.server = server
+        self._admin = admin
+        self._dbname = dbname
+
+    def read(self) -> tuple[float, dict[int, float]]:
+        """The server's CPU seconds and each backend's, now."""
+        rows = self._admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self._dbname,)
+        ).fetchall()
+        return process_cpu(self.server), {row[0]: process_cpu(row[0]) for row in rows}
+
+    def since(self, before: tuple[float, dict[int, float]]) -> tuple[float, float]:
+        """The server's and the backends' CPU seconds since ``before`` (a ``read()``); a
+        backend that ended meanwhile is not counted."""
+        server, backends = self.read()
+        return server - before[0], sum(
+            cpu - before[1].get(pid, 0.0) for pid, cpu in backends.items()
+        )
+
+
 async def drive(
-    server: int,
+    meter: Meter,
     clients: list[httpx.AsyncClient],
     path: str,
     rate: float,
@@ -240,8 +272,8 @@ async def drive(
     etag_for: Callable[[int], str | None] = lambda _: None,
     observe: Callable[[Sample], None] = lambda _: None,
 ) -> Phase:
-    """Send ``rate * seconds`` GETs of ``path`` on a fixed schedule to the server process
-    ``server`` (a pid, for its CPU time), request ``i`` through
+    """Send ``rate * seconds`` GETs of ``path`` on a fixed schedule (``meter`` measures the
+    server's and Postgres's CPU meanwhile), request ``i`` through
     ``clients[i % len(clients)]``; ``etag_for(i)`` is its If-None-Match (None: none);
     ``observe`` sees each sample as it lands. A request due while ``MAX_INFLIGHT`` are
     unanswered is not sent (a sample with status -1): past that the server is saturated
@@ -249,7 +281,7 @@ async def drive(
     bottleneck. Returns the phase when the last answer has landed."""
     samples: list[Sample] = []
     inflight: set[asyncio.Task[None]] = set()
-    cpu, server_cpu = time.process_time(), process_cpu(server)
+    cpu, before = time.process_time(), meter.read()
     start = time.perf_counter() + 0.01
 
     async def one(i: int, due: float) -> None:
@@ -280,19 +312,15 @@ async def drive(
         inflight.add(task)
         task.add_done_callback(inflight.discard)
     await asyncio.gather(*list(inflight))
-    return Phase(
-        samples,
-        time.perf_counter() - start,
-        time.process_time() - cpu,
-        process_cpu(server) - server_cpu,
-    )
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return Phase(samples, elapsed, cpu, *meter.since(before))
 
 
 def summary(phase: Phase, ok: set[int]) -> dict[str, Any]:
     """Latency percentiles (ms) of every answer, the achieved rate (answers per second) and
     the errors (answers whose status is not in ``ok``, transport errors and requests not
     sent included), what the generator cost (how late it sent, p99, and its CPU per
-    request) and the server's CPU per answer."""
+    request) and the CPU per answer of the server and of Postgres."""
     samples = [s for s in phase.samples if s.status != -1]
     latencies = [s.latency_ms for s in samples] or [float("nan")]
     return {
@@ -309,11 +337,12 @@ def summary(phase: Phase, ok: set[int]) -> dict[str, Any]:
         "gen_lag_p99_ms": round(percentile([s.lag_ms for s in samples or phase.samples], 0.99), 2),
         "gen_cpu_ms_per_request": round(1000 * phase.cpu / max(1, len(samples)), 3),
         "server_cpu_ms_per_answer": round(1000 * phase.server_cpu / max(1, len(samples)), 3),
+        "postgres_cpu_ms_per_answer": round(1000 * phase.postgres_cpu / max(1, len(samples)), 3),
     }
 
 
 async def change_phase(
-    server: int,
+    meter: Meter,
     clients: list[httpx.AsyncClient],
     path: str,
     args: argparse.Namespace,
@@ -341,7 +370,7 @@ async def change_phase(
 
     phase, _ = await asyncio.gather(
         drive(
-            server, clients, path, args.rate, args.change_seconds,
+            meter, clients, path, args.rate, args.change_seconds,
             etag_for=lambda i: held[i % args.clients], observe=observe,
         ),
         change(),
@@ -376,7 +405,7 @@ async def change_phase(
 
 
 async def capacity(
-    server: int,
+    meter: Meter,
     clients: list[httpx.AsyncClient],
     path: str,
     seconds: float,
@@ -387,7 +416,7 @@ async def capacity(
     this generator on the same machine), not a latency figure."""
     headers = {"If-None-Match": etag} if etag else {}
     statuses: Counter[int] = Counter()
-    server_cpu = process_cpu(server)
+    before = meter.read()
     start = time.perf_counter()
     stop = start + seconds
 
@@ -398,19 +427,19 @@ async def capacity(
     await asyncio.gather(*(loop(client) for client in clients))
     elapsed = time.perf_counter() - start
     answers = sum(statuses.values())
+    server_cpu, postgres_cpu = meter.since(before)
     return {
         "per_s": round(answers / elapsed, 1),
-        "server_cpu_ms_per_answer": round(
-            1000 * (process_cpu(server) - server_cpu) / max(1, answers), 3
-        ),
+        "server_cpu_ms_per_answer": round(1000 * server_cpu / max(1, answers), 3),
+        "postgres_cpu_ms_per_answer": round(1000 * postgres_cpu / max(1, answers), 3),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
     }
 
 
 async def run(
-    args: argparse.Namespace, server: int, base: str, token: str, ids: list[uuid.UUID]
+    args: argparse.Namespace, meter: Meter, base: str, token: str, ids: list[uuid.UUID]
 ) -> Any:
-    """The phases against the server process ``server`` (a pid) at ``base``; returns the
+    """The phases against the server at ``base`` (``meter`` measures its CPU); returns the
     run's figures, then those of the plain, conditional and change phases."""
     path = "/public/entities/{}/{}".format(*ENTITY)
     owner_path = "/entities/{}/{}/media".format(*ENTITY)
@@ -446,16 +475,16 @@ async def run(
             "cache_control": first.headers.get("cache-control"),
         }
 
-        await drive(server, clients, path, args.rate, args.warmup)
-        phase = await drive(server, clients, path, args.rate, args.seconds)
+        await drive(meter, clients, path, args.rate, args.warmup)
+        phase = await drive(meter, clients, path, args.rate, args.seconds)
         plain = summary(phase, {200})
         # A 200 must carry the whole collection (the same length as the first answer).
         plain["errors"] += sum(
             1 for s in phase.samples if s.status == 200 and s.size != len(first.content)
         )
 
-        await drive(server, clients, path, args.rate, args.warmup, etag_for=lambda _: etag)
-        phase = await drive(server, clients, path, args.rate, args.seconds, lambda _: etag)
+        await drive(meter, clients, path, args.rate, args.warmup, etag_for=lambda _: etag)
+        phase = await drive(meter, clients, path, args.rate, args.seconds, lambda _: etag)
         conditional = summary(phase, {304})
         answered = [s for s in phase.samples if s.status > 0]  # sent and answered
         not_modified = [s.latency_ms for s in answered if s.status == 304]
@@ -469,13 +498,13 @@ async def run(
             if response.status_code != 200:
                 raise RuntimeError(f"PUT {owner_path}: {response.status_code} {response.text}")
 
-        change = await change_phase(server, clients, path, args, etag, reorder)
+        change = await change_phase(meter, clients, path, args, etag, reorder)
         last = await client.get(path)
         check_public(last.json(), ids[::-1], args.variants)
         if args.capacity_seconds > 0:
-            figures["capacity"] = await capacity(server, clients, path, args.capacity_seconds)
+            figures["capacity"] = await capacity(meter, clients, path, args.capacity_seconds)
             figures["capacity_304"] = await capacity(
-                server, clients, path, args.capacity_seconds, last.headers["etag"]
+                meter, clients, path, args.capacity_seconds, last.headers["etag"]
             )
     return figures, plain, conditional, change
 
@@ -552,9 +581,11 @@ def main() -> int:
                        "-m", "mediajobs", "serve"]  # fmt: skip
         api = start_serve(dsn, args.redis_url, port, SECRET, command=command)
         token = Authenticator(SECRET).issue_token(OWNER, ttl=3600)
-        figures, plain, conditional, change = asyncio.run(
-            run(args, api.pid, f"http://127.0.0.1:{port}", token, ids)
-        )
+        with psycopg.connect(args.database_url, autocommit=True) as admin:
+            meter = Meter(api.pid, admin, name)
+            figures, plain, conditional, change = asyncio.run(
+                run(args, meter, f"http://127.0.0.1:{port}", token, ids)
+            )
     finally:
         if api is not None:
             api.send_signal(signal.SIGTERM)
@@ -598,16 +629,16 @@ def report(
     )
     rows = [
         "| phase | requests | answers/s | p50 ms | p90 ms | p99 ms | max ms | errors "
-        "| not sent | statuses | server CPU ms/answer | generator lag p99 ms "
-        "| generator CPU ms/request |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| not sent | statuses | server CPU ms/answer | Postgres CPU ms/answer "
+        "| generator lag p99 ms | generator CPU ms/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for label, phase in (("plain", plain), ("If-None-Match", conditional), ("change", change)):
         rows.append(
             f"| {label} | {phase['requests']} | {phase['achieved_rate']:g} | {phase['p50_ms']} "
             f"| {phase['p90_ms']} | {phase['p99_ms']} | {phase['max_ms']} | {phase['errors']} "
             f"| {phase['not_sent']} | {phase['statuses']}{phase['transport_errors'] or ''} "
-            f"| {phase['server_cpu_ms_per_answer']} "
+            f"| {phase['server_cpu_ms_per_answer']} | {phase['postgres_cpu_ms_per_answer']} "
             f"| {phase['gen_lag_p99_ms']} "
             f"| {phase['gen_cpu_ms_per_request']} |"
         )
@@ -635,10 +666,12 @@ def report(
             "",
             f"Capacity (closed loop, {args.shards} clients, {args.capacity_seconds:g} s each): "
             f"{figures['capacity']['per_s']} answers/s plain {figures['capacity']['statuses']} "
-            f"({figures['capacity']['server_cpu_ms_per_answer']} ms of server CPU each), "
+            f"({figures['capacity']['server_cpu_ms_per_answer']} ms of server CPU and "
+            f"{figures['capacity']['postgres_cpu_ms_per_answer']} ms of Postgres CPU each), "
             f"{figures['capacity_304']['per_s']} with `If-None-Match` "
             f"{figures['capacity_304']['statuses']} "
-            f"({figures['capacity_304']['server_cpu_ms_per_answer']} ms).",
+            f"({figures['capacity_304']['server_cpu_ms_per_answer']} and "
+            f"{figures['capacity_304']['postgres_cpu_ms_per_answer']} ms).",
         ]
     notes += [
         "",
