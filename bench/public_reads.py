@@ -197,11 +197,11 @@ def check_public(body: dict[str, Any], ids: list[uuid.UUID], variants: int) -> N
 
 @dataclass(frozen=True)
 class Sample:
-    """One request: ``due`` is the ``time.perf_counter()`` it was scheduled for; ``lag_ms`` how late
-    it went out; ``latency_ms`` from ``due`` to its whole response (or the error); ``status``
-    0 for a transport error, -1 when it was not sent (``MAX_INFLIGHT`` were waiting already);
-    ``sent_etag`` the If-None-Match it carried; ``size`` the bytes of its body; ``error`` the
-    transport error's class."""
+    """One request: ``due`` is the ``time.perf_counter()`` it was scheduled for; ``lag_ms``
+    how late it went out; ``latency_ms`` from ``due`` to its whole response (or the error);
+    ``status`` 0 for a transport error, -1 when it was not sent (``MAX_INFLIGHT`` were
+    waiting already); ``sent_etag`` the If-None-Match it carried; ``size`` the bytes of its
+    body; ``error`` the transport error's class."""
 
     index: int
     due: float
