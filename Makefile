@@ -29,7 +29,7 @@ UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-v
 	--custom-compile-command 'make lock' $(LOCK_ARGS)
 
 .PHONY: dev test test-fast lint format lock browser bench bench-queue bench-sse bench-imaging \
-	bench-api clean
+	bench-api bench-public clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -99,7 +99,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: bench-queue bench-sse bench-imaging bench-api
+bench: bench-queue bench-sse bench-imaging bench-api bench-public
 
 bench-queue: $(BENCH_STAMP)
 	$(BIN)/python bench/queue_throughput.py
@@ -112,6 +112,9 @@ bench-imaging: $(BENCH_STAMP)
 
 bench-api: $(BENCH_STAMP)
 	$(BIN)/python bench/api_load.py --rate 67
+
+bench-public: $(BENCH_STAMP)
+	$(BIN)/python bench/public_reads.py
 
 clean:
 	rm -rf $(VENV) .mediajobs .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
