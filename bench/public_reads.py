@@ -47,7 +47,6 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import pstats
@@ -61,8 +60,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 import psycopg
+import uvloop
 
 from common import DEFAULT_DSN, drop_database, fresh_database, percentile, record, start_serve
 
@@ -71,15 +72,7 @@ OWNER = "bench"
 ENTITY = ("listing", "bench")
 SOURCE_SIZE = (4032, 3024)
 TARGET_P99_MS = 10.0
-SHARD_CONNECTIONS = 8  # connections per client of the generator
 MAX_INFLIGHT = 256  # requests the generator leaves unanswered before it stops sending
-
-# httpcore tries `import sniffio` on every lock it makes (a few per request), and Python does
-# not remember a failed import: without sniffio (anyio >= 4.11 no longer brings it) each try
-# scans sys.path, about 1 ms of this generator's CPU per request (encode/httpcore#1103).
-# A None entry makes the miss immediate; httpcore then assumes asyncio, as it does anyway.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 # -- setup -------------------------------------------------------------------------------
@@ -265,7 +258,7 @@ class Meter:
 
 async def drive(
     meter: Meter,
-    clients: list[httpx.AsyncClient],
+    session: aiohttp.ClientSession,
     path: str,
     rate: float,
     seconds: float,
@@ -273,8 +266,8 @@ async def drive(
     observe: Callable[[Sample], None] = lambda _: None,
 ) -> Phase:
     """Send ``rate * seconds`` GETs of ``path`` on a fixed schedule (``meter`` measures the
-    server's and Postgres's CPU meanwhile), request ``i`` through
-    ``clients[i % len(clients)]``; ``etag_for(i)`` is its If-None-Match (None: none);
+    server's and Postgres's CPU meanwhile) through ``session``; ``etag_for(i)`` is request
+    ``i``'s If-None-Match (None: none);
     ``observe`` sees each sample as it lands. A request due while ``MAX_INFLIGHT`` are
     unanswered is not sent (a sample with status -1): past that the server is saturated
     anyway, and an unbounded backlog would make this generator, not the server, the
@@ -289,11 +282,11 @@ async def drive(
         headers = {"If-None-Match": sent_etag} if sent_etag else {}
         lag = time.perf_counter() - due
         try:
-            response = await clients[i % len(clients)].get(path, headers=headers)
-            status, etag, size = response.status_code, response.headers.get("etag"), 0
-            size = len(response.content)
+            async with session.get(path, headers=headers) as response:
+                body = await response.read()
+            status, etag, size = response.status, response.headers.get("etag"), len(body)
             error = None
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             status, etag, size, error = 0, None, 0, type(exc).__name__
         latency = (time.perf_counter() - due) * 1000
         sample = Sample(i, due, lag * 1000, latency, status, etag, sent_etag, size, error)
@@ -343,7 +336,7 @@ def summary(phase: Phase, ok: set[int]) -> dict[str, Any]:
 
 async def change_phase(
     meter: Meter,
-    clients: list[httpx.AsyncClient],
+    session: aiohttp.ClientSession,
     path: str,
     args: argparse.Namespace,
     etag: str,
@@ -370,7 +363,7 @@ async def change_phase(
 
     phase, _ = await asyncio.gather(
         drive(
-            meter, clients, path, args.rate, args.change_seconds,
+            meter, session, path, args.rate, args.change_seconds,
             etag_for=lambda i: held[i % args.clients], observe=observe,
         ),
         change(),
@@ -406,12 +399,13 @@ async def change_phase(
 
 async def capacity(
     meter: Meter,
-    clients: list[httpx.AsyncClient],
+    session: aiohttp.ClientSession,
+    shards: int,
     path: str,
     seconds: float,
     etag: str | None = None,
 ) -> dict[str, Any]:
-    """Closed loop: each of ``clients`` sends its next GET as soon as the last is answered,
+    """Closed loop: each of ``shards`` clients sends its next GET as soon as the last is answered,
     for ``seconds``. The answers per second are the most this server process gives (with
     this generator on the same machine), not a latency figure."""
     headers = {"If-None-Match": etag} if etag else {}
@@ -420,11 +414,13 @@ async def capacity(
     start = time.perf_counter()
     stop = start + seconds
 
-    async def loop(client: httpx.AsyncClient) -> None:
+    async def loop() -> None:
         while time.perf_counter() < stop:
-            statuses[(await client.get(path, headers=headers)).status_code] += 1
+            async with session.get(path, headers=headers) as response:
+                await response.read()
+            statuses[response.status] += 1
 
-    await asyncio.gather(*(loop(client) for client in clients))
+    await asyncio.gather(*(loop() for _ in range(shards)))
     elapsed = time.perf_counter() - start
     answers = sum(statuses.values())
     server_cpu, postgres_cpu = meter.since(before)
@@ -444,20 +440,18 @@ async def run(
     path = "/public/entities/{}/{}".format(*ENTITY)
     owner_path = "/entities/{}/{}/media".format(*ENTITY)
     auth = {"Authorization": f"Bearer {token}"}
-    # Several small clients rather than one with many connections: httpcore's pool does
-    # work quadratic in its connections on every request, which would make this generator,
-    # not the server, the bottleneck once a stall had opened a hundred connections.
-    limits = httpx.Limits(
-        max_connections=SHARD_CONNECTIONS, max_keepalive_connections=SHARD_CONNECTIONS
-    )
+    # The load goes through aiohttp (on uvloop): httpx cost this generator 2.4-2.9 ms of CPU
+    # per request on the bench machine, more than the server's answer, on the same 2 cores.
+    # httpx stays for the few setup requests.
     async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(base_url=base, timeout=30, limits=limits)
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                base_url=base,
+                connector=aiohttp.TCPConnector(limit=MAX_INFLIGHT),
+                timeout=aiohttp.ClientTimeout(total=30),
             )
-            for _ in range(args.shards)
-        ]
-        client = clients[0]
+        )
+        client = await stack.enter_async_context(httpx.AsyncClient(base_url=base, timeout=30))
         items = [
             {"mediaId": str(i), "purpose": p} for i, p in zip(ids, purposes(len(ids)), strict=True)
         ]
@@ -475,16 +469,16 @@ async def run(
             "cache_control": first.headers.get("cache-control"),
         }
 
-        await drive(meter, clients, path, args.rate, args.warmup)
-        phase = await drive(meter, clients, path, args.rate, args.seconds)
+        await drive(meter, session, path, args.rate, args.warmup)
+        phase = await drive(meter, session, path, args.rate, args.seconds)
         plain = summary(phase, {200})
         # A 200 must carry the whole collection (the same length as the first answer).
         plain["errors"] += sum(
             1 for s in phase.samples if s.status == 200 and s.size != len(first.content)
         )
 
-        await drive(meter, clients, path, args.rate, args.warmup, etag_for=lambda _: etag)
-        phase = await drive(meter, clients, path, args.rate, args.seconds, lambda _: etag)
+        await drive(meter, session, path, args.rate, args.warmup, etag_for=lambda _: etag)
+        phase = await drive(meter, session, path, args.rate, args.seconds, lambda _: etag)
         conditional = summary(phase, {304})
         answered = [s for s in phase.samples if s.status > 0]  # sent and answered
         not_modified = [s.latency_ms for s in answered if s.status == 304]
@@ -498,13 +492,16 @@ async def run(
             if response.status_code != 200:
                 raise RuntimeError(f"PUT {owner_path}: {response.status_code} {response.text}")
 
-        change = await change_phase(meter, clients, path, args, etag, reorder)
+        change = await change_phase(meter, session, path, args, etag, reorder)
         last = await client.get(path)
         check_public(last.json(), ids[::-1], args.variants)
         if args.capacity_seconds > 0:
-            figures["capacity"] = await capacity(meter, clients, path, args.capacity_seconds)
+            shards = args.shards
+            figures["capacity"] = await capacity(
+                meter, session, shards, path, args.capacity_seconds
+            )
             figures["capacity_304"] = await capacity(
-                meter, clients, path, args.capacity_seconds, last.headers["etag"]
+                meter, session, shards, path, args.capacity_seconds, last.headers["etag"]
             )
     return figures, plain, conditional, change
 
@@ -543,7 +540,7 @@ def main() -> int:
         "change, rate * change-seconds / 20)",
     )
     parser.add_argument(
-        "--shards", type=int, default=16, help=f"httpx clients of {SHARD_CONNECTIONS} connections"
+        "--shards", type=int, default=16, help="clients of the closed-loop capacity run"
     )
     parser.add_argument(
         "--capacity-seconds",
@@ -583,7 +580,7 @@ def main() -> int:
         token = Authenticator(SECRET).issue_token(OWNER, ttl=3600)
         with psycopg.connect(args.database_url, autocommit=True) as admin:
             meter = Meter(api.pid, admin, name)
-            figures, plain, conditional, change = asyncio.run(
+            figures, plain, conditional, change = uvloop.run(
                 run(args, meter, f"http://127.0.0.1:{port}", token, ids)
             )
     finally:

@@ -130,12 +130,14 @@ async def collection_events(database_url: str, owner: str) -> list[dict[str, Any
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         rows = await (
             await conn.execute(
-                "SELECT data::text FROM job_events WHERE owner_id = %s"
+                "SELECT data::text, job_id FROM job_events WHERE owner_id = %s"
                 " AND type = 'collection_updated' ORDER BY id",
                 (owner,),
             )
         ).fetchall()
-    return [json.loads(row[0]) for row in rows]
+    # The owner's events, never part of a job's own stream (the job is named in the data).
+    assert all(job_id is None for _, job_id in rows)
+    return [json.loads(data) for data, _ in rows]
 
 
 async def test_the_review_gate_holds_on_every_public_read_path(
@@ -216,6 +218,8 @@ async def test_the_review_gate_holds_on_every_public_read_path(
     assert reasons[0] == ("sync", None)
     assert ("review", gallery) in reasons and ("review", rejected) in reasons
     assert ("deleted", cover) in reasons and ("restored", cover) in reasons
+    delete_job = deleted.json()["jobId"]
+    assert any(e.get("jobId") == delete_job for e in await collection_events(database_url, "alice"))
 
 
 async def test_a_sync_attaches_detaches_and_reorders_in_one_request_under_if_match(

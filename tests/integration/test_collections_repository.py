@@ -155,3 +155,33 @@ async def test_a_purge_detaches_the_item_from_its_collections(pool: Pool) -> Non
     artist, listing = await repo.get("artist", "ada"), await repo.get("listing", "1")
     assert artist is not None and [x.media_id for x in artist.items] == [b]
     assert listing is not None and (listing.items, listing.version) == ((), made.version + 1)
+
+
+async def test_the_public_fingerprint_moves_with_every_visible_change_and_matches_its_rows(
+    pool: Pool,
+) -> None:
+    repo, media = CollectionRepository(pool), MediaRepository(pool)
+    a, b = await item(pool, "ada"), await item(pool, "ada")
+    hidden = await item(pool, "ada", status="in_review")
+    assert await repo.public_fingerprint("artist", "ada") is None
+    assert await repo.public_view("artist", "ada") is None
+    await repo.sync("artist", "ada", "ada", [(a, "gallery"), (b, "gallery"), (hidden, "cover")])
+    seen = []
+    for step in range(4):
+        found = await repo.public_view("artist", "ada")
+        assert found is not None
+        fingerprint, view = found
+        assert fingerprint == await repo.public_fingerprint("artist", "ada")  # one snapshot
+        assert hidden not in [record.id for _, record in view.items]  # in review: not public
+        assert fingerprint not in seen  # every step below changes what the public sees
+        seen.append(fingerprint)
+        if step == 0:  # reorder
+            await repo.sync(
+                "artist", "ada", "ada", [(b, "gallery"), (a, "gallery"), (hidden, "cover")]
+            )
+        elif step == 1:  # and back: the same rows as at first, at a new version
+            await repo.sync(
+                "artist", "ada", "ada", [(a, "gallery"), (b, "gallery"), (hidden, "cover")]
+            )
+        elif step == 2:  # an edit of a shown item
+            await media.update_fields(a, "ada", {"alt_text": "a red door"})

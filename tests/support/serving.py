@@ -99,7 +99,16 @@ class Serving:
 
     def __exit__(self, *exc: object) -> None:
         self._proc.send_signal(signal.SIGTERM)
-        self._proc.wait(timeout=30)
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            log = self.log_so_far()
+            self._proc.kill()  # never left running, nor its log file open, after a failure
+            self._proc.wait()
+            self._log.close()
+            raise AssertionError(
+                f"the server did not stop within 30 s of SIGTERM; its log ends:\n{log[-60000:]}"
+            ) from None
         self.returncode = self._proc.returncode
         self._log.seek(0)
         self.output = self._log.read()

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from types import SimpleNamespace
 
 import jwt
 import pytest
 
 from mediajobs.cli import main
 from mediajobs.config import Settings
+from mediajobs.db.collections import Attachment
 from mediajobs.errors import AuthError, ConfigError
 from mediajobs.realtime.events import COLLECTION_UPDATED, Event, collection_event
 from mediajobs.service.auth import Authenticator
@@ -20,8 +22,12 @@ from mediajobs.service.collections import (
     derived_images,
     if_match_versions,
     owner_etag,
+    public_item,
 )
+from mediajobs.service.errors import ApiError
 from mediajobs.service.models import PublicMedia
+from mediajobs.storage import StoreRegistry
+from mediajobs.storage.s3 import S3Store
 
 SECRET = "unit-secret-" + "k" * 40
 
@@ -114,7 +120,7 @@ def test_mediajobs_token_grants_scopes(
 def test_collection_updated_names_the_entity_and_why() -> None:
     media, job = uuid.uuid4(), uuid.uuid4()
     event = collection_event("ada", "artist", "ada", 3, "review", media_id=media, job_id=job)
-    assert (event.owner_id, event.job_id, event.type) == ("ada", job, COLLECTION_UPDATED)
+    assert (event.owner_id, event.job_id, event.type) == ("ada", None, COLLECTION_UPDATED)
     assert json.loads(event.data) == {
         "entityType": "artist",
         "entityId": "ada",
@@ -136,3 +142,27 @@ def test_collection_updated_names_the_entity_and_why() -> None:
     recorded = Event(9, synced.owner_id, None, synced.type, synced.data)
     assert Event.from_message(recorded.to_message(), None) == recorded
     assert b"event: collection_updated" in recorded.frame
+
+
+def test_public_reads_use_permanent_urls_only() -> None:
+    """A private bucket's signed URLs expire while CDNs keep the body, and name the bucket
+    and the signing key: the public read refuses them (503), never renders them."""
+    private = S3Store(client=None, bucket="private-bucket")  # no request is made
+    public = S3Store(client=None, bucket="public", public_base_url="https://cdn.example/m/")
+    locator = {"locator": "s3://private-bucket/media/a/v/thumb.webp", "width": 320, "height": 240}
+    record = SimpleNamespace(
+        id=uuid.UUID(int=1), variants={"thumb": locator}, blur_data_url=None, alt_text=None
+    )
+    attachment = Attachment(uuid.UUID(int=1), "gallery", 0)
+    svc = SimpleNamespace(stores=StoreRegistry(public, [private]))
+    with pytest.raises(ApiError) as refused:
+        public_item(svc, attachment, record)  # type: ignore[arg-type]
+    assert (refused.value.status, refused.value.code) == (503, "public_urls_not_configured")
+    record.variants = {
+        "thumb": {**locator, "locator": "s3://public/media/a/v/thumb.webp"},
+        "card": {"locator": "s3://public/media/a/v/card.webp", "width": 640, "height": 480},
+    }
+    shown = public_item(svc, attachment, record)  # type: ignore[arg-type]
+    assert shown.src == "https://cdn.example/m/media/a/v/card.webp"
+    base = "https://cdn.example/m/media/a/v"
+    assert shown.srcset == f"{base}/thumb.webp 320w, {base}/card.webp 640w"

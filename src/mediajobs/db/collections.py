@@ -106,34 +106,34 @@ class CollectionRepository:
             rows = await (await conn.execute(sql.SELECT_ATTACHMENTS, key)).fetchall()
         return _collection(entity, rows)
 
-    async def view(
-        self, entity_type: str, entity_id: str, *, ready_only: bool = False
-    ) -> CollectionView | None:
-        """The collection with its media rows (one query for all items). ``ready_only``:
-        only items that are ready (processed, and past the review gate when review is on):
-        what the public may see. None when no media was ever attached to the entity."""
+    async def view(self, entity_type: str, entity_id: str) -> CollectionView | None:
+        """The collection with every item's media row, whatever its status (the owner's
+        view; one query for all items). None when no media was ever attached to the
+        entity."""
         key = {"type": entity_type, "id": entity_id}
-        statement = sql.SELECT_READY_MEDIA if ready_only else sql.SELECT_MEDIA
         async with self._pool.connection() as conn:
             entity = await (await conn.execute(sql.SELECT_ENTITY, key)).fetchone()
             if entity is None:
                 return None
-            rows = await (await conn.execute(statement, key)).fetchall()
-        pairs = []
-        for row in rows:
-            values = dict(row)
-            attachment = Attachment(
-                values["id"], values.pop("attached_purpose"), values.pop("attached_position")
-            )
-            pairs.append((attachment, MediaRecord.from_row(values)))
-        collection = _collection(
-            entity,
-            [
-                {"media_id": a.media_id, "purpose": a.purpose, "position": a.position}
-                for a, _ in pairs
-            ],
-        )
-        return CollectionView(collection, tuple(pairs))
+            rows = await (await conn.execute(sql.SELECT_MEDIA, key)).fetchall()
+        return _view(entity, rows)
+
+    async def public_view(
+        self, entity_type: str, entity_id: str
+    ) -> tuple[str, CollectionView] | None:
+        """What the public may see of the collection: only items that are ready (processed,
+        and past the review gate when review is on), with the ``public_fingerprint`` of
+        exactly these rows (all read in one REPEATABLE READ snapshot, so the two always
+        agree). None when no media was ever attached to the entity."""
+        key = {"type": entity_type, "id": entity_id}
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            found = await (await conn.execute(sql.PUBLIC_FINGERPRINT, key)).fetchone()
+            entity = await (await conn.execute(sql.SELECT_ENTITY, key)).fetchone()
+            if found is None or entity is None:
+                return None
+            rows = await (await conn.execute(sql.SELECT_READY_MEDIA, key)).fetchall()
+        return str(found["fingerprint"]), _view(entity, rows)
 
     async def public_fingerprint(self, entity_type: str, entity_id: str) -> str | None:
         """A short text that changes whenever the public read of the collection would (an
@@ -189,6 +189,11 @@ class CollectionRepository:
             raise CollectionRefused("second_profile", "at most one item may be the profile")
         key = {"type": entity_type, "id": entity_id}
         async with self._pool.connection() as conn, conn.transaction():
+            if not items and await (await conn.execute(sql.SELECT_ENTITY, key)).fetchone() is None:
+                # Nothing to attach to an entity nobody has: it stays nobody's.
+                if if_version not in (None, 0):
+                    raise CollectionRefused("stale_collection", "the collection is new")
+                return Collection(entity_type, entity_id, owner_id, 0, ())
             await conn.execute(sql.CLAIM_ENTITY, {**key, "owner": owner_id})
             entity = await (await conn.execute(sql.LOCK_ENTITY, key)).fetchone()
             assert entity is not None  # just inserted or already there; never deleted
@@ -221,6 +226,22 @@ class CollectionRepository:
             if on_change is not None:
                 await on_change(conn, collection)
         return collection
+
+
+def _view(entity: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> CollectionView:
+    """The entity and its attachments joined with their media rows (``attached_purpose``
+    and ``attached_position`` beside the ``media`` columns)."""
+    pairs = []
+    for row in rows:
+        values = dict(row)
+        attachment = Attachment(
+            values["id"], values.pop("attached_purpose"), values.pop("attached_position")
+        )
+        pairs.append((attachment, MediaRecord.from_row(values)))
+    items = [
+        {"media_id": a.media_id, "purpose": a.purpose, "position": a.position} for a, _ in pairs
+    ]
+    return CollectionView(_collection(entity, items), tuple(pairs))
 
 
 def _collection(entity: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Collection:

@@ -30,13 +30,16 @@ ORDER BY position
 """
 
 # The items of a sync that the owner may attach: their own, not purged, and not deleted
-# unless already in this collection (a deleted item keeps its place until its purge).
+# unless already in this collection (a deleted item keeps its place until its purge). The
+# rows stay locked until the sync commits: a purge (which updates the row first) either
+# finishes before, and the item is refused, or waits, and then detaches what the sync made.
 ATTACHABLE = """
 SELECT m.id FROM media AS m
 WHERE m.id = ANY(%(ids)s) AND m.owner_id = %(owner)s AND m.purged_at IS NULL
   AND (m.status <> 'deleted' OR EXISTS (
       SELECT 1 FROM entity_media AS em
       WHERE em.entity_type = %(type)s AND em.entity_id = %(id)s AND em.media_id = m.id))
+FOR SHARE OF m
 """
 
 # The items with their media rows, in order: all of them (the owner's view) ...
@@ -56,19 +59,19 @@ WHERE em.entity_type = %(type)s AND em.entity_id = %(id)s
 ORDER BY em.position
 """
 
-# What the public read of a collection depends on, as one short text: each ready item's id,
-# last change (every update of a media row sets updated_at), purpose and position. It
-# changes whenever the public read would; NULL when the entity does not exist. md5 here
-# only detects change; nothing trusts it for security.
+# What the public read of a collection depends on, as one short text: the collection's
+# version and each ready item's id, last change (every update of a media row sets
+# updated_at), purpose and position. It changes whenever the public read would; no row when
+# the entity does not exist. md5 here only detects change; nothing trusts it for security.
 PUBLIC_FINGERPRINT = """
-SELECT md5(coalesce(string_agg(
+SELECT md5(e.version::text || ':' || coalesce(string_agg(
     m.id::text || '/' || m.updated_at::text || '/' || em.purpose || '/' || em.position,
     ',' ORDER BY em.position), '')) AS fingerprint
 FROM entities AS e
 LEFT JOIN entity_media AS em USING (entity_type, entity_id)
 LEFT JOIN media AS m ON m.id = em.media_id AND m.status = 'ready' AND m.purged_at IS NULL
 WHERE e.entity_type = %(type)s AND e.entity_id = %(id)s
-GROUP BY e.entity_type, e.entity_id
+GROUP BY e.entity_type, e.entity_id, e.version
 """
 
 # The collections that hold an item, with their owners and versions.

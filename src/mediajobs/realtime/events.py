@@ -167,7 +167,8 @@ def collection_event(
     """``collection_updated`` for the owner of ``entity_type/entity_id``, now at ``version``:
     data ``{entityType, entityId, version, reason, mediaId?, jobId?}``. ``reason`` is one of
     ``COLLECTION_REASONS`` (``ValueError`` otherwise); ``job_id`` is the job that changed it
-    (None for a sync through the API)."""
+    (None for a sync through the API), named in the data only: the event is the owner's, not
+    part of that job's own stream."""
     if reason not in COLLECTION_REASONS:
         raise ValueError(f"unknown collection change reason {reason!r}")
     data: dict[str, JSON] = {
@@ -180,7 +181,7 @@ def collection_event(
         data["mediaId"] = str(media_id)
     if job_id is not None:
         data["jobId"] = str(job_id)
-    return PendingEvent(owner_id, job_id, COLLECTION_UPDATED, dumps(data))
+    return PendingEvent(owner_id, None, COLLECTION_UPDATED, dumps(data))
 
 
 def _public_error(error: dict[str, JSON]) -> dict[str, JSON]:

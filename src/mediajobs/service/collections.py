@@ -182,7 +182,15 @@ async def put_collection(request: Request) -> Response:
         raise ApiError(REFUSAL_STATUS[exc.code], exc.code, str(exc)) from None
     await svc.recorder.committed(recorded)
     view = await svc.collections.view(entity_type, entity_id)
-    assert view is not None  # the sync made it; entities are never removed
+    if view is None:  # an empty list for an entity nobody has: nothing was made
+        empty = OwnerCollection(
+            entity_type=entity_type,
+            entity_id=entity_id,
+            owner_id=principal.user_id,
+            version=0,
+            items=[],
+        )
+        return _owner_response(empty)
     return _owner_response(await owner_view(svc, view))
 
 
@@ -196,33 +204,44 @@ async def _if_version(
     if header is None:
         return None
     versions = if_match_versions(header)
+    if versions is not None and len(versions) == 1:
+        return versions.pop()  # checked under the entity's lock
     current = await svc.collections.get(entity_type, entity_id)
+    version = 0 if current is None else current.version  # a new collection is at 0
     if versions is None:  # "*": any current representation
         if current is None:
             raise ApiError(412, "stale_collection", "If-Match: * but the collection is new")
         return None
-    if len(versions) == 1:
-        return versions.pop()  # checked again under the entity's lock
-    if current is not None and current.version in versions:
-        return current.version
+    if version in versions:
+        return version  # checked again under the entity's lock
     raise ApiError(412, "stale_collection", "the collection is not at a version If-Match names")
 
 
 # -- the public read -----------------------------------------------------------------------
 
 
-async def public_item(svc: Services, attachment: Attachment, record: MediaRecord) -> PublicMedia:
-    """``record`` as the public sees it: URLs of its variants (from each locator's own
-    store), its blur placeholder and alt text; nothing else (no locator, no source, no EXIF
-    or GPS, no owner)."""
+def public_item(svc: Services, attachment: Attachment, record: MediaRecord) -> PublicMedia:
+    """``record`` as the public sees it: the permanent public URLs of its variants (from
+    each locator's own store), its blur placeholder and alt text; nothing else (no locator,
+    no source, no EXIF or GPS, no owner). Raises 503 ``public_urls_not_configured`` when a
+    variant's bucket has no public base URL: a signed URL expires while CDNs keep the body,
+    and names the bucket and the signing key."""
     urls: dict[str, str] = {}
     sizes: list[tuple[int, int, str]] = []  # (width, height, url), one per distinct object
     for variant in record.variants.values():
         locator = variant["locator"]
         if locator in urls:
             continue
-        urls[locator] = await svc.stores.url(Locator.parse(locator))
-        sizes.append((int(variant["width"]), int(variant["height"]), urls[locator]))
+        url = svc.stores.public_url(Locator.parse(locator))
+        if url is None:
+            raise ApiError(
+                503,
+                "public_urls_not_configured",
+                "public reads need permanent URLs: set STORAGE_PUBLIC_BASE_URL (a CDN or the "
+                "bucket's public URL) for the bucket that holds this collection's photos",
+            )
+        urls[locator] = url
+        sizes.append((int(variant["width"]), int(variant["height"]), url))
     sizes.sort()
     width, height, src = sizes[-1]
     return PublicMedia.model_validate(
@@ -264,9 +283,7 @@ async def public_collection(request: Request) -> Response:
         raise _entity_not_found()
     rendered = svc.public_cache.get(key, fingerprint)
     if rendered is None:
-        # Rendered from rows read after the fingerprint: if they changed in between, the
-        # next request's fingerprint differs from this entry's and renders again.
-        rendered = await render_public(svc, *key, fingerprint)
+        rendered = await render_public(svc, *key)
         svc.public_cache.put(key, rendered)
     headers = {
         "etag": rendered.etag,
@@ -277,18 +294,16 @@ async def public_collection(request: Request) -> Response:
     return Response(rendered.content, media_type="application/json", headers=headers)
 
 
-async def render_public(
-    svc: Services, entity_type: str, entity_id: str, fingerprint: str
-) -> RenderedPublic:
+async def render_public(svc: Services, entity_type: str, entity_id: str) -> RenderedPublic:
     """The public read of ``entity_type/entity_id`` as compact JSON, with its ETag (the
-    first 128 bits of the body's SHA-256, hex)."""
-    view = await svc.collections.view(entity_type, entity_id, ready_only=True)
-    if view is None:
+    first 128 bits of the body's SHA-256, hex) and the fingerprint of the very rows it was
+    rendered from (one snapshot)."""
+    found = await svc.collections.public_view(entity_type, entity_id)
+    if found is None:
         raise _entity_not_found()
+    fingerprint, view = found
     items = [
-        await public_item(svc, attachment, record)
-        for attachment, record in view.items
-        if record.variants
+        public_item(svc, attachment, record) for attachment, record in view.items if record.variants
     ]
     profile, cover = derived_images(items)
     body = PublicCollection(

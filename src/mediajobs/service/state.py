@@ -128,23 +128,28 @@ class StreamSlots:
 @dataclass(frozen=True, slots=True)
 class RenderedPublic:
     """A rendered public read: the body, its ETag, and the fingerprint of the rows it was
-    rendered from (``CollectionRepository.public_fingerprint``)."""
+    rendered from (``CollectionRepository.public_view``)."""
 
     fingerprint: str
     content: bytes
     etag: str
 
 
-class PublicCache:
-    """The rendered public reads of this process, by entity: at most ``max_entries``, each
-    for at most ``ttl`` seconds (the public ``max-age``, so signed URLs of a private bucket
-    in a body are never older than a CDN may keep them; 0 keeps nothing). An entry serves
-    only while the collection's fingerprint is the one it was rendered from, so a change
-    anywhere (another process, a worker) shows at the next request."""
+# Bytes of rendered bodies one API process keeps (a 50-item collection is about 55 KB).
+PUBLIC_CACHE_BYTES = 64 * 1024 * 1024
 
-    def __init__(self, *, ttl: float, max_entries: int = 10_000) -> None:
+
+class PublicCache:
+    """The rendered public reads of this process, by entity: at most ``max_bytes`` of
+    bodies (least recently rendered first out), each for at most ``ttl`` seconds (0 keeps
+    nothing). An entry serves only while the collection's fingerprint is the one it was
+    rendered from, so a change anywhere (another process, a worker) shows at the next
+    request."""
+
+    def __init__(self, *, ttl: float, max_bytes: int = PUBLIC_CACHE_BYTES) -> None:
+        self._max_bytes = max_bytes
         self._entries: TTLCache[tuple[str, str], RenderedPublic] | None = (
-            TTLCache(maxsize=max_entries, ttl=ttl) if ttl > 0 else None
+            TTLCache(maxsize=max_bytes, ttl=ttl, getsizeof=_body_size) if ttl > 0 else None
         )
 
     def get(self, key: tuple[str, str], fingerprint: str) -> RenderedPublic | None:
@@ -155,5 +160,10 @@ class PublicCache:
         return entry if entry is not None and entry.fingerprint == fingerprint else None
 
     def put(self, key: tuple[str, str], rendered: RenderedPublic) -> None:
-        if self._entries is not None:
+        """Keep ``rendered`` (a body larger than the whole budget is not kept)."""
+        if self._entries is not None and _body_size(rendered) <= self._max_bytes:
             self._entries[key] = rendered
+
+
+def _body_size(rendered: RenderedPublic) -> int:
+    return len(rendered.content) + len(rendered.fingerprint) + len(rendered.etag)

@@ -119,6 +119,11 @@ class Store(Protocol):
     async def url(self, key: str, *, expires_in: float = 3600.0) -> str:
         """The render URL: the public base URL + key when configured, else a signed GET."""
 
+    def public_url(self, key: str) -> str | None:
+        """The permanent public URL of ``key`` (the public base URL + key), or None for a
+        private bucket: a signed URL expires and names the bucket and the signing key, so
+        bodies that are cached publicly (``GET /public/entities/...``) use only this."""
+
     def open(self, key: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
         """Stream the object in chunks; raises ``ObjectNotFound`` on first iteration."""
 
@@ -163,6 +168,9 @@ class StoreBase:
 
     def locator(self, key: str) -> Locator:
         return Locator(self._provider, self._bucket_name, validate_key(key))
+
+    def public_url(self, key: str) -> str | None:
+        return self._public_url(key)
 
     def _public_url(self, key: str) -> str | None:
         """``public base URL + quoted key`` when a public base URL is configured."""

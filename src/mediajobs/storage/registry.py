@@ -45,6 +45,10 @@ class StoreRegistry:
     async def url(self, locator: Locator, *, expires_in: float = 3600.0) -> str:
         return await self.resolve(locator).url(locator.key, expires_in=expires_in)
 
+    def public_url(self, locator: Locator) -> str | None:
+        """The permanent public URL of ``locator``'s object, or None (a private bucket)."""
+        return self.resolve(locator).public_url(locator.key)
+
     def open(self, locator: Locator, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
         return self.resolve(locator).open(locator.key, chunk_size=chunk_size)
 

@@ -184,7 +184,11 @@ export function createCollectionsPanel({ media, rules }) {
         newerSeen = Math.max(newerSeen, version);
         return;
       }
-      if (open.version !== null && version <= open.version) return; // our own save, or older
+      // A sync (or a replacement, a purge) moves the version: one the panel has seen is its own
+      // save, or older. A review, a delete, a restore or an item becoming ready leaves the
+      // version as it is but changes what the items show: always read again.
+      const moved = reason === "sync" || reason === "replaced" || reason === "purged";
+      if (moved && open.version !== null && version <= open.version) return;
       changedElsewhere(reason);
     },
   });
@@ -363,7 +367,9 @@ export function createCollectionsPanel({ media, rules }) {
     row.dataset.purpose = entry.purpose;
     row.dataset.status = status || "";
     const select = row.querySelector(".purpose");
-    if (!purposes.includes(entry.purpose)) select.append(new Option(entry.purpose, entry.purpose));
+    if (!purposes.includes(entry.purpose) && ![...select.options].some((o) => o.value === entry.purpose)) {
+      select.append(new Option(entry.purpose, entry.purpose)); // no longer configured: kept as it is
+    }
     select.value = entry.purpose;
     select.setAttribute("aria-label", `Purpose of ${label}`);
     const radio = row.querySelector(".profile");
