@@ -8,8 +8,6 @@ a heartbeat.
 
 from __future__ import annotations
 
-import time
-import weakref
 from typing import Any, TypeAlias
 
 import psycopg
@@ -27,34 +25,19 @@ KEEPALIVE_KWARGS: dict[str, Any] = {
 }
 
 CONNECT_TIMEOUT = 5  # seconds one connection attempt may take (libpq connect_timeout)
-# A connection handed back to the pool less than this long ago is given out again without
-# the check's round trip (psycopg_pool's docs suggest checking only connections unused for a
-# while): a busy API process would otherwise pay two round trips per query. Seconds.
-CHECK_IDLE_AFTER = 1.0
 
 Pool: TypeAlias = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
 class _SweepingCheck:
-    """The pool's ``check`` callback: ``check_connection`` for a connection idle at least
-    ``CHECK_IDLE_AFTER`` seconds, and on a broken connection a sweep of the pool's other
-    idle connections (one sweep at a time). ``returned`` is the pool's ``reset`` callback:
-    it notes when each connection came back."""
+    """The pool's ``check`` callback: ``check_connection``, and on a broken connection a
+    sweep of the pool's other idle connections (one sweep at a time)."""
 
     def __init__(self) -> None:
         self.pool: Pool | None = None
         self._sweeping = False
-        self._returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection[DictRow], float] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    async def returned(self, conn: psycopg.AsyncConnection[DictRow]) -> None:
-        self._returned[conn] = time.monotonic()
 
     async def __call__(self, conn: psycopg.AsyncConnection[DictRow]) -> None:
-        returned = self._returned.get(conn)
-        if returned is not None and time.monotonic() - returned < CHECK_IDLE_AFTER:
-            return  # in use a moment ago
         try:
             await AsyncConnectionPool.check_connection(conn)
         except Exception:
@@ -100,7 +83,6 @@ async def open_pool(
         open=False,
         timeout=connect_timeout if wait_timeout is None else wait_timeout,
         check=check,
-        reset=check.returned,
     )
     check.pool = pool
     try:
