@@ -281,6 +281,23 @@ async def test_a_sync_attaches_detaches_and_reorders_in_one_request_under_if_mat
     assert (await client.get(LISTING, headers=BOB)).status_code == 404
     refused = await sync(client, [(theirs, "gallery")], auth=BOB)
     assert (refused.status_code, refused.json()["error"]["code"]) == (404, "entity_not_found")
+    # ... and its If-Match tells another user nothing: 404 whatever the tag
+    for tag in ('"c0"', '"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"', "*"):
+        refused = await sync(client, [(theirs, "gallery")], auth=BOB, etag=tag)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (404, "entity_not_found")
+    # an ETag matches only as written; If-Match may come as several header lines
+    version = (await client.get(LISTING, headers=ALICE)).json()["version"]
+    padded = f'"c0{version}"'
+    assert (await sync(client, [(a, "gallery")], etag=padded)).status_code == 412
+    lines = [("Authorization", ALICE["Authorization"]), ("If-Match", '"c0"')]
+    lines.append(("If-Match", f'"c{version}"'))
+    body = {"items": [{"mediaId": a, "purpose": "gallery"}]}
+    assert (await client.put(LISTING, json=body, headers=lines)).status_code == 200
+    # If-None-Match: * creates only
+    create_only = {**ALICE, "If-None-Match": "*"}
+    assert (await client.put(LISTING, json=body, headers=create_only)).status_code == 412
+    fresh = await client.put("/entities/listing/fresh/media", json=body, headers=create_only)
+    assert fresh.status_code == 200, fresh.text
     managed = await sync(client, [(b, "gallery"), (a, "gallery")], auth=ADMIN)
     assert managed.status_code == 200 and managed.json()["ownerId"] == "alice"
     bad = await client.get("/entities/Listing/8412/media", headers=ALICE)

@@ -40,6 +40,7 @@ def test_if_match_names_versions_by_their_strong_tags_only() -> None:
     assert if_match_versions('W/"c7"') == set()  # weak: never matches a write
     assert if_match_versions('"7"') == set()  # not ours
     assert if_match_versions('"c"') == set()
+    assert if_match_versions('"c07"') == set()  # an ETag matches only as written
     assert if_match_versions('"c99999999999999999999"') == set()  # past a bigint: not ours
     assert if_match_versions("") == set()
 

@@ -173,12 +173,16 @@ class CollectionRepository:
         owner_id: str,
         items: Sequence[tuple[uuid.UUID, str]],
         *,
-        if_version: int | None = None,
+        if_version: int | frozenset[int] | None = None,
+        if_exists: bool = False,
         manage_any: bool = False,
         on_change: OnChange | None = None,
     ) -> Collection:
         """Make the collection exactly ``items`` (``(media_id, purpose)`` in order) and
-        return it. ``if_version``: apply only if the collection is still at that version.
+        return it. ``if_version``: apply only if the collection is still at that version (or
+        one of those versions; a collection nobody has made is at 0). ``if_exists``: apply
+        only to a collection that exists already. Both are checked after the owner, under
+        the entity's lock, so another user learns nothing from them (404 first).
         ``manage_any``: an admin may sync another owner's entity (with the owner's media).
         ``on_change(conn, collection)`` runs inside the transaction when the sync changed
         the collection (to record its event with it). Raises ``CollectionRefused``."""
@@ -187,23 +191,26 @@ class CollectionRepository:
             raise CollectionRefused("duplicate_media", "an item is listed more than once")
         if sum(1 for _, purpose in items if purpose == PROFILE) > 1:
             raise CollectionRefused("second_profile", "at most one item may be the profile")
+        versions = frozenset({if_version}) if isinstance(if_version, int) else if_version
         key = {"type": entity_type, "id": entity_id}
         async with self._pool.connection() as conn, conn.transaction():
             if not items and await (await conn.execute(sql.SELECT_ENTITY, key)).fetchone() is None:
                 # Nothing to attach to an entity nobody has: it stays nobody's.
-                if if_version not in (None, 0):
+                if if_exists or (versions is not None and 0 not in versions):
                     raise CollectionRefused("stale_collection", "the collection is new")
                 return Collection(entity_type, entity_id, owner_id, 0, ())
-            await conn.execute(sql.CLAIM_ENTITY, {**key, "owner": owner_id})
+            claimed = await conn.execute(sql.CLAIM_ENTITY, {**key, "owner": owner_id})
             entity = await (await conn.execute(sql.LOCK_ENTITY, key)).fetchone()
             assert entity is not None  # just inserted or already there; never deleted
             owner = entity["owner_id"]
             if owner != owner_id and not manage_any:
                 raise CollectionRefused("entity_not_found", "no such entity")
-            if if_version is not None and entity["version"] != if_version:
+            if if_exists and claimed.rowcount:
+                raise CollectionRefused("stale_collection", "the collection is new")
+            if versions is not None and entity["version"] not in versions:
                 raise CollectionRefused(
                     "stale_collection",
-                    f"the collection is at version {entity['version']}, not {if_version}",
+                    f"the collection is at version {entity['version']}, not one If-Match names",
                 )
             found = await (
                 await conn.execute(sql.ATTACHABLE, {**key, "ids": ids, "owner": owner})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 2.0
 ENTITY_MEDIA = "/entities/{entity_type}/{entity_id}/media"
 POOL_WAIT = 5.0  # seconds a request waits for a database connection before its 503
+CLOSE_TIMEOUT = 5.0  # seconds each client may take to close at shutdown
 
 
 def create_app(
@@ -134,12 +135,12 @@ def create_app(
         finally:
             if jwks_task is not None:
                 jwks_task.cancel()
-            await hub.stop()
-            await subscriber.aclose()
-            await redis.aclose()
-            await pool.close()
+            await _bounded("the event hub", hub.stop())
+            await _bounded("the Redis subscriber", subscriber.aclose())
+            await _bounded("the Redis client", redis.aclose())
+            await _bounded("the database pool", pool.close())
             if owns_stores:
-                await registry.close()
+                await _bounded("the stores", registry.close())
 
     routes: list[Route | Mount] = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -211,6 +212,16 @@ def create_app(
         settings.serve_page,
     )
     return app
+
+
+async def _bounded(what: str, closing: Coroutine[Any, Any, None]) -> None:
+    """Await ``closing`` for at most ``CLOSE_TIMEOUT`` seconds: a shutdown never hangs on
+    one client (a warning names it, and the process exits with it unclosed)."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await closing
+    except TimeoutError:
+        log.warning("shutdown: %s did not close within %g s; exiting anyway", what, CLOSE_TIMEOUT)
 
 
 class ServiceApp(Starlette):

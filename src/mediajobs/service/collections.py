@@ -56,7 +56,7 @@ from mediajobs.storage.base import Locator
 
 _ENTITY_TYPE = re.compile(ENTITY_TYPE_PATTERN)
 _ENTITY_ID = re.compile(ENTITY_ID_PATTERN)
-_ETAG = re.compile(r'^"c([0-9]{1,18})"$')
+_ETAG = re.compile(r'^"c(0|[1-9][0-9]{0,17})"$')  # an ETag matches only as written
 # Purposes a cover is taken from, in order of preference.
 COVER_PURPOSES = ("cover", "gallery")
 # HTTP status of each refusal of a sync.
@@ -159,7 +159,7 @@ async def put_collection(request: Request) -> Response:
                 "invalid_field",
                 f"items[{n}].purpose: must be one of {one_of(settings.collection_purposes)}",
             )
-    if_version = await _if_version(svc, request, entity_type, entity_id)
+    if_version, if_exists = _preconditions(request)
     recorded: list[Event] = []
 
     async def record_sync(conn: Conn, changed: Collection) -> None:
@@ -175,6 +175,7 @@ async def put_collection(request: Request) -> Response:
             principal.user_id,
             [(entry.media_id, entry.purpose) for entry in body.items],
             if_version=if_version,
+            if_exists=if_exists,
             manage_any=principal.manages_collections,
             on_change=record_sync,
         )
@@ -194,27 +195,30 @@ async def put_collection(request: Request) -> Response:
     return _owner_response(await owner_view(svc, view))
 
 
-async def _if_version(
-    svc: Services, request: Request, entity_type: str, entity_id: str
-) -> int | None:
-    """The version the sync must find (the ``If-Match`` it names), or None for an
-    unconditional write (no ``If-Match``; ``*`` on an existing collection). Raises 412
-    ``stale_collection`` when no version can match."""
-    header = request.headers.get("if-match")
-    if header is None:
-        return None
-    versions = if_match_versions(header)
-    if versions is not None and len(versions) == 1:
-        return versions.pop()  # checked under the entity's lock
-    current = await svc.collections.get(entity_type, entity_id)
-    version = 0 if current is None else current.version  # a new collection is at 0
-    if versions is None:  # "*": any current representation
-        if current is None:
-            raise ApiError(412, "stale_collection", "If-Match: * but the collection is new")
-        return None
-    if version in versions:
-        return version  # checked again under the entity's lock
-    raise ApiError(412, "stale_collection", "the collection is not at a version If-Match names")
+def _preconditions(request: Request) -> tuple[frozenset[int] | None, bool]:
+    """What the sync's ``If-Match`` (RFC 9110 section 13.1.1; every header line) and
+    ``If-None-Match: *`` (13.1.2: only if the collection is new) ask: the versions the
+    collection must be at (None: any), and whether it must exist already (``*``). The
+    repository checks both under the entity's lock, after the owner."""
+    versions: frozenset[int] | None = None
+    if_exists = False
+    if_match = _header(request, "if-match")
+    if if_match is not None:
+        named = if_match_versions(if_match)
+        if named is None:
+            if_exists = True
+        else:
+            versions = frozenset(named)
+    if_none_match = _header(request, "if-none-match")
+    if if_none_match is not None and if_none_match.strip() == "*":
+        versions = frozenset({0}) if versions is None else versions & {0}
+    return versions, if_exists
+
+
+def _header(request: Request, name: str) -> str | None:
+    """Every line of header ``name``, joined as one list (RFC 9110 section 5.3), or None."""
+    lines = request.headers.getlist(name)
+    return ", ".join(lines) if lines else None
 
 
 # -- the public read -----------------------------------------------------------------------
@@ -289,7 +293,7 @@ async def public_collection(request: Request) -> Response:
         "etag": rendered.etag,
         "cache-control": f"public, max-age={int(svc.settings.public_max_age)}",
     }
-    if _none_match(request.headers.get("if-none-match"), rendered.etag):
+    if _none_match(_header(request, "if-none-match"), rendered.etag):
         return Response(status_code=304, headers=headers)
     return Response(rendered.content, media_type="application/json", headers=headers)
 
