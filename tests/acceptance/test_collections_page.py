@@ -117,13 +117,17 @@ async def test_a_collection_is_built_reordered_saved_and_shown_publicly_and_a_st
         assert await page.text_content("#collection-version") == "new"
         assert "has no photos yet" in (await page.text_content("#collection-status") or "")
 
-        # Add the three from the library, in this order.
-        for media_id in (sea, hill, town):
+        # Add the three from the library, in this order (the last by keyboard: the focus
+        # stays on its button, now "Added", instead of falling to the page).
+        for media_id in (sea, hill):
             await page.click(f".card[data-id='{media_id}'] button.add")
+        await page.focus(f".card[data-id='{town}'] button.add")
+        await page.keyboard.press("Enter")
+        assert await page.evaluate("document.activeElement.dataset.id") == town
         assert await order(page) == [sea, hill, town]
         added = f".card[data-id='{sea}'] button.add"
         assert await page.text_content(added) == "Added"
-        assert await page.is_disabled(added)
+        assert await page.get_attribute(added, "aria-disabled") == "true"  # keeps the focus
         assert await page.get_attribute(added, "aria-label") == "sea.jpg is in listing/8412"
         assert [r["purpose"] for r in await rows(page)] == ["gallery"] * 3
 

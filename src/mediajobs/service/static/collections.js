@@ -137,6 +137,7 @@ export function createCollectionsPanel({ media, rules }) {
         : "Nothing to save: no changes since the last save.");
       return;
     }
+    const keepFocus = document.activeElement === $("collection-save"); // it is disabled meanwhile
     saving = true;
     newerSeen = 0;
     render();
@@ -158,6 +159,7 @@ export function createCollectionsPanel({ media, rules }) {
     } finally {
       saving = false;
       render();
+      if (keepFocus && !$("collection-save").hidden) $("collection-save").focus();
     }
     // An event that arrived during the save and announced a later version than ours.
     if (open && newerSeen > (open.version ?? 0)) changedElsewhere("sync");
@@ -216,6 +218,7 @@ export function createCollectionsPanel({ media, rules }) {
     // Keep the keyboard where it was: the next row's Remove, else the previous one's.
     const next = open.entries[at] || open.entries[at - 1];
     if (next) rows.get(next.mediaId).querySelector(".remove").focus();
+    else $("collection-save").focus(); // the last one: Save is what comes next
     say(`Removed ${nameOf(gone)}. Not saved yet.`);
   }
 
@@ -443,7 +446,10 @@ export function createCollectionsPanel({ media, rules }) {
     b.dataset.label = label;
     b.textContent = "Add";
     b.hidden = true;
-    b.addEventListener("click", () => add(item));
+    // aria-disabled, not disabled: a disabled button drops the keyboard focus to <body>.
+    b.addEventListener("click", () => {
+      if (b.getAttribute("aria-disabled") !== "true") add(item);
+    });
     return b;
   }
 
@@ -454,7 +460,7 @@ export function createCollectionsPanel({ media, rules }) {
       b.hidden = open === null;
       if (open === null) continue;
       const added = inside.has(b.dataset.id);
-      b.disabled = added || full;
+      b.setAttribute("aria-disabled", String(added || full));
       b.textContent = added ? "Added" : "Add";
       b.setAttribute("aria-label", added
         ? `${b.dataset.label} is in ${entityName()}`
@@ -577,8 +583,10 @@ export function createCollectionsPanel({ media, rules }) {
     openCollection(type, id);
   });
   $("collection-save").addEventListener("click", save);
-  $("collection-reload").addEventListener("click", () => {
-    if (open) openCollection(open.type, open.id);
+  $("collection-reload").addEventListener("click", async () => {
+    if (!open) return;
+    await openCollection(open.type, open.id);
+    $("collection-save").focus(); // Reload is hidden now: the keyboard goes on from Save
   });
   $("collection-public").addEventListener("click", () => {
     if ($("public-view").hidden) showPublic();
