@@ -107,7 +107,7 @@ class Serving:
             self._proc.wait()
             self._log.close()
             raise AssertionError(
-                f"the server did not stop within 30 s of SIGTERM; its log ends:\n{log[-60000:]}"
+                f"the server did not stop within 30 s of SIGTERM; its log ends:\n{log[-6000:]}"
             ) from None
         self.returncode = self._proc.returncode
         self._log.seek(0)

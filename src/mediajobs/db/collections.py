@@ -245,10 +245,14 @@ def _view(entity: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Colle
             values["id"], values.pop("attached_purpose"), values.pop("attached_position")
         )
         pairs.append((attachment, MediaRecord.from_row(values)))
-    items = [
-        {"media_id": a.media_id, "purpose": a.purpose, "position": a.position} for a, _ in pairs
-    ]
-    return CollectionView(_collection(entity, items), tuple(pairs))
+    collection = Collection(
+        entity_type=entity["entity_type"],
+        entity_id=entity["entity_id"],
+        owner_id=entity["owner_id"],
+        version=entity["version"],
+        items=tuple(attachment for attachment, _ in pairs),
+    )
+    return CollectionView(collection, tuple(pairs))
 
 
 def _collection(entity: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Collection:

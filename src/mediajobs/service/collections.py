@@ -89,14 +89,14 @@ def owner_etag(version: int) -> str:
     return f'"c{version}"'
 
 
-def if_match_versions(header: str) -> set[int] | None:
+def if_match_versions(header: str) -> frozenset[int] | None:
     """The versions an ``If-Match`` header (RFC 9110 section 13.1.1) accepts: None for
     ``*`` (any), else the versions of its strong ``"c<n>"`` tags (a weak or foreign tag
     never matches, so it contributes nothing and the write gets 412)."""
     tags = [tag.strip() for tag in header.split(",") if tag.strip()]
     if tags == ["*"]:
         return None
-    return {int(match.group(1)) for tag in tags if (match := _ETAG.match(tag))}
+    return frozenset(int(match.group(1)) for tag in tags if (match := _ETAG.match(tag)))
 
 
 # -- the owner's view ----------------------------------------------------------------------
@@ -200,15 +200,9 @@ def _preconditions(request: Request) -> tuple[frozenset[int] | None, bool]:
     ``If-None-Match: *`` (13.1.2: only if the collection is new) ask: the versions the
     collection must be at (None: any), and whether it must exist already (``*``). The
     repository checks both under the entity's lock, after the owner."""
-    versions: frozenset[int] | None = None
-    if_exists = False
     if_match = _header(request, "if-match")
-    if if_match is not None:
-        named = if_match_versions(if_match)
-        if named is None:
-            if_exists = True
-        else:
-            versions = frozenset(named)
+    versions = None if if_match is None else if_match_versions(if_match)
+    if_exists = if_match is not None and versions is None  # "*"
     if_none_match = _header(request, "if-none-match")
     if if_none_match is not None and if_none_match.strip() == "*":
         versions = frozenset({0}) if versions is None else versions & {0}

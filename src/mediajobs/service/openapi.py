@@ -113,21 +113,18 @@ SIGNED_QUERY = tuple(
     for name, about in SIGNED
 )
 SITE_POLICY = {"200": m.SitePolicyView}
-ENTITY = (
+ENTITY = tuple(
     {
-        "name": "entity_type",
+        "name": f"entity_{part}",
         "in": "path",
         "required": True,
-        "description": "the entity's type, e.g. listing (else 400 invalid_entity)",
-        "schema": {"type": "string", "pattern": f"^{ENTITY_TYPE_PATTERN}$"},
-    },
-    {
-        "name": "entity_id",
-        "in": "path",
-        "required": True,
-        "description": "the entity's id, e.g. 8412 (else 400 invalid_entity)",
-        "schema": {"type": "string", "pattern": f"^{ENTITY_ID_PATTERN}$"},
-    },
+        "description": f"the entity's {part}, e.g. {example} (else 400 invalid_entity)",
+        "schema": {"type": "string", "pattern": f"^{pattern}$"},
+    }
+    for part, example, pattern in (
+        ("type", "listing", ENTITY_TYPE_PATTERN),
+        ("id", "8412", ENTITY_ID_PATTERN),
+    )
 )
 IF_MATCH = {
     "name": "If-Match",
