@@ -93,6 +93,14 @@ class Settings:
     imaging_processes: int = 0  # decode processes per worker; 0: one per CPU
     imaging_memory_mb: int = 2048  # address-space cap of each decode process
     imaging_timeout: float = 120.0  # one image may take this long to process
+    # Bulk ingest (docs/ingest.md): files per ingest.batch job, ingest batches one worker
+    # runs at once (its other slots stay free for uploads), attempts a file that crashes or
+    # exhausts the imaging process gets, and how long a file's size and mtime must hold
+    # still before it is imported (a file still being copied in waits).
+    ingest_batch_size: int = 32
+    ingest_concurrency: int = 2
+    ingest_max_attempts: int = 3
+    ingest_settle_seconds: float = 2.0
     review_webhook_url: str | None = None  # photo review provider "webhook" POSTs here
     review_webhook_secret: str | None = field(default=None, repr=False)  # signs the POST
     review_timeout: float = 10.0  # a review call slower than this is retried
@@ -173,6 +181,18 @@ class Settings:
             ),
             imaging_timeout=env.duration(
                 "MEDIAJOBS_IMAGING_TIMEOUT", default.imaging_timeout, low=1.0
+            ),
+            ingest_batch_size=env.integer(
+                "MEDIAJOBS_INGEST_BATCH_SIZE", default.ingest_batch_size, low=1, high=1000
+            ),
+            ingest_concurrency=env.integer(
+                "MEDIAJOBS_INGEST_CONCURRENCY", default.ingest_concurrency, low=1, high=1000
+            ),
+            ingest_max_attempts=env.integer(
+                "MEDIAJOBS_INGEST_MAX_ATTEMPTS", default.ingest_max_attempts, low=1, high=100
+            ),
+            ingest_settle_seconds=env.duration(
+                "MEDIAJOBS_INGEST_SETTLE_SECONDS", default.ingest_settle_seconds, low=0.0
             ),
             review_webhook_url=env.text("MEDIAJOBS_REVIEW_WEBHOOK_URL"),
             review_webhook_secret=env.text("MEDIAJOBS_REVIEW_WEBHOOK_SECRET"),
