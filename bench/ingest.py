@@ -1,0 +1,704 @@
+"""Bulk ingest (issue 16): throughput against the imaging floor, scan rates, memory, and an
+upload's pickup behind an ingest backlog. Everything runs as real processes on this
+machine's Postgres and Redis, each phase in a fresh database.
+
+1. **Floor**: the library's catalog derivatives by a bare loop of Pillow calls on all cores
+   (``bench/ingest_floor.py``: no queue, no database, no storage).
+2. **Ingest** into the memory store (the workers reach a ``mediajobs serve`` process's store
+   over HTTP) and into S3 (moto's server): ``--workers`` ``mediajobs worker`` processes, then
+   ``mediajobs ingest run LIBRARY --owner bench --json``, which follows the run until it is
+   finished. Throughput comes from the checkpoint (each file's ``processed_at``).
+3. **Scan**: a tree of ``--tree`` empty ``.jpg`` files, one scan-only worker (``--kinds
+   ingest.scan``): ``ingest run TREE --batch 100 --detach``, then the same again (a rescan of
+   the unchanged tree). Scan time is the scan job's ``started_at`` to ``finished_at``.
+4. **Pickup**: the first scan left ``tree / 100`` ingest batches queued; one worker running
+   every kind works on them while uploads go through the API one at a time (init, PUT,
+   complete: a real ``media.process`` job each); pickup is the job's ``started_at -
+   created_at``.
+
+Throughput, for the floor and for ingest alike, is the steady rate: images finished between
+the 10% and the 90% marks over the time between them (no start-up, no ramp-down; what a
+5M-image run sees); the whole-run rate (all images over first start to last finish) is
+printed too. Projections for 5M images assume throughput linear in cores.
+
+    python bench/ingest.py [--images 600] [--tree 1000000] [--uploads 200] [--quick]
+        [--stores memory,s3] [--phases floor,ingest,scan,pickup] [--no-record]
+
+Inputs are cached under ``.bench-cache/ingest`` (``--cache``). The last line printed is one
+JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import DEFAULT_DSN, drop_database, fresh_database, percentile, record
+from bench.ingest_floor import run_floor, steady_rate
+from bench.ingest_inputs import CACHE, Library, path_tree, photo_library
+from bench.ingest_procs import (
+    Sampler,
+    Usage,
+    environment,
+    mediajobs,
+    postmaster_pid,
+    sampling,
+    stop,
+    wait_until,
+)
+
+SECRET = "bench-ingest-secret-" + "c" * 40
+OWNER = "bench"
+BUCKET = "bench-ingest"
+FIVE_MILLION = 5_000_000
+WORKER_MACHINE_CORES = 16
+TARGETS = {  # issue 16
+    "ratio_vs_floor_throughput": (">=", 0.85),
+    "scan_paths_per_s": (">=", 20_000),
+    "rescan_paths_per_s": (">=", 50_000),
+    "scanner_peak_rss_mib": ("<=", 150),
+    "pickup_p99_ms": ("<=", 100),
+}
+
+
+# -- shared ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    from tests.conftest import free_port as port
+
+    return port()
+
+
+@contextlib.contextmanager
+def database(admin_dsn: str, label: str) -> Iterator[str]:
+    """A fresh, migrated database for one phase; dropped afterwards."""
+    from mediajobs.db.migrate import migrate
+
+    name, dsn = fresh_database(admin_dsn, label)
+    try:
+        asyncio.run(migrate(dsn))
+        yield dsn
+    finally:
+        drop_database(admin_dsn, name)
+
+
+def wait_for_workers(dsn: str, count: int, timeout: float = 60.0) -> None:
+    """Until ``count`` workers listen for jobs (their LISTEN connections)."""
+
+    def ready() -> bool:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'mediajobs-listener'"
+            ).fetchone()
+        return row is not None and row[0] >= count
+
+    wait_until(ready, timeout, f"{count} workers to listen", interval=0.2)
+
+
+def moto_pid(endpoint: str) -> int | None:
+    """The pid of this process's moto server child at ``endpoint``."""
+    port = endpoint.rsplit(":", 1)[-1]
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if port in child.cmdline() and "moto" in " ".join(child.cmdline()):
+                return child.pid
+    return None
+
+
+def one_row(dsn: str, query: str, *params: object) -> tuple[Any, ...]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(query, params).fetchone()
+    assert row is not None, query
+    return tuple(row)
+
+
+def usage_json(usage: Usage) -> dict[str, float]:
+    return {
+        "peak_tree_mib": round(usage.peak_tree_mib, 1),
+        "peak_main_mib": round(usage.peak_main_mib, 1),
+        "peak_child_mib": round(usage.peak_child_mib, 1),
+        "cpu_s": round(usage.cpu_seconds, 1),
+    }
+
+
+# -- ingest of the library -------------------------------------------------------------
+
+
+def follow_run(
+    args: list[str], env: dict[str, str], log: Path, timeout: float
+) -> list[dict[str, Any]]:
+    """Run ``mediajobs ingest run ... --json`` to its end; its JSON lines."""
+    proc = mediajobs(args, env, log, stdout=subprocess.PIPE)
+    lines: list[dict[str, Any]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(raw))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc, timeout=5)
+        raise RuntimeError(f"the ingest did not finish in {timeout:g} s (logs: {log})") from None
+    reader.join(timeout=5)
+    if code != 0 or not lines:
+        raise RuntimeError(f"mediajobs ingest run exited {code} (logs: {log})")
+    return lines
+
+
+def ingest_library(
+    opts: argparse.Namespace, library: Library, store: str, logs: Path
+) -> dict[str, Any]:
+    """The whole library into ``store`` ("memory" or "s3") by ``opts.workers`` workers."""
+    from tests.support.emulators import S3_CREDENTIALS, moto_server
+
+    from mediajobs.storage.s3 import make_client
+
+    print(f"ingest into {store}: {library.count} images, {opts.workers} workers", file=sys.stderr)
+    with database(opts.database_url, f"ingest_{store}") as dsn, contextlib.ExitStack() as stack:
+        port = free_port()
+        extra = {"MEDIAJOBS_JWT_SECRET": SECRET, "MEDIAJOBS_PORT": str(port)}
+        if opts.imaging_processes is not None:
+            extra["MEDIAJOBS_IMAGING_PROCESSES"] = str(opts.imaging_processes)
+        if store == "memory":
+            env = environment(dsn, opts.redis_url, **extra)
+            serve = mediajobs(["serve"], env, logs / f"{store}-serve.log")
+            stack.callback(stop, serve)
+            wait_until(lambda: _healthy(port), 30, "mediajobs serve")
+            store_pid: int | None = serve.pid
+        else:
+            endpoint = stack.enter_context(moto_server())
+            client = make_client(endpoint_url=endpoint, region="us-east-1", force_path_style=True)
+            client.create_bucket(Bucket=BUCKET)
+            extra.update(
+                S3_BUCKET=BUCKET,
+                S3_ENDPOINT_URL=endpoint,
+                S3_REGION="us-east-1",
+                S3_FORCE_PATH_STYLE="1",
+                **S3_CREDENTIALS,
+            )
+            env = environment(dsn, opts.redis_url, **extra)
+            store_pid = moto_pid(endpoint)
+        workers = [
+            mediajobs(["worker"], env, logs / f"{store}-worker-{n}.log")
+            for n in range(opts.workers)
+        ]
+        for proc in workers:
+            stack.callback(stop, proc)
+        wait_for_workers(dsn, len(workers))
+        sampler = stack.enter_context(sampling())
+        for n, proc in enumerate(workers):
+            sampler.watch(f"worker-{n}", proc.pid)
+        if store_pid is not None:
+            sampler.watch("store", store_pid)
+        postmaster = postmaster_pid()
+        if postmaster is not None:
+            sampler.watch("postgres", postmaster)
+        lines = follow_run(
+            ["ingest", "run", str(library.root), "--owner", OWNER, "--json"],
+            env,
+            logs / f"{store}-ingest-run.log",
+            opts.timeout,
+        )
+        for name in list(sampler.usage):
+            sampler.forget(name)
+        result = _ingest_result(dsn, library, sampler, lines)
+        if store == "s3":
+            result["objects"] = _count_objects(client)
+        return result
+
+
+def _healthy(port: int) -> bool:
+    with contextlib.suppress(httpx.TransportError):
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    return False
+
+
+def _count_objects(client: Any) -> int:
+    count = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        count += page.get("KeyCount", 0)
+    return count
+
+
+def _ingest_result(
+    dsn: str, library: Library, sampler: Sampler, lines: list[dict[str, Any]]
+) -> dict[str, Any]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        run = conn.execute(
+            "SELECT id, extract(epoch FROM created_at) FROM ingest_runs"
+            " ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+        assert run is not None
+        run_id, created = run[0], float(run[1])
+        statuses = dict(
+            conn.execute(
+                "SELECT status::text, count(*) FROM ingest_files WHERE run_id = %s GROUP BY 1",
+                (run_id,),
+            ).fetchall()
+        )
+        failed = dict(
+            conn.execute(
+                "SELECT error_code, count(*) FROM ingest_files"
+                " WHERE run_id = %s AND status = 'failed' GROUP BY 1",
+                (run_id,),
+            ).fetchall()
+        )
+        done_at = [
+            float(row[0])
+            for row in conn.execute(
+                "SELECT extract(epoch FROM processed_at) FROM ingest_files"
+                " WHERE run_id = %s AND status = 'indexed'",
+                (run_id,),
+            )
+        ]
+        media = conn.execute(
+            "SELECT count(*) FROM media WHERE purpose = 'catalog' AND status = 'ready'"
+        ).fetchone()
+        by_worker = dict(
+            conn.execute(
+                "SELECT result->>'worker', sum((result->>'indexed')::int) FROM ("
+                " SELECT result FROM jobs WHERE kind = 'ingest.batch' AND result IS NOT NULL"
+                " UNION ALL SELECT result FROM jobs_archive"
+                " WHERE kind = 'ingest.batch' AND result IS NOT NULL) AS r GROUP BY 1"
+            ).fetchall()
+        )
+    indexed = len(done_at)
+    whole = indexed / (max(done_at) - created) if done_at else 0.0
+    usage = {name: usage_json(u) for name, u in sampler.usage.items()}
+    workers = [u for name, u in usage.items() if name.startswith("worker-")]
+    return {
+        "indexed": indexed,
+        "statuses": statuses,
+        "failed_by_code": failed,
+        "media_rows": media[0] if media else 0,
+        "by_worker": {str(k): int(v) for k, v in by_worker.items()},
+        "images_per_s": round(steady_rate(created, done_at), 3) if done_at else 0.0,
+        "images_per_s_whole": round(whole, 3),
+        "seconds": round(max(done_at) - created, 1) if done_at else None,
+        "worker_peak_tree_mib": max(w["peak_tree_mib"] for w in workers),
+        "worker_peak_main_mib": max(w["peak_main_mib"] for w in workers),
+        "worker_peak_child_mib": max(w["peak_child_mib"] for w in workers),
+        "cpu_s_per_image": {
+            name: round(u["cpu_s"] / max(indexed, 1), 3) for name, u in usage.items()
+        },
+        "last_line": lines[-1],
+        "usage": usage,
+        "input_mb": round(library.bytes / 1e6, 1),
+    }
+
+
+# -- scan and pickup ---------------------------------------------------------------------
+
+
+def _scan(dsn: str, env: dict[str, str], tree: Path, log: Path, timeout: float) -> dict[str, Any]:
+    """One ``ingest run TREE --batch 100 --detach`` to the end of its scan."""
+    proc = mediajobs(
+        ["ingest", "run", str(tree), "--owner", OWNER, "--batch", "100", "--detach"],
+        env,
+        log,
+        stdout=subprocess.PIPE,
+    )
+    out, _ = proc.communicate(timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ingest run exited {proc.returncode} (logs: {log})")
+    run_id = uuid.UUID(json.loads(out.splitlines()[-1])["runId"])
+    wait_until(
+        lambda: (
+            one_row(dsn, "SELECT state FROM ingest_runs WHERE id = %s", run_id)[0] != "scanning"
+        ),
+        timeout,
+        "the scan",
+        interval=0.5,
+    )
+    state, scanned, skipped, errors, queued, job_id = one_row(
+        dsn,
+        "SELECT state, scanned, skipped, scan_errors, queued, scan_job_id"
+        " FROM ingest_runs WHERE id = %s",
+        run_id,
+    )
+
+    def job_times() -> tuple[Any, ...]:
+        return one_row(
+            dsn,
+            "SELECT extract(epoch FROM started_at), extract(epoch FROM finished_at) FROM ("
+            " SELECT started_at, finished_at FROM jobs WHERE id = %s"
+            " UNION ALL SELECT started_at, finished_at FROM jobs_archive WHERE id = %s) AS j",
+            job_id,
+            job_id,
+        )
+
+    wait_until(lambda: job_times()[1] is not None, 60, "the scan job to finish", interval=0.2)
+    started, finished = (float(v) for v in job_times())
+    first_batch = one_row(
+        dsn,
+        "SELECT extract(epoch FROM min(created_at)) FROM jobs"
+        " WHERE kind = 'ingest.batch' AND payload->>'runId' = %s",
+        str(run_id),
+    )[0]
+    paths = scanned + skipped + errors
+    return {
+        "state": state,
+        "paths": paths,
+        "scanned": scanned,
+        "skipped": skipped,
+        "errors": errors,
+        "queued": queued,
+        "seconds": round(finished - started, 2),
+        "paths_per_s": round(paths / (finished - started)),
+        "first_batch_after_s": None
+        if first_batch is None
+        else round(float(first_batch) - started, 2),
+    }
+
+
+def scan_and_pickup(opts: argparse.Namespace, tree: Path, logs: Path) -> dict[str, Any]:
+    """The scan figures, then (the first scan's batches waiting) the pickup figures."""
+    print(f"scan: {opts.tree} paths", file=sys.stderr)
+    figures: dict[str, Any] = {}
+    with database(opts.database_url, "ingest_scan") as dsn, contextlib.ExitStack() as stack:
+        port = free_port()
+        env = environment(
+            dsn, opts.redis_url, MEDIAJOBS_JWT_SECRET=SECRET, MEDIAJOBS_PORT=str(port)
+        )
+        scanner = mediajobs(["worker", "--kinds", "ingest.scan"], env, logs / "scan-worker.log")
+        stack.callback(stop, scanner)
+        wait_for_workers(dsn, 1)
+        sampler = stack.enter_context(sampling())
+        sampler.watch("scanner", scanner.pid)
+        first = _scan(dsn, env, tree, logs / "scan-run.log", opts.timeout)
+        rescan = _scan(dsn, env, tree, logs / "rescan-run.log", opts.timeout)
+        sampler.forget("scanner")
+        stop(scanner)
+        figures.update(
+            scan=first,
+            rescan=rescan,
+            scanner=usage_json(sampler.usage["scanner"]),
+        )
+        if "pickup" in opts.phases:
+            figures["pickup"] = pickup(opts, dsn, env, port, logs)
+    return figures
+
+
+def pickup(
+    opts: argparse.Namespace, dsn: str, env: dict[str, str], port: int, logs: Path
+) -> dict[str, Any]:
+    """Uploads one at a time through the API while one worker (every kind) has the scan's
+    ingest batches queued; each upload's ``media.process`` pickup in ms."""
+    from tests.support.images import jpeg, photo
+
+    from mediajobs.service.auth import Authenticator
+
+    print(f"pickup: {opts.uploads} uploads behind the ingest backlog", file=sys.stderr)
+    serve = mediajobs(["serve"], env, logs / "pickup-serve.log")
+    worker = mediajobs(["worker"], env, logs / "pickup-worker.log")
+    try:
+        wait_until(lambda: _healthy(port), 30, "mediajobs serve")
+        wait_for_workers(dsn, 1)
+        backlog_query = "SELECT count(*) FROM jobs WHERE kind = 'ingest.batch' AND state = 'queued'"
+        time.sleep(2.0)  # the worker is into the backlog (its ingest slots full)
+        backlog_before = one_row(dsn, backlog_query)[0]
+        data = jpeg(photo(1600, 1200))
+        token = Authenticator(SECRET).issue_token("uploader", ttl=3600)
+        headers = {"Authorization": f"Bearer {token}"}
+        rng = random.Random(16)
+        pickups: list[float] = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for n in range(opts.uploads):
+                job_id = upload(client, headers, data, f"up-{n}.jpg")
+                pickups.append(_pickup_ms(dsn, job_id))
+                time.sleep(rng.uniform(0.05, 0.3))  # not in step with the claim cycle
+        backlog_after = one_row(dsn, backlog_query)[0]
+        running = one_row(
+            dsn, "SELECT count(*) FROM jobs WHERE kind = 'ingest.batch' AND state = 'running'"
+        )[0]
+    finally:
+        stop(worker)
+        stop(serve)
+    return {
+        "uploads": len(pickups),
+        "p50_ms": round(percentile(pickups, 0.5), 2),
+        "p99_ms": round(percentile(pickups, 0.99), 2),
+        "max_ms": round(max(pickups), 2),
+        "backlog_batches_before": backlog_before,
+        "backlog_batches_after": backlog_after,
+        "ingest_batches_running_at_end": running,
+    }
+
+
+def upload(client: httpx.Client, headers: dict[str, str], data: bytes, name: str) -> uuid.UUID:
+    """One upload through the API (init, PUT to the store, complete); its job's id."""
+    body = {"filename": name, "contentType": "image/jpeg", "size": len(data)}
+    init = client.post("/media/upload/init", json=body, headers=headers)
+    ticket = init.raise_for_status().json()
+    client.put(ticket["uploadURL"], content=data, headers=ticket["headers"]).raise_for_status()
+    done = client.post(
+        "/media/upload/complete", json={"objectPath": ticket["objectPath"]}, headers=headers
+    )
+    return uuid.UUID(done.raise_for_status().json()["jobId"])
+
+
+def _pickup_ms(dsn: str, job_id: uuid.UUID, timeout: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT extract(epoch FROM started_at - created_at) * 1000 FROM jobs"
+                " WHERE id = %s AND started_at IS NOT NULL"
+                " UNION ALL SELECT extract(epoch FROM started_at - created_at) * 1000"
+                " FROM jobs_archive WHERE id = %s AND started_at IS NOT NULL",
+                (job_id, job_id),
+            ).fetchone()
+            if row is not None:
+                return float(row[0])
+            time.sleep(0.01)
+    raise RuntimeError(f"upload job {job_id} was not picked up in {timeout:g} s")
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+def summarize(
+    opts: argparse.Namespace, library: Library | None, parts: dict[str, Any]
+) -> dict[str, Any]:
+    """Every figure, flat, for the JSON line (and the table)."""
+    cores = os.cpu_count() or 1
+    out: dict[str, Any] = {"cores": cores, "workers": opts.workers}
+    if library is not None:
+        out.update(
+            images=library.count,
+            mean_megapixels=round(library.mean_megapixels, 2),
+            library_mb=round(library.bytes / 1e6, 1),
+            formats=library.formats,
+        )
+    floor = parts.get("floor")
+    if floor is not None:
+        out["floor_images_per_s"] = floor["images_per_s"]
+        out["floor_images_per_s_whole"] = floor["images_per_s_whole"]
+    for store in ("memory", "s3"):
+        result = parts.get(store)
+        if result is None:
+            continue
+        ips = result["images_per_s"]
+        out[f"{store}_images_per_s"] = ips
+        out[f"{store}_images_per_s_whole"] = result["images_per_s_whole"]
+        out[f"{store}_indexed"] = result["indexed"]
+        out[f"{store}_failed"] = sum(result["failed_by_code"].values())
+        out[f"{store}_by_worker"] = result["by_worker"]
+        out[f"{store}_worker_peak_rss_mib"] = result["worker_peak_tree_mib"]
+        out[f"{store}_worker_main_peak_rss_mib"] = result["worker_peak_main_mib"]
+        out[f"{store}_imaging_process_peak_rss_mib"] = result["worker_peak_child_mib"]
+        out[f"{store}_cpu_s_per_image"] = result["cpu_s_per_image"]
+        if "objects" in result:
+            out[f"{store}_objects"] = result["objects"]
+        if floor is not None:
+            out[f"{store}_ratio_vs_floor_throughput"] = round(ips / floor["images_per_s"], 3)
+            out[f"{store}_ratio_vs_floor_throughput_whole"] = round(
+                result["images_per_s_whole"] / floor["images_per_s_whole"], 3
+            )
+    headline = next((s for s in opts.stores if s in parts), None)
+    if headline is not None:
+        ips = out[f"{headline}_images_per_s"]
+        out["headline_store"] = headline
+        out["images_per_s_all_cores"] = ips
+        out["images_per_hour_per_core"] = round(ips * 3600 / cores)
+        if ips:
+            out["projected_5m_hours_this_machine"] = round(FIVE_MILLION / ips / 3600, 1)
+            out["projected_5m_hours_16_core_worker"] = round(
+                FIVE_MILLION / (ips / cores * WORKER_MACHINE_CORES) / 3600, 1
+            )
+        out["worker_peak_rss_mib"] = out[f"{headline}_worker_peak_rss_mib"]
+        if floor is not None:
+            out["ratio_vs_floor_throughput"] = out[f"{headline}_ratio_vs_floor_throughput"]
+    scan = parts.get("scan")
+    if scan is not None:
+        out.update(
+            tree_paths=scan["scan"]["paths"],
+            scan_paths_per_s=scan["scan"]["paths_per_s"],
+            scan_seconds=scan["scan"]["seconds"],
+            scan_first_batch_after_s=scan["scan"]["first_batch_after_s"],
+            scan_queued=scan["scan"]["queued"],
+            rescan_paths_per_s=scan["rescan"]["paths_per_s"],
+            rescan_seconds=scan["rescan"]["seconds"],
+            rescan_queued=scan["rescan"]["queued"],
+            scanner_peak_rss_mib=scan["scanner"]["peak_main_mib"],
+            scanner_peak_tree_rss_mib=scan["scanner"]["peak_tree_mib"],
+        )
+        if "pickup" in scan:
+            pick = scan["pickup"]
+            out.update(
+                pickup_uploads=pick["uploads"],
+                pickup_p50_ms=pick["p50_ms"],
+                pickup_p99_ms=pick["p99_ms"],
+                pickup_max_ms=pick["max_ms"],
+                pickup_backlog_batches=pick["backlog_batches_before"],
+                pickup_backlog_batches_after=pick["backlog_batches_after"],
+            )
+    out["targets"] = {
+        name: (out[name] >= bound if op == ">=" else out[name] <= bound)
+        for name, (op, bound) in TARGETS.items()
+        if out.get(name) is not None
+    }
+    return out
+
+
+def table(figures: dict[str, Any], opts: argparse.Namespace) -> str:
+    """The markdown of a run for docs/benchmarks.md."""
+    rows = ["| figure | value | target |", "|---|---|---|"]
+
+    def row(label: str, key: str, unit: str = "") -> None:
+        if figures.get(key) is None:
+            return
+        target = TARGETS.get(key)
+        mark = ""
+        if target is not None:
+            met = figures["targets"].get(key)
+            mark = f"{target[0]} {target[1]:g} ({'met' if met else 'missed'})"
+        rows.append(f"| {label} | {figures[key]}{unit} | {mark} |")
+
+    row("floor (bare Pillow loop, all cores), images/s", "floor_images_per_s")
+    for store in ("memory", "s3"):
+        row(f"ingest into {store}, images/s (all cores)", f"{store}_images_per_s")
+        row(f"ingest into {store} / floor", f"{store}_ratio_vs_floor_throughput")
+        row(f"ingest into {store}, whole run / floor whole run",
+            f"{store}_ratio_vs_floor_throughput_whole")  # fmt: skip
+        row(f"ingest into {store}, peak RSS of a worker + its imaging processes",
+            f"{store}_worker_peak_rss_mib", " MiB")  # fmt: skip
+        row(f"ingest into {store}, peak RSS of one imaging process",
+            f"{store}_imaging_process_peak_rss_mib", " MiB")  # fmt: skip
+    row("**ratio_vs_floor_throughput**", "ratio_vs_floor_throughput")
+    row("images per hour per core", "images_per_hour_per_core")
+    row("5M images on this machine", "projected_5m_hours_this_machine", " h")
+    row("5M images on one 16-core worker machine (linear in cores)",
+        "projected_5m_hours_16_core_worker", " h")  # fmt: skip
+    row("scan, paths/s (first scan)", "scan_paths_per_s")
+    row("first batch queued after (s from the scan's start)", "scan_first_batch_after_s")
+    row("rescan of the unchanged tree, paths/s", "rescan_paths_per_s")
+    row("files queued by the rescan", "rescan_queued")
+    row("scanner peak RSS", "scanner_peak_rss_mib", " MiB")
+    row("upload pickup p50 behind the backlog", "pickup_p50_ms", " ms")
+    row("upload pickup p99 behind the backlog", "pickup_p99_ms", " ms")
+    notes = []
+    if "images" in figures:
+        notes.append(
+            f"Library: {figures['images']} images ({figures['formats']}), mean "
+            f"{figures['mean_megapixels']} MP, {figures['library_mb']} MB; {opts.workers} "
+            f"workers (`mediajobs worker`, defaults{_imaging_note(opts)}); store CPU seconds "
+            f"per image: "
+            + "; ".join(
+                f"{store}: {figures[f'{store}_cpu_s_per_image']}"
+                for store in ("memory", "s3")
+                if f"{store}_cpu_s_per_image" in figures
+            )
+            + "."
+        )
+    if "tree_paths" in figures:
+        notes.append(
+            f"Scan: {figures['tree_paths']} empty .jpg paths, `--batch 100`, one scan-only "
+            f"worker; first scan {figures['scan_seconds']} s, rescan {figures['rescan_seconds']} s."
+        )
+    if "pickup_uploads" in figures:
+        notes.append(
+            f"Pickup: {figures['pickup_uploads']} uploads one at a time, "
+            f"{figures['pickup_backlog_batches']} ingest batches queued at the start and "
+            f"{figures['pickup_backlog_batches_after']} at the end; max "
+            f"{figures['pickup_max_ms']} ms."
+        )
+    return "\n".join(rows) + ("\n\n" + "\n\n".join(notes) if notes else "")
+
+
+def _imaging_note(opts: argparse.Namespace) -> str:
+    if opts.imaging_processes is None:
+        return ": one imaging process per core each"
+    return f", MEDIAJOBS_IMAGING_PROCESSES={opts.imaging_processes}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--images", type=int, default=600, help="photos in the library")
+    parser.add_argument("--tree", type=int, default=1_000_000, help="paths in the scan tree")
+    parser.add_argument("--uploads", type=int, default=200, help="uploads timed for pickup")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes for ingest")
+    parser.add_argument(
+        "--imaging-processes",
+        type=int,
+        help="MEDIAJOBS_IMAGING_PROCESSES of each worker (default: the setting's default)",
+    )
+    parser.add_argument("--stores", default="memory,s3", help="memory and/or s3")
+    parser.add_argument("--phases", default="floor,ingest,scan,pickup")
+    parser.add_argument("--quick", action="store_true", help="a small run (minutes)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="per phase, seconds")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where inputs are kept")
+    parser.add_argument("--database-url", default=DEFAULT_DSN, help="an admin connection")
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument("--no-record", action="store_true", help="do not append to docs/")
+    opts = parser.parse_args()
+    if opts.quick:
+        opts.images, opts.tree, opts.uploads = 24, 20_000, 20
+    opts.stores = [s for s in opts.stores.split(",") if s]
+    opts.phases = [p for p in opts.phases.split(",") if p]
+    if set(opts.stores) - {"memory", "s3"}:
+        parser.error("--stores: memory and/or s3")
+    if set(opts.phases) - {"floor", "ingest", "scan", "pickup"}:
+        parser.error("--phases: floor, ingest, scan, pickup")
+    logs = Path(f"/tmp/bench-ingest-{time.strftime('%Y%m%d-%H%M%S')}")
+    logs.mkdir(parents=True)
+    print(f"logs: {logs}", file=sys.stderr)
+    parts: dict[str, Any] = {}
+    library = None
+    if {"floor", "ingest"} & set(opts.phases):
+        library = photo_library(opts.images, opts.cache)
+        paths = sorted(p for p in library.root.rglob("*") if p.is_file())
+    if "floor" in opts.phases:
+        print(f"floor: {len(paths)} images", file=sys.stderr)
+        floor = run_floor(paths)
+        parts["floor"] = {
+            "images_per_s": round(steady_rate(floor.started, floor.done_at), 3),
+            "images_per_s_whole": round(len(paths) / (floor.done_at[-1] - floor.started), 3),
+        }
+    if "ingest" in opts.phases:
+        assert library is not None
+        for store in opts.stores:
+            parts[store] = ingest_library(opts, library, store, logs)
+            (logs / f"{store}-result.json").write_text(json.dumps(parts[store], indent=2))
+    if {"scan", "pickup"} & set(opts.phases):
+        tree = path_tree(opts.tree, opts.cache)
+        parts["scan"] = scan_and_pickup(opts, tree, logs)
+        (logs / "scan-result.json").write_text(json.dumps(parts["scan"], indent=2))
+    figures = summarize(opts, library, parts)
+    text = table(figures, opts)
+    print(text, file=sys.stderr)
+    if not opts.no_record:
+        record("Bulk ingest", text, "python bench/ingest.py " + " ".join(sys.argv[1:]))
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
