@@ -192,6 +192,7 @@ def ingest_library(
             store_pid: int | None = serve.pid
         else:
             endpoint = stack.enter_context(moto_server())
+            os.environ.update(S3_CREDENTIALS)  # moto's made-up keys, for this process's client
             client = make_client(endpoint_url=endpoint, region="us-east-1", force_path_style=True)
             client.create_bucket(Bucket=BUCKET)
             extra.update(
@@ -218,8 +219,9 @@ def ingest_library(
         postmaster = postmaster_pid()
         if postmaster is not None:
             sampler.watch("postgres", postmaster)
+        batch = ["--batch", str(opts.batch)] if opts.batch else []
         lines = follow_run(
-            ["ingest", "run", str(library.root), "--owner", OWNER, "--json"],
+            ["ingest", "run", str(library.root), "--owner", OWNER, "--json", *batch],
             env,
             logs / f"{store}-ingest-run.log",
             opts.timeout,
@@ -236,6 +238,10 @@ def _healthy(port: int) -> bool:
     with contextlib.suppress(httpx.TransportError):
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     return False
+
+
+def _since(moment: Any, origin: float) -> float | None:
+    return None if moment is None else round(float(moment) - origin, 2)
 
 
 def _count_objects(client: Any) -> int:
@@ -287,6 +293,28 @@ def _ingest_result(
                 " WHERE kind = 'ingest.batch' AND result IS NOT NULL) AS r GROUP BY 1"
             ).fetchall()
         )
+        jobs = (
+            "SELECT kind, extract(epoch FROM started_at) AS s, extract(epoch FROM finished_at)"
+            " AS f FROM jobs UNION ALL SELECT kind, extract(epoch FROM started_at),"
+            " extract(epoch FROM finished_at) FROM jobs_archive"
+        )
+        scan_row = conn.execute(
+            f"SELECT min(s), max(f) FROM ({jobs}) AS j WHERE kind = 'ingest.scan'"
+        ).fetchone()
+        batch_row = conn.execute(
+            f"SELECT min(s), max(f), avg(f - s), count(*) FROM ({jobs}) AS j"
+            " WHERE kind = 'ingest.batch'"
+        ).fetchone()
+    assert scan_row is not None
+    assert batch_row is not None
+    timeline = {  # seconds from the run's creation
+        "scan_started": _since(scan_row[0], created),
+        "scan_finished": _since(scan_row[1], created),
+        "first_batch_started": _since(batch_row[0], created),
+        "last_batch_finished": _since(batch_row[1], created),
+        "batch_mean_s": None if batch_row[2] is None else round(float(batch_row[2]), 2),
+        "batches": batch_row[3],
+    }
     indexed = len(done_at)
     whole = indexed / (max(done_at) - created) if done_at else 0.0
     usage = {name: usage_json(u) for name, u in sampler.usage.items()}
@@ -306,6 +334,7 @@ def _ingest_result(
         "cpu_s_per_image": {
             name: round(u["cpu_s"] / max(indexed, 1), 3) for name, u in usage.items()
         },
+        "timeline": timeline,
         "last_line": lines[-1],
         "usage": usage,
         "input_mb": round(library.bytes / 1e6, 1),
@@ -444,6 +473,7 @@ def pickup(
         "p50_ms": round(percentile(pickups, 0.5), 2),
         "p99_ms": round(percentile(pickups, 0.99), 2),
         "max_ms": round(max(pickups), 2),
+        "pickups_ms": [round(p, 2) for p in pickups],
         "backlog_batches_before": backlog_before,
         "backlog_batches_after": backlog_after,
         "ingest_batches_running_at_end": running,
@@ -644,6 +674,9 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=200, help="uploads timed for pickup")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for ingest")
     parser.add_argument(
+        "--batch", type=int, help="files per ingest batch (default: the setting's, 32)"
+    )
+    parser.add_argument(
         "--imaging-processes",
         type=int,
         help="MEDIAJOBS_IMAGING_PROCESSES of each worker (default: the setting's default)",
@@ -661,6 +694,7 @@ def main() -> int:
     opts = parser.parse_args()
     if opts.quick:
         opts.images, opts.tree, opts.uploads = 24, 20_000, 20
+        opts.batch = opts.batch or 4  # so both workers get batches of so few images
     opts.stores = [s for s in opts.stores.split(",") if s]
     opts.phases = [p for p in opts.phases.split(",") if p]
     if set(opts.stores) - {"memory", "s3"}:

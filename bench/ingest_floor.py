@@ -162,12 +162,16 @@ def run_floor(paths: list[Path], processes: int | None = None) -> FloorResult:
 
 
 def steady_rate(started: float, done_at: list[float], low: float = 0.1, high: float = 0.9) -> float:
-    """Images per second between the ``low`` and ``high`` fractions of the images done
-    (the middle of the run: no start-up, no ramp-down), the same measure for the floor and
-    for ingest. Falls back to the whole run when too few completions are distinct."""
+    """Images per second between the moments the ``low`` and the ``high`` fractions of the
+    images were done (the middle of the run: no start-up, no ramp-down), the same measure
+    for the floor and for ingest. Ingest records a batch's files at one commit, so times
+    repeat: the rate counts the images done after the first moment up to and including
+    the second. Falls back to the whole run when the two moments coincide."""
     ordered = sorted(done_at)
     count = len(ordered)
-    first, last = math.floor(low * (count - 1)), math.ceil(high * (count - 1))
-    if last > first and ordered[last] > ordered[first]:
-        return (last - first) / (ordered[last] - ordered[first])
-    return count / (ordered[-1] - started)
+    first = ordered[min(count - 1, math.floor(low * count))]
+    last = ordered[min(count - 1, math.ceil(high * count) - 1)]
+    if last <= first:
+        return count / (ordered[-1] - started)
+    done = sum(1 for t in ordered if first < t <= last)
+    return done / (last - first)
