@@ -637,8 +637,8 @@ def table(figures: dict[str, Any], opts: argparse.Namespace) -> str:
         notes.append(
             f"Library: {figures['images']} images ({figures['formats']}), mean "
             f"{figures['mean_megapixels']} MP, {figures['library_mb']} MB; {opts.workers} "
-            f"workers (`mediajobs worker`, defaults{_imaging_note(opts)}); store CPU seconds "
-            f"per image: "
+            f"workers (`mediajobs worker`, defaults{_imaging_note(opts)}), batches of "
+            f"{opts.batch or 'the default 32'}. CPU seconds per image: "
             + "; ".join(
                 f"{store}: {figures[f'{store}_cpu_s_per_image']}"
                 for store in ("memory", "s3")
@@ -683,7 +683,12 @@ def main() -> int:
     )
     parser.add_argument("--stores", default="memory,s3", help="memory and/or s3")
     parser.add_argument("--phases", default="floor,ingest,scan,pickup")
-    parser.add_argument("--quick", action="store_true", help="a small run (minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small run (minutes) to check the machinery; its figures are mostly start-up, "
+        "so it is not recorded",
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="per phase, seconds")
     parser.add_argument("--cache", type=Path, default=CACHE, help="where inputs are kept")
     parser.add_argument("--database-url", default=DEFAULT_DSN, help="an admin connection")
@@ -728,7 +733,7 @@ def main() -> int:
     figures = summarize(opts, library, parts)
     text = table(figures, opts)
     print(text, file=sys.stderr)
-    if not opts.no_record:
+    if not (opts.no_record or opts.quick):
         record("Bulk ingest", text, "python bench/ingest.py " + " ".join(sys.argv[1:]))
     print(json.dumps(figures))
     return 0
