@@ -52,7 +52,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import DEFAULT_DSN, drop_database, fresh_database, percentile, record
-from bench.ingest_floor import run_floor, steady_rate
+from bench.ingest_floor import derivatives, run_floor, steady_rate
 from bench.ingest_inputs import CACHE, Library, path_tree, photo_library
 from bench.ingest_procs import (
     Sampler,
@@ -139,6 +139,37 @@ def usage_json(usage: Usage) -> dict[str, float]:
         "peak_child_mib": round(usage.peak_child_mib, 1),
         "cpu_s": round(usage.cpu_seconds, 1),
     }
+
+
+def imaging_cpu(paths: list[Path], sample: int) -> dict[str, float]:
+    """CPU ms per image in this one process and thread, over the same ``sample`` images:
+    ``make_catalog`` (what an imaging process runs for ingest when the pool is saturated)
+    against the floor's ``derivatives``. Where the gap to the floor is not imaging, it is
+    the pipeline around it."""
+    from mediajobs.imaging.catalog import CatalogProfile, make_catalog
+
+    profile = CatalogProfile()
+    chosen = paths[:: max(1, len(paths) // sample)][:sample]
+
+    def ours(path: Path) -> None:
+        make_catalog(path.read_bytes(), profile, filename=path.name, threads=1)
+
+    def floor(path: Path) -> None:
+        derivatives(str(path))
+
+    figures = {}
+    for name, run in (("floor", floor), ("catalog", ours)):
+        run(chosen[0])  # warm: imports, the font, codecs
+        started = time.process_time()
+        for path in chosen:
+            run(path)
+        figures[f"{name}_cpu_ms_per_image"] = round(
+            (time.process_time() - started) * 1000 / len(chosen), 1
+        )
+    figures["imaging_cpu_ratio"] = round(
+        figures["floor_cpu_ms_per_image"] / figures["catalog_cpu_ms_per_image"], 3
+    )
+    return figures
 
 
 # -- ingest of the library -------------------------------------------------------------
@@ -529,6 +560,8 @@ def summarize(
     if floor is not None:
         out["floor_images_per_s"] = floor["images_per_s"]
         out["floor_images_per_s_whole"] = floor["images_per_s_whole"]
+        for key in ("floor_cpu_ms_per_image", "catalog_cpu_ms_per_image", "imaging_cpu_ratio"):
+            out[key] = floor[key]
     for store in ("memory", "s3"):
         result = parts.get(store)
         if result is None:
@@ -621,6 +654,9 @@ def table(figures: dict[str, Any], opts: argparse.Namespace) -> str:
         row(f"ingest into {store}, peak RSS of one imaging process",
             f"{store}_imaging_process_peak_rss_mib", " MiB")  # fmt: skip
     row("**ratio_vs_floor_throughput**", "ratio_vs_floor_throughput")
+    row("floor CPU per image, one thread", "floor_cpu_ms_per_image", " ms")
+    row("make_catalog CPU per image, one thread", "catalog_cpu_ms_per_image", " ms")
+    row("imaging alone: floor CPU / make_catalog CPU", "imaging_cpu_ratio")
     row("images per hour per core", "images_per_hour_per_core")
     row("5M images on this machine", "projected_5m_hours_this_machine", " h")
     row("5M images on one 16-core worker machine (linear in cores)",
@@ -720,6 +756,7 @@ def main() -> int:
         parts["floor"] = {
             "images_per_s": round(steady_rate(floor.started, floor.done_at), 3),
             "images_per_s_whole": round(len(paths) / (floor.done_at[-1] - floor.started), 3),
+            **imaging_cpu(paths, sample=10 if opts.quick else 40),
         }
     if "ingest" in opts.phases:
         assert library is not None
