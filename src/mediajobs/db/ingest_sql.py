@@ -143,7 +143,7 @@ WITH changed AS (
 ),
 touched AS (
     UPDATE ingest_runs SET updated_at = now()
-    WHERE id = ANY((SELECT array_agg(DISTINCT run_id) FROM changed))
+    WHERE id = ANY(ARRAY(SELECT DISTINCT run_id FROM changed))
 )
 SELECT count(*) AS n FROM changed
 """
@@ -157,7 +157,7 @@ WITH changed AS (
 ),
 touched AS (
     UPDATE ingest_runs SET updated_at = now()
-    WHERE id = ANY((SELECT array_agg(DISTINCT run_id) FROM changed))
+    WHERE id = ANY(ARRAY(SELECT DISTINCT run_id FROM changed))
 )
 SELECT count(*) AS n FROM changed
 """
