@@ -5,6 +5,7 @@ trigger-kept counters equal a real count, and ``status`` never reads the run's f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -551,3 +552,22 @@ async def test_upsert_ingested_inserts_updates_and_leaves_deleted_or_others_item
 
 def first_locator(media_id: uuid.UUID) -> str:
     return ingested(media_id, "ada").source_locator
+
+
+async def test_two_scans_racing_over_one_source_queue_each_path_once(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    first = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    second = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    files = [Scanned(f"r/{n}.jpg", n, n) for n in range(100)]
+    async with repo.transaction() as conn:
+        assert await repo.record_scanned(conn, first, files) == [f.path for f in files]
+        # The second scan does not see the first's rows yet: it waits on them, then finds
+        # them equal and queues nothing.
+        racing = asyncio.create_task(scan(repo, second, files))
+        await asyncio.sleep(0.3)
+        assert not racing.done()
+    assert await asyncio.wait_for(racing, 10) == []
+    rows = await files_by_path(pool, first.source_id)
+    assert {f.run_id for f in rows.values()} == {first.id}
+    await counters_match_a_real_count(pool)

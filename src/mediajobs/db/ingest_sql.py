@@ -82,8 +82,12 @@ WITH input AS (
 ),
 fresh AS (
     SELECT i.* FROM input AS i
-    LEFT JOIN ingest_files AS f ON f.source_id = %(source)s AND f.path = i.path
-    WHERE f.path IS NULL
+    LEFT JOIN LATERAL (
+        SELECT k.size, k.mtime_ns, k.etag FROM ingest_files AS k
+        WHERE k.source_id = %(source)s AND k.path = i.path
+        LIMIT 1
+    ) AS f ON true
+    WHERE f IS NULL
        OR (f.size, f.mtime_ns, f.etag) IS DISTINCT FROM (i.size, i.mtime_ns, i.etag)
 ),
 written AS (
@@ -101,7 +105,7 @@ touched AS (
     UPDATE ingest_runs SET updated_at = now()
     WHERE id = %(run)s AND (SELECT count(*) FROM written) > 0
 )
-SELECT fresh.path FROM fresh JOIN written USING (path) ORDER BY fresh.n
+SELECT path FROM fresh WHERE path IN (SELECT path FROM written) ORDER BY n
 """
 
 ASSIGN_BATCHES = """
