@@ -4,9 +4,12 @@
 Lock order: every statement that changes file statuses also touches the row of the run
 those files belong to (its ``updated_at``: the run's last change, which ``status`` shows).
 It locks in one order: the file rows first (the run rows are chosen by an InitPlan that
-reads every changed file before any run row is locked), then the run rows (by id), then the
+reads every changed file before any run row is locked), then the run rows, then the
 counter rows of ``ingest_counts`` (by the statement triggers at the statement's end, in key
-order). So a scan batch and ingest batches of one run never wait on each other in a cycle.
+order). So a scan batch and the ingest batches of its run do not wait on each other in a
+cycle over run or counter rows. Two statements changing the same file rows in different
+orders (a file rescanned while its batch finishes) can still deadlock; Postgres then fails
+one of them, and its job is retried.
 """
 
 from __future__ import annotations
