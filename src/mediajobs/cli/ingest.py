@@ -163,6 +163,8 @@ async def _looks(ingest: IngestRepository, run: IngestRun, meter: RateMeter, sto
     """Each look at the run (``RunStatus``), a second apart, until it is finished."""
     while not stop.is_set():
         status = await ingest.status(run.id)
+        if status is None:
+            return
         meter.add(time.monotonic(), status.done)
         yield status
         if is_finished(status):
@@ -206,7 +208,8 @@ async def _follow_bar(
                 failures=_failures(status),
             )
     status = await ingest.status(run.id)
-    print(_summary(status, overall_rate(status)))
+    if status is not None:
+        print(_summary(status, overall_rate(status)))
 
 
 def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -487,6 +487,8 @@ class IngestHandlers:
     async def _publish_progress(self, run: IngestRun, *, job_id: uuid.UUID) -> None:
         """One ``ingest_progress`` event with the run's counts (from the counters)."""
         status = await self.ingest.status(run.id)
+        if status is None:
+            return
         event = ingest_progress_event(
             run.owner_id,
             run.id,
