@@ -329,6 +329,7 @@ def test_the_watermark_shows_on_white_and_on_black_in_every_quadrant(
     plain = Image.new("RGB", (1200, 800), shade)
     marked = apply_watermark(plain, WatermarkSpec())
     assert marked.size == plain.size and marked.mode == "RGB"
+    assert plain.getcolors() == [(1200 * 800, shade)]  # a new image: the input is untouched
     assert all(change >= 40 for change in changed_quadrants(plain, marked))
     grey = marked.convert("L")
     low, high = grey.getextrema()  # type: ignore[misc]

@@ -4,7 +4,7 @@ The text (and the logo, when there is one) is drawn once into a tile: white glyp
 black outline, so the mark reads on light and on dark areas alike; the tile is rotated by
 the spec's angle, its alpha scaled by the spec's opacity, and repeated in a brick grid (each
 row shifted by half a step) over the whole image, edges included. Tiles never overlap, so
-each is pasted as it is into one overlay, composited over the image in a single step.
+each is pasted as it is into one overlay, composited over the image in a single pass.
 
 The font is Pillow's bundled scalable default (Aileron Regular, ``ImageFont.load_default``
 with a size; Pillow built with FreeType), so no font file has to be installed.
@@ -94,14 +94,15 @@ def apply_watermark(
     """``image`` (RGB) with the tiled watermark over all of it, as a new RGB image of the
     same size. ``logo``: the bytes of the spec's logo, drawn left of the text in every tile
     (None: text only). Raises ``WatermarkLogoInvalid``."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    marked = image.convert("RGB") if image.mode != "RGB" else image.copy()
     tile = _tile(spec, max(image.size), logo)
     overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
     for x, y in tile_positions(image.size, tile.size, _gap(spec, max(image.size))):
         overlay.paste(tile, (x, y))
-    marked = Image.alpha_composite(image.convert("RGBA"), overlay)
-    return marked.convert("RGB")
+    # Pasting through the overlay's own alpha is "over" compositing on an opaque image, in
+    # one pass and without RGBA copies of the image.
+    marked.paste(overlay, (0, 0), overlay)
+    return marked
 
 
 def tile_positions(size: tuple[int, int], tile: tuple[int, int], gap: int) -> list[tuple[int, int]]:
