@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from mediajobs.config import Settings
 from mediajobs.errors import MediaJobsError
+from mediajobs.imaging.catalog import CatalogImage, CatalogProfile, make_catalog
 from mediajobs.imaging.pipeline import ProcessedImage, process_image
 from mediajobs.imaging.policy import ImagePolicy
 from mediajobs.queue.children import ChildProcessPool
@@ -116,6 +117,21 @@ def run_process_image(
             on_step=report_step,
             threads=threads,
         )
+    except MemoryError:
+        raise ImagingOutOfMemory("the image needs more memory than imaging may use") from None
+
+
+def run_make_catalog(
+    data: bytes,
+    profile: CatalogProfile,
+    filename: str | None,
+    logo: bytes | None,
+    threads: int | None = None,
+) -> CatalogImage:
+    """The catalog entry point (bulk ingest) the handler sends to a child: ``make_catalog``,
+    with running out of the process' memory cap as ``ImagingOutOfMemory``."""
+    try:
+        return make_catalog(data, profile, filename=filename, logo=logo, threads=threads)
     except MemoryError:
         raise ImagingOutOfMemory("the image needs more memory than imaging may use") from None
 
@@ -248,6 +264,23 @@ class ImagingPool:
             on_step=on_step,
             pass_threads=True,
         )
+
+    async def catalog(
+        self,
+        data: bytes,
+        profile: CatalogProfile,
+        *,
+        filename: str | None,
+        logo: bytes | None = None,
+        priority: int = 0,
+    ) -> CatalogImage:
+        """A source file's catalog derivatives (``imaging.catalog.make_catalog``) made in a
+        free process. ``priority``: the place among waiting calls when every process is busy
+        (ingest passes ``kinds.INGEST_BATCH_PRIORITY``); taken by ``run`` once it orders its
+        waiters (the queue helper's change), FIFO until then. Raises ``ImageRejected``,
+        ``WatermarkLogoInvalid`` and the ``ImagingFailed`` family."""
+        del priority  # the lead passes it on to run(..., priority=priority) at the merge
+        return await self.run(run_make_catalog, data, profile, filename, logo, pass_threads=True)
 
     def _threads_per_image(self) -> int:
         """Encode threads for an image starting now: the cores shared among the images in
