@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import pytest
 
 from mediajobs.ingest import (
-    FileChanged,
+    FileCheck,
+    FileState,
     FileTooLarge,
     FileVanished,
     ScanCounts,
     ScannedFile,
     SourceInvalid,
+    check_file,
     parse_source,
     read_file,
     scan_source,
@@ -132,7 +134,7 @@ async def test_a_bucket_source_is_parsed_scanned_and_read_back_through_its_store
             assert source.locator(file.path) == bucket.store.locator("lib/" + file.path)
 
 
-async def test_a_bucket_object_replaced_or_deleted_since_the_scan_is_not_read_as_scanned(
+async def test_a_bucket_object_replaced_since_the_scan_is_read_new_and_a_deleted_one_vanished(
     bucket: Bucket,
 ):
     await fill(bucket)
@@ -143,14 +145,18 @@ async def test_a_bucket_object_replaced_or_deleted_since_the_scan_is_not_read_as
     await bucket.store.upload("lib/a.jpg", b"A" * 20, "image/jpeg")
     await bucket.store.delete("lib/phone.HEIC")
 
-    current = await stat_file(source, "a.jpg")
+    check = await check_file(source, scanned["a.jpg"], settle_seconds=3600.0)
+    current = check.current
+    assert check.state is FileState.STABLE  # objects appear whole: nothing to wait for
     assert current is not None
     assert current.size == 20
     assert current.etag != scanned["a.jpg"].etag
-    assert not settled(scanned["a.jpg"], current, settle_seconds=0.0)
-    with pytest.raises(FileChanged):
-        await read_file(source, scanned["a.jpg"], max_bytes=1000)
+    # Read in its new version; the next scan queues it again under its new ETag.
+    assert await read_file(source, scanned["a.jpg"], max_bytes=1000) == b"A" * 20
     assert await stat_file(source, "phone.HEIC") is None
+    assert (await check_file(source, scanned["phone.HEIC"], settle_seconds=0.0)) == FileCheck(
+        FileState.VANISHED, None
+    )
     with pytest.raises(FileVanished):
         await read_file(source, scanned["phone.HEIC"], max_bytes=1000)
     with pytest.raises(FileTooLarge):

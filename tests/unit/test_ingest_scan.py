@@ -19,6 +19,8 @@ import pytest
 from mediajobs.ingest import (
     APPROVED_EXTENSIONS,
     FileChanged,
+    FileCheck,
+    FileState,
     FileTooLarge,
     FileUnreadable,
     FileVanished,
@@ -27,6 +29,7 @@ from mediajobs.ingest import (
     Source,
     SourceInvalid,
     batched,
+    check_file,
     parse_source,
     read_file,
     scan_source,
@@ -555,8 +558,45 @@ async def test_reading_a_bucket_source_file_from_the_memory_store():
     assert await read_file(source, current, max_bytes=3) == b"abc"
     with pytest.raises(FileTooLarge):
         await read_file(source, current, max_bytes=2)
-    with pytest.raises(FileChanged):
-        await read_file(source, ScannedFile("a.jpg", 4, current.mtime_ns), max_bytes=10)
+    # An object replaced since the scan is read as it is now: objects are written whole.
+    assert await read_file(source, ScannedFile("a.jpg", 4, 0, '"old"'), max_bytes=10) == b"abc"
     with pytest.raises(FileVanished):
         await read_file(source, ScannedFile("b.jpg", 1, 0), max_bytes=10)
     assert await stat_file(source, "b.jpg") is None
+
+
+async def test_a_directory_file_is_checked_stable_only_once_it_stops_changing(tmp_path):
+    path = write(tmp_path / "a.jpg", b"12345")
+    source = parse_source(str(tmp_path), registry())
+    row = await stat_file(source, "a.jpg")
+    assert row is not None
+
+    fresh = await check_file(source, row, settle_seconds=60.0)
+    assert (fresh.state, fresh.current) == (FileState.CHANGED, row)  # written just now
+    assert await check_file(
+        source, row, settle_seconds=60.0, now_ns=row.mtime_ns + 61 * 10**9
+    ) == FileCheck(FileState.STABLE, row)
+
+    path.write_bytes(b"123456")
+    grown = await check_file(source, row, settle_seconds=0.0)
+    assert grown.state is FileState.CHANGED
+    assert grown.current is not None
+    assert grown.current.size == 6
+
+    path.unlink()
+    assert await check_file(source, row, settle_seconds=0.0) == FileCheck(FileState.VANISHED, None)
+
+
+async def test_a_bucket_object_needs_no_settling_even_when_replaced():
+    store = MemoryStore(BASE, bucket="lib", clock=time.time)
+    await store.upload("a.jpg", b"abc", "image/jpeg")
+    source = Source("memory://lib/", store=store, prefix="")
+    row = ScannedFile("a.jpg", 2, 0, '"an older etag"')
+
+    check = await check_file(source, row, settle_seconds=3600.0)
+
+    assert check.state is FileState.STABLE
+    assert check.current is not None
+    assert check.current.size == 3
+    await store.delete("a.jpg")
+    assert (await check_file(source, row, settle_seconds=0.0)).state is FileState.VANISHED

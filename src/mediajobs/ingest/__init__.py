@@ -2,8 +2,8 @@
 the checkpoint, and reading each file back for its batch.
 
 ``scan.py`` walks (a generator over ``os.scandir``, or a bucket's pages); ``source.py``
-names a source (``parse_source``) and reads its files (``stat_file``, ``settled``,
-``read_file``). The job handlers are in ``handlers/ingest.py``.
+names a source (``parse_source``), walks it in batches (``scan_source``) and reads its
+files (``check_file``, ``read_file``). The job handlers are in ``handlers/ingest.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from mediajobs.ingest.source import (
     SCAN_BATCH_SECONDS,
     SCAN_BATCH_SIZE,
     FileChanged,
+    FileCheck,
     FileLike,
+    FileState,
     FileTooLarge,
     FileUnreadable,
     FileVanished,
@@ -29,6 +31,7 @@ from mediajobs.ingest.source import (
     Source,
     SourceFileError,
     SourceInvalid,
+    check_file,
     parse_source,
     read_file,
     scan_source,
@@ -41,7 +44,9 @@ __all__ = [
     "SCAN_BATCH_SECONDS",
     "SCAN_BATCH_SIZE",
     "FileChanged",
+    "FileCheck",
     "FileLike",
+    "FileState",
     "FileTooLarge",
     "FileUnreadable",
     "FileVanished",
@@ -52,6 +57,7 @@ __all__ = [
     "SourceFileError",
     "SourceInvalid",
     "batched",
+    "check_file",
     "is_approved",
     "parse_source",
     "read_file",

@@ -4,8 +4,8 @@
 ``gs://bucket``, or any ``{provider}://bucket/prefix`` of a configured store) into a
 ``Source`` whose ``uri`` is canonical: the same tree always has the same uri, so the
 checkpoint knows its files whichever way it was named. ``scan_source`` walks a source in
-batches for the scan job; ``stat_file``, ``settled`` and ``read_file`` are what a batch
-needs to decide that a file is complete and read it.
+batches for the scan job; ``check_file`` (``stat_file`` + ``settled``) and ``read_file``
+are what a batch needs to decide that a file is complete and read it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -294,9 +295,10 @@ def settled(
     settle_seconds: float,
     now_ns: int | None = None,
 ) -> bool:
-    """True when ``current`` (from ``stat_file``) is the file the checkpoint row
-    ``expected`` describes and it is complete: same size, mtime and etag, and its mtime at
-    least ``settle_seconds`` away from now (``now_ns``, default the wall clock).
+    """True when the directory file ``current`` (from ``stat_file``) is the file the
+    checkpoint row ``expected`` describes and it is complete: same size, mtime and etag,
+    and its mtime at least ``settle_seconds`` away from now (``now_ns``, default the wall
+    clock). Bucket objects need no settling: see ``check_file``.
 
     "Away", not only "older": a file being written has an mtime of about now, whereas one
     with an mtime far in the future (a camera's wrong clock kept by ``cp -p``) is not being
@@ -311,6 +313,46 @@ def settled(
     return abs(now - current.mtime_ns) >= settle_seconds * 1e9
 
 
+class FileState(StrEnum):
+    """What ``check_file`` found."""
+
+    STABLE = "stable"  # complete and as recorded: read it now
+    CHANGED = "changed"  # being written or replaced: defer it with ``current``'s values
+    VANISHED = "vanished"  # gone
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheck:
+    state: FileState
+    current: ScannedFile | None  # what the file is now; None when it vanished
+
+
+async def check_file(
+    source: Source,
+    expected: FileLike,
+    *,
+    settle_seconds: float,
+    now_ns: int | None = None,
+) -> FileCheck:
+    """Whether a batch reads the file of the checkpoint row ``expected`` now.
+
+    Directory: ``stat_file`` then ``settled`` (``CHANGED`` when the size, mtime differ or
+    the mtime is within ``settle_seconds`` of now; defer the file with ``current``'s size
+    and mtime, and it settles once it stops changing). Bucket: an object appears whole
+    when its upload completes (S3 and GCS writes are atomic), so there is nothing to wait
+    for: ``STABLE`` whenever it exists, also when it was replaced since the scan (its
+    listing's ETag and a HEAD's last-modified would otherwise never match a deferred row
+    again). Raises ``FileUnreadable`` as ``stat_file`` does."""
+    current = await stat_file(source, expected.path)
+    if current is None:
+        return FileCheck(FileState.VANISHED, None)
+    if source.directory is None or settled(
+        expected, current, settle_seconds=settle_seconds, now_ns=now_ns
+    ):
+        return FileCheck(FileState.STABLE, current)
+    return FileCheck(FileState.CHANGED, current)
+
+
 async def read_file(source: Source, file: FileLike, *, max_bytes: int) -> bytes:
     """Every byte of ``file``, provided it is still as the scan saw it.
 
@@ -318,11 +360,11 @@ async def read_file(source: Source, file: FileLike, *, max_bytes: int) -> bytes:
     ``file``'s, before or after the read (or the bytes read disagree with the size);
     ``FileVanished`` when it is gone; ``FileTooLarge`` when it is over ``max_bytes``;
     ``FileUnreadable`` on a permission or I/O error or when it is not a regular file (a fifo
-    is never waited on: it is opened non-blocking). Bucket: the store's object
-    (``ObjectNotFound`` -> ``FileVanished``; a size other than ``file.size`` ->
-    ``FileChanged``); objects are written whole, so the ETag is not compared again: an
-    object overwritten since the scan is read as it is now, and the next scan queues it
-    again under its new ETag. Other storage errors propagate (the batch retries)."""
+    is never waited on: it is opened non-blocking). Bucket: the store's object as it is now
+    (objects are written whole; one replaced since the scan is read in its new version,
+    and the next scan queues it again under its new ETag); ``ObjectNotFound`` ->
+    ``FileVanished``; ``FileTooLarge`` when ``file.size`` (checked before the download) or
+    the object is over ``max_bytes``. Other storage errors propagate (the batch retries)."""
     if source.directory is not None:
         return await asyncio.to_thread(_read_path, source, file, max_bytes)
     assert source.store is not None
@@ -332,8 +374,8 @@ async def read_file(source: Source, file: FileLike, *, max_bytes: int) -> bytes:
         data = await source.store.download(validate_key(source.prefix + file.path))
     except ObjectNotFound as exc:
         raise FileVanished(file.path) from exc
-    if len(data) != file.size:
-        raise FileChanged(file.path, len(data), file.mtime_ns)
+    if len(data) > max_bytes:
+        raise FileTooLarge(file.path, len(data), max_bytes)
     return data
 
 
