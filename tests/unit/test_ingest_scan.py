@@ -3,6 +3,7 @@ under tmp_path and an unserved MemoryStore: no Postgres, no Redis, no network.""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -347,6 +348,21 @@ async def test_a_scan_sends_a_batch_once_it_is_old_even_if_not_full(tmp_path):
         async for b in scan_source(Source("file:///x", tmp_path), batch_size=1000, max_seconds=0.0)
     ]
     assert [len(b.files) for b in batches] == [1, 1, 1, 1]
+
+
+async def test_a_scan_stopped_early_closes_the_directory_it_was_listing(tmp_path):
+    for index in range(50):
+        write(tmp_path / f"{index}.jpg")
+    baseline = len(os.listdir("/proc/self/fd"))
+
+    async with contextlib.aclosing(
+        scan_source(Source("file:///x", tmp_path), batch_size=10)
+    ) as batches:
+        first = await anext(batches)
+        assert len(first.files) == 10
+        assert len(os.listdir("/proc/self/fd")) == baseline + 1  # mid-directory
+
+    assert len(os.listdir("/proc/self/fd")) == baseline
 
 
 async def test_a_bucket_scan_ends_with_the_counts_of_its_tail():
