@@ -1,9 +1,10 @@
 """Bulk ingest (docs/ingest.md): ``ingest.scan`` walks a source into the checkpoint and
 queues batches; ``ingest.batch`` imports one batch of files.
 
-A scan reads the source as a stream (``ingest.scan``) in chunks of ``SCAN_CHUNK`` files.
-Each chunk is ONE transaction: its files are upserted into ``ingest_files`` (known,
-unchanged files are skipped in SQL), the new and changed ones are split into
+A scan reads the source as a stream (``ingest.source.scan_source``) in batches of up to
+10,000 files, each sent when full or 2 s old. Each is ONE transaction: its files are
+upserted into ``ingest_files`` (known, unchanged files are skipped in SQL), the new and
+changed ones are split into
 ``ingest.batch`` jobs of the run's batch size, each job's id is written into its files, and
 the run's counters grow. A scan that dies is simply run again (the queue retries it): the
 files it recorded are skipped at database speed.
@@ -20,11 +21,9 @@ event goes to the owner's stream.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -46,18 +45,22 @@ from mediajobs.handlers.imaging_pool import (
     ImagingTimeout,
 )
 from mediajobs.imaging.catalog import CatalogImage, CatalogProfile
+from mediajobs.imaging.watermark import WatermarkLogoInvalid
 from mediajobs.ingest.runs import queue_batches
-from mediajobs.ingest.scan import ScanCounts, ScannedFile, walk_bucket, walk_directory
+from mediajobs.ingest.scan import ScanCounts
 from mediajobs.ingest.source import (
     FileChanged,
+    FileState,
     FileTooLarge,
     FileUnreadable,
     FileVanished,
+    ScanBatch,
     Source,
     SourceInvalid,
+    check_file,
     parse_source,
     read_file,
-    settled,
+    scan_source,
 )
 from mediajobs.queue import kinds
 from mediajobs.queue.models import Job
@@ -71,7 +74,6 @@ from mediajobs.types import JSON
 
 log = logging.getLogger(__name__)
 
-SCAN_CHUNK = 10_000  # files per scan transaction (issue 16: "batches of ~10k paths")
 CATALOG_PURPOSE = "catalog"
 # Ingested keys are stable per item while a changed source file makes a new version under
 # the same keys, so caches may keep a derivative an hour, not forever.
@@ -87,18 +89,13 @@ class IngestOptions:
     settle_seconds: float = 2.0  # a file's mtime must be this old, and unchanged, to import
 
 
-@dataclass
-class _Recorded:
-    """What of a scan's running counts the run's row already holds."""
+@dataclass(frozen=True)
+class _Deferred:
+    """A file not settled yet: it goes to a later batch with what it is now."""
 
-    skipped: int = 0
-    errors: int = 0
-
-    def take(self, counts: ScanCounts) -> tuple[int, int]:
-        """The skipped files and errors counted since the last call."""
-        skipped, errors = counts.skipped - self.skipped, counts.errors - self.errors
-        self.skipped, self.errors = counts.skipped, counts.errors
-        return skipped, errors
+    file: IngestFile
+    size: int
+    mtime_ns: int
 
 
 @dataclass
@@ -147,12 +144,14 @@ class IngestHandlers:
         except SourceInvalid as exc:
             await self.ingest.finish_scan(run.id, error={"code": exc.code, "message": str(exc)})
             raise JobFailed(str(exc), code=exc.code) from None
-        counts = ScanCounts()
-        recorded = _Recorded()
+        totals = ScanCounts()
         queued = 0
         try:
-            async for chunk in _chunks(source, counts):
-                queued += await self._record_chunk(ctx, run, chunk, counts, recorded)
+            async for batch in scan_source(source):
+                queued += await self._record_scan_batch(ctx, run, batch)
+                totals.files += batch.counts.files
+                totals.skipped += batch.counts.skipped
+                totals.errors += batch.counts.errors
                 ctx.raise_if_cancelled()
         except (LeaseLost, asyncio.CancelledError):
             raise
@@ -161,53 +160,42 @@ class IngestHandlers:
                 code = getattr(exc, "code", "scan_failed")
                 await self.ingest.finish_scan(run.id, error={"code": code, "message": str(exc)})
             raise
-        await self._flush_counts(run, counts, recorded)
         await self.ingest.finish_scan(run.id)
         log.info(
             "ingest run %s scanned %s: %d files, %d skipped, %d errors, %d queued",
             run.id,
             run.source_uri,
-            counts.files,
-            counts.skipped,
-            counts.errors,
+            totals.files,
+            totals.skipped,
+            totals.errors,
             queued,
         )
         return {
             "runId": str(run.id),
-            "scanned": counts.files,
-            "skipped": counts.skipped,
-            "errors": counts.errors,
+            "scanned": totals.files,
+            "skipped": totals.skipped,
+            "errors": totals.errors,
             "queued": queued,
         }
 
-    async def _record_chunk(
-        self,
-        ctx: JobContext,
-        run: IngestRun,
-        chunk: Sequence[ScannedFile],
-        counts: ScanCounts,
-        recorded: _Recorded,
-    ) -> int:
-        """One transaction: the chunk's files, their batch jobs, the run's counters and an
-        ``ingest_progress`` event. Returns the files queued."""
+    async def _record_scan_batch(self, ctx: JobContext, run: IngestRun, batch: ScanBatch) -> int:
+        """One transaction: the batch's files, their batch jobs and the run's counters;
+        then an ``ingest_progress`` event. Returns the files queued."""
         async with self.ingest.transaction() as conn:
-            paths = await self.ingest.record_scanned(conn, run, chunk)
+            paths = await self.ingest.record_scanned(conn, run, batch.files)
             batches = await queue_batches(ctx.queue, conn, run, paths)
             await self.ingest.assign_batches(conn, run.source_id, batches)
-            skipped, errors = recorded.take(counts)
             await self.ingest.add_scan_counts(
-                conn, run.id, scanned=len(chunk), skipped=skipped, errors=errors, queued=len(paths)
+                conn,
+                run.id,
+                scanned=batch.counts.files,
+                skipped=batch.counts.skipped,
+                errors=batch.counts.errors,
+                queued=len(paths),
             )
-        await self._publish_progress(run, job_id=ctx.job.id)
+        if paths:
+            await self._publish_progress(run, job_id=ctx.job.id)
         return len(paths)
-
-    async def _flush_counts(self, run: IngestRun, counts: ScanCounts, recorded: _Recorded) -> None:
-        skipped, errors = recorded.take(counts)
-        if skipped or errors:
-            async with self.ingest.transaction() as conn:
-                await self.ingest.add_scan_counts(
-                    conn, run.id, scanned=0, skipped=skipped, errors=errors, queued=0
-                )
 
     # -- one batch ------------------------------------------------------------------------
 
@@ -239,7 +227,7 @@ class IngestHandlers:
         logo = await self._logo(profile)
         outcomes: dict[str, FileOutcome] = {}
         done: list[_Done] = []
-        deferred: list[IngestFile] = []
+        deferred: list[_Deferred] = []
         # One file per imaging process at once: enough to keep every process busy, few
         # enough that the source bytes held in memory stay bounded.
         gate = asyncio.Semaphore(max(1, self.imaging.options.processes))
@@ -250,9 +238,8 @@ class IngestHandlers:
                 outcome = await self._one(source, run, file, profile, logo)
             if isinstance(outcome, _Done):
                 done.append(outcome)
-            elif outcome.status is IngestStatus.PENDING:
-                deferred.append(file)
-                outcomes[file.path] = outcome
+            elif isinstance(outcome, _Deferred):
+                deferred.append(outcome)
             else:
                 outcomes[file.path] = outcome
 
@@ -276,8 +263,9 @@ class IngestHandlers:
         file: IngestFile,
         profile: CatalogProfile,
         logo: bytes | None,
-    ) -> _Done | FileOutcome:
-        """One file: settled, read, imaged, uploaded; or the outcome that says why not."""
+    ) -> _Done | _Deferred | FileOutcome:
+        """One file: settled, read, imaged, uploaded; deferred; or the outcome that says
+        why not."""
         options = self.options
         if file.attempts > options.max_attempts:
             # Recorded attempts ran out without an outcome: each ended with its worker gone
@@ -289,13 +277,16 @@ class IngestHandlers:
                 file.attempts - 1,
             )
             return _failed(file, "decoder_crashed", "the importer died on this file every try")
-        state = await settled(source, file, settle_seconds=options.settle_seconds)
-        if state is not None:
-            return _deferred(file, state.size, state.mtime_ns)
+        check = await check_file(source, file, settle_seconds=options.settle_seconds)
+        if check.state is FileState.VANISHED:
+            return _failed(file, "source_missing", "the file is gone from the source")
+        if check.state is FileState.CHANGED:
+            assert check.current is not None
+            return _deferred(file, check.current.size, check.current.mtime_ns)
         if file.size == 0:  # settled and empty: nothing to read or decode
             return _failed(file, "empty_file", "the file is empty")
         try:
-            data = await read_file(source, _scanned(file), max_bytes=profile.max_bytes)
+            data = await read_file(source, file, max_bytes=profile.max_bytes)
         except FileChanged as exc:
             return _deferred(file, exc.size, exc.mtime_ns)
         except FileVanished:
@@ -334,7 +325,9 @@ class IngestHandlers:
                     log.error("ingest %s: %s failed as decoder_crashed", run.id, file.path)
                     return _failed(file, "decoder_crashed", f"{exc} ({tries} tries)")
                 tries += 1
-            except ImagingFailed as exc:
+            except (ImagingFailed, WatermarkLogoInvalid) as exc:
+                # WatermarkLogoInvalid: the profile's logo, not this file; `ingest retry
+                # --code watermark_logo_invalid` once the policy names a good one.
                 return _failed(file, exc.code, str(exc))
         media = await self._upload(run, file, data, image, profile)
         return _Done(file, media)
@@ -406,7 +399,7 @@ class IngestHandlers:
         job: Job,
         run: IngestRun,
         done: list[_Done],
-        deferred: list[IngestFile],
+        deferred: list[_Deferred],
         outcomes: dict[str, FileOutcome],
     ) -> set[uuid.UUID]:
         """ONE transaction: the media rows, every file's status, and a delayed batch for
@@ -435,12 +428,19 @@ class IngestHandlers:
                 ctx.queue,
                 conn,
                 run,
-                [file.path for file in deferred],
+                [item.file.path for item in deferred],
                 delay=max(self.options.settle_seconds, 1.0),
             )
+            waiting = {item.file.path: item for item in deferred}
             for batch_id, paths in later:
                 for path in paths:
-                    outcomes[path] = dataclasses.replace(outcomes[path], batch_id=batch_id)
+                    outcomes[path] = FileOutcome(
+                        path=path,
+                        status=IngestStatus.PENDING,
+                        size=waiting[path].size,
+                        mtime_ns=waiting[path].mtime_ns,
+                        batch_id=batch_id,
+                    )
             await self.ingest.finish_batch(conn, job.id, list(outcomes.values()))
         # After the commit: objects no row names any more (a new version's original under a
         # new yyyy/mm, or every object of an item deleted meanwhile).
@@ -448,10 +448,7 @@ class IngestHandlers:
         for item in done:
             if item.media.id in refused:
                 stale.append(Locator.parse(item.media.source_locator))
-                stale.extend(
-                    Locator.parse(str(v["locator"]))  # type: ignore[index, call-overload]
-                    for v in item.media.variants.values()
-                )
+                stale.extend(Locator.parse(str(v["locator"])) for v in item.media.variants.values())
         for locator in stale:
             try:
                 await self.stores.delete(locator)
@@ -502,44 +499,11 @@ class IngestHandlers:
         await self.events.committed(recorded)
 
 
-async def _chunks(source: Source, counts: ScanCounts):  # type: ignore[no-untyped-def]
-    """The source's files in lists of up to ``SCAN_CHUNK``. A directory is walked in a
-    thread, a chunk at a time, so the worker's event loop (uploads, leases) never waits on
-    the disk."""
-    if source.directory is not None:
-        walker = walk_directory(source.directory, counts)
-
-        def take() -> list[ScannedFile]:
-            chunk: list[ScannedFile] = []
-            for item in walker:
-                chunk.append(item)
-                if len(chunk) == SCAN_CHUNK:
-                    break
-            return chunk
-
-        while chunk := await asyncio.to_thread(take):
-            yield chunk
-        return
-    assert source.store is not None
-    chunk = []
-    async for item in walk_bucket(source.store, source.prefix, counts):
-        chunk.append(item)
-        if len(chunk) == SCAN_CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _scanned(file: IngestFile) -> ScannedFile:
-    return ScannedFile(file.path, file.size, file.mtime_ns, file.etag)
-
-
 def _failed(file: IngestFile, code: str, message: str) -> FileOutcome:
     return FileOutcome(
         path=file.path, status=IngestStatus.FAILED, error_code=code, error_message=message
     )
 
 
-def _deferred(file: IngestFile, size: int, mtime_ns: int) -> FileOutcome:
-    return FileOutcome(path=file.path, status=IngestStatus.PENDING, size=size, mtime_ns=mtime_ns)
+def _deferred(file: IngestFile, size: int, mtime_ns: int) -> _Deferred:
+    return _Deferred(file, size, mtime_ns)
