@@ -237,10 +237,11 @@ class Worker:
             on_lost=self._lease_lost,
         )
         log.info(
-            "worker %s started: kinds=%s concurrency=%d",
+            "worker %s started: kinds=%s concurrency=%d kind_limits=%s",
             self.name,
             self._kinds,
             self.options.concurrency,
+            dict(self.options.kind_limits),
         )
         try:
             with contextlib.suppress(TimeoutError):
