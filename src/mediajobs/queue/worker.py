@@ -267,9 +267,8 @@ class Worker:
         limited = [
             _ClaimGroup([kind], limit) for kind, limit in limits.items() if kind in self._kinds
         ]
-        if unlimited or not limited:
-            return [_ClaimGroup(unlimited or self._kinds, None), *limited]
-        return limited
+        # Every kind the worker handles is in one group: unlimited empty means limited not.
+        return [_ClaimGroup(unlimited, None), *limited] if unlimited else limited
 
     def _running_of(self, kind: str) -> int:
         return sum(1 for _, ctx in self._active.values() if ctx.job.kind == kind)
