@@ -499,15 +499,17 @@ def test_the_pool_runs_make_catalog_with_the_profile_filename_logo_and_threads()
     pool = ImagingPool(PoolOptions(processes=1))
     calls: list[tuple[Any, ...]] = []
 
-    async def inline(fn: Callable[..., Any], *args: Any, pass_threads: bool = False) -> Any:
-        calls.append((fn, args, pass_threads))
+    async def inline(
+        fn: Callable[..., Any], *args: Any, pass_threads: bool = False, priority: int = 0
+    ) -> Any:
+        calls.append((fn, args, pass_threads, priority))
         return fn(*args, *((1,) if pass_threads else ()))
 
     pool.run = inline  # type: ignore[method-assign]
     data = jpeg()
     result = asyncio.run(pool.catalog(data, PROFILE, filename="a.jpg", priority=-10))
     assert isinstance(result, CatalogImage) and result.width == 800
-    assert calls == [(imaging_pool.run_make_catalog, (data, PROFILE, "a.jpg", None), True)]
+    assert calls == [(imaging_pool.run_make_catalog, (data, PROFILE, "a.jpg", None), True, -10)]
 
 
 def test_running_out_of_memory_in_the_child_is_imaging_out_of_memory(

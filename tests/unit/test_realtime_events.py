@@ -34,7 +34,7 @@ def transition(kind: str, cause: Cause, state: JobState = JobState.RUNNING, **ex
         ("media.review", "review"),
         ("media.delete", "delete"),
         ("media.purge", "delete"),
-        ("ingest.scan", "ingest"),
+        ("ingest.scan", "ingest_scan"),
         ("system.ping", "job"),
         # Kinds nothing enqueues yet have no family of their own (issue 14).
         ("media.generate_image", "job"),
@@ -95,11 +95,11 @@ def test_a_retry_is_progress_with_the_error_not_a_terminal_failure():
     assert data["message"] == "attempt 1 failed; retrying"
 
 
-def test_the_ingest_scan_job_emits_the_ingest_family():
+def test_the_ingest_scan_job_emits_the_ingest_scan_family():
     started = pending_event(transition("ingest.scan", Cause.CLAIMED, progress=0.0))
     done = pending_event(transition("ingest.scan", Cause.SUCCEEDED, JobState.SUCCEEDED))
     assert started is not None and done is not None
-    assert (started.type, done.type) == ("ingest_started", "ingest_complete")
+    assert (started.type, done.type) == ("ingest_scan_started", "ingest_scan_complete")
     assert is_terminal(done.type)
 
 

@@ -348,11 +348,11 @@ class ImagingPool:
     ) -> CatalogImage:
         """A source file's catalog derivatives (``imaging.catalog.make_catalog``) made in a
         free process. ``priority``: the place among waiting calls when every process is busy
-        (ingest passes ``kinds.INGEST_BATCH_PRIORITY``); taken by ``run`` once it orders its
-        waiters (the queue helper's change), FIFO until then. Raises ``ImageRejected``,
-        ``WatermarkLogoInvalid`` and the ``ImagingFailed`` family."""
-        del priority  # the lead passes it on to run(..., priority=priority) at the merge
-        return await self.run(run_make_catalog, data, profile, filename, logo, pass_threads=True)
+        (ingest passes ``kinds.INGEST_BATCH_PRIORITY``, below the uploads' 0). Raises
+        ``ImageRejected``, ``WatermarkLogoInvalid`` and the ``ImagingFailed`` family."""
+        return await self.run(
+            run_make_catalog, data, profile, filename, logo, pass_threads=True, priority=priority
+        )
 
     def _threads_per_image(self) -> int:
         """Encode threads for an image starting now: the cores shared among the images in

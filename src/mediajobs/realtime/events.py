@@ -14,9 +14,8 @@ Two events are not about a job's transition, and go to the owner's stream only (
 - ``ingest_progress`` with ``runId``: an ingest batch (issue 16) finished; the run's counts.
   ``ingest_progress_event`` builds it. The batch jobs themselves are silent
   (``SILENT_KINDS``): a 5M-file run would otherwise emit millions of job events nobody
-  follows. The run's scan job has the family ``ingest`` (``ingest_started`` ...
-  ``ingest_complete``); its own progress events are ``ingest_progress`` too, with ``jobId``
-  and ``progress`` and no ``runId``.
+  follows. The run's scan job has the family ``ingest_scan`` (``ingest_scan_started`` ...
+  ``ingest_scan_complete``), so ``ingest_progress`` always means a run's counts.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ FAMILIES: dict[str, str] = {
     kinds.MEDIA_REVIEW: "review",
     kinds.MEDIA_DELETE: "delete",
     kinds.MEDIA_PURGE: "delete",
-    kinds.INGEST_SCAN: "ingest",
+    kinds.INGEST_SCAN: "ingest_scan",
 }
 # Kinds whose transitions emit no event at all: ingest batches report through one
 # ``ingest_progress`` per batch instead (``ingest_progress_event``).
