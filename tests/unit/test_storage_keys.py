@@ -38,7 +38,7 @@ def test_keys_follow_the_documented_layout():
 
 
 @pytest.mark.parametrize(
-    "prefix, extension", [("..", "jpg"), ("a/b", "jpg"), ("c", "j/pg"), ("c", "")]
+    ("prefix", "extension"), [("..", "jpg"), ("a/b", "jpg"), ("c", "j/pg"), ("c", "")]
 )
 def test_catalog_keys_refuse_what_cannot_be_a_segment(prefix, extension):
     with pytest.raises(InvalidKey):

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mediajobs.db.ingest import IngestRepository, IngestRun, RunStatus
-
 from mediajobs.queue import kinds
 from mediajobs.queue.models import JobSpec
 from mediajobs.queue.queue import JobQueue
