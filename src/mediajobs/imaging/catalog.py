@@ -12,12 +12,14 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from mediajobs.errors import InvalidKey
 from mediajobs.storage.base import Locator
 from mediajobs.storage.keys import check_segment, validate_key
 from mediajobs.types import JSON
+
+S = TypeVar("S", "WatermarkSpec", "CatalogProfile")
 
 
 def _camel(name: str) -> str:
@@ -117,7 +119,7 @@ class CatalogProfile:
         return out
 
 
-def _from_json(cls: Any, value: Mapping[str, JSON]) -> Any:
+def _from_json(cls: type[S], value: Mapping[str, JSON]) -> S:
     if not isinstance(value, Mapping):
         raise ValueError("profile: must be an object")
     names = {_camel(f.name): f.name for f in dataclasses.fields(cls)}
