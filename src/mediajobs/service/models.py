@@ -244,8 +244,16 @@ def describe(error: ErrorDetails) -> tuple[str, str]:
         for part in loc[1:]
     )
     template = _PROBLEMS.get(error["type"])
-    problem = template.format(**error.get("ctx", {})) if template else error["msg"]
+    ctx = {k: _plain(v) for k, v in error.get("ctx", {}).items()}
+    problem = template.format(**ctx) if template else error["msg"]
     return field, f"{where.lstrip('.')}: {problem}" if where else problem
+
+
+def _plain(value: Any) -> Any:
+    """A bound as people write it: ``90``, not ``90.0`` (a float field's bounds are floats)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 def unknown_field(error: ErrorDetails) -> bool:
