@@ -194,6 +194,7 @@ async def test_the_domain_refuses_what_the_profile_refuses(pool: Pool) -> None:
         ({"catalog": {"watermark": {"opacity": 2}}}, "catalog.watermark.opacity: "),
         ({"catalog": {"nope": 1}}, "catalog.nope: "),
         ({"Bad Name": {}}, "profile name 'Bad Name'"),
+        ({"catalog\n": {}}, "profile name 'catalog\\n'"),
         ({f"p{i}": {} for i in range(17)}, "at most 16 profiles"),
     ]:
         with pytest.raises(PolicyInvalid) as caught:

@@ -79,6 +79,9 @@ class SitePolicy:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> SitePolicy:
+        """The policy of a ``site_policies`` row. A stored ingest profile that
+        ``CatalogProfile`` refuses (only a hand-written row can hold one: ``update`` stores
+        what it checked) raises ``PolicyInvalid`` naming it, rather than being dropped."""
         values = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row}
         values["variants"] = tuple(VariantSpec(v["name"], int(v["size"])) for v in row["variants"])
         if "ingest_profiles" in row:
@@ -173,7 +176,7 @@ def _ingest_profiles(value: Any) -> dict[str, CatalogProfile]:
         raise PolicyInvalid("ingest_profiles", f"at most {MAX_INGEST_PROFILES} profiles")
     profiles: dict[str, CatalogProfile] = {}
     for name, profile in value.items():
-        if not isinstance(name, str) or not _PROFILE_NAME.match(name):
+        if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name):  # no "\n" at the end
             raise PolicyInvalid(
                 "ingest_profiles", f"profile name {name!r}: must match {PROFILE_NAME_PATTERN}"
             )
