@@ -166,6 +166,8 @@ BAD = [
     ({"catalog": {"prefix": ".."}}, "catalog.prefix: must match"),
     ({"catalog": {"maxBytes": 10}}, "catalog.maxBytes: must be at least 1024"),
     ({"catalog": {"maxMegapixels": 0}}, "catalog.maxMegapixels: must be at least 0.01"),
+    ({"catalog": {"maxMegapixels": 179}}, "catalog.maxMegapixels: must be at most 178.95697"),
+    ({"catalog": {"maxBytes": 2**30 + 1}}, f"catalog.maxBytes: must be at most {2**30}"),
     ({"catalog": {"watermarks": {}}}, "catalog.watermarks: is not a known field"),
     ({"catalog": []}, "catalog: must be an object"),
     ([], "ingestProfiles: must be an object"),

@@ -21,6 +21,11 @@ from mediajobs.types import JSON
 
 S = TypeVar("S", "WatermarkSpec", "CatalogProfile")
 
+# The same names and values as the imaging helper's module (the API's bounds import them).
+QUALITY = (1, 100)  # WebP and JPEG quality, Pillow's scale
+MAX_SOURCE_BYTES = 1 << 30  # the bytes are held whole by the worker and the imaging process
+MAX_MEGAPIXELS = 2 * 89_478_485 / 1e6  # Pillow's hard decompression-bomb limit
+
 
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
@@ -96,11 +101,11 @@ class CatalogProfile:
         except InvalidKey:
             raise ValueError("prefix: must be one key segment") from None
         _integer("thumbnailSize", self.thumbnail_size, 16, 8192)
-        _integer("thumbnailQuality", self.thumbnail_quality, 1, 100)
+        _integer("thumbnailQuality", self.thumbnail_quality, *QUALITY)
         _integer("previewSize", self.preview_size, 16, 8192)
-        _integer("previewQuality", self.preview_quality, 1, 100)
-        _integer("maxBytes", self.max_bytes, 1, 1 << 40)
-        _number("maxMegapixels", self.max_megapixels, 0.0, 10_000.0, above=True)
+        _integer("previewQuality", self.preview_quality, *QUALITY)
+        _integer("maxBytes", self.max_bytes, 1, MAX_SOURCE_BYTES)
+        _number("maxMegapixels", self.max_megapixels, 0.0, MAX_MEGAPIXELS, above=True)
 
     @classmethod
     def from_json(cls, value: Mapping[str, JSON]) -> CatalogProfile:

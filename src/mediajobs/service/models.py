@@ -40,6 +40,9 @@ from pydantic_core import core_schema as cs
 from mediajobs.config import PURPOSE_PATTERN
 from mediajobs.db.media import MediaStatus
 from mediajobs.db.policies import MAX_INGEST_PROFILES, PROFILE_NAME_PATTERN, SitePolicy
+from mediajobs.imaging.catalog import MAX_MEGAPIXELS as MAX_CATALOG_MEGAPIXELS
+from mediajobs.imaging.catalog import MAX_SOURCE_BYTES as MAX_CATALOG_BYTES
+from mediajobs.imaging.catalog import QUALITY
 from mediajobs.imaging.policy import VARIANT_NAME_PATTERN, VARIANT_SIZES
 from mediajobs.queue.models import JobState
 from mediajobs.types import JSON
@@ -537,7 +540,11 @@ MinSize = Annotated[int, Field(ge=1, le=20000)]
 SourceBytes = Annotated[int, Field(ge=1024, le=1 << 30)]
 Megapixels = Annotated[float, Field(ge=MIN_MEGAPIXELS, le=1000)]
 EdgeSize = Annotated[int, Field(ge=VARIANT_SIZES[0], le=VARIANT_SIZES[1])]
-Quality = Annotated[int, Field(ge=1, le=100)]  # libwebp's and libjpeg's 0 is unusable
+Quality = Annotated[int, Field(ge=QUALITY[0], le=QUALITY[1])]  # libwebp's 0 is unusable
+# An ingest profile's limits: the imaging process holds the bytes whole, and Pillow refuses
+# more pixels than its bomb limit whatever the profile says (imaging/catalog.py).
+CatalogBytes = Annotated[int, Field(ge=1024, le=MAX_CATALOG_BYTES)]
+CatalogMegapixels = Annotated[float, Field(ge=MIN_MEGAPIXELS, le=MAX_CATALOG_MEGAPIXELS)]
 # One object-key segment (storage/keys.py ``check_segment``): no "/", never "." or "..".
 KEY_SEGMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 # A store locator (storage/base.py ``Locator``): provider://bucket/key.
@@ -567,7 +574,7 @@ class Watermark(Body):
         None, description="0 (invisible, excluded) .. 1 (opaque)"
     )
     angle: Omittable[Annotated[float, Field(ge=-90, le=90)]] = Field(
-        None, description="rotation of the text, degrees"
+        None, description="rotation of the text, degrees counter-clockwise"
     )
     size: Omittable[Annotated[float, Field(ge=0.01, le=0.5)]] = Field(
         None, description="text height as a fraction of the preview's long edge"
@@ -593,10 +600,10 @@ class IngestProfile(Body):
     )
     preview_quality: Omittable[Quality] = Field(None, description="JPEG quality")
     watermark: Omittable[Watermark] = Field(None, description="the preview's tiled watermark")
-    max_bytes: Omittable[SourceBytes] = Field(
+    max_bytes: Omittable[CatalogBytes] = Field(
         None, description="a larger source file fails file_too_large, bytes"
     )
-    max_megapixels: Omittable[Megapixels] = Field(
+    max_megapixels: Omittable[CatalogMegapixels] = Field(
         None, description="a larger source image fails too_many_pixels, millions of pixels"
     )
 
