@@ -264,7 +264,7 @@ async def test_the_memory_store_takes_the_same_tree_in_process(
                         (OWNER,),
                     )
                 ).fetchall()
-            progress = [json.loads(row["data"]) for row in events]
+            progress = [row["data"] for row in events]
             # One event per batch (and per scan chunk), not per file; the last one says done.
             assert 1 < len(progress) <= len(tree.good) + len(tree.failed)
             assert progress[-1]["done"] == progress[-1]["total"] == status.total
