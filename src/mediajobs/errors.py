@@ -7,6 +7,7 @@
     ├── ImageRejected          an upload is not an acceptable image (a stable ``code``)
     ├── PolicyInvalid          a site-policy change that makes no sense (db.policies)
     ├── CollectionRefused      a collection sync that cannot apply (db.collections; a ``code``)
+    ├── SourceOwnedElsewhere   an ingest source already belongs to another owner (db.ingest)
     ├── ImagingFailed          the imaging process could not finish an image (handlers.imaging_pool)
     │   ├── ImagingCrashed     it died while working on the image
     │   ├── ImagingOutOfMemory it ran out of its memory limit

@@ -18,7 +18,9 @@ from mediajobs.handlers.imaging_pool import (
     PoolOptions,
 )
 from mediajobs.imaging import ImagePolicy
+from mediajobs.queue import kinds
 from tests.support.images import encode, jpeg, quadrants
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,3 +93,33 @@ async def test_an_image_alone_gets_every_core_and_a_busy_pool_shares_them() -> N
         assert sorted(both) == sorted([cores, max(1, cores // 2)])
     finally:
         pool.close()
+
+
+async def test_a_waiting_call_of_higher_priority_gets_the_next_free_process() -> None:
+    """One process, busy: the ingest calls that wait go after an upload that came later
+    (priority 0 over kinds.INGEST_BATCH_PRIORITY), and in their own order among themselves.
+    With one process, the order calls finish in is the order they ran in."""
+    pool = ImagingPool(PoolOptions(processes=1, timeout=60))
+    finished: list[str] = []
+
+    async def call(name: str, seconds: float, priority: int) -> None:
+        await pool.run(time.sleep, seconds, priority=priority)
+        finished.append(name)
+
+    try:
+        await pool.run(os.getpid)  # the process is up before the test starts
+        busy = asyncio.create_task(call("busy", 1.0, kinds.INGEST_BATCH_PRIORITY))
+        await wait_for(lambda: pool.busy == 1, timeout=10, interval=0.001)
+        waiting = []
+        for name, priority in [
+            ("ingest-1", kinds.INGEST_BATCH_PRIORITY),
+            ("ingest-2", kinds.INGEST_BATCH_PRIORITY),
+            ("upload", 0),
+        ]:
+            waiting.append(asyncio.create_task(call(name, 0.01, priority)))
+            await wait_for(lambda: pool.waiting == len(waiting), timeout=10, interval=0.001)
+        assert not busy.done()  # every call above queued while the process was busy
+        await asyncio.gather(busy, *waiting)
+    finally:
+        pool.close()
+    assert finished == ["busy", "upload", "ingest-1", "ingest-2"]

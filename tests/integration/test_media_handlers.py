@@ -20,9 +20,9 @@ from mediajobs.db.media import MediaStatus
 from mediajobs.handlers.imaging_pool import PoolOptions
 from mediajobs.queue import JobSpec, JobState
 from mediajobs.storage import Store
-from tests.support.emulators import S3_CREDENTIALS, s3_store
+from tests.support.emulators import s3_store
 from tests.support.images import camera_exif, decoded, jpeg, oriented_jpeg, photo, quadrants
-from tests.support.media import CrashingPool, MediaEnv, media_env, memory_store
+from tests.support.media import CrashingPool, MediaEnv, media_env, memory_store, s3_worker_env
 from tests.support.workers import start_worker_process, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -454,21 +454,6 @@ async def _purge_jobs(env: MediaEnv, media_id: Any) -> list[Any]:
 
 
 # -- crash recovery ------------------------------------------------------------------
-
-
-def s3_worker_env(moto_url: str, bucket: str, redis_url: str) -> dict[str, str]:
-    return {
-        **S3_CREDENTIALS,
-        "REDIS_URL": redis_url,
-        "S3_BUCKET": bucket,
-        "S3_ENDPOINT_URL": moto_url,
-        "S3_REGION": "us-east-1",
-        "S3_FORCE_PATH_STYLE": "true",
-        "MEDIAJOBS_LEASE_SECONDS": "2",
-        "MEDIAJOBS_POLL_INTERVAL": "0.2",
-        "MEDIAJOBS_PROGRESS_INTERVAL": "0",
-        "MEDIAJOBS_IMAGING_PROCESSES": "1",
-    }
 
 
 async def test_a_rerun_after_sigkill_mid_upload_leaves_no_orphan_objects(

@@ -24,6 +24,7 @@ from mediajobs.queue import (
     JobState,
     Worker,
     WorkerOptions,
+    kinds,
 )
 from mediajobs.queue.listener import LISTENER_APPLICATION_NAME
 from tests.support.workers import (
@@ -455,3 +456,56 @@ async def test_jobs_a_claim_returns_after_stop_are_handed_back_not_run(database_
 async def _progress_is(queue: JobQueue, job_id, value: float) -> bool:
     job = await queue.get(job_id)
     return job is not None and job.progress == value and job.message == "half way"
+
+
+async def test_ingest_batches_stay_within_their_limit_and_an_upload_is_picked_up_meanwhile(
+    database_url,
+):
+    """Kind limits on Postgres: a backlog of ingest batches fills only its allowance (2 of
+    4 slots), and an upload enqueued while they run is claimed and finished at once."""
+    gate = asyncio.Event()
+    batches_running = 0
+    most = 0
+
+    async def batch(ctx: JobContext, job: Job) -> object:
+        nonlocal batches_running, most
+        batches_running += 1
+        most = max(most, batches_running)
+        try:
+            await gate.wait()
+        finally:
+            batches_running -= 1
+        return None
+
+    async def upload(ctx: JobContext, job: Job) -> object:
+        return "processed"
+
+    registry = HandlerRegistry()
+    registry.register(kinds.INGEST_BATCH, batch)
+    registry.register(kinds.MEDIA_PROCESS, upload)
+    async with queue_pool(database_url) as pool:
+        queue = JobQueue(pool)
+        backlog = await queue.enqueue_many(
+            JobSpec(kinds.INGEST_BATCH, "u", priority=kinds.INGEST_BATCH_PRIORITY)
+            for _ in range(10)
+        )
+        async with running_worker(
+            queue,
+            registry,
+            database_url,
+            concurrency=4,
+            poll_interval=60.0,  # wake-ups and freed slots only: no polling in this test
+            kind_limits={kinds.INGEST_BATCH: 2},
+        ):
+            await wait_for(lambda: batches_running == 2, timeout=10)
+            enqueued = await queue.enqueue(JobSpec(kinds.MEDIA_PROCESS, "u"))
+            await wait_for(lambda: _finished(queue, enqueued.id), timeout=10, interval=0.01)
+            assert (await job_state(queue, enqueued.id)).result == "processed"
+            states = collections.Counter([(await job_state(queue, i)).state for i in backlog])
+            assert states == {JobState.RUNNING: 2, JobState.QUEUED: 8}
+            gate.set()
+            for job_id in backlog:
+                await wait_for(lambda job_id=job_id: _finished(queue, job_id), timeout=20)
+        assert most == 2
+        rows = [await job_state(queue, i) for i in backlog]
+        assert {(job.state, job.attempt) for job in rows} == {(JobState.SUCCEEDED, 1)}

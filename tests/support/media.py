@@ -22,7 +22,7 @@ from mediajobs.config import Settings
 from mediajobs.db import Pool
 from mediajobs.db.media import MediaRecord, MediaRepository
 from mediajobs.db.policies import SitePolicies
-from mediajobs.handlers import MediaHandlers, WorkerResources, media_handlers
+from mediajobs.handlers import MediaHandlers, WorkerResources, ingest_handlers, media_handlers
 from mediajobs.handlers.imaging_pool import ImagingPool, PoolOptions
 from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.imaging.policy import ImagePolicy
@@ -34,6 +34,7 @@ from mediajobs.realtime.publisher import decode_message
 from mediajobs.storage import MemoryStore, Store, StoreRegistry
 from mediajobs.storage.keys import upload_key
 from tests.conftest import free_port
+from tests.support.emulators import S3_CREDENTIALS
 from tests.support.http import serve_in_thread
 from tests.support.workers import queue_pool, running_worker, wait_for
 
@@ -199,6 +200,22 @@ class MediaEnv:
         return sorted(item.key for item in page.items)
 
 
+def s3_worker_env(moto_url: str, bucket: str, redis_url: str) -> dict[str, str]:
+    """The environment of a `mediajobs worker` process on the moto bucket ``bucket``."""
+    return {
+        **S3_CREDENTIALS,
+        "REDIS_URL": redis_url,
+        "S3_BUCKET": bucket,
+        "S3_ENDPOINT_URL": moto_url,
+        "S3_REGION": "us-east-1",
+        "S3_FORCE_PATH_STYLE": "true",
+        "MEDIAJOBS_LEASE_SECONDS": "2",
+        "MEDIAJOBS_POLL_INTERVAL": "0.2",
+        "MEDIAJOBS_PROGRESS_INTERVAL": "0",
+        "MEDIAJOBS_IMAGING_PROCESSES": "1",
+    }
+
+
 @contextlib.asynccontextmanager
 async def media_env(
     database_url: str,
@@ -224,6 +241,7 @@ async def media_env(
             )
             handlers = media_handlers(resources)
             handlers.register(registry)
+            ingest_handlers(resources).register(registry)
             queue = JobQueue(pool, hooks=recorder)
             env = MediaEnv(pool, queue, store, stores, handlers, redis, channel)
             if not worker:

@@ -9,11 +9,14 @@ import pytest
 
 from mediajobs.queue.models import Cause, JobState, Transition
 from mediajobs.realtime.events import (
+    INGEST_PROGRESS,
     Event,
     family,
+    ingest_progress_event,
     is_terminal,
     parse_last_event_id,
     pending_event,
+    pending_events,
     sse_frame,
 )
 
@@ -31,9 +34,11 @@ def transition(kind: str, cause: Cause, state: JobState = JobState.RUNNING, **ex
         ("media.review", "review"),
         ("media.delete", "delete"),
         ("media.purge", "delete"),
+        ("ingest.scan", "ingest_scan"),
         ("system.ping", "job"),
         # Kinds nothing enqueues yet have no family of their own (issue 14).
         ("media.generate_image", "job"),
+        # Ingest batches emit no job events at all (SILENT_KINDS), whatever their family.
         ("ingest.batch", "job"),
     ],
 )
@@ -88,6 +93,62 @@ def test_a_retry_is_progress_with_the_error_not_a_terminal_failure():
     data = json.loads(event.data)
     assert data["error"]["code"] == "storage_unavailable"
     assert data["message"] == "attempt 1 failed; retrying"
+
+
+def test_the_ingest_scan_job_emits_the_ingest_scan_family():
+    started = pending_event(transition("ingest.scan", Cause.CLAIMED, progress=0.0))
+    done = pending_event(transition("ingest.scan", Cause.SUCCEEDED, JobState.SUCCEEDED))
+    assert started is not None and done is not None
+    assert (started.type, done.type) == ("ingest_scan_started", "ingest_scan_complete")
+    assert is_terminal(done.type)
+
+
+@pytest.mark.parametrize("cause", list(Cause))
+def test_an_ingest_batch_emits_no_job_event_whatever_happens_to_it(cause):
+    state = {Cause.SUCCEEDED: JobState.SUCCEEDED, Cause.FAILED: JobState.FAILED}.get(
+        cause, JobState.RUNNING
+    )
+    error = {"code": "internal_error", "message": "x", "retryable": False}
+    silent = transition("ingest.batch", cause, state, progress=0.5, error=error)
+    assert pending_event(silent) is None
+    # ... while the same transition of another kind does emit (but a cancel request)
+    loud = transition("ingest.scan", cause, state, progress=0.5, error=error)
+    assert pending_events([silent, loud]) == (
+        [] if cause is Cause.CANCEL_REQUESTED else [pending_event(loud)]
+    )
+
+
+def test_ingest_progress_carries_the_runs_counts_on_the_owners_stream():
+    run = uuid.UUID("01a20dd0-0000-7000-8000-0000000000aa")
+    counts = {"pending": 90, "processed": 0, "uploaded": 0, "indexed": 7, "failed": 3}
+    event = ingest_progress_event(
+        "alice",
+        run,
+        counts,
+        total=100,
+        failed_by_code={"corrupt_image": 2, "empty_file": 1},
+        job_id=JOB,
+    )
+    assert (event.owner_id, event.job_id, event.type) == ("alice", None, INGEST_PROGRESS)
+    assert event.type == "ingest_progress" and not is_terminal(event.type)
+    assert json.loads(event.data) == {
+        "runId": str(run),
+        "counts": counts,
+        "total": 100,
+        "done": 10,
+        "failedByCode": {"corrupt_image": 2, "empty_file": 1},
+        "jobId": str(JOB),
+    }
+    bare = ingest_progress_event("alice", run, {}, total=0, failed_by_code={}, job_id=None)
+    assert json.loads(bare.data) == {
+        "runId": str(run),
+        "counts": {},
+        "total": 0,
+        "done": 0,
+        "failedByCode": {},
+    }
+    with pytest.raises(ValueError, match="negative"):
+        ingest_progress_event("alice", run, {"failed": -1}, total=1, failed_by_code={}, job_id=None)
 
 
 def test_a_cancel_request_on_a_running_job_emits_nothing_until_it_stops():

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import uuid
+from datetime import datetime
 
 import pytest
 
 from mediajobs.errors import InvalidKey
 from mediajobs.storage.base import Locator
 from mediajobs.storage.keys import (
+    catalog_keys,
     check_segment,
     display_filename,
     owner_segment,
@@ -29,6 +31,18 @@ def test_keys_follow_the_documented_layout():
     assert variant_key("u1", "m-9", "thumb") == "media/u1/images/m-9/thumb.webp"
     assert user_prefix("u1") == "media/u1/"
     assert user_prefix("u1", "images") == "media/u1/images/"
+    keys = catalog_keys("catalog", UPLOAD, "JPEG", datetime(2019, 3, 7, 12, 0))
+    assert keys.original == f"catalog/original/2019/03/{UPLOAD}.jpeg"
+    assert keys.thumbnail == f"catalog/thumbnail/{UPLOAD}.webp"
+    assert keys.watermarked == f"catalog/watermarked/{UPLOAD}.jpg"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "extension"), [("..", "jpg"), ("a/b", "jpg"), ("c", "j/pg"), ("c", "")]
+)
+def test_catalog_keys_refuse_what_cannot_be_a_segment(prefix, extension):
+    with pytest.raises(InvalidKey):
+        catalog_keys(prefix, UPLOAD, extension, datetime(2020, 1, 1))
 
 
 @pytest.mark.parametrize("user_id", ["..", ".", "a/b", "a\\b", "a\x00", "../u2", "ü", " u", "a\n"])

@@ -4,7 +4,7 @@ parser itself (one help line each), so the list cannot leave one out.
 Each command lives in the module of its concept, with the function that adds its parser
 (``add_*``) next to the one that runs it (``cmd_*``): ``serve`` (serve, dev), ``worker``
 (the worker and its composition root), ``admin`` (migrate, config, token, events prune),
-``jobs``, ``storage``, ``policy``; what they share is in ``common``. ``build_parser``
+``jobs``, ``storage``, ``policy``, ``ingest``; what they share is in ``common``. ``build_parser``
 lists the commands in the order ``--help`` shows them.
 
 Commands that print JSON use the API's camelCase names (``jobs show`` is the API's job plus
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from mediajobs.cli import admin, jobs, policy, serve, storage, worker
+from mediajobs.cli import admin, ingest, jobs, policy, serve, storage, worker
 from mediajobs.cli.common import Commands, quiet_libraries
 from mediajobs.config import Settings
 from mediajobs.errors import ConfigError, DatabaseError
@@ -38,6 +38,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     admin.add_events,
     storage.add_storage,
     policy.add_policy,
+    ingest.add_ingest,
 )
 
 

@@ -6,7 +6,7 @@ public URLs of an item's objects are rendered above this layer (``storage/urls.p
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -88,6 +88,34 @@ class MediaRecord:
         for variant in self.variants.values():
             found.add(Locator.parse(variant["locator"]))
         return found
+
+
+@dataclass(frozen=True)
+class IngestedMedia:
+    """A bulk-ingested image's media row (``purpose`` ``catalog`` for ingest): ``id`` is
+    its checkpoint's media id; ``source_locator`` the stored original; ``bytes`` its size;
+    ``width``/``height`` in pixels, upright; ``variants`` name -> ``{locator, width,
+    height, bytes, ...}`` like processed uploads; ``exif`` without GPS, ``gps`` apart
+    (private); ``sha256`` of the original's bytes (hex)."""
+
+    id: uuid.UUID
+    owner_id: str
+    purpose: str
+    source_locator: str
+    original_filename: str | None
+    detected_type: str
+    bytes: int
+    width: int
+    height: int
+    variants: dict[str, JSON]
+    blur_data_url: str | None
+    exif: dict[str, JSON] | None
+    gps: dict[str, JSON] | None
+    sha256: str
+
+
+def _jsonb(value: Mapping[str, JSON] | None) -> Jsonb | None:
+    return None if value is None else Jsonb(dict(value))
 
 
 def _like_escape(text: str) -> str:
@@ -339,6 +367,41 @@ class MediaRepository:
         async with self._conn(conn) as c:
             row = await (await c.execute(sql.IN_FLIGHT, (owner_id,))).fetchone()
         return int(row["n"]) if row else 0
+
+    async def upsert_ingested(
+        self, conn: Conn, items: Sequence[IngestedMedia]
+    ) -> dict[uuid.UUID, str | None]:
+        """Write a batch of ingested items in one statement: a new id is inserted ``ready``
+        (``processed_at`` now); an existing row of the same owner that is neither deleted
+        nor purged takes the new values and becomes ``ready`` (a new version: same id,
+        review and error cleared); a row of another owner, or a deleted one, is left alone
+        and is not in the result. Returns id -> the source locator the row had before when
+        it differed (the caller deletes that object), else None. Raises ValueError when an
+        id is listed twice. Assumes no other row of the owner has the same source locator
+        (ingest derives it from the id): that breaks ``media_source_idx``."""
+        ids = [item.id for item in items]
+        if len(set(ids)) != len(ids):
+            raise ValueError("items: an id is listed more than once")
+        if not items:
+            return {}
+        params = {
+            "ids": ids,
+            "owners": [i.owner_id for i in items],
+            "purposes": [i.purpose for i in items],
+            "sources": [i.source_locator for i in items],
+            "filenames": [i.original_filename for i in items],
+            "types": [i.detected_type for i in items],
+            "bytes": [i.bytes for i in items],
+            "widths": [i.width for i in items],
+            "heights": [i.height for i in items],
+            "variants": [_jsonb(i.variants) for i in items],
+            "blurs": [i.blur_data_url for i in items],
+            "exifs": [_jsonb(i.exif) for i in items],
+            "gps": [_jsonb(i.gps) for i in items],
+            "sha256s": [i.sha256 for i in items],
+        }
+        rows = await (await conn.execute(sql.UPSERT_INGESTED, params)).fetchall()
+        return {row["id"]: row["previous"] for row in rows}
 
     async def update_fields(
         self, media_id: uuid.UUID, owner_id: str, changes: Mapping[str, Any]

@@ -162,3 +162,45 @@ UPDATE_FIELDS = (
     "UPDATE media SET {assignments}, updated_at = now() "
     "WHERE id = %(id)s AND owner_id = %(owner)s AND status <> 'deleted' RETURNING *"
 )
+
+# Bulk ingest's media rows (db/ingest.py), a batch in one statement: new items are inserted
+# ready; an item of the same owner that is neither deleted nor purged takes the new values (a
+# new version: same id); another owner's item, or a deleted one, is left alone and not
+# returned. ``previous`` is the source locator the row had before (the snapshot of the
+# statement, read before the upsert), when it differed. sort_order stays 0: counting the
+# owner's max per batch would read a whole library (0004's INSERT does, per upload).
+UPSERT_INGESTED = """
+WITH input AS (
+    SELECT * FROM unnest(
+        %(ids)s::uuid[], %(owners)s::text[], %(purposes)s::text[], %(sources)s::text[],
+        %(filenames)s::text[], %(types)s::text[], %(bytes)s::bigint[], %(widths)s::integer[],
+        %(heights)s::integer[], %(variants)s::jsonb[], %(blurs)s::text[], %(exifs)s::jsonb[],
+        %(gps)s::jsonb[], %(sha256s)s::text[])
+    AS i (id, owner_id, purpose, source_locator, original_filename, detected_type, bytes,
+          width, height, variants, blur_data_url, exif, gps, sha256)
+),
+before AS (
+    SELECT m.id, m.source_locator FROM media AS m JOIN input USING (id)
+),
+written AS (
+    INSERT INTO media AS m (id, owner_id, purpose, status, source_locator, original_filename,
+                            detected_type, bytes, width, height, variants, blur_data_url,
+                            exif, gps, sha256, processed_at)
+    SELECT id, owner_id, purpose, 'ready', source_locator, original_filename, detected_type,
+           bytes, width, height, variants, blur_data_url, exif, gps, sha256, now()
+    FROM input
+    ON CONFLICT (id) DO UPDATE SET
+        purpose = excluded.purpose, source_locator = excluded.source_locator,
+        original_filename = excluded.original_filename,
+        detected_type = excluded.detected_type, bytes = excluded.bytes,
+        width = excluded.width, height = excluded.height, variants = excluded.variants,
+        blur_data_url = excluded.blur_data_url, exif = excluded.exif, gps = excluded.gps,
+        sha256 = excluded.sha256, status = 'ready', error = NULL, review = NULL,
+        processed_at = now(), updated_at = now()
+    WHERE m.owner_id = excluded.owner_id AND m.status <> 'deleted' AND m.purged_at IS NULL
+    RETURNING m.id, m.source_locator
+)
+SELECT w.id, CASE WHEN b.source_locator <> w.source_locator THEN b.source_locator END
+    AS previous
+FROM written AS w LEFT JOIN before AS b USING (id)
+"""

@@ -4,8 +4,9 @@ every check), so a change applies without a restart."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -14,10 +15,19 @@ from psycopg.types.json import Jsonb
 
 from mediajobs.db.pool import Pool
 from mediajobs.errors import MediaJobsError
+from mediajobs.imaging.catalog import CatalogProfile
 from mediajobs.imaging.policy import ImagePolicy, VariantSpec
+from mediajobs.types import JSON
 
 # The imaging defaults are the policy's defaults: one home for each number.
 _IMAGING = ImagePolicy()
+
+# The ingest profile every policy has, with CatalogProfile's defaults unless overridden.
+CATALOG_PROFILE = "catalog"
+# An ingest profile's name: the CHECK on ingest_runs.profile (migration 0008).
+PROFILE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+MAX_INGEST_PROFILES = 16  # profiles one policy may hold: a bound, not a need
+_PROFILE_NAME = re.compile(PROFILE_NAME_PATTERN)
 
 
 class PolicyInvalid(MediaJobsError, ValueError):
@@ -27,6 +37,19 @@ class PolicyInvalid(MediaJobsError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class UnknownProfile(PolicyInvalid):
+    """An ingest profile the site policy does not have (``SitePolicy.ingest_profile``);
+    ``name`` is the one asked for, the message lists the ones there are."""
+
+    code = "unknown_profile"
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(
+            "ingest_profiles", f"no ingest profile {name!r}; the site policy has {', '.join(known)}"
+        )
+        self.name = name
 
 
 @dataclass(frozen=True)
@@ -48,14 +71,39 @@ class SitePolicy:
     variants: tuple[VariantSpec, ...] = _IMAGING.variants
     webp_quality: int = _IMAGING.quality
     webp_method: int = _IMAGING.method
+    # Name -> profile, as stored: ``catalog`` is there only when it was overridden (it
+    # always exists: ``ingest_profile``). Not part of the hash (a dict is not hashable).
+    ingest_profiles: Mapping[str, CatalogProfile] = field(default_factory=dict, hash=False)
     updated_at: datetime | None = None
     updated_by: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> SitePolicy:
+        """The policy of a ``site_policies`` row. A stored ingest profile that
+        ``CatalogProfile`` refuses (only a hand-written row can hold one: ``update`` stores
+        what it checked) raises ``PolicyInvalid`` naming it, rather than being dropped."""
         values = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row}
         values["variants"] = tuple(VariantSpec(v["name"], int(v["size"])) for v in row["variants"])
+        if "ingest_profiles" in row:
+            values["ingest_profiles"] = _ingest_profiles(row["ingest_profiles"])
         return cls(**values)
+
+    def ingest_profile(self, name: str) -> CatalogProfile:
+        """The ingest profile ``name``: its stored fields, the rest ``CatalogProfile``'s
+        defaults. ``catalog`` always exists (all defaults when not stored); any other name
+        the policy does not hold raises ``UnknownProfile`` (a ``PolicyInvalid``)."""
+        profile = self.ingest_profiles.get(name)
+        if profile is not None:
+            return profile
+        if name == CATALOG_PROFILE:
+            return CatalogProfile()
+        raise UnknownProfile(name, sorted(self.all_ingest_profiles()))
+
+    def all_ingest_profiles(self) -> dict[str, CatalogProfile]:
+        """Every ingest profile by name, ``catalog`` included, sorted by name: what the
+        admin view shows."""
+        profiles = {CATALOG_PROFILE: CatalogProfile(), **self.ingest_profiles}
+        return dict(sorted(profiles.items()))
 
     def image_policy(self) -> ImagePolicy:
         return ImagePolicy(
@@ -117,6 +165,39 @@ EDITABLE = tuple(
 _COLUMNS = [*EDITABLE, "updated_by"]
 
 
+def _ingest_profiles(value: Any) -> dict[str, CatalogProfile]:
+    """Ingest profiles by name from profiles, or from ``{name: {camelCase overrides}}`` (the
+    column's and the API's form, read by ``CatalogProfile.from_json``); a bad name, too many
+    profiles or a field ``from_json`` refuses is ``PolicyInvalid("ingest_profiles", ...)``
+    naming the profile (``catalog.watermark.opacity: ...``)."""
+    if not isinstance(value, Mapping):
+        raise PolicyInvalid("ingest_profiles", "must be an object of profiles by name")
+    if len(value) > MAX_INGEST_PROFILES:
+        raise PolicyInvalid("ingest_profiles", f"at most {MAX_INGEST_PROFILES} profiles")
+    profiles: dict[str, CatalogProfile] = {}
+    for name, profile in value.items():
+        if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name):  # no "\n" at the end
+            raise PolicyInvalid(
+                "ingest_profiles", f"profile name {name!r}: must match {PROFILE_NAME_PATTERN}"
+            )
+        if isinstance(profile, CatalogProfile):
+            profiles[name] = profile
+            continue
+        try:
+            profiles[name] = CatalogProfile.from_json(profile)
+        except ValueError as exc:
+            raise PolicyInvalid("ingest_profiles", f"{name}.{exc}") from None
+    return profiles
+
+
+def _overrides(profile: CatalogProfile) -> dict[str, JSON]:
+    """The fields of ``profile`` that differ from the defaults, camelCase (the watermark
+    whole when any of it differs): what the column stores, so a default changed in code
+    applies to every profile that did not override it."""
+    default = CatalogProfile().to_json()
+    return {key: value for key, value in profile.to_json().items() if default.get(key) != value}
+
+
 def _variants(value: Any) -> tuple[VariantSpec, ...]:
     """Variant specs from specs or ``{name, size}`` mappings."""
     try:
@@ -138,18 +219,26 @@ class SitePolicies:
         return SitePolicy() if row is None else SitePolicy.from_row(row)
 
     async def update(self, changes: Mapping[str, Any], *, by: str | None = None) -> SitePolicy:
-        """Apply ``changes`` (field names of ``SitePolicy``, values of their types) after
-        validating the whole result."""
+        """Apply ``changes`` (field names of ``SitePolicy``, values of their types; the
+        variants may be ``{name, size}`` mappings and the ingest profiles ``{name: {camelCase
+        overrides}}``) after validating the whole result. ``ingest_profiles`` replaces every
+        profile (a profile given with some fields takes the defaults for the rest); the
+        column keeps only each profile's fields that differ from the defaults."""
         unknown = set(changes) - set(EDITABLE)
         if unknown:
             raise PolicyInvalid(sorted(unknown)[0], "is not a policy field")
         values = dict(changes)
         if "variants" in values:
             values["variants"] = _variants(values["variants"])
+        if "ingest_profiles" in values:
+            values["ingest_profiles"] = _ingest_profiles(values["ingest_profiles"])
         current = await self.load()
         policy = dataclasses.replace(current, **values, updated_by=by).validate()
         values = {name: getattr(policy, name) for name in _COLUMNS}
         values["variants"] = Jsonb([{"name": v.name, "size": v.size} for v in policy.variants])
+        values["ingest_profiles"] = Jsonb(
+            {name: _overrides(profile) for name, profile in policy.ingest_profiles.items()}
+        )
         columns = ", ".join(_COLUMNS)
         placeholders = ", ".join(f"%({name})s" for name in _COLUMNS)
         assignments = ", ".join(f"{name} = EXCLUDED.{name}" for name in _COLUMNS)

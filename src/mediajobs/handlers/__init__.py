@@ -1,7 +1,8 @@
 """Job handlers, one module per concept, and the registry the worker runs: ``process.py``
 (``media.process``), ``review.py`` (``media.review`` and its ``Reviewer``s), ``delete.py``
 (``media.delete``, ``media.purge``), ``media.py`` (registers the four), ``system.py``
-(``system.ping``), ``imaging_pool.py`` (the crash-isolated imaging processes).
+(``system.ping``), ``ingest.py`` (``ingest.scan``, ``ingest.batch``), ``imaging_pool.py``
+(the crash-isolated imaging processes).
 
 ``build_registry(resources)`` is the default ``--app`` of ``mediajobs worker``: the worker's
 composition root (``cli.worker.open_worker``) opens the ``WorkerResources`` (database pool, stores,
@@ -16,10 +17,12 @@ from dataclasses import dataclass
 import httpx
 
 from mediajobs.config import Settings
+from mediajobs.db.ingest import IngestRepository
 from mediajobs.db.media import MediaRepository
 from mediajobs.db.policies import SitePolicies
 from mediajobs.db.pool import Pool
 from mediajobs.handlers.imaging_pool import ImagingPool
+from mediajobs.handlers.ingest import IngestHandlers, IngestOptions
 from mediajobs.handlers.media import MediaHandlers
 from mediajobs.handlers.review import Reviewer, WebhookReviewer
 from mediajobs.handlers.system import PING_KIND, ping
@@ -61,12 +64,38 @@ def media_handlers(resources: WorkerResources) -> MediaHandlers:
     )
 
 
+def ingest_handlers(resources: WorkerResources) -> IngestHandlers:
+    """The bulk ingest handlers wired to ``resources``."""
+    settings = resources.settings
+    return IngestHandlers(
+        ingest=IngestRepository(resources.pool),
+        media=MediaRepository(resources.pool),
+        policies=SitePolicies(resources.pool),
+        stores=resources.stores,
+        imaging=resources.imaging,
+        events=resources.events,
+        options=IngestOptions(
+            max_attempts=settings.ingest_max_attempts,
+            settle_seconds=settings.ingest_settle_seconds,
+        ),
+    )
+
+
 def build_registry(resources: WorkerResources) -> HandlerRegistry:
     """Every handler this deployment runs."""
     registry = HandlerRegistry()
     registry.register(PING_KIND, ping)
     media_handlers(resources).register(registry)
+    ingest_handlers(resources).register(registry)
     return registry
 
 
-__all__ = ["PING_KIND", "MediaHandlers", "WorkerResources", "build_registry", "media_handlers"]
+__all__ = [
+    "PING_KIND",
+    "IngestHandlers",
+    "MediaHandlers",
+    "WorkerResources",
+    "build_registry",
+    "ingest_handlers",
+    "media_handlers",
+]

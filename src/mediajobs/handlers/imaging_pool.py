@@ -8,12 +8,18 @@ only the job it was running: that slot is replaced and every other slot keeps it
 Children report steps (decoded, each variant) through a pipe, so the job's progress is real
 while the work happens in another process. They die with the worker, however it ends, and
 leave Ctrl-C to it (``queue.children``).
+
+When every process is busy, calls wait for one by priority (``run(..., priority=)``): an
+upload (0) goes before the ingest batches waiting (``kinds.INGEST_BATCH_PRIORITY``, -10),
+first come first served within one priority.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import multiprocessing
 import os
@@ -22,10 +28,11 @@ from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from mediajobs.config import Settings
 from mediajobs.errors import MediaJobsError
+from mediajobs.imaging.catalog import CatalogImage, CatalogProfile, make_catalog
 from mediajobs.imaging.pipeline import ProcessedImage, process_image
 from mediajobs.imaging.policy import ImagePolicy
 from mediajobs.queue.children import ChildProcessPool
@@ -120,6 +127,21 @@ def run_process_image(
         raise ImagingOutOfMemory("the image needs more memory than imaging may use") from None
 
 
+def run_make_catalog(
+    data: bytes,
+    profile: CatalogProfile,
+    filename: str | None,
+    logo: bytes | None,
+    threads: int | None = None,
+) -> CatalogImage:
+    """The catalog entry point (bulk ingest) the handler sends to a child: ``make_catalog``,
+    with running out of the process' memory cap as ``ImagingOutOfMemory``."""
+    try:
+        return make_catalog(data, profile, filename=filename, logo=logo, threads=threads)
+    except MemoryError:
+        raise ImagingOutOfMemory("the image needs more memory than imaging may use") from None
+
+
 class _Slot:
     def __init__(self, options: PoolOptions) -> None:
         context = multiprocessing.get_context("spawn")
@@ -163,25 +185,86 @@ class _Slot:
         self._writer.close()
 
 
+T = TypeVar("T")
+
+
+class FreeSlots(Generic[T]):
+    """Free slots handed out by priority: ``await get(priority)`` returns a free slot at
+    once when no call waits, else waits; ``put(slot)`` gives a freed slot to the waiting
+    call of highest priority (the earliest among equals), or keeps it. A call cancelled
+    while it waits takes no slot (one handed to it as it was cancelled is passed on).
+    Loop-bound: use from one event loop."""
+
+    def __init__(self) -> None:
+        self._idle: list[T] = []
+        # (-priority, arrival, future): heapq pops the highest priority, then the earliest.
+        self._waiters: list[tuple[int, int, asyncio.Future[T]]] = []
+        self._arrivals = itertools.count()
+
+    @property
+    def idle(self) -> int:
+        """Slots free now."""
+        return len(self._idle)
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a slot (cancelled ones may count until a slot passes them)."""
+        return len(self._waiters)
+
+    async def get(self, priority: int = 0) -> T:
+        """A free slot: at once when one is idle and no call waits, else when ``put``
+        hands this call one (higher ``priority`` first)."""
+        if self._idle and not self._waiters:
+            return self._idle.pop()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (-priority, next(self._arrivals), future))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.put(future.result())  # handed over as the wait was cancelled
+            raise
+
+    def put(self, slot: T) -> None:
+        """Free ``slot``: to the first waiting call in priority order, else idle."""
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(slot)
+                return
+        self._idle.append(slot)
+
+
 class ImagingPool:
-    """``await pool.run(fn, *args, on_step=...)`` runs ``fn`` in a free child process."""
+    """``await pool.run(fn, *args, on_step=..., priority=...)`` runs ``fn`` in a free child
+    process; when none is free, the waiting call of highest priority gets the next one."""
 
     def __init__(self, options: PoolOptions | None = None) -> None:
         self.options = options or PoolOptions()
-        self._free: asyncio.Queue[_Slot] | None = None
+        self._free: FreeSlots[_Slot] | None = None
         self._slots: list[_Slot] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = 0
         self.crashes = 0
 
-    def _start(self) -> asyncio.Queue[_Slot]:
+    @property
+    def busy(self) -> int:
+        """Calls running in a process now."""
+        return self._busy
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a free process."""
+        return 0 if self._free is None else self._free.waiting
+
+    def _start(self) -> FreeSlots[_Slot]:
         if self._free is None:
             self._loop = asyncio.get_running_loop()
-            self._free = asyncio.Queue()
+            self._free = FreeSlots()
             for _ in range(self.options.processes):
                 slot = _Slot(self.options)
                 self._slots.append(slot)
-                self._free.put_nowait(slot)
+                self._free.put(slot)
         return self._free
 
     async def run(
@@ -190,12 +273,17 @@ class ImagingPool:
         *args: Any,
         on_step: StepListener | None = None,
         pass_threads: bool = False,
+        priority: int = 0,
     ) -> R:
         """``fn(*args)`` in a free process; with ``pass_threads``, ``fn`` also gets the
-        number of threads it may use, decided once it has its process."""
+        number of threads it may use, decided once it has its process. When every process
+        is busy, the call waits; freed processes go to the waiting call of highest
+        ``priority`` first (uploads 0, ingest ``kinds.INGEST_BATCH_PRIORITY``), first come
+        first served among equals. Raises ``ImagingTimeout``, ``ImagingCrashed``, or what
+        ``fn`` raises."""
         free = self._start()
         loop = asyncio.get_running_loop()
-        slot = await free.get()
+        slot = await free.get(priority)
         self._busy += 1
         slot.watch(loop)
         slot.listener = on_step
@@ -228,7 +316,7 @@ class ImagingPool:
                 slot.close(loop)
                 slot = _Slot(self.options)
                 self._slots = [s for s in self._slots if not s.reader.closed] + [slot]
-            free.put_nowait(slot)
+            free.put(slot)
 
     async def process(
         self,
@@ -247,6 +335,23 @@ class ImagingPool:
             filename,
             on_step=on_step,
             pass_threads=True,
+        )
+
+    async def catalog(
+        self,
+        data: bytes,
+        profile: CatalogProfile,
+        *,
+        filename: str | None,
+        logo: bytes | None = None,
+        priority: int = 0,
+    ) -> CatalogImage:
+        """A source file's catalog derivatives (``imaging.catalog.make_catalog``) made in a
+        free process. ``priority``: the place among waiting calls when every process is busy
+        (ingest passes ``kinds.INGEST_BATCH_PRIORITY``, below the uploads' 0). Raises
+        ``ImageRejected``, ``WatermarkLogoInvalid`` and the ``ImagingFailed`` family."""
+        return await self.run(
+            run_make_catalog, data, profile, filename, logo, pass_threads=True, priority=priority
         )
 
     def _threads_per_image(self) -> int:

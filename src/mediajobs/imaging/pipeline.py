@@ -50,8 +50,13 @@ from mediajobs.types import JSON
 
 pillow_heif.register_heif_opener(thumbnails=False)
 
-# Pillow's decompression-bomb guard stays on (its default limit); the policy's own cap is
-# checked from the header first, so a bomb is refused before Pillow is asked to decode it.
+# TIFF is read for catalog ingest only (``imaging.catalog``): uploads do not accept it.
+TIFF = "image/tiff"
+
+# Pillow's decompression-bomb guard stays on: its limit (Image.MAX_IMAGE_PIXELS, 89.5 MP)
+# refuses a file as ``too_many_pixels`` when the policy's cap is below it anyway; a policy
+# allowing more (a catalog profile) has its own cap checked from the header instead, and
+# Pillow's hard limit (twice that) still refuses anything past it before a decode.
 _PILLOW_FORMATS = {
     JPEG: ["JPEG", "MPO"],
     PNG: ["PNG"],
@@ -59,6 +64,7 @@ _PILLOW_FORMATS = {
     HEIC: ["HEIF"],
     HEIF: ["HEIF"],
     AVIF: ["AVIF", "HEIF"],
+    TIFF: ["TIFF"],
 }
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image a quarter
 _TRANSPOSE = {
@@ -124,11 +130,12 @@ class ProcessedImage:
     gps: dict[str, JSON] | None
 
 
-def _open(data: bytes, detected: str) -> Image.Image:
+def _open(data: bytes, detected: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: metadata
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if max_pixels <= (Image.MAX_IMAGE_PIXELS or max_pixels):
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[detected])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected("too_many_pixels", str(exc)) from None
@@ -182,18 +189,22 @@ def probe(
     *,
     declared_type: str | None = None,
     filename: str | None = None,
+    detect: Callable[[bytes, str | None, str | None], str] = detect_type,
 ) -> tuple[Probe, Image.Image]:
     """Check ``data`` against ``policy`` from its header alone; return the probe and the
-    opened (not yet decoded) image. Raises ``ImageRejected``."""
+    opened (not yet decoded) image. ``detect(data, declared_type, filename)`` names the
+    type (one of ``_PILLOW_FORMATS``) or raises ``ImageRejected("unsupported_type")``:
+    ``formats.detect_type`` for uploads, the catalog's own (TIFF too) for ingest. Raises
+    ``ImageRejected``."""
     if not data:
         raise ImageRejected("empty_file", "the file is empty")
     if len(data) > policy.max_bytes:
         raise ImageRejected(
             "file_too_large", f"{len(data)} bytes is over the limit of {policy.max_bytes}"
         )
-    detected = detect_type(data, declared_type, filename)
+    detected = detect(data, declared_type, filename)
     try:
-        image = _open(prune_png(data) if detected == PNG else data, detected)
+        image = _open(prune_png(data) if detected == PNG else data, detected, policy.max_pixels)
     except ImageRejected as exc:
         if exc.code == "corrupt_image" and detected in (AVIF, HEIC, HEIF):
             _refuse_oversized_container(data, detected, policy)

@@ -7,6 +7,12 @@ commit), and a housekeeping task that recovers expired leases and moves old jobs
 archive. The queue, the leases and the notifier come in through the constructor
 (``queue.base``); ``Worker.for_postgres`` builds the Postgres ones from a conninfo, and
 ``InMemoryQueue`` provides in-memory ones for tests.
+
+Kind limits (``WorkerOptions.kind_limits``) cap how many jobs of a kind run at once, so a
+backlog of bulk work (``ingest.batch``) cannot take every slot: each claim asks for the
+unlimited kinds first, with every free slot, then for each limited kind with what is left
+of its allowance. Each of these claim groups rests on its own when the queue has nothing
+for it, so a saturated limited kind never holds back the others.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import psycopg
@@ -27,6 +34,7 @@ import psycopg
 from mediajobs.config import Settings
 from mediajobs.errors import JobCancelled, JobError, JobFailed, LeaseLost, Retry
 from mediajobs.queue.base import Leases, Notifier, QueueBackend, encode_result
+from mediajobs.queue.kinds import INGEST_BATCH
 from mediajobs.queue.lease import LeaseKeeper
 from mediajobs.queue.listener import NotificationListener
 from mediajobs.queue.models import Backoff, Job, JobState
@@ -56,9 +64,21 @@ class WorkerOptions:
     hot_age: float = Settings.job_retention_hot  # finished jobs move to the archive at this age
     archive_age: float = Settings.job_retention  # archived jobs and keys are deleted at this age
     progress_interval: float = Settings.progress_interval  # progress written at most this often
+    # Kind -> the most jobs of that kind this worker runs at once (each at least 1); the
+    # other kinds fill the remaining slots. Empty: only ``concurrency`` bounds any kind.
+    # ``from_settings`` limits ``ingest.batch`` to ``ingest_concurrency``.
+    kind_limits: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     name: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
+
+    def __post_init__(self) -> None:
+        """Raises ``ValueError`` for a kind limit below 1. Keeps a read-only copy of
+        ``kind_limits`` (the caller's dict may change; the options may not)."""
+        for kind, limit in self.kind_limits.items():
+            if limit < 1:
+                raise ValueError(f"kind_limits[{kind!r}] must be at least 1, not {limit}")
+        object.__setattr__(self, "kind_limits", MappingProxyType(dict(self.kind_limits)))
 
     @classmethod
     def from_settings(
@@ -75,6 +95,7 @@ class WorkerOptions:
             hot_age=settings.job_retention_hot,
             archive_age=settings.job_retention,
             progress_interval=settings.progress_interval,
+            kind_limits={INGEST_BATCH: settings.ingest_concurrency},
         )
 
 
@@ -88,6 +109,27 @@ class WorkerStats:
     lost: int = 0  # finished after losing the lease: the outcome was refused
     handed_back: int = 0
     recovered: int = 0  # expired leases of other (dead) workers put back in the queue
+
+
+class _ClaimGroup:
+    """Kinds one claim statement asks for: the unlimited kinds together (``limit`` None), or
+    one limited kind. A group whose last claim came back short rests until
+    ``resting_until`` (loop time), or until a wake-up notification newer than that claim's
+    start; the other groups go on being claimed meanwhile."""
+
+    def __init__(self, kinds: list[str], limit: int | None) -> None:
+        self.kinds = kinds
+        self.limit = limit  # jobs of this kind running at once; None: no limit of its own
+        self.reserved = 0  # room that claims in flight may fill
+        self.resting_until: float | None = None
+        self.resting_hints = 0
+
+    def wake(self, now: float, hints: int) -> None:
+        """End the rest once its time is up or a newer notification came."""
+        if self.resting_until is not None and (
+            now >= self.resting_until or hints != self.resting_hints
+        ):
+            self.resting_until = None
 
 
 class Worker:
@@ -126,10 +168,6 @@ class Worker:
         self._hints = 0  # wake-up notifications received: claimable jobs may exist
         self._claims: set[asyncio.Task[None]] = set()  # claim statements in flight
         self._reserved = 0  # slots those claims may fill
-        # A claim came back short: rest until then, or until a notification arrives after
-        # the hint count the claim started with.
-        self._exhausted_until: float | None = None
-        self._exhausted_hints = 0
         self._unstarted: list[Job] = []  # claimed after stop(): handed straight back
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()  # a second stop(): skip (or end) the grace period
@@ -199,10 +237,11 @@ class Worker:
             on_lost=self._lease_lost,
         )
         log.info(
-            "worker %s started: kinds=%s concurrency=%d",
+            "worker %s started: kinds=%s concurrency=%d kind_limits=%s",
             self.name,
             self._kinds,
             self.options.concurrency,
+            dict(self.options.kind_limits),
         )
         try:
             with contextlib.suppress(TimeoutError):
@@ -220,72 +259,109 @@ class Worker:
 
     # -- the claim loop ----------------------------------------------------------------
 
+    def _claim_groups(self) -> list[_ClaimGroup]:
+        """The unlimited kinds as one group (first), then one group per limited kind this
+        worker handles, in ``kind_limits`` order."""
+        limits = self.options.kind_limits
+        unlimited = [kind for kind in self._kinds if kind not in limits]
+        limited = [
+            _ClaimGroup([kind], limit) for kind, limit in limits.items() if kind in self._kinds
+        ]
+        # Every kind the worker handles is in one group: unlimited empty means limited not.
+        return [_ClaimGroup(unlimited, None), *limited] if unlimited else limited
+
+    def _running_of(self, kind: str) -> int:
+        return sum(1 for _, ctx in self._active.values() if ctx.job.kind == kind)
+
+    def _capacity(self, group: _ClaimGroup, free: int) -> int:
+        """Jobs a claim may take for ``group`` now, given ``free`` unreserved slots."""
+        if group.limit is None:
+            return free
+        allowance = group.limit - self._running_of(group.kinds[0]) - group.reserved
+        return max(0, min(free, allowance))
+
     async def _claim_loop(self) -> None:
         """Keep the slots full. Up to MAX_CLAIMS claims are in flight at once, so the next
         batch is on its way while the current one runs; the second claim waits until a
-        quarter of the slots are free, to keep batches large."""
+        quarter of the slots are free, to keep batches large. A claim asks each group that
+        has room and is not resting (``_ClaimGroup``)."""
         options = self.options
         loop = asyncio.get_running_loop()
         floor = max(1, options.concurrency // 4)
+        groups = self._claim_groups()
         while not self._stopping.is_set():
             self._changed.clear()
             now = loop.time()
-            if self._exhausted_until is not None and (
-                now >= self._exhausted_until or self._hints != self._exhausted_hints
-            ):
-                self._exhausted_until = None
+            for group in groups:
+                group.wake(now, self._hints)
             free = options.concurrency - len(self._active) - self._reserved
-            if (
-                self._exhausted_until is None
-                and free > 0
-                and (not self._claims or (len(self._claims) < MAX_CLAIMS and free >= floor))
-            ):
+            wanted = [
+                (group, room)
+                for group in groups
+                if group.resting_until is None and (room := self._capacity(group, free)) > 0
+            ]
+            if wanted and (not self._claims or (len(self._claims) < MAX_CLAIMS and free >= floor)):
                 self._reserved += free
-                task = asyncio.create_task(self._claim(free), name="mediajobs-claim")
+                for group, room in wanted:
+                    group.reserved += room
+                task = asyncio.create_task(self._claim(free, wanted), name="mediajobs-claim")
                 self._claims.add(task)  # removed by _claim itself, before it wakes the loop
                 continue
-            if (
-                options.burst
-                and self._exhausted_until is not None
-                and not self._claims
-                and not self._tasks
-            ):
+            resting = [g.resting_until for g in groups if g.resting_until is not None]
+            if options.burst and len(resting) == len(groups) and not (self._claims or self._tasks):
                 return
-            timeout = None if self._exhausted_until is None else self._exhausted_until - now
+            timeout = min(resting) - now if resting else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
         if self._claims:
             await asyncio.gather(*self._claims, return_exceptions=True)
 
-    async def _claim(self, limit: int) -> None:
+    async def _claim(self, free: int, wanted: list[tuple[_ClaimGroup, int]]) -> None:
+        """Claim for each of ``wanted`` (group, room) in turn, one statement each, within
+        the ``free`` slots reserved; start each group's jobs as soon as they arrive."""
         options = self.options
         hints = self._hints
-        jobs: list[Job] = []
+        unreserved = free  # of the reservation, not yet returned
+        asked = 0  # groups whose room has been returned
         try:
-            jobs = await self._queue.claim(self.name, limit, lease=options.lease, kinds=self._kinds)
-        except psycopg.Error as exc:
-            log.warning("claim failed (%s); retrying", exc)
-        except Exception:
-            log.exception("claim failed; retrying")
+            for group, room in wanted:
+                limit = min(room, unreserved)
+                if limit <= 0 or self._stopping.is_set():
+                    break  # the slots are full (or stop() came): the rest do not rest
+                jobs: list[Job] = []
+                try:
+                    jobs = await self._queue.claim(
+                        self.name, limit, lease=options.lease, kinds=group.kinds
+                    )
+                except psycopg.Error as exc:
+                    log.warning("claim failed (%s); retrying", exc)
+                except Exception:
+                    log.exception("claim failed; retrying")
+                if len(jobs) < limit:
+                    # Nothing more for this group now: it rests until the poll interval, or
+                    # until a notification newer than this claim's start (one that came
+                    # while the claim ran may announce a job its snapshot missed: the loop
+                    # then claims again at once).
+                    group.resting_until = asyncio.get_running_loop().time() + options.poll_interval
+                    group.resting_hints = hints
+                else:
+                    group.resting_until = None
+                # The group's jobs take their slots now; the room it was given is released.
+                group.reserved -= room
+                asked += 1
+                unreserved -= len(jobs)
+                self._reserved -= len(jobs)
+                if self._stopping.is_set():
+                    self._unstarted.extend(jobs)
+                else:
+                    for job in jobs:
+                        self._start(job)
         finally:
+            for group, room in wanted[asked:]:
+                group.reserved -= room
             self._claims.discard(asyncio.current_task())
-            self._reserved -= limit
-            if len(jobs) < limit:
-                # Nothing more to take now: rest until the poll interval, or until a
-                # notification newer than this claim's start (one that came while the
-                # claim ran may announce a job its snapshot missed: the loop then claims
-                # again at once).
-                loop = asyncio.get_running_loop()
-                self._exhausted_until = loop.time() + options.poll_interval
-                self._exhausted_hints = hints
-            else:
-                self._exhausted_until = None
+            self._reserved -= unreserved
             self._changed.set()
-        if self._stopping.is_set():
-            self._unstarted.extend(jobs)
-            return
-        for job in jobs:
-            self._start(job)
 
     def _woken(self) -> None:
         self._hints += 1

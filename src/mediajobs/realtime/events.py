@@ -5,16 +5,24 @@ from the job's kind (``media.process`` -> ``upload``); the phase from the transi
 Its data is ``{jobId, progress?, message?, result?, error?}``. Every event has an id from
 ``job_events_id_seq``: ids grow in commit order (see migration 0003).
 
-``collection_updated`` is the one event not about a job's transition: a collection (issue 15)
-changed, by a sync through the API (no job: ``job_id`` is None) or because a job moved one of
-its items (review, replacement, delete, purge). ``collection_event`` builds it.
+Two events are not about a job's transition, and go to the owner's stream only (their
+``job_id`` is None; the job, if any, is named in the data):
+
+- ``collection_updated``: a collection (issue 15) changed, by a sync through the API or
+  because a job moved one of its items (review, replacement, delete, purge).
+  ``collection_event`` builds it.
+- ``ingest_progress`` with ``runId``: an ingest batch (issue 16) finished; the run's counts.
+  ``ingest_progress_event`` builds it. The batch jobs themselves are silent
+  (``SILENT_KINDS``): a 5M-file run would otherwise emit millions of job events nobody
+  follows. The run's scan job has the family ``ingest_scan`` (``ingest_scan_started`` ...
+  ``ingest_scan_complete``), so ``ingest_progress`` always means a run's counts.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,7 +37,11 @@ FAMILIES: dict[str, str] = {
     kinds.MEDIA_REVIEW: "review",
     kinds.MEDIA_DELETE: "delete",
     kinds.MEDIA_PURGE: "delete",
+    kinds.INGEST_SCAN: "ingest_scan",
 }
+# Kinds whose transitions emit no event at all: ingest batches report through one
+# ``ingest_progress`` per batch instead (``ingest_progress_event``).
+SILENT_KINDS: frozenset[str] = frozenset({kinds.INGEST_BATCH})
 GENERIC_FAMILY = "job"
 CANCELLED = "job_cancelled"
 RESYNC = "resync"  # sent instead of a replay the server can no longer give
@@ -39,6 +51,10 @@ COLLECTION_UPDATED = "collection_updated"
 # Why a collection changed: a sync, or one of its items became ready (processed, no review),
 # got its review outcome, was replaced (cutover), deleted, restored or purged.
 COLLECTION_REASONS = ("sync", "ready", "review", "replaced", "deleted", "restored", "purged")
+INGEST_PROGRESS = "ingest_progress"
+# The file statuses that count as done in ``ingest_progress`` (``IngestStatus.INDEXED`` and
+# ``IngestStatus.FAILED`` of ``db/ingest.py``, the checkpoint's terminal states).
+INGEST_DONE_STATUSES = ("indexed", "failed")
 
 _PHASES = {
     Cause.CLAIMED: "started",
@@ -129,7 +145,9 @@ def dumps(value: JSON) -> str:
 
 def pending_event(transition: Transition) -> PendingEvent | None:
     """The event a transition emits, or None (a cancel request on a running job emits
-    nothing until the handler stops)."""
+    nothing until the handler stops; a job of a ``SILENT_KINDS`` kind emits nothing)."""
+    if transition.kind in SILENT_KINDS:
+        return None
     if transition.cause is Cause.CANCELLED:
         event_type = CANCELLED
     elif transition.cause in _PHASES:
@@ -182,6 +200,36 @@ def collection_event(
     if job_id is not None:
         data["jobId"] = str(job_id)
     return PendingEvent(owner_id, None, COLLECTION_UPDATED, dumps(data))
+
+
+def ingest_progress_event(
+    owner_id: str,
+    run_id: uuid.UUID,
+    counts: Mapping[str, int],
+    *,
+    total: int,
+    failed_by_code: Mapping[str, int],
+    job_id: uuid.UUID | None,
+) -> PendingEvent:
+    """``ingest_progress`` for the owner of ingest run ``run_id``, sent once per finished
+    batch: data ``{runId, counts, total, done, failedByCode, jobId?}``. ``counts`` is the
+    run's files per status (``pending``, ``indexed``, ``failed``, ...; as given, zeros
+    included), ``total`` its files, ``done`` the files in ``INGEST_DONE_STATUSES`` (indexed
+    + failed), ``failedByCode`` the failed files per error code. ``job_id`` is the batch job
+    that reported, named in the data only: the event is the owner's (``job_id`` None), like
+    ``collection_updated``. Raises ``ValueError`` for a negative count or total."""
+    if total < 0 or any(n < 0 for n in (*counts.values(), *failed_by_code.values())):
+        raise ValueError("ingest counts cannot be negative")
+    data: dict[str, JSON] = {
+        "runId": str(run_id),
+        "counts": {status: int(n) for status, n in counts.items()},
+        "total": int(total),
+        "done": sum(int(counts.get(status, 0)) for status in INGEST_DONE_STATUSES),
+        "failedByCode": {code: int(n) for code, n in failed_by_code.items()},
+    }
+    if job_id is not None:
+        data["jobId"] = str(job_id)
+    return PendingEvent(owner_id, None, INGEST_PROGRESS, dumps(data))
 
 
 def _public_error(error: dict[str, JSON]) -> dict[str, JSON]:

@@ -39,6 +39,10 @@ from pydantic_core import core_schema as cs
 
 from mediajobs.config import PURPOSE_PATTERN
 from mediajobs.db.media import MediaStatus
+from mediajobs.db.policies import MAX_INGEST_PROFILES, PROFILE_NAME_PATTERN, SitePolicy
+from mediajobs.imaging.catalog import MAX_MEGAPIXELS as MAX_CATALOG_MEGAPIXELS
+from mediajobs.imaging.catalog import MAX_SOURCE_BYTES as MAX_CATALOG_BYTES
+from mediajobs.imaging.catalog import QUALITY
 from mediajobs.imaging.policy import VARIANT_NAME_PATTERN, VARIANT_SIZES
 from mediajobs.queue.models import JobState
 from mediajobs.types import JSON
@@ -234,13 +238,25 @@ _PROBLEMS = {
 def describe(error: ErrorDetails) -> tuple[str, str]:
     """``(field, problem)`` of one pydantic error, in the API's words: the top-level field
     (its API name) and what is wrong, with the place inside it when it is nested
-    (``variants``, ``[1].size: must be at most 8192``)."""
+    (``variants``, ``[1].size: must be at most 8192``; a refused key of an object is
+    ``Bad (the name): ...``)."""
     loc = error["loc"]
     field = str(loc[0]) if loc else "body"
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
+    where = "".join(
+        f"[{part}]" if isinstance(part, int) else " (the name)" if part == "[key]" else f".{part}"
+        for part in loc[1:]
+    )
     template = _PROBLEMS.get(error["type"])
-    problem = template.format(**error.get("ctx", {})) if template else error["msg"]
+    ctx = {k: _plain(v) for k, v in error.get("ctx", {}).items()}
+    problem = template.format(**ctx) if template else error["msg"]
     return field, f"{where.lstrip('.')}: {problem}" if where else problem
+
+
+def _plain(value: Any) -> Any:
+    """A bound as people write it: ``90``, not ``90.0`` (a float field's bounds are floats)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 def unknown_field(error: ErrorDetails) -> bool:
@@ -521,6 +537,78 @@ class Variant(Body):
 
 AspectRatio = Annotated[float, Field(ge=MIN_ASPECT_RATIO, le=MAX_ASPECT_RATIO)]
 MinSize = Annotated[int, Field(ge=1, le=20000)]
+SourceBytes = Annotated[int, Field(ge=1024, le=1 << 30)]
+Megapixels = Annotated[float, Field(ge=MIN_MEGAPIXELS, le=1000)]
+EdgeSize = Annotated[int, Field(ge=VARIANT_SIZES[0], le=VARIANT_SIZES[1])]
+Quality = Annotated[int, Field(ge=QUALITY[0], le=QUALITY[1])]  # libwebp's 0 is unusable
+# An ingest profile's limits: the imaging process holds the bytes whole, and Pillow refuses
+# more pixels than its bomb limit whatever the profile says (imaging/catalog.py).
+CatalogBytes = Annotated[int, Field(ge=1024, le=MAX_CATALOG_BYTES)]
+CatalogMegapixels = Annotated[float, Field(ge=MIN_MEGAPIXELS, le=MAX_CATALOG_MEGAPIXELS)]
+# One object-key segment (storage/keys.py ``check_segment``): no "/", never "." or "..".
+KEY_SEGMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# A store locator (storage/base.py ``Locator``): provider://bucket/key.
+LOCATOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*://[^/]+/[^/].*$"
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("text_blank", "must not be blank")
+    return value
+
+
+class Watermark(Body):
+    """The tiled watermark of an ingest profile's preview (``WatermarkSpec``); any subset,
+    the rest its defaults."""
+
+    text: Omittable[
+        Annotated[
+            str,
+            Field(min_length=1, max_length=100),
+            AfterValidator(_no_nul),
+            AfterValidator(_printable),
+            AfterValidator(_not_blank),
+        ]
+    ] = Field(None, description="the text repeated over the preview, 1-100 characters")
+    opacity: Omittable[Annotated[float, Field(gt=0, le=1)]] = Field(
+        None, description="0 (invisible, excluded) .. 1 (opaque)"
+    )
+    angle: Omittable[Annotated[float, Field(ge=-90, le=90)]] = Field(
+        None, description="rotation of the text, degrees counter-clockwise"
+    )
+    size: Omittable[Annotated[float, Field(ge=0.01, le=0.5)]] = Field(
+        None, description="text height as a fraction of the preview's long edge"
+    )
+    logo: Annotated[str, Field(max_length=1200, pattern=LOCATOR_PATTERN), _NO_NUL] | None = Field(
+        None, description="a store locator of a PNG logo tiled with the text, or null"
+    )
+
+
+class IngestProfile(Body):
+    """One ingest profile (``CatalogProfile``, imaging/catalog.py): the derivatives a bulk
+    ingest makes. Any subset; a field left out takes its default."""
+
+    prefix: Omittable[Annotated[str, Field(pattern=KEY_SEGMENT_PATTERN)]] = Field(
+        None, description="the objects' key prefix, one key segment"
+    )
+    thumbnail_size: Omittable[EdgeSize] = Field(
+        None, description="the WebP thumbnail fits inside this square (aspect kept), pixels"
+    )
+    thumbnail_quality: Omittable[Quality] = Field(None, description="WebP quality")
+    preview_size: Omittable[EdgeSize] = Field(
+        None, description="long edge of the watermarked JPEG preview (never upscaled), pixels"
+    )
+    preview_quality: Omittable[Quality] = Field(None, description="JPEG quality")
+    watermark: Omittable[Watermark] = Field(None, description="the preview's tiled watermark")
+    max_bytes: Omittable[CatalogBytes] = Field(
+        None, description="a larger source file fails file_too_large, bytes"
+    )
+    max_megapixels: Omittable[CatalogMegapixels] = Field(
+        None, description="a larger source image fails too_many_pixels, millions of pixels"
+    )
+
+
+ProfileName = Annotated[str, Field(pattern=PROFILE_NAME_PATTERN)]
 
 
 class SitePolicyUpdate(Body):
@@ -532,14 +620,14 @@ class SitePolicyUpdate(Body):
     max_batch_size: Omittable[Annotated[int, Field(ge=1, le=1000)]] = Field(
         None, description="uploads in flight per user"
     )
-    max_source_bytes: Omittable[Annotated[int, Field(ge=1024, le=1 << 30)]] = Field(
+    max_source_bytes: Omittable[SourceBytes] = Field(
         None, description="largest source file, in bytes"
     )
     min_width: Omittable[MinSize] = Field(None, description="smallest upright width")
     min_height: Omittable[MinSize] = Field(None, description="smallest upright height")
     min_aspect_ratio: Omittable[AspectRatio] = Field(None, description="width / height, least")
     max_aspect_ratio: Omittable[AspectRatio] = Field(None, description="width / height, most")
-    max_megapixels: Omittable[Annotated[float, Field(ge=MIN_MEGAPIXELS, le=1000)]] = Field(
+    max_megapixels: Omittable[Megapixels] = Field(
         None, description="pixel cap in millions (0.01 = 10,000 pixels), checked from the header"
     )
     undo_window_seconds: Omittable[Annotated[int, Field(ge=0, le=30 * 86400)]] = Field(
@@ -552,18 +640,33 @@ class SitePolicyUpdate(Body):
     variants: Omittable[Annotated[list[Variant], Field(min_length=1)]] = Field(
         None, description="the WebP outputs"
     )
-    # libwebp's quality 0 is a degenerate, unusable image.
-    webp_quality: Omittable[Annotated[int, Field(ge=1, le=100)]] = Field(
-        None, description="WebP quality"
-    )
+    webp_quality: Omittable[Quality] = Field(None, description="WebP quality")
     webp_method: Omittable[Annotated[int, Field(ge=0, le=6)]] = Field(
         None, description="WebP effort: 0 fast .. 6 small"
+    )
+    ingest_profiles: Omittable[
+        Annotated[
+            dict[ProfileName, IngestProfile],
+            # Names are the pattern's only (patternProperties alone would allow others).
+            Field(
+                max_length=MAX_INGEST_PROFILES, json_schema_extra={"additionalProperties": False}
+            ),
+        ]
+    ] = Field(
+        None,
+        description="bulk-ingest derivatives by profile name, all of them (catalog always exists)",
     )
 
     def changes(self) -> dict[str, Any]:
         """The fields given, by their domain names (``min_width``), as plain values (the
-        variants as ``{name, size}`` mappings)."""
-        return self.model_dump(include=self.model_fields_set)
+        variants as ``{name, size}`` mappings, the ingest profiles as ``{name: {camelCase
+        fields given}}``, what ``CatalogProfile.from_json`` reads)."""
+        changes = self.model_dump(include=self.model_fields_set - {"ingest_profiles"})
+        if self.ingest_profiles is not None:
+            changes["ingest_profiles"] = {
+                name: to_json(profile) for name, profile in self.ingest_profiles.items()
+            }
+        return changes
 
 
 class SitePolicyView(SitePolicyUpdate):
@@ -573,7 +676,7 @@ class SitePolicyView(SitePolicyUpdate):
     updated_by: str | None = None
 
 
-def policy_fields(policy: object) -> dict[str, Any]:
+def policy_fields(policy: SitePolicy) -> dict[str, Any]:
     """The editable fields of a domain ``SitePolicy``, by name, for ``model_construct``:
     not validated again, so a stored policy is shown as it is, even one set in code outside
     the API's ranges."""
@@ -581,7 +684,27 @@ def policy_fields(policy: object) -> dict[str, Any]:
     values["variants"] = [
         Variant.model_construct(name=v.name, size=v.size) for v in values["variants"]
     ]
+    values["ingest_profiles"] = {
+        name: _constructed(IngestProfile, profile.to_json())
+        for name, profile in policy.all_ingest_profiles().items()
+    }
     return values
+
+
+def _constructed(model: type[BaseModel], value: Mapping[str, Any]) -> Any:
+    """``model`` holding the camelCase ``value`` (an object field as its own model), not
+    validated: every key of ``value`` set, so ``to_json`` shows it (a key the model lacks
+    is left out: ``test_schema`` keeps the models and ``CatalogProfile`` in step)."""
+    names = {field.alias or name: name for name, field in model.model_fields.items()}
+    fields = {}
+    for key, item in value.items():
+        name = names.get(key)
+        if name is None:
+            continue
+        if name == "watermark":
+            item = _constructed(Watermark, item)
+        fields[name] = item
+    return model.model_construct(**fields)
 
 
 class MediaRules(Answer):

@@ -90,17 +90,29 @@ def _kind(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     """A JSON Schema in a few words: ``integer 1..1000``, ``one of a, b``, ``list of ...``."""
     if "$ref" in prop:
         prop = defs[prop["$ref"].rsplit("/", 1)[1]]
+    if "anyOf" in prop:
+        return " or ".join(_kind(branch, defs) for branch in prop["anyOf"])
     if "enum" in prop:
         return "one of " + ", ".join(str(v) for v in prop["enum"])
     kind = prop.get("type")
     if kind == "array":
         least = f" (at least {prop['minItems']})" if "minItems" in prop else ""
         return f"list{least} of {_kind(prop['items'], defs)}"
+    if kind == "null":
+        return "null"
+    if kind == "object" and "patternProperties" in prop:
+        ((pattern, value),) = prop["patternProperties"].items()
+        most = f", at most {prop['maxProperties']}" if "maxProperties" in prop else ""
+        return f"{{NAME: {_kind(value, defs)}}} (NAME matching {pattern}{most})"
     if kind == "object":
         inner = ", ".join(f"{k}: {_kind(v, defs)}" for k, v in prop.get("properties", {}).items())
         return "{" + inner + "}"
     if kind == "string":
-        return f"text matching {prop['pattern']}" if "pattern" in prop else "text"
+        if "pattern" in prop:
+            return f"text matching {prop['pattern']}"
+        if "maxLength" in prop:
+            return f"text of {prop.get('minLength', 0)}..{prop['maxLength']} characters"
+        return "text"
     words = {"integer": "integer", "number": "number", "boolean": "true or false"}
     text = words.get(str(kind), str(kind))
     low = prop.get("minimum", prop.get("exclusiveMinimum"))
@@ -108,7 +120,7 @@ def _kind(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     if low is None and high is None:
         return text
     if "exclusiveMinimum" in prop:
-        return f"{text} above {_number(low)}, at most {_number(high)}"
+        return f"{text} above {_number(low)} and at most {_number(high)}"
     return f"{text} {_number(low)}..{_number(high)}"
 
 

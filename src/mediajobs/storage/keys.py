@@ -5,6 +5,9 @@ it is derived, checked or sanitized first.
     variants  media/{owner}/images/{mediaId}/{variant}.webp
     generated media/{owner}/images/{jobId}_{index}.png
               media/{owner}/videos/{jobId}_{index}.mp4
+    ingested  {prefix}/original/{yyyy}/{mm}/{mediaId}.{ext}   (private: the source, byte for byte)
+              {prefix}/thumbnail/{mediaId}.webp
+              {prefix}/watermarked/{mediaId}.jpg
 
 ``{owner}`` is ``owner_segment(sub)``: the identity provider's ``sub`` itself when it is a
 plain key segment, else an escaped or hashed form of it (see ``owner_segment``).
@@ -16,6 +19,8 @@ import hashlib
 import re
 import unicodedata
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from mediajobs.errors import InvalidKey
 
@@ -194,3 +199,30 @@ def user_prefix(owner_id: str, folder: str = "") -> str:
     of theirs starts with."""
     prefix = f"media/{owner_segment(owner_id)}/"
     return prefix + (f"{check_segment(folder, 'folder')}/" if folder else "")
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogKeys:
+    """Where one ingested image's objects live (seed 003, step 4)."""
+
+    original: str
+    thumbnail: str
+    watermarked: str
+
+
+def catalog_keys(
+    prefix: str, media_id: uuid.UUID | str, extension: str, taken: datetime
+) -> CatalogKeys:
+    """The keys of an ingested image: ``{prefix}/original/{yyyy}/{mm}/{mediaId}.{ext}``,
+    ``{prefix}/thumbnail/{mediaId}.webp`` and ``{prefix}/watermarked/{mediaId}.jpg``
+    (seed 003's layout). ``taken``: when the photo was taken (EXIF), else the file's mtime;
+    ``extension``: the source file's, lower-cased, without the dot (``jpg``, ``tif``).
+    Raises ``InvalidKey`` for a prefix or extension that cannot be a key segment."""
+    root = check_segment(prefix, "key prefix")
+    media = check_segment(str(media_id), "media id")
+    ext = check_segment(extension.lower().lstrip("."), "extension")
+    return CatalogKeys(
+        original=f"{root}/original/{taken.year:04d}/{taken.month:02d}/{media}.{ext}",
+        thumbnail=f"{root}/thumbnail/{media}.webp",
+        watermarked=f"{root}/watermarked/{media}.jpg",
+    )

@@ -41,12 +41,14 @@ CREATE TYPE ingest_status AS ENUM (
     'failed'      -- error_code and error_message say why
 );
 
--- The checkpoint: one row per source file.
+-- The checkpoint: one row per source file. Its source and run columns carry no foreign
+-- keys: sources and runs are never deleted, and the per-row checks cost a third of a scan's
+-- insert time (10k new paths: 0.22 s of 0.6 s).
 CREATE TABLE ingest_files (
-    source_id     uuid NOT NULL REFERENCES ingest_sources (id),
+    source_id     uuid NOT NULL,
     path          text NOT NULL,          -- relative to the source, '/'-separated
     media_id      uuid NOT NULL UNIQUE,   -- assigned once (v4); every rerun reuses it
-    run_id        uuid NOT NULL REFERENCES ingest_runs (id),  -- the run that last queued it
+    run_id        uuid NOT NULL,          -- the run that last queued it
     batch_id      uuid,                   -- the ingest.batch job that owns it now
     size          bigint NOT NULL,
     mtime_ns      bigint NOT NULL,

@@ -124,7 +124,8 @@ const EVENT_TYPES = [
   "review_started", "review_progress", "review_complete", "review_failed",
   "delete_started", "delete_progress", "delete_complete", "delete_failed",
   "generation_started", "generation_progress", "generation_complete", "generation_failed",
-  "ingest_started", "ingest_progress", "ingest_complete", "ingest_failed",
+  "ingest_scan_started", "ingest_scan_progress", "ingest_scan_complete", "ingest_scan_failed",
+  "ingest_progress",
   "job_started", "job_progress", "job_complete", "job_failed", "job_cancelled",
   "collection_updated", "resync", "stream_expired",
 ];

@@ -1,0 +1,330 @@
+"""``mediajobs ingest``: run a bulk ingest of a directory or a bucket prefix, follow it,
+and look after its failures (docs/ingest.md).
+
+``run`` records the run and queues its scan (the workers do the rest: nothing here needs to
+stay up); on a terminal it then follows the run with a live progress bar, and Ctrl-C stops
+the watching, never the ingest. ``status``, ``retry`` and ``report`` take a run id, or the
+latest run when none is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from mediajobs.cli.common import Commands, bounded, handle_signals, print_json, with_pool
+from mediajobs.config import Settings
+from mediajobs.db.ingest import IngestRepository, IngestRun, RunStatus, SourceOwnedElsewhere
+from mediajobs.db.policies import PolicyInvalid, SitePolicies
+from mediajobs.db.pool import Pool
+from mediajobs.devenv import with_dev_secret
+from mediajobs.ingest.runs import (
+    RateMeter,
+    is_finished,
+    overall_rate,
+    retry_failed,
+    start_run,
+    status_json,
+)
+from mediajobs.ingest.source import SourceInvalid, parse_source
+from mediajobs.queue.queue import JobQueue
+from mediajobs.storage.factory import stores_for
+
+FOLLOW_INTERVAL = 1.0  # seconds between two looks at a followed run
+RUN_HELP = "the run's id (default: the latest run)"
+REPORT_PAGE = 1000
+
+
+def add_ingest(commands: Commands) -> None:
+    """The ``ingest`` command's parser and its subcommands."""
+    ingest = commands.add_parser(
+        "ingest", help="run SOURCE | status | retry | report: bulk ingest of a directory or bucket"
+    )
+    sub = ingest.add_subparsers(dest="ingest_command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="ingest every image under a directory or bucket prefix",
+        description="Record a run of SOURCE and queue its scan; the workers (`mediajobs "
+        "worker`, any number, sharing DATABASE_URL, the store and access to SOURCE) do the "
+        "rest. On a terminal, follow it with a progress bar (Ctrl-C stops watching, never "
+        "the ingest); --json prints a progress line a second instead. A rerun of the same "
+        "SOURCE skips the files already recorded and imports the new and changed ones.",
+    )
+    run.add_argument(
+        "source",
+        help="a directory (walked recursively), or a bucket prefix of a configured store: "
+        "s3://bucket/prefix, gs://bucket/prefix",
+    )
+    run.add_argument("--owner", required=True, help="the user id the images go to")
+    run.add_argument(
+        "--profile", default="catalog", help="the site policy's ingest profile (default catalog)"
+    )
+    run.add_argument(
+        "--batch",
+        type=bounded(int, 1, 1000),
+        help="files per batch job, 1..1000 (default MEDIAJOBS_INGEST_BATCH_SIZE or 32)",
+    )
+    output = run.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="progress as JSON lines")
+    output.add_argument(
+        "--detach", action="store_true", help="print the run as JSON and exit at once"
+    )
+    run.set_defaults(handler=cmd_ingest_run)
+    status = sub.add_parser(
+        "status", help="a run's files by status and error code, its rate and ETA"
+    )
+    status.add_argument("run_id", nargs="?", type=uuid.UUID, help=RUN_HELP)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=cmd_ingest_status)
+    retry = sub.add_parser("retry", help="queue a run's failed files again")
+    retry.add_argument("run_id", nargs="?", type=uuid.UUID, help=RUN_HELP)
+    retry.add_argument("--code", help="only the files failed with this error code")
+    retry.set_defaults(handler=cmd_ingest_retry)
+    report = sub.add_parser("report", help="each failed file of a run: path, code, message")
+    report.add_argument("run_id", nargs="?", type=uuid.UUID, help=RUN_HELP)
+    report.add_argument(
+        "--failed", action="store_true", required=True, help="the failed files (required)"
+    )
+    report.add_argument("--csv", action="store_true", help="CSV with a header row")
+    report.set_defaults(handler=cmd_ingest_report)
+
+
+def cmd_ingest_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Start a run; follow it on a terminal (or with ``--json``). Exit 1 when SOURCE or
+    the profile is refused (one line on stderr)."""
+    settings = with_dev_secret(settings)
+    stores = stores_for(settings, remote_memory=True)
+    try:
+        source = parse_source(args.source, stores)
+    except SourceInvalid as exc:
+        print(f"mediajobs: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        asyncio.run(stores.close())
+
+    async def start(pool: Pool) -> IngestRun | str:
+        try:
+            (await SitePolicies(pool).load()).ingest_profile(args.profile)
+        except PolicyInvalid as exc:
+            return str(exc)
+        ingest = IngestRepository(pool)
+        try:
+            return await start_run(
+                ingest,
+                JobQueue(pool),
+                uri=source.uri,
+                owner_id=args.owner,
+                profile=args.profile,
+                batch_size=args.batch or settings.ingest_batch_size,
+            )
+        except SourceOwnedElsewhere as exc:
+            return str(exc)
+
+    run = with_pool(settings, start)
+    if isinstance(run, str):
+        print(f"mediajobs: {run}", file=sys.stderr)
+        return 1
+    if args.detach or not (args.json or sys.stdout.isatty()):
+        print_json({"runId": str(run.id), "source": run.source_uri, "state": run.state})
+        return 0
+    if not args.json:
+        print(f"ingest run {run.id} of {run.source_uri}")
+    return with_pool(settings, lambda pool: _follow(IngestRepository(pool), run, args.json))
+
+
+async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) -> int:
+    """Follow ``run`` until it is finished, or until Ctrl-C / SIGTERM (which stop only the
+    watching)."""
+    stop = asyncio.Event()
+    meter = RateMeter()
+    with handle_signals(stop.set):
+        if json_lines:
+            await _follow_json(ingest, run, meter, stop)
+        else:
+            await _follow_bar(ingest, run, meter, stop)
+    if stop.is_set():
+        print(
+            f"stopped watching; the ingest goes on: mediajobs ingest status {run.id}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+async def _looks(ingest: IngestRepository, run: IngestRun, meter: RateMeter, stop: asyncio.Event):  # type: ignore[no-untyped-def]
+    """Each look at the run (``RunStatus``), a second apart, until it is finished."""
+    while not stop.is_set():
+        status = await ingest.status(run.id)
+        if status is None:
+            return
+        meter.add(time.monotonic(), status.done)
+        yield status
+        if is_finished(status):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), FOLLOW_INTERVAL)
+
+
+async def _follow_json(
+    ingest: IngestRepository, run: IngestRun, meter: RateMeter, stop: asyncio.Event
+) -> None:
+    async for status in _looks(ingest, run, meter, stop):
+        remaining = status.total - status.done
+        print_json(status_json(status, meter.rate, meter.eta(remaining)))
+        sys.stdout.flush()
+
+
+async def _follow_bar(
+    ingest: IngestRepository, run: IngestRun, meter: RateMeter, stop: asyncio.Event
+) -> None:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("ETA {task.fields[eta]}"),
+        TextColumn("{task.fields[failures]}"),
+        console=Console(),
+    )
+    with progress:
+        task = progress.add_task("scanning", total=None, rate="-", eta="-", failures="")
+        async for status in _looks(ingest, run, meter, stop):
+            rate, eta = meter.rate, meter.eta(status.total - status.done)
+            progress.update(
+                task,
+                description="scanning" if status.run.state == "scanning" else "importing",
+                completed=status.done,
+                total=status.total or None,
+                rate="-" if rate is None else f"{rate:.1f} files/s",
+                eta=_duration(eta),
+                failures=_failures(status),
+            )
+    status = await ingest.status(run.id)
+    if status is not None:
+        print(_summary(status, overall_rate(status)))
+
+
+def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a run's counts by status and error code, its rate and ETA."""
+
+    async def look(pool: Pool) -> RunStatus | None:
+        ingest = IngestRepository(pool)
+        run = await _the_run(ingest, args.run_id)
+        return None if run is None else await ingest.status(run.id)
+
+    status = with_pool(settings, look)
+    if status is None:
+        return _no_run(args.run_id)
+    rate = overall_rate(status)
+    remaining = status.total - status.done
+    eta = None if rate is None else (remaining / rate if remaining else 0.0)
+    if args.json:
+        print_json(status_json(status, rate, eta), indent=2)
+        return 0
+    print(_summary(status, rate))
+    for name, files in status.counts.items():
+        print(f"  {name:<10} {files}")
+    for code, files in status.failed_by_code.items():
+        print(f"  failed: {code:<24} {files}")
+    if not is_finished(status):
+        print(f"  ETA {_duration(eta)}")
+    return 0
+
+
+def cmd_ingest_retry(args: argparse.Namespace, settings: Settings) -> int:
+    """Queue the run's failed files again (``--code``: only those failed with that code);
+    print how many as JSON."""
+
+    async def retry(pool: Pool) -> tuple[IngestRun, int] | None:
+        ingest = IngestRepository(pool)
+        run = await _the_run(ingest, args.run_id)
+        if run is None:
+            return None
+        return run, await retry_failed(ingest, JobQueue(pool), run, code=args.code)
+
+    done = with_pool(settings, retry)
+    if done is None:
+        return _no_run(args.run_id)
+    run, files = done
+    print_json({"runId": str(run.id), "requeued": files, "code": args.code})
+    return 0
+
+
+def cmd_ingest_report(args: argparse.Namespace, settings: Settings) -> int:
+    """Print each failed file of the run: path, error code and message (tab-separated, or
+    CSV with ``--csv``), a page at a time (a run with a million failures streams)."""
+    writer: Callable[[list[str]], object] = (
+        csv.writer(sys.stdout).writerow if args.csv else _tab_separated
+    )
+
+    async def report(pool: Pool) -> bool:
+        ingest = IngestRepository(pool)
+        run = await _the_run(ingest, args.run_id)
+        if run is None:
+            return False
+        writer(["path", "code", "message"])
+        after: str | None = None
+        while True:
+            page = await ingest.failed_files(run.id, after=after, limit=REPORT_PAGE)
+            for file in page:
+                writer([file.path, file.error_code or "", _one_line(file.error_message)])
+            if len(page) < REPORT_PAGE:
+                return True
+            after = page[-1].path
+
+    return 0 if with_pool(settings, report) else _no_run(args.run_id)
+
+
+async def _the_run(ingest: IngestRepository, run_id: uuid.UUID | None) -> IngestRun | None:
+    if run_id is None:
+        return await ingest.latest_run()
+    return await ingest.get_run(run_id)
+
+
+def _no_run(run_id: uuid.UUID | None) -> int:
+    print(
+        f"mediajobs: no ingest run {run_id}" if run_id else "mediajobs: no ingest run yet",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _summary(status: RunStatus, rate: float | None) -> str:
+    run = status.run
+    state = "finished" if is_finished(status) else run.state
+    line = (
+        f"run {run.id} ({run.source_uri}): {state}; {status.done} of {status.total} files done"
+        f", {status.counts.get('indexed', 0)} indexed, {status.counts.get('failed', 0)} failed"
+    )
+    if rate is not None:
+        line += f", {rate:.1f} files/s"
+    return line + (f"; scan: {run.scanned} files, {run.skipped} skipped, {run.scan_errors} errors")
+
+
+def _failures(status: RunStatus) -> str:
+    return " ".join(f"{code}={files}" for code, files in status.failed_by_code.items())
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def _tab_separated(row: list[str]) -> None:
+    print("\t".join(row))

@@ -1,0 +1,429 @@
+"""Bulk ingest in Postgres (migration 0008): sources, runs, and the checkpoint of every
+source file (``ingest_files``, seed 003's ``processing_log``), with the per-status counters
+the statement triggers keep in ``ingest_counts``.
+
+A file is known by (source, path) whichever run found it. Its media id is assigned once
+(v4, ``gen_random_uuid()``) and kept by every rerun, so object keys derived from it are
+overwritten, never duplicated. Each scan batch, batch start and batch outcome is one
+statement; the statements and their lock order live in ``db/ingest_sql.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+from psycopg.types.json import Jsonb
+
+from mediajobs.db import ingest_sql as sql
+from mediajobs.db.media import Conn
+from mediajobs.db.pool import Pool
+from mediajobs.errors import MediaJobsError
+from mediajobs.types import JSON
+
+# A profile name and a run's batch size, as migration 0008 checks them.
+PROFILE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
+BATCH_SIZE_RANGE = range(1, 1001)
+
+
+class IngestStatus(StrEnum):
+    """A source file's place in the pipeline (the ``ingest_status`` type of 0008)."""
+
+    PENDING = "pending"  # scanned; waiting for (or in) its batch, or deferred to a new one
+    AI_DONE = "ai_done"  # reserved for image understanding (issue 17)
+    PROCESSED = "processed"  # derivatives made
+    UPLOADED = "uploaded"  # objects stored
+    INDEXED = "indexed"  # the media row is written: the item is in the library
+    FAILED = "failed"  # error_code and error_message say why
+
+
+# Statuses of a file that its batch has not finished yet.
+OPEN_STATUSES = (IngestStatus.PENDING, IngestStatus.PROCESSED, IngestStatus.UPLOADED)
+
+
+class ScannedLike(Protocol):
+    """What the scan yields for one file (``mediajobs.ingest.scan.ScannedFile`` fits):
+    ``path`` relative to the source, '/'-separated; ``size`` in bytes; ``mtime_ns`` in ns
+    since the epoch; ``etag`` of a bucket object, or None."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime_ns(self) -> int: ...
+    @property
+    def etag(self) -> str | None: ...
+
+
+class SourceOwnedElsewhere(MediaJobsError):
+    """A run names a source (its uri) whose items already go to another owner."""
+
+    code = "source_owned_elsewhere"
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(f"the source {uri} belongs to another owner")
+        self.uri = uri
+
+
+def _from_row(cls: Any, row: Mapping[str, Any], **overrides: Any) -> Any:
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in row.items() if k in names}, **overrides)
+
+
+@dataclass(frozen=True)
+class IngestRun:
+    """One ``mediajobs ingest run``: its source, owner, profile and batch size (files per
+    ``ingest.batch`` job), its scan's state (``scanning``, ``scanned``, ``scan_failed``
+    with ``error`` = ``{code, message}``) and counters (files seen with an approved
+    extension, other files, scan errors, files queued to batches). ``updated_at`` moves
+    with every change of the run's counters and of its files' statuses."""
+
+    id: uuid.UUID
+    source_id: uuid.UUID
+    source_uri: str
+    owner_id: str
+    profile: str
+    batch_size: int
+    state: str
+    scan_job_id: uuid.UUID | None
+    scanned: int
+    skipped: int
+    scan_errors: int
+    queued: int
+    error: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    scan_finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> IngestRun:
+        run: IngestRun = _from_row(cls, row)
+        return run
+
+
+@dataclass(frozen=True)
+class IngestFile:
+    """The checkpoint row of one source file. ``run_id``: the run that last queued it;
+    ``batch_id``: the ``ingest.batch`` job that owns it now (None once indexed or failed);
+    ``size`` in bytes, ``mtime_ns`` in ns since the epoch, as last scanned; ``attempts``:
+    batches that started on it since it was last (re)queued."""
+
+    source_id: uuid.UUID
+    path: str
+    media_id: uuid.UUID
+    run_id: uuid.UUID
+    batch_id: uuid.UUID | None
+    size: int
+    mtime_ns: int
+    etag: str | None
+    status: IngestStatus
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+    sha256: str | None
+    updated_at: datetime
+    processed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> IngestFile:
+        file: IngestFile = _from_row(cls, {**row, "status": IngestStatus(row["status"])})
+        return file
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What a batch made of one of its files: ``INDEXED`` (with its ``sha256``), ``FAILED``
+    (``error_code`` required, ``error_message``), or ``PENDING``: deferred (still being
+    written) to the new batch ``batch_id`` (required), with the ``size`` (bytes) and
+    ``mtime_ns`` it has now. Raises ValueError for any other combination."""
+
+    path: str
+    status: IngestStatus
+    error_code: str | None = None
+    error_message: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    batch_id: uuid.UUID | None = None
+
+    ALLOWED: ClassVar[frozenset[IngestStatus]] = frozenset(
+        {IngestStatus.INDEXED, IngestStatus.FAILED, IngestStatus.PENDING}
+    )
+
+    def __post_init__(self) -> None:
+        if self.status not in self.ALLOWED:
+            raise ValueError(
+                f"status: a batch outcome is indexed, failed or pending, not {self.status}"
+            )
+        if (self.status is IngestStatus.FAILED) != (self.error_code is not None):
+            raise ValueError("error_code: required for a failed file, and only for one")
+        if (self.status is IngestStatus.PENDING) != (self.batch_id is not None):
+            raise ValueError("batch_id: required for a deferred file, and only for one")
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run and its files: ``counts`` per status (every ``IngestStatus`` value, zeros
+    included), ``failed_by_code`` (error code -> files), ``total`` files, ``done`` (indexed
+    + failed), and ``last_update``: the run's latest change (its ``updated_at``: the latest
+    file status change or scan counter update)."""
+
+    run: IngestRun
+    counts: dict[str, int]
+    failed_by_code: dict[str, int]
+    total: int
+    done: int
+    last_update: datetime | None
+
+
+class IngestRepository:
+    """Sources, runs and the file checkpoint on ``pool`` (autocommit connections). Methods
+    taking ``conn`` run inside the caller's transaction; the others use their own."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def transaction(self) -> AbstractAsyncContextManager[Conn]:
+        """A connection inside one transaction (commit on exit, rollback on error)."""
+        return _transaction(self._pool)
+
+    async def open_run(self, uri: str, owner_id: str, profile: str, batch_size: int) -> IngestRun:
+        """A new run (state ``scanning``) of the source ``uri`` (canonical, as the scan's
+        ``Source.uri``), made on first use for ``owner_id``. Raises SourceOwnedElsewhere
+        when the source belongs to another owner, ValueError for a profile name that is not
+        ``[a-z][a-z0-9_]{0,31}`` or a batch size outside 1..1000 (migration 0008)."""
+        if not PROFILE_PATTERN.fullmatch(profile):
+            raise ValueError(f"profile: {profile!r} is not [a-z][a-z0-9_]{{0,31}}")
+        if batch_size not in BATCH_SIZE_RANGE:
+            raise ValueError(f"batch_size: {batch_size} is not between 1 and 1000")
+        async with self.transaction() as conn:
+            source = await (
+                await conn.execute(
+                    sql.CLAIM_SOURCE, {"id": uuid.uuid4(), "uri": uri, "owner": owner_id}
+                )
+            ).fetchone()
+            assert source is not None
+            if source["owner_id"] != owner_id:
+                raise SourceOwnedElsewhere(uri)
+            params = {
+                "id": uuid.uuid4(),
+                "source": source["id"],
+                "owner": owner_id,
+                "profile": profile,
+                "batch_size": batch_size,
+            }
+            row = await (await conn.execute(sql.INSERT_RUN, params)).fetchone()
+        assert row is not None
+        return IngestRun.from_row(row)
+
+    async def set_scan_job(self, conn: Conn, run_id: uuid.UUID, job_id: uuid.UUID) -> None:
+        """Remember the run's ``ingest.scan`` job."""
+        await conn.execute(sql.SET_SCAN_JOB, (job_id, run_id))
+
+    async def get_run(self, run_id: uuid.UUID, *, owner_id: str | None = None) -> IngestRun | None:
+        """The run, or None (also when ``owner_id`` is given and it is someone else's)."""
+        statement = sql.GET_RUN if owner_id is None else sql.GET_RUN_OWNED
+        async with self._pool.connection() as conn:
+            row = await (
+                await conn.execute(statement, {"id": run_id, "owner": owner_id})
+            ).fetchone()
+        return None if row is None else IngestRun.from_row(row)
+
+    async def latest_run(self, *, owner_id: str | None = None) -> IngestRun | None:
+        """The newest run (of ``owner_id`` when given), or None."""
+        statement = sql.LATEST_RUN if owner_id is None else sql.LATEST_RUN_OWNED
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(statement, {"owner": owner_id})).fetchone()
+        return None if row is None else IngestRun.from_row(row)
+
+    async def record_scanned(
+        self, conn: Conn, run: IngestRun, files: Sequence[ScannedLike]
+    ) -> list[str]:
+        """Record one scan batch of ``run``'s source in one statement and return the paths
+        that need a batch, in input order (the first of a path listed twice counts):
+
+        - a new path: inserted, pending, with a new v4 media id, ``run_id`` = ``run.id``;
+        - a known path whose size, mtime_ns or etag differ: pending again (a new version of
+          the same item: same media id), ``run_id`` = ``run.id``, attempts 0, error and
+          batch cleared;
+        - a known path with the same size, mtime_ns and etag: untouched whatever its status
+          (nothing is written; a failed file comes back only through ``retry_failed``).
+        """
+        unique: dict[str, ScannedLike] = {}
+        for file in files:
+            unique.setdefault(file.path, file)
+        if not unique:
+            return []
+        batch = list(unique.values())
+        params = {
+            "source": run.source_id,
+            "run": run.id,
+            "paths": [f.path for f in batch],
+            "sizes": [f.size for f in batch],
+            "mtimes": [f.mtime_ns for f in batch],
+            "etags": [f.etag for f in batch],
+        }
+        rows = await (await conn.execute(sql.RECORD_SCANNED, params)).fetchall()
+        return [str(row["path"]) for row in rows]
+
+    async def assign_batches(
+        self,
+        conn: Conn,
+        source_id: uuid.UUID,
+        batches: Sequence[tuple[uuid.UUID, Sequence[str]]],
+    ) -> None:
+        """Set the ``batch_id`` of each path of the source, in one statement: ``batches`` is
+        ``(batch job id, paths)`` pairs."""
+        ids = [batch_id for batch_id, paths in batches for _ in paths]
+        paths = [path for _, batch_paths in batches for path in batch_paths]
+        if paths:
+            await conn.execute(
+                sql.ASSIGN_BATCHES, {"source": source_id, "batches": ids, "paths": paths}
+            )
+
+    async def add_scan_counts(
+        self, conn: Conn, run_id: uuid.UUID, *, scanned: int, skipped: int, errors: int, queued: int
+    ) -> None:
+        """Add one scan batch's counts (files) to the run's counters."""
+        await conn.execute(
+            sql.ADD_SCAN_COUNTS,
+            {
+                "id": run_id,
+                "scanned": scanned,
+                "skipped": skipped,
+                "errors": errors,
+                "queued": queued,
+            },
+        )
+
+    async def finish_scan(
+        self, run_id: uuid.UUID, *, error: Mapping[str, JSON] | None = None
+    ) -> None:
+        """The scan is over: state ``scanned``, or ``scan_failed`` with ``error``
+        (``{code, message}``)."""
+        params = {
+            "id": run_id,
+            "state": "scanned" if error is None else "scan_failed",
+            "error": None if error is None else Jsonb(dict(error)),
+        }
+        async with self._pool.connection() as conn:
+            await conn.execute(sql.FINISH_SCAN, params)
+
+    async def start_batch(self, batch_id: uuid.UUID) -> tuple[IngestRun, list[IngestFile]] | None:
+        """Count one more attempt on the batch's still-open files (pending, processed,
+        uploaded), committed before this returns (before any decode: a file that kills its
+        process is known by its attempts), and return them by path with their run (the run
+        of the first, should they differ). None when the batch has no open file (a rescan
+        moved them all elsewhere, or they are done)."""
+        async with self.transaction() as conn:
+            rows = await (await conn.execute(sql.START_BATCH, (batch_id,))).fetchall()
+            if not rows:
+                return None
+            files = sorted((IngestFile.from_row(row) for row in rows), key=lambda f: f.path)
+            run = await (await conn.execute(sql.GET_RUN, {"id": files[0].run_id})).fetchone()
+        assert run is not None  # ingest_files.run_id references ingest_runs
+        return IngestRun.from_row(run), files
+
+    async def finish_batch(
+        self, conn: Conn, batch_id: uuid.UUID, outcomes: Sequence[FileOutcome]
+    ) -> int:
+        """Write a batch's outcomes in one statement, only on rows still in this batch (a
+        rescan that moved a file to another batch wins): indexed: ``processed_at`` now,
+        ``sha256``, batch cleared; failed: code and message, batch cleared; pending
+        (deferred): the new size and mtime_ns, the new batch, and the attempt
+        ``start_batch`` counted given back (the file was never decoded). Returns the rows
+        changed."""
+        if not outcomes:
+            return 0
+        params = {
+            "batch": batch_id,
+            "paths": [o.path for o in outcomes],
+            "statuses": [o.status.value for o in outcomes],
+            "codes": [o.error_code for o in outcomes],
+            "messages": [o.error_message for o in outcomes],
+            "sizes": [o.size for o in outcomes],
+            "mtimes": [o.mtime_ns for o in outcomes],
+            "sha256s": [o.sha256 for o in outcomes],
+            "batches": [o.batch_id for o in outcomes],
+        }
+        row = await (await conn.execute(sql.FINISH_BATCH, params)).fetchone()
+        return 0 if row is None else int(row["n"])
+
+    async def fail_batch(self, conn: Conn, batch_id: uuid.UUID, code: str, message: str) -> int:
+        """Fail every still-open file of the batch with ``code`` and ``message``; returns
+        the rows changed."""
+        params = {"batch": batch_id, "code": code, "message": message}
+        row = await (await conn.execute(sql.FAIL_BATCH, params)).fetchone()
+        return 0 if row is None else int(row["n"])
+
+    async def retry_failed(
+        self, conn: Conn, run_id: uuid.UUID, *, code: str | None = None
+    ) -> list[tuple[uuid.UUID, list[str]]]:
+        """Put the run's failed files (only those failed with ``code`` when given) back to
+        pending: attempts 0, error and batch cleared. Returns ``(source_id, paths)`` groups
+        (paths sorted) for the caller to batch and ``assign_batches``."""
+        statement = sql.RETRY_FAILED_ALL if code is None else sql.RETRY_FAILED_CODE
+        rows = await (await conn.execute(statement, {"run": run_id, "code": code})).fetchall()
+        groups: dict[uuid.UUID, list[str]] = {}
+        for row in rows:
+            groups.setdefault(row["source_id"], []).append(row["path"])
+        return list(groups.items())
+
+    async def failed_files(
+        self,
+        run_id: uuid.UUID,
+        *,
+        after: str | None = None,
+        limit: int = 1000,
+        code: str | None = None,
+    ) -> list[IngestFile]:
+        """A page of the run's failed files (only ``code``'s when given), by path, after the
+        path ``after`` (keyset; None: from the start). Uses the partial index
+        ``ingest_files_failed_idx``."""
+        statement = sql.FAILED_FILES_ALL if code is None else sql.FAILED_FILES_CODE
+        params = {"run": run_id, "after": after or "", "limit": limit, "code": code}
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(statement, params)).fetchall()
+        return [IngestFile.from_row(row) for row in rows]
+
+    async def status(self, run_id: uuid.UUID, *, owner_id: str | None = None) -> RunStatus | None:
+        """The run's counts from ``ingest_counts`` and its failures per code from the
+        partial index (no read of its file rows: milliseconds at 5M files). None when there
+        is no such run (or it is not ``owner_id``'s, when given)."""
+        statement = sql.GET_RUN if owner_id is None else sql.GET_RUN_OWNED
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = await (
+                await conn.execute(statement, {"id": run_id, "owner": owner_id})
+            ).fetchone()
+            if row is None:
+                return None
+            counted = await (await conn.execute(sql.RUN_COUNTS, (run_id,))).fetchall()
+            failed = await (await conn.execute(sql.FAILED_BY_CODE, (run_id,))).fetchall()
+        run = IngestRun.from_row(row)
+        counts = {status.value: 0 for status in IngestStatus}
+        for c in counted:
+            counts[str(c["status"])] = int(c["files"])
+        # A failed file always has a code here; "unknown" only for one written by hand.
+        by_code = {str(f["error_code"] or "unknown"): int(f["n"]) for f in failed}
+        return RunStatus(
+            run=run,
+            counts=counts,
+            failed_by_code=by_code,
+            total=sum(counts.values()),
+            done=counts[IngestStatus.INDEXED] + counts[IngestStatus.FAILED],
+            last_update=run.updated_at,
+        )
+
+
+@asynccontextmanager
+async def _transaction(pool: Pool) -> Any:
+    async with pool.connection() as conn, conn.transaction():
+        yield conn

@@ -1,0 +1,207 @@
+"""The statements of ``db/ingest.py`` (tables ``ingest_sources``, ``ingest_runs``,
+``ingest_files`` and ``ingest_counts``, migration 0008).
+
+Lock order: every statement that changes file statuses also touches the row of the run
+those files belong to (its ``updated_at``: the run's last change, which ``status`` shows).
+It locks in one order: the file rows first (the run rows are chosen by an InitPlan that
+reads every changed file before any run row is locked), then the run rows, then the
+counter rows of ``ingest_counts`` (by the statement triggers at the statement's end, in key
+order). So a scan batch and the ingest batches of its run do not wait on each other in a
+cycle over run or counter rows. Two statements changing the same file rows in different
+orders (a file rescanned while its batch finishes) can still deadlock; Postgres then fails
+one of them, and its job is retried.
+"""
+
+from __future__ import annotations
+
+# The source by uri, made on first use. DO UPDATE (not DO NOTHING) so a row always comes
+# back, also when a concurrent run made it a moment ago.
+CLAIM_SOURCE = """
+INSERT INTO ingest_sources (id, uri, owner_id) VALUES (%(id)s, %(uri)s, %(owner)s)
+ON CONFLICT (uri) DO UPDATE SET uri = excluded.uri
+RETURNING id, owner_id
+"""
+
+RUN_COLUMNS = """
+r.id, r.source_id, s.uri AS source_uri, r.owner_id, r.profile, r.batch_size, r.state,
+r.scan_job_id, r.scanned, r.skipped, r.scan_errors, r.queued, r.error, r.created_at,
+r.updated_at, r.scan_finished_at
+"""
+
+INSERT_RUN = f"""
+WITH r AS (
+    INSERT INTO ingest_runs (id, source_id, owner_id, profile, batch_size)
+    VALUES (%(id)s, %(source)s, %(owner)s, %(profile)s, %(batch_size)s)
+    RETURNING *
+)
+SELECT {RUN_COLUMNS} FROM r JOIN ingest_sources AS s ON s.id = r.source_id
+"""
+
+GET_RUN = f"""
+SELECT {RUN_COLUMNS} FROM ingest_runs AS r JOIN ingest_sources AS s ON s.id = r.source_id
+WHERE r.id = %(id)s
+"""
+GET_RUN_OWNED = GET_RUN + " AND r.owner_id = %(owner)s"
+
+LATEST_RUN = f"""
+SELECT {RUN_COLUMNS} FROM ingest_runs AS r JOIN ingest_sources AS s ON s.id = r.source_id
+ORDER BY r.created_at DESC, r.id DESC LIMIT 1
+"""
+# The owner's newest run (index ingest_runs_owner_idx).
+LATEST_RUN_OWNED = f"""
+SELECT {RUN_COLUMNS} FROM ingest_runs AS r JOIN ingest_sources AS s ON s.id = r.source_id
+WHERE r.owner_id = %(owner)s
+ORDER BY r.created_at DESC, r.id DESC LIMIT 1
+"""
+
+SET_SCAN_JOB = "UPDATE ingest_runs SET scan_job_id = %s, updated_at = now() WHERE id = %s"
+
+ADD_SCAN_COUNTS = """
+UPDATE ingest_runs SET scanned = scanned + %(scanned)s, skipped = skipped + %(skipped)s,
+    scan_errors = scan_errors + %(errors)s, queued = queued + %(queued)s, updated_at = now()
+WHERE id = %(id)s
+"""
+
+FINISH_SCAN = """
+UPDATE ingest_runs SET state = %(state)s, error = %(error)s, scan_finished_at = now(),
+    updated_at = now()
+WHERE id = %(id)s
+"""
+
+FILE_COLUMNS = """
+f.source_id, f.path, f.media_id, f.run_id, f.batch_id, f.size, f.mtime_ns, f.etag, f.status,
+f.error_code, f.error_message, f.attempts, f.sha256, f.updated_at, f.processed_at
+"""
+
+# One batch of the scan, in one statement. Paths known with the same size, mtime and etag
+# are dropped by the lookup in ``fresh`` (an index probe each, no row locked or written:
+# a re-scan of an unchanged tree writes nothing); the rest are inserted (pending, a new v4
+# media id) or, when a concurrent scan inserted them meanwhile or they changed, set back to
+# pending with their media id kept. Returns the paths written, in input order.
+RECORD_SCANNED = """
+WITH input AS (
+    SELECT * FROM unnest(%(paths)s::text[], %(sizes)s::bigint[], %(mtimes)s::bigint[],
+                         %(etags)s::text[]) WITH ORDINALITY AS i (path, size, mtime_ns, etag, n)
+),
+fresh AS (
+    SELECT i.* FROM input AS i
+    LEFT JOIN LATERAL (
+        SELECT k.size, k.mtime_ns, k.etag FROM ingest_files AS k
+        WHERE k.source_id = %(source)s AND k.path = i.path
+        LIMIT 1
+    ) AS f ON true
+    WHERE f IS NULL
+       OR (f.size, f.mtime_ns, f.etag) IS DISTINCT FROM (i.size, i.mtime_ns, i.etag)
+),
+written AS (
+    INSERT INTO ingest_files AS f (source_id, path, media_id, run_id, size, mtime_ns, etag)
+    SELECT %(source)s, path, gen_random_uuid(), %(run)s, size, mtime_ns, etag FROM fresh
+    ON CONFLICT (source_id, path) DO UPDATE SET
+        run_id = excluded.run_id, size = excluded.size, mtime_ns = excluded.mtime_ns,
+        etag = excluded.etag, status = 'pending', attempts = 0, error_code = NULL,
+        error_message = NULL, batch_id = NULL, updated_at = now()
+    WHERE (f.size, f.mtime_ns, f.etag)
+        IS DISTINCT FROM (excluded.size, excluded.mtime_ns, excluded.etag)
+    RETURNING f.path
+),
+touched AS (
+    UPDATE ingest_runs SET updated_at = now()
+    WHERE id = %(run)s AND (SELECT count(*) FROM written) > 0
+)
+SELECT path FROM fresh WHERE path IN (SELECT path FROM written) ORDER BY n
+"""
+
+ASSIGN_BATCHES = """
+UPDATE ingest_files AS f SET batch_id = b.batch_id, updated_at = now()
+FROM unnest(%(batches)s::uuid[], %(paths)s::text[]) AS b (batch_id, path)
+WHERE f.source_id = %(source)s AND f.path = b.path
+"""
+
+# A batch's still-open files take one more attempt (before any decode).
+START_BATCH = f"""
+UPDATE ingest_files AS f SET attempts = attempts + 1, updated_at = now()
+WHERE batch_id = %s AND status IN ('pending', 'processed', 'uploaded')
+RETURNING {FILE_COLUMNS}
+"""
+
+# The outcomes of a batch, fenced by batch_id: a file a rescan moved to another batch (or
+# out of any) is left alone. A deferred file gets its new size and mtime and its new batch,
+# and gives back the attempt start_batch counted (it was never decoded).
+FINISH_BATCH = """
+WITH changed AS (
+    UPDATE ingest_files AS f SET
+        status = o.status,
+        error_code = o.error_code,
+        error_message = o.error_message,
+        size = coalesce(o.size, f.size),
+        mtime_ns = coalesce(o.mtime_ns, f.mtime_ns),
+        sha256 = coalesce(o.sha256, f.sha256),
+        batch_id = o.batch_id,
+        attempts = CASE WHEN o.status = 'pending' THEN greatest(f.attempts - 1, 0)
+                        ELSE f.attempts END,
+        processed_at = CASE WHEN o.status = 'indexed' THEN now() ELSE f.processed_at END,
+        updated_at = now()
+    FROM unnest(%(paths)s::text[], %(statuses)s::ingest_status[], %(codes)s::text[],
+                %(messages)s::text[], %(sizes)s::bigint[], %(mtimes)s::bigint[],
+                %(sha256s)s::text[], %(batches)s::uuid[])
+        AS o (path, status, error_code, error_message, size, mtime_ns, sha256, batch_id)
+    WHERE f.batch_id = %(batch)s AND f.path = o.path
+    RETURNING f.run_id
+),
+touched AS (
+    UPDATE ingest_runs SET updated_at = now()
+    WHERE id = ANY(ARRAY(SELECT DISTINCT run_id FROM changed))
+)
+SELECT count(*) AS n FROM changed
+"""
+
+FAIL_BATCH = """
+WITH changed AS (
+    UPDATE ingest_files SET status = 'failed', error_code = %(code)s,
+        error_message = %(message)s, batch_id = NULL, updated_at = now()
+    WHERE batch_id = %(batch)s AND status IN ('pending', 'processed', 'uploaded')
+    RETURNING run_id
+),
+touched AS (
+    UPDATE ingest_runs SET updated_at = now()
+    WHERE id = ANY(ARRAY(SELECT DISTINCT run_id FROM changed))
+)
+SELECT count(*) AS n FROM changed
+"""
+
+# Failed files of a run back to pending (index ingest_files_failed_idx), optionally only
+# those of one error code.
+RETRY_FAILED = """
+WITH changed AS (
+    UPDATE ingest_files SET status = 'pending', attempts = 0, error_code = NULL,
+        error_message = NULL, batch_id = NULL, updated_at = now()
+    WHERE run_id = %(run)s AND status = 'failed' {code}
+    RETURNING source_id, path
+),
+touched AS (
+    UPDATE ingest_runs SET updated_at = now()
+    WHERE id = %(run)s AND (SELECT count(*) FROM changed) > 0
+)
+SELECT source_id, path FROM changed ORDER BY source_id, path
+"""
+RETRY_FAILED_ALL = RETRY_FAILED.format(code="")
+RETRY_FAILED_CODE = RETRY_FAILED.format(code="AND error_code = %(code)s")
+
+# A page of a run's failed files by path (index ingest_files_failed_idx: a run's failed
+# entries, then sorted; with a code, in index order).
+FAILED_FILES = f"""
+SELECT {FILE_COLUMNS} FROM ingest_files AS f
+WHERE f.run_id = %(run)s AND f.status = 'failed' AND f.path > %(after)s {{code}}
+ORDER BY f.path LIMIT %(limit)s
+"""
+FAILED_FILES_ALL = FAILED_FILES.format(code="")
+FAILED_FILES_CODE = FAILED_FILES.format(code="AND f.error_code = %(code)s")
+
+# What ``ingest status`` shows, without reading the run's file rows: the counters kept by
+# the triggers, and the failed files per code (an index-only scan of the partial index).
+RUN_COUNTS = "SELECT status, files FROM ingest_counts WHERE run_id = %s"
+FAILED_BY_CODE = """
+SELECT error_code, count(*) AS n FROM ingest_files
+WHERE run_id = %s AND status = 'failed'
+GROUP BY error_code
+"""

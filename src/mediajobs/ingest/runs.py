@@ -1,0 +1,161 @@
+"""Runs: starting one (its scan job), queueing batches, and reading a run's progress (rate
+and ETA) for ``mediajobs ingest``."""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mediajobs.db.ingest import IngestRepository, IngestRun, RunStatus
+from mediajobs.queue import kinds
+from mediajobs.queue.models import JobSpec
+from mediajobs.queue.queue import JobQueue
+from mediajobs.types import JSON
+
+# Statuses a file is still on its way through.
+OPEN_STATUSES = ("pending", "ai_done", "processed", "uploaded")
+
+
+async def start_run(
+    ingest: IngestRepository,
+    queue: JobQueue,
+    *,
+    uri: str,
+    owner_id: str,
+    profile: str,
+    batch_size: int,
+) -> IngestRun:
+    """A new run of the source ``uri`` and its ``ingest.scan`` job, in one transaction.
+    Raises ``SourceOwnedElsewhere`` when another owner ingests that source."""
+    run = await ingest.open_run(uri, owner_id, profile, batch_size)
+    async with ingest.transaction() as conn:
+        job = await queue.enqueue(
+            JobSpec(
+                kinds.INGEST_SCAN,
+                owner_id,
+                {"runId": str(run.id)},
+                priority=kinds.INGEST_SCAN_PRIORITY,
+            ),
+            conn=conn,
+        )
+        await ingest.set_scan_job(conn, run.id, job.id)
+    return run
+
+
+async def queue_batches(
+    queue: Any,
+    conn: Any,
+    run: IngestRun,
+    paths: Sequence[str],
+    *,
+    delay: float = 0.0,
+) -> list[tuple[uuid.UUID, list[str]]]:
+    """Split ``paths`` into ``ingest.batch`` jobs of the run's batch size (priority
+    ``INGEST_BATCH_PRIORITY``, after ``delay`` seconds), enqueued inside ``conn``'s
+    transaction through ``queue`` (a ``JobQueue``). Returns each job's id with its paths:
+    the caller writes them into the files in the same transaction."""
+    size = run.batch_size
+    groups = [list(paths[i : i + size]) for i in range(0, len(paths), size)]
+    if not groups:
+        return []
+    specs = [
+        JobSpec(
+            kinds.INGEST_BATCH,
+            run.owner_id,
+            {"runId": str(run.id), "files": len(group)},
+            priority=kinds.INGEST_BATCH_PRIORITY,
+            delay=delay,
+        )
+        for group in groups
+    ]
+    ids: list[uuid.UUID] = await queue.enqueue_many(specs, conn=conn)
+    return list(zip(ids, groups, strict=True))
+
+
+async def retry_failed(
+    ingest: IngestRepository, queue: JobQueue, run: IngestRun, *, code: str | None = None
+) -> int:
+    """Put the run's failed files (only those failed with ``code``, when given) back in the
+    queue, in new batches, in one transaction. Returns the files re-queued."""
+    total = 0
+    async with ingest.transaction() as conn:
+        for source_id, paths in await ingest.retry_failed(conn, run.id, code=code):
+            batches = await queue_batches(queue, conn, run, paths)
+            await ingest.assign_batches(conn, source_id, batches)
+            total += len(paths)
+    return total
+
+
+def is_finished(status: RunStatus) -> bool:
+    """The scan has ended and no file of the run is still on its way."""
+    return status.run.state != "scanning" and not any(
+        status.counts.get(name, 0) for name in OPEN_STATUSES
+    )
+
+
+@dataclass
+class RateMeter:
+    """Files per second over the last ``window`` seconds of samples, and the ETA of the
+    rest at that rate (None until two samples apart in time have been seen)."""
+
+    window: float = 30.0
+
+    def __post_init__(self) -> None:
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, now: float, done: int) -> None:
+        self._samples.append((now, done))
+        while len(self._samples) > 2 and now - self._samples[0][0] > self.window:
+            self._samples.popleft()
+
+    @property
+    def rate(self) -> float | None:
+        if len(self._samples) < 2:
+            return None
+        (t0, d0), (t1, d1) = self._samples[0], self._samples[-1]
+        return (d1 - d0) / (t1 - t0) if t1 > t0 else None
+
+    def eta(self, remaining: int) -> float | None:
+        rate = self.rate
+        if remaining <= 0:
+            return 0.0
+        return remaining / rate if rate else None
+
+
+def overall_rate(status: RunStatus) -> float | None:
+    """Files per second from the run's start to its latest file update (``ingest
+    status``, which has one look)."""
+    if status.last_update is None or status.done == 0:
+        return None
+    seconds = (status.last_update - status.run.created_at).total_seconds()
+    return status.done / seconds if seconds > 0 else None
+
+
+def status_json(status: RunStatus, rate: float | None, eta: float | None) -> dict[str, JSON]:
+    """A run's progress as ``ingest status --json`` and ``ingest run --json`` print it."""
+    run = status.run
+    return {
+        "runId": str(run.id),
+        "source": run.source_uri,
+        "ownerId": run.owner_id,
+        "profile": run.profile,
+        "state": run.state,
+        "finished": is_finished(status),
+        "scan": {
+            "scanned": run.scanned,
+            "skipped": run.skipped,
+            "errors": run.scan_errors,
+            "queued": run.queued,
+            "error": run.error,
+        },
+        "total": status.total,
+        "done": status.done,
+        "counts": dict(status.counts),
+        "failedByCode": dict(status.failed_by_code),
+        "filesPerSecond": None if rate is None else round(rate, 2),
+        "etaSeconds": None if eta is None else round(eta, 1),
+        "createdAt": run.created_at.isoformat(),
+    }

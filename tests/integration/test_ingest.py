@@ -1,0 +1,270 @@
+"""Bulk ingest end to end: the `mediajobs ingest` command and `mediajobs worker` processes
+on the real Postgres, Redis and moto's S3 server; and the same handlers in this process on
+the memory store."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mediajobs.db.ingest import IngestRepository
+from mediajobs.ingest.source import parse_source
+
+from mediajobs.ingest.runs import is_finished, start_run
+from mediajobs.storage import Store
+from mediajobs.storage.base import Locator
+from tests.support.emulators import s3_store
+from tests.support.images import jpeg, quadrants
+from tests.support.ingest_tree import GROWING, Tree, growing_file, make_tree
+from tests.support.media import media_env, memory_store, s3_worker_env
+from tests.support.workers import (
+    REPO,
+    WorkerProcess,
+    queue_pool,
+    start_worker_process,
+    wait_for,
+    worker_env,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+APP = ("--app", "mediajobs.handlers:build_registry")
+OWNER = "alice"
+
+
+async def ingest_cli(database_url: str, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``mediajobs ingest ARGS`` as a real process; (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mediajobs",
+        "ingest",
+        *args,
+        env=worker_env(database_url, **env),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=240)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def run_to_the_end(database_url: str, env: dict[str, str], root: Path) -> dict[str, Any]:
+    """`ingest run ROOT --json`, followed to the end: its last progress line."""
+    code, out, err = await ingest_cli(
+        database_url, env, "run", str(root), "--owner", OWNER, "--batch", "2", "--json"
+    )
+    assert code == 0, err[-3000:]
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert lines and lines[-1]["finished"], out[-3000:]
+    last: dict[str, Any] = lines[-1]
+    return last
+
+
+async def file_rows(database_url: str) -> dict[str, dict[str, Any]]:
+    async with queue_pool(database_url) as pool, pool.connection() as conn:
+        rows = await (await conn.execute("SELECT * FROM ingest_files")).fetchall()
+    return {row["path"]: row for row in rows}
+
+
+async def media_rows(database_url: str) -> dict[uuid.UUID, dict[str, Any]]:
+    async with queue_pool(database_url) as pool, pool.connection() as conn:
+        rows = await (await conn.execute("SELECT * FROM media")).fetchall()
+    return {row["id"]: row for row in rows}
+
+
+async def batch_results(database_url: str) -> list[dict[str, Any]]:
+    async with queue_pool(database_url) as pool, pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT result FROM jobs WHERE kind = 'ingest.batch' AND state = 'succeeded' "
+                "UNION ALL SELECT result FROM jobs_archive "
+                "WHERE kind = 'ingest.batch' AND state = 'succeeded'"
+            )
+        ).fetchall()
+    return [row["result"] for row in rows]
+
+
+async def all_keys(store: Store, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await store.list(prefix, cursor)
+        keys.extend(item.key for item in page.items)
+        if page.cursor is None:
+            return sorted(keys)
+        cursor = page.cursor
+
+
+def named_keys(rows: dict[uuid.UUID, dict[str, Any]]) -> list[str]:
+    """Every object key the media rows name (source and variants)."""
+    keys = []
+    for row in rows.values():
+        keys.append(Locator.parse(row["source_locator"]).key)
+        keys.extend(Locator.parse(v["locator"]).key for v in row["variants"].values())
+    return sorted(keys)
+
+
+async def check_outcome(
+    tree: Tree, database_url: str, store: Store, files: dict[str, dict[str, Any]]
+) -> None:
+    """Every good file indexed with its item ready and its three objects; every bad one
+    failed with the right code; no object that no row names."""
+    indexed = {path for path, row in files.items() if row["status"] == "indexed"}
+    assert indexed == set(tree.good)
+    failed = {path: row["error_code"] for path, row in files.items() if row["status"] == "failed"}
+    assert failed == tree.failed
+    media = await media_rows(database_url)
+    assert set(media) == {files[path]["media_id"] for path in tree.good}
+    assert {row["status"] for row in media.values()} == {"ready"}
+    assert {row["purpose"] for row in media.values()} == {"catalog"}
+    keys = await all_keys(store, "catalog/")
+    assert len(keys) == 3 * len(tree.good)
+    assert named_keys(media) == keys  # no orphan, nothing missing
+    for path, data in tree.good.items():
+        row = media[files[path]["media_id"]]
+        original = Locator.parse(row["source_locator"])
+        assert original.key.startswith("catalog/original/")
+        assert await store.download(original.key) == data  # byte for byte
+        assert row["variants"]["thumbnail"]["width"] <= 300
+        assert row["variants"]["thumbnail"]["height"] <= 300
+        assert (
+            max(row["variants"]["watermarked"]["width"], row["variants"]["watermarked"]["height"])
+            <= 1200
+        )
+        assert row["gps"] is None or path == "2019/summer/IMG_0001.jpg"
+    camera = media[files["2019/summer/IMG_0001.jpg"]["media_id"]]
+    assert camera["exif"]["make"] == "Canon" and camera["gps"] is not None
+    # yyyy/mm of the original comes from EXIF when the photo has it.
+    assert "/original/2024/05/" in camera["source_locator"]
+
+
+async def test_two_worker_processes_ingest_a_tree_into_s3_and_a_rescan_is_free(
+    database_url: str, redis_url: str, moto_url: str, tmp_path: Path
+) -> None:
+    tree = make_tree(tmp_path / "photos")
+    store = await asyncio.to_thread(s3_store, moto_url)
+    env = {
+        **s3_worker_env(moto_url, store.bucket, redis_url),
+        "MEDIAJOBS_INGEST_SETTLE_SECONDS": "1",
+        "MEDIAJOBS_LEASE_SECONDS": "10",
+    }
+    workers: list[WorkerProcess] = [
+        start_worker_process(database_url, *APP, env=env) for _ in range(2)
+    ]
+    try:
+        with growing_file(tree, seconds=4):
+            follow = asyncio.ensure_future(run_to_the_end(database_url, env, tree.root))
+            await asyncio.sleep(0)
+        first = await follow
+        files = await file_rows(database_url)
+        await check_outcome(tree, database_url, store, files)
+        assert first["scan"]["skipped"] == len(tree.skipped)
+        assert first["scan"]["errors"] >= 1  # the symlink loop
+        assert first["total"] == len(tree.good) + len(tree.failed)
+        assert first["counts"]["indexed"] == len(tree.good)
+        assert first["failedByCode"] == {
+            code: list(tree.failed.values()).count(code) for code in set(tree.failed.values())
+        }
+        # The growing file was imported once complete, never half-written.
+        assert files[GROWING]["size"] == len(tree.good[GROWING])
+        # Both workers took batches; no file was imported twice.
+        results = await batch_results(database_url)
+        assert len({r["worker"] for r in results if r["files"]}) == 2
+        assert sum(r["indexed"] for r in results) == len(tree.good)
+
+        # A rescan of the unchanged tree queues nothing and reads no image.
+        batches_before = len(results)
+        again = await run_to_the_end(database_url, env, tree.root)
+        assert again["total"] == 0 and again["scan"]["queued"] == 0
+        assert again["scan"]["scanned"] == first["scan"]["scanned"]
+        assert len(await batch_results(database_url)) == batches_before
+
+        # A changed file is imported again as a new version of the same item.
+        changed = "2019/summer/IMG_0002.JPEG"
+        tree.good[changed] = jpeg(quadrants(1000, 700))
+        tree.write(changed, tree.good[changed])
+        old = files[changed]
+        third = await run_to_the_end(database_url, env, tree.root)
+        assert third["total"] == 1 and third["counts"]["indexed"] == 1
+        files = await file_rows(database_url)
+        assert files[changed]["media_id"] == old["media_id"]
+        assert files[changed]["sha256"] != old["sha256"]
+        await check_outcome(tree, database_url, store, files)
+
+        # Failures: the report names them; a retry queues them again (and they fail again).
+        code, out, err = await ingest_cli(database_url, env, "report", "--failed", "--csv")
+        # the latest run is the third; the failures belong to the first
+        assert code == 0, err
+        first_run = first["runId"]
+        code, out, err = await ingest_cli(
+            database_url, env, "report", first_run, "--failed", "--csv"
+        )
+        assert code == 0, err
+        reported = {row["path"]: row["code"] for row in csv.DictReader(io.StringIO(out))}
+        assert reported == tree.failed
+        code, out, err = await ingest_cli(
+            database_url, env, "retry", first_run, "--code", "empty_file"
+        )
+        assert code == 0, err
+        assert json.loads(out)["requeued"] == 1
+
+        async def settled_again() -> bool:
+            rows = await file_rows(database_url)
+            return rows["broken/empty.jpg"]["status"] == "failed"
+
+        await wait_for(settled_again, timeout=60)
+        code, out, err = await ingest_cli(database_url, env, "status", first_run, "--json")
+        assert code == 0, err
+        status = json.loads(out)
+        assert status["finished"] and status["failedByCode"]["empty_file"] == 1
+    finally:
+        for worker in workers:
+            assert await worker.stop() == 0, worker.stderr[-3000:]
+        await store.close()
+
+
+async def test_the_memory_store_takes_the_same_tree_in_process(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    from mediajobs.config import Settings
+
+    tree = make_tree(tmp_path / "photos")
+    settings = Settings(ingest_settle_seconds=0.0)
+    with memory_store() as memory:
+        async with media_env(database_url, redis_url, memory, settings=settings) as env:
+            ingest = IngestRepository(env.pool)
+            source = parse_source(str(tree.root), env.stores)
+            assert source.uri == tree.root.resolve().as_uri()
+            run = await start_run(
+                ingest, env.queue, uri=source.uri, owner_id=OWNER, profile="catalog", batch_size=3
+            )
+
+            async def finished() -> bool:
+                return is_finished(await ingest.status(run.id))
+
+            await wait_for(finished, timeout=120)
+            files = await file_rows(database_url)
+            await check_outcome(tree, database_url, memory, files)
+            status = await ingest.status(run.id)
+            assert status.total == len(tree.good) + len(tree.failed)
+            async with env.pool.connection() as conn:
+                events = await (
+                    await conn.execute(
+                        "SELECT data FROM job_events WHERE owner_id = %s "
+                        "AND type = 'ingest_progress' ORDER BY id",
+                        (OWNER,),
+                    )
+                ).fetchall()
+            progress = [row["data"] for row in events]
+            # One event per batch (and per scan chunk), not per file; the last one says done.
+            assert 1 < len(progress) <= len(tree.good) + len(tree.failed)
+            assert progress[-1]["done"] == progress[-1]["total"] == status.total

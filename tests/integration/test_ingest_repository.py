@@ -1,0 +1,573 @@
+"""The bulk-ingest checkpoint in Postgres (``db/ingest.py``, migration 0008) and the media
+rows ingest writes (``MediaRepository.upsert_ingested``): a re-scan writes nothing, a
+changed file comes back with its media id, batch outcomes are fenced by the batch id, the
+trigger-kept counters equal a real count, and ``status`` never reads the run's file rows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from mediajobs.db import ingest_sql, open_pool
+from mediajobs.db.ingest import (
+    FileOutcome,
+    IngestFile,
+    IngestRepository,
+    IngestRun,
+    IngestStatus,
+    SourceOwnedElsewhere,
+)
+from mediajobs.db.media import IngestedMedia, MediaRepository, MediaStatus
+from mediajobs.db.pool import Pool
+
+SOURCE = "file:///srv/library"
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """The scan's ``ScannedFile`` shape (``mediajobs.ingest.scan``), kept here so this test
+    does not depend on the scan package."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    etag: str | None = None
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Pool]:
+    opened = await open_pool(database_url, name="test", min_size=1, max_size=4)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def repo(pool: Pool) -> IngestRepository:
+    return IngestRepository(pool)
+
+
+async def scan(repo: IngestRepository, run: IngestRun, files: list[Scanned]) -> list[str]:
+    async with repo.transaction() as conn:
+        return await repo.record_scanned(conn, run, files)
+
+
+async def files_by_path(pool: Pool, source_id: uuid.UUID) -> dict[str, IngestFile]:
+    async with pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                f"SELECT {ingest_sql.FILE_COLUMNS} FROM ingest_files AS f WHERE source_id = %s",
+                (source_id,),
+            )
+        ).fetchall()
+    return {row["path"]: IngestFile.from_row(row) for row in rows}
+
+
+async def counters_match_a_real_count(pool: Pool) -> dict[tuple[uuid.UUID, str], int]:
+    """The trigger-kept counters (zeros dropped) after asserting they equal count(*)."""
+    async with pool.connection() as conn:
+        kept = await (
+            await conn.execute("SELECT run_id, status, files FROM ingest_counts WHERE files <> 0")
+        ).fetchall()
+        real = await (
+            await conn.execute(
+                "SELECT run_id, status, count(*) AS files FROM ingest_files GROUP BY 1, 2"
+            )
+        ).fetchall()
+    kept_map = {(r["run_id"], str(r["status"])): int(r["files"]) for r in kept}
+    real_map = {(r["run_id"], str(r["status"])): int(r["files"]) for r in real}
+    assert kept_map == real_map
+    return kept_map
+
+
+async def test_a_source_is_made_once_and_belongs_to_its_first_owner(
+    repo: IngestRepository,
+) -> None:
+    first = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    second = await repo.open_run(SOURCE, "ada", "catalog", 8)
+    assert first.source_id == second.source_id and first.id != second.id
+    assert (second.source_uri, second.state, second.batch_size) == (SOURCE, "scanning", 8)
+    assert (second.scanned, second.queued, second.scan_job_id, second.error) == (0, 0, None, None)
+    with pytest.raises(SourceOwnedElsewhere) as caught:
+        await repo.open_run(SOURCE, "sam", "catalog", 32)
+    assert caught.value.code == "source_owned_elsewhere"
+    with pytest.raises(ValueError, match="profile"):
+        await repo.open_run("file:///other", "ada", "Catalog", 32)
+    with pytest.raises(ValueError, match="batch_size"):
+        await repo.open_run("file:///other", "ada", "catalog", 1001)
+
+    assert await repo.get_run(first.id) == first
+    assert await repo.get_run(first.id, owner_id="sam") is None
+    other = await repo.open_run("s3://bucket/photos/", "sam", "catalog", 32)
+    assert await repo.latest_run(owner_id="ada") == second
+    assert await repo.latest_run() == other
+    assert await repo.latest_run(owner_id="nobody") is None
+
+
+async def test_a_rescan_of_unchanged_files_returns_nothing_and_writes_nothing(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    files = [Scanned(f"d/{n:03}.jpg", 1000 + n, 10**18 + n) for n in range(50)]
+    files.append(Scanned("ünïcode/日本.png", 5, 7, None))
+    files.append(Scanned("bucket/key.webp", 5, 7, '"etag-1"'))
+    files.append(Scanned("d/000.jpg", 1, 1))  # listed twice: the first counts
+    assert await scan(repo, run, files) == [f.path for f in files[:-1]]
+    before = await files_by_path(pool, run.source_id)
+    assert len(before) == 52 and before["d/000.jpg"].size == 1000
+    assert all(f.status is IngestStatus.PENDING and f.run_id == run.id for f in before.values())
+    assert len({f.media_id for f in before.values()}) == 52
+    assert all(f.media_id.version == 4 for f in before.values())
+
+    again = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    assert await scan(repo, again, files) == []
+    after = await files_by_path(pool, run.source_id)
+    assert after == before  # not even updated_at moved
+    assert await scan(repo, again, []) == []
+    await counters_match_a_real_count(pool)
+
+
+async def test_a_changed_file_comes_back_with_its_media_id_and_a_failed_one_does_not(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    files = [Scanned("a.jpg", 10, 100), Scanned("b.jpg", 10, 100), Scanned("c.tif", 10, 100, "e")]
+    await scan(repo, run, files)
+    batch = uuid.uuid4()
+    async with repo.transaction() as conn:
+        await repo.assign_batches(conn, run.source_id, [(batch, ["a.jpg", "b.jpg", "c.tif"])])
+    started = await repo.start_batch(batch)
+    assert started is not None
+    async with repo.transaction() as conn:
+        await repo.finish_batch(
+            conn,
+            batch,
+            [
+                FileOutcome("a.jpg", IngestStatus.INDEXED, sha256="aa"),
+                FileOutcome("b.jpg", IngestStatus.FAILED, "corrupt_image", "truncated"),
+                FileOutcome("c.tif", IngestStatus.INDEXED, sha256="cc"),
+            ],
+        )
+    before = await files_by_path(pool, run.source_id)
+
+    rerun = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    changed = [
+        Scanned("a.jpg", 11, 100),  # size changed
+        Scanned("b.jpg", 10, 100),  # failed, unchanged: stays failed
+        Scanned("c.tif", 10, 100, "e2"),  # etag changed
+        Scanned("d.png", 1, 1),  # new
+    ]
+    assert await scan(repo, rerun, changed) == ["a.jpg", "c.tif", "d.png"]
+    after = await files_by_path(pool, run.source_id)
+    for path in ("a.jpg", "c.tif"):
+        assert after[path].media_id == before[path].media_id
+        assert (after[path].status, after[path].run_id) == (IngestStatus.PENDING, rerun.id)
+        assert (after[path].attempts, after[path].error_code, after[path].batch_id) == (
+            0,
+            None,
+            None,
+        )
+    assert (after["a.jpg"].size, after["c.tif"].etag) == (11, "e2")
+    assert after["b.jpg"] == before["b.jpg"]
+    assert after["d.png"].run_id == rerun.id
+    kept = await counters_match_a_real_count(pool)
+    assert kept == {
+        (rerun.id, "pending"): 3,
+        (run.id, "failed"): 1,
+    }
+
+
+async def test_start_batch_counts_an_attempt_on_open_files_only(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    await scan(repo, run, [Scanned(p, 1, 1) for p in ("x.jpg", "y.jpg", "z.jpg")])
+    batch = uuid.uuid4()
+    async with repo.transaction() as conn:
+        await repo.assign_batches(conn, run.source_id, [(batch, ["z.jpg", "x.jpg", "y.jpg"])])
+        await conn.execute("UPDATE ingest_files SET status = 'processed' WHERE path = 'y.jpg'")
+    first = await repo.start_batch(batch)
+    assert first is not None
+    started_run, started = first
+    assert started_run.id == run.id
+    assert [(f.path, f.attempts) for f in started] == [("x.jpg", 1), ("y.jpg", 1), ("z.jpg", 1)]
+    async with repo.transaction() as conn:
+        assert (
+            await repo.finish_batch(
+                conn, batch, [FileOutcome("x.jpg", IngestStatus.INDEXED, sha256="x")]
+            )
+            == 1
+        )
+    second = await repo.start_batch(batch)
+    assert second is not None
+    assert [(f.path, f.attempts) for f in second[1]] == [("y.jpg", 2), ("z.jpg", 2)]
+    async with repo.transaction() as conn:
+        assert await repo.fail_batch(conn, batch, "decoder_crashed", "killed twice") == 2
+    assert await repo.start_batch(batch) is None
+    assert await repo.start_batch(uuid.uuid4()) is None
+    rows = await files_by_path(pool, run.source_id)
+    assert rows["x.jpg"].attempts == 1  # finished: not counted again
+    assert [(rows[p].status, rows[p].error_code, rows[p].batch_id) for p in ("y.jpg", "z.jpg")] == [
+        (IngestStatus.FAILED, "decoder_crashed", None)
+    ] * 2
+    await counters_match_a_real_count(pool)
+
+
+async def test_finish_batch_leaves_a_file_a_rescan_moved_and_defers_to_a_new_batch(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    await scan(repo, run, [Scanned(p, 1, 1) for p in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")])
+    old = uuid.uuid4()
+    async with repo.transaction() as conn:
+        await repo.assign_batches(
+            conn, run.source_id, [(old, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])]
+        )
+    started = await repo.start_batch(old)
+    assert started is not None and started[1][0].attempts == 1
+
+    # Meanwhile a rescan finds a.jpg changed and gives it a batch of its own.
+    rescan = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    moved = uuid.uuid4()
+    async with repo.transaction() as conn:
+        assert await repo.record_scanned(conn, rescan, [Scanned("a.jpg", 2, 2)]) == ["a.jpg"]
+        await repo.assign_batches(conn, run.source_id, [(moved, ["a.jpg"])])
+
+    deferred_to = uuid.uuid4()
+    async with repo.transaction() as conn:
+        changed = await repo.finish_batch(
+            conn,
+            old,
+            [
+                FileOutcome("a.jpg", IngestStatus.INDEXED, sha256="stale"),
+                FileOutcome("b.jpg", IngestStatus.INDEXED, sha256="bb"),
+                FileOutcome("c.jpg", IngestStatus.FAILED, "corrupt_image", "bad header"),
+                FileOutcome(
+                    "d.jpg", IngestStatus.PENDING, size=5, mtime_ns=6, batch_id=deferred_to
+                ),
+            ],
+        )
+    assert changed == 3
+    rows = await files_by_path(pool, run.source_id)
+    a, b, c, d = (rows[p] for p in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"))
+    assert (a.status, a.batch_id, a.sha256, a.size, a.run_id) == (
+        IngestStatus.PENDING,
+        moved,
+        None,
+        2,
+        rescan.id,
+    )
+    assert (b.status, b.batch_id, b.sha256, b.error_code) == (
+        IngestStatus.INDEXED,
+        None,
+        "bb",
+        None,
+    )
+    assert b.processed_at is not None
+    assert (c.status, c.batch_id, c.error_code, c.error_message, c.processed_at) == (
+        IngestStatus.FAILED,
+        None,
+        "corrupt_image",
+        "bad header",
+        None,
+    )
+    # Deferred: new size/mtime, the new batch, and the attempt given back (never decoded).
+    assert (d.status, d.batch_id, d.size, d.mtime_ns, d.attempts) == (
+        IngestStatus.PENDING,
+        deferred_to,
+        5,
+        6,
+        0,
+    )
+    again = await repo.start_batch(deferred_to)
+    assert again is not None and [f.path for f in again[1]] == ["d.jpg"]
+    await counters_match_a_real_count(pool)
+
+
+def test_an_outcome_must_say_what_its_status_needs() -> None:
+    with pytest.raises(ValueError, match="error_code"):
+        FileOutcome("a", IngestStatus.FAILED)
+    with pytest.raises(ValueError, match="error_code"):
+        FileOutcome("a", IngestStatus.INDEXED, error_code="x")
+    with pytest.raises(ValueError, match="batch_id"):
+        FileOutcome("a", IngestStatus.PENDING)
+    with pytest.raises(ValueError, match="status"):
+        FileOutcome("a", IngestStatus.UPLOADED)
+
+
+async def fail_files(repo: IngestRepository, run: IngestRun, failures: dict[str, str]) -> None:
+    """Scan ``failures``' paths into ``run``, batch them and fail each with its code."""
+    batch = uuid.uuid4()
+    async with repo.transaction() as conn:
+        paths = await repo.record_scanned(conn, run, [Scanned(p, 1, 1) for p in failures])
+        await repo.assign_batches(conn, run.source_id, [(batch, paths)])
+    await repo.start_batch(batch)
+    outcomes = [
+        FileOutcome(p, IngestStatus.FAILED, code, f"{code} at {p}") for p, code in failures.items()
+    ]
+    async with repo.transaction() as conn:
+        assert await repo.finish_batch(conn, batch, outcomes) == len(failures)
+
+
+async def test_retry_failed_requeues_a_runs_failed_files_optionally_by_code(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    await fail_files(
+        repo, run, {"c.jpg": "corrupt_image", "a.jpg": "corrupt_image", "b.jpg": "decoder_crashed"}
+    )
+    other = await repo.open_run("file:///elsewhere", "ada", "catalog", 32)
+    await fail_files(repo, other, {"z.jpg": "corrupt_image"})
+
+    async with repo.transaction() as conn:
+        groups = await repo.retry_failed(conn, run.id, code="corrupt_image")
+    assert groups == [(run.source_id, ["a.jpg", "c.jpg"])]
+    rows = await files_by_path(pool, run.source_id)
+    for path in ("a.jpg", "c.jpg"):
+        row = rows[path]
+        assert (row.status, row.attempts, row.error_code, row.error_message, row.batch_id) == (
+            IngestStatus.PENDING,
+            0,
+            None,
+            None,
+            None,
+        )
+    assert rows["b.jpg"].status is IngestStatus.FAILED
+    async with repo.transaction() as conn:
+        assert await repo.retry_failed(conn, run.id) == [(run.source_id, ["b.jpg"])]
+        assert await repo.retry_failed(conn, run.id) == []
+    assert (await files_by_path(pool, other.source_id))["z.jpg"].status is IngestStatus.FAILED
+    kept = await counters_match_a_real_count(pool)
+    assert kept == {(run.id, "pending"): 3, (other.id, "failed"): 1}
+
+
+async def test_failed_files_pages_by_path(repo: IngestRepository) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    codes = {f"f{n:02}.jpg": ("corrupt_image" if n % 3 else "file_too_large") for n in range(25)}
+    await fail_files(repo, run, codes)
+    pages: list[list[str]] = []
+    after: str | None = None
+    while page := await repo.failed_files(run.id, after=after, limit=10):
+        pages.append([f.path for f in page])
+        after = page[-1].path
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert [p for page in pages for p in page] == sorted(codes)
+    first = await repo.failed_files(run.id, limit=1)
+    assert (first[0].error_code, first[0].error_message) == (
+        "file_too_large",
+        "file_too_large at f00.jpg",
+    )
+    large = await repo.failed_files(run.id, code="file_too_large", after="f00.jpg")
+    assert [f.path for f in large] == [
+        p for p, c in sorted(codes.items()) if c == "file_too_large"
+    ][1:]
+
+
+async def test_status_counts_every_status_and_failures_by_code(
+    repo: IngestRepository,
+) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    await fail_files(repo, run, {"a": "corrupt_image", "b": "corrupt_image", "c": "empty_file"})
+    batch = uuid.uuid4()
+    async with repo.transaction() as conn:
+        paths = await repo.record_scanned(conn, run, [Scanned(p, 1, 1) for p in ("d", "e", "f")])
+        await repo.assign_batches(conn, run.source_id, [(batch, paths)])
+        await repo.add_scan_counts(conn, run.id, scanned=6, skipped=2, errors=1, queued=6)
+    async with repo.transaction() as conn:
+        await repo.finish_batch(conn, batch, [FileOutcome("d", IngestStatus.INDEXED, sha256="d")])
+    await repo.finish_scan(run.id)
+
+    status = await repo.status(run.id)
+    assert status is not None
+    assert status.counts == {
+        "pending": 2,
+        "ai_done": 0,
+        "processed": 0,
+        "uploaded": 0,
+        "indexed": 1,
+        "failed": 3,
+    }
+    assert status.failed_by_code == {"corrupt_image": 2, "empty_file": 1}
+    assert (status.total, status.done) == (6, 4)
+    assert (status.run.state, status.run.scanned, status.run.skipped) == ("scanned", 6, 2)
+    assert (status.run.scan_errors, status.run.queued) == (1, 6)
+    assert status.run.scan_finished_at is not None
+    assert status.last_update == status.run.updated_at
+    assert status.last_update is not None and status.last_update >= run.updated_at
+    assert await repo.status(run.id, owner_id="sam") is None
+    assert await repo.status(uuid.uuid4()) is None
+
+    await repo.finish_scan(run.id, error={"code": "source_unreadable", "message": "gone"})
+    failed = await repo.get_run(run.id)
+    assert failed is not None
+    assert (failed.state, failed.error) == (
+        "scan_failed",
+        {"code": "source_unreadable", "message": "gone"},
+    )
+    job = uuid.uuid4()
+    async with repo.transaction() as conn:
+        await repo.set_scan_job(conn, run.id, job)
+    with_job = await repo.get_run(run.id)
+    assert with_job is not None and with_job.scan_job_id == job
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan: (node type, relation)."""
+    found = [(plan["Node Type"], plan.get("Relation Name"))]
+    for child in plan.get("Plans", []):
+        found.extend(plan_nodes(child))
+    return found
+
+
+async def test_status_at_200k_files_reads_counters_and_the_failed_index_not_the_table(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    async with pool.connection() as conn:
+        # 200k files of the run: 1 in 100 failed (3 codes), 1 in 4 pending, the rest indexed.
+        await conn.execute(
+            """
+            INSERT INTO ingest_files (source_id, path, media_id, run_id, size, mtime_ns,
+                                      status, error_code)
+            SELECT %(source)s, 'p/' || n, gen_random_uuid(), %(run)s, n, n,
+                   CASE WHEN n %% 100 = 0 THEN 'failed' WHEN n %% 4 = 1 THEN 'pending'
+                        ELSE 'indexed' END::ingest_status,
+                   CASE WHEN n %% 100 = 0 THEN 'code_' || (n %% 3) END
+            FROM generate_series(1, 200000) AS n
+            """,
+            {"source": run.source_id, "run": run.id},
+        )
+        await conn.execute("ANALYZE ingest_files")
+        await conn.execute("ANALYZE ingest_counts")
+        nodes: list[tuple[str, str | None]] = []
+        for statement in (ingest_sql.RUN_COUNTS, ingest_sql.FAILED_BY_CODE):
+            row = await (
+                await conn.execute("EXPLAIN (FORMAT JSON) " + statement, (run.id,))
+            ).fetchone()
+            assert row is not None
+            plan = row["QUERY PLAN"]
+            plan = json.loads(plan) if isinstance(plan, str) else plan
+            nodes.extend(plan_nodes(plan[0]["Plan"]))
+    on_files = [node for node, relation in nodes if relation == "ingest_files"]
+    assert on_files and "Seq Scan" not in on_files, nodes
+    status = await repo.status(run.id)
+    assert status is not None
+    assert status.total == 200_000
+    assert status.counts["failed"] == 2000
+    assert status.counts["pending"] == 50_000  # n % 4 = 1 never meets n % 100 = 0
+    assert status.failed_by_code == {"code_0": 666, "code_1": 667, "code_2": 667}
+    await counters_match_a_real_count(pool)
+
+
+def ingested(media_id: uuid.UUID, owner: str, *, version: int = 1) -> IngestedMedia:
+    return IngestedMedia(
+        id=media_id,
+        owner_id=owner,
+        purpose="catalog",
+        source_locator=f"memory://b/catalog/original/2026/0{version}/{media_id}.jpg",
+        original_filename="beach.jpg",
+        detected_type="image/jpeg",
+        bytes=1000 * version,
+        width=40 * version,
+        height=30,
+        variants={
+            "thumbnail": {"locator": f"memory://b/catalog/thumbnail/{media_id}.webp", "width": 4}
+        },
+        blur_data_url="data:image/webp;base64,AAAA",
+        exif={"Model": f"v{version}"},
+        gps={"lat": 1.5} if version == 1 else None,
+        sha256=f"{version:064x}",
+    )
+
+
+async def test_upsert_ingested_inserts_updates_and_leaves_deleted_or_others_items(
+    pool: Pool,
+) -> None:
+    media = MediaRepository(pool)
+    fresh, kept, deleted, others = (uuid.uuid4() for _ in range(4))
+    async with media.transaction() as conn:
+        assert await media.upsert_ingested(conn, []) == {}
+        first = await media.upsert_ingested(
+            conn, [ingested(fresh, "ada"), ingested(kept, "ada"), ingested(deleted, "ada")]
+        )
+    assert first == {fresh: None, kept: None, deleted: None}
+    row = await media.get(fresh, "ada")
+    assert row is not None
+    assert (row.status, row.purpose, row.width, row.exif, row.gps) == (
+        MediaStatus.READY,
+        "catalog",
+        40,
+        {"Model": "v1"},
+        {"lat": 1.5},
+    )
+    assert row.processed_at is not None
+    assert {str(locator) for locator in row.locators()} == {
+        row.source_locator,
+        f"memory://b/catalog/thumbnail/{fresh}.webp",
+    }
+
+    await media.soft_delete(deleted, "ada", undo_window=60)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO media (id, owner_id, status, source_locator)"
+            " VALUES (%s, 'sam', 'ready', %s)",
+            (others, f"memory://b/media/sam/{others}"),
+        )
+    same_source = ingested(kept, "ada")
+    async with media.transaction() as conn:
+        second = await media.upsert_ingested(
+            conn,
+            [
+                ingested(fresh, "ada", version=2),  # a new version: new locator, returned
+                same_source,  # the same locator: None
+                ingested(deleted, "ada", version=2),  # deleted: left alone
+                ingested(others, "ada", version=2),  # another owner's id: left alone
+            ],
+        )
+    assert second == {fresh: first_locator(fresh), kept: None}
+    updated = await media.get(fresh, "ada")
+    assert updated is not None
+    assert (updated.width, updated.bytes, updated.exif, updated.gps, updated.sha256) == (
+        80,
+        2000,
+        {"Model": "v2"},
+        None,
+        f"{2:064x}",
+    )
+    assert updated.source_locator == ingested(fresh, "ada", version=2).source_locator
+    still_deleted = await media.get(deleted, "ada")
+    assert still_deleted is not None
+    assert (still_deleted.status, still_deleted.width) == (MediaStatus.DELETED, 40)
+    theirs = await media.get(others)
+    assert theirs is not None and (theirs.owner_id, theirs.width) == ("sam", None)
+    with pytest.raises(ValueError, match="more than once"):
+        async with media.transaction() as conn:
+            await media.upsert_ingested(conn, [ingested(fresh, "ada"), ingested(fresh, "ada")])
+
+
+def first_locator(media_id: uuid.UUID) -> str:
+    return ingested(media_id, "ada").source_locator
+
+
+async def test_two_scans_racing_over_one_source_queue_each_path_once(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    first = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    second = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    files = [Scanned(f"r/{n}.jpg", n, n) for n in range(100)]
+    async with repo.transaction() as conn:
+        assert await repo.record_scanned(conn, first, files) == [f.path for f in files]
+        # The second scan does not see the first's rows yet: it waits on them, then finds
+        # them equal and queues nothing.
+        racing = asyncio.create_task(scan(repo, second, files))
+        await asyncio.sleep(0.3)
+        assert not racing.done()
+    assert await asyncio.wait_for(racing, 10) == []
+    rows = await files_by_path(pool, first.source_id)
+    assert {f.run_id for f in rows.values()} == {first.id}
+    await counters_match_a_real_count(pool)
