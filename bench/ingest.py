@@ -482,7 +482,7 @@ def pickup(
         backlog_query = "SELECT count(*) FROM jobs WHERE kind = 'ingest.batch' AND state = 'queued'"
         time.sleep(2.0)  # the worker is into the backlog (its ingest slots full)
         backlog_before = one_row(dsn, backlog_query)[0]
-        data = jpeg(photo(1600, 1200))
+        data = jpeg(photo(1200, 900))
         token = Authenticator(SECRET).issue_token("uploader", ttl=3600)
         headers = {"Authorization": f"Bearer {token}"}
         rng = random.Random(16)
@@ -491,8 +491,24 @@ def pickup(
             for n in range(opts.uploads):
                 job_id = upload(client, headers, data, f"up-{n}.jpg")
                 pickups.append(_pickup_ms(dsn, job_id))
-                time.sleep(rng.uniform(0.05, 0.3))  # not in step with the claim cycle
+                # One at a time: the next upload competes with the ingest backlog only, not
+                # with earlier uploads; then a pause out of step with the claim cycle.
+                _wait_finished(dsn, job_id)
+                time.sleep(rng.uniform(0.05, 0.3))
         backlog_after = one_row(dsn, backlog_query)[0]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            uploads = [  # each upload job: created (s from the first), pickup ms, run ms
+                [round(float(v), 3) for v in row]
+                for row in conn.execute(
+                    "SELECT extract(epoch FROM created_at - min(created_at) OVER ()),"
+                    " extract(epoch FROM started_at - created_at) * 1000,"
+                    " extract(epoch FROM finished_at - started_at) * 1000 FROM ("
+                    " SELECT created_at, started_at, finished_at FROM jobs"
+                    " WHERE kind = 'media.process' AND finished_at IS NOT NULL UNION ALL"
+                    " SELECT created_at, started_at, finished_at FROM jobs_archive"
+                    " WHERE kind = 'media.process') AS j ORDER BY created_at"
+                )
+            ]
         running = one_row(
             dsn, "SELECT count(*) FROM jobs WHERE kind = 'ingest.batch' AND state = 'running'"
         )[0]
@@ -505,6 +521,7 @@ def pickup(
         "p99_ms": round(percentile(pickups, 0.99), 2),
         "max_ms": round(max(pickups), 2),
         "pickups_ms": [round(p, 2) for p in pickups],
+        "upload_jobs": uploads,
         "backlog_batches_before": backlog_before,
         "backlog_batches_after": backlog_after,
         "ingest_batches_running_at_end": running,
@@ -521,6 +538,20 @@ def upload(client: httpx.Client, headers: dict[str, str], data: bytes, name: str
         "/media/upload/complete", json={"objectPath": ticket["objectPath"]}, headers=headers
     )
     return uuid.UUID(done.raise_for_status().json()["jobId"])
+
+
+def _wait_finished(dsn: str, job_id: uuid.UUID, timeout: float = 120.0) -> None:
+    query = (
+        "SELECT 1 FROM jobs WHERE id = %s AND finished_at IS NOT NULL"
+        " UNION ALL SELECT 1 FROM jobs_archive WHERE id = %s"
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        wait_until(
+            lambda: conn.execute(query, (job_id, job_id)).fetchone() is not None,
+            timeout,
+            f"upload job {job_id} to finish",
+            interval=0.02,
+        )
 
 
 def _pickup_ms(dsn: str, job_id: uuid.UUID, timeout: float = 30.0) -> float:
