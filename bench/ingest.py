@@ -13,16 +13,18 @@ machine's Postgres and Redis, each phase in a fresh database.
    the unchanged tree). Scan time is the scan job's ``started_at`` to ``finished_at``.
 4. **Pickup**: the first scan left ``tree / 100`` ingest batches queued; one worker running
    every kind works on them while uploads go through the API one at a time (init, PUT,
-   complete: a real ``media.process`` job each); pickup is the job's ``started_at -
-   created_at``.
+   complete: a real ``media.process`` job each, the next after the last one finished);
+   pickup is the job's ``started_at - created_at``.
+5. **Busy**: the same uploads to one worker first idle, then while it ingests the library
+   (its imaging processes busy with ingest files): pickup, and the upload's run time.
 
 Throughput, for the floor and for ingest alike, is the steady rate: images finished between
 the 10% and the 90% marks over the time between them (no start-up, no ramp-down; what a
 5M-image run sees); the whole-run rate (all images over first start to last finish) is
 printed too. Projections for 5M images assume throughput linear in cores.
 
-    python bench/ingest.py [--images 600] [--tree 1000000] [--uploads 200] [--quick]
-        [--stores memory,s3] [--phases floor,ingest,scan,pickup] [--no-record]
+    python bench/ingest.py [--images 1000] [--tree 1000000] [--uploads 200] [--quick]
+        [--stores memory,s3] [--phases floor,ingest,scan,pickup,busy] [--no-record]
 
 Inputs are cached under ``.bench-cache/ingest`` (``--cache``). The last line printed is one
 JSON object with every figure.
@@ -64,21 +66,11 @@ from bench.ingest_procs import (
     stop,
     wait_until,
 )
+from bench.ingest_report import summarize, table
 
 SECRET = "bench-ingest-secret-" + "c" * 40
 OWNER = "bench"
 BUCKET = "bench-ingest"
-FIVE_MILLION = 5_000_000
-WORKER_MACHINE_CORES = 16
-TARGETS = {  # issue 16
-    "ratio_vs_floor_throughput": (">=", 0.85),
-    "scan_paths_per_s": (">=", 20_000),
-    "rescan_paths_per_s": (">=", 50_000),
-    "scanner_peak_rss_mib": ("<=", 150),
-    "pickup_p99_ms": ("<=", 100),
-}
-
-
 # -- shared ----------------------------------------------------------------------------
 
 
@@ -464,80 +456,148 @@ def scan_and_pickup(opts: argparse.Namespace, tree: Path, logs: Path) -> dict[st
     return figures
 
 
+class Uploader:
+    """Uploads through the API of ``mediajobs serve`` on ``port``, one at a time: each
+    upload's ``media.process`` pickup (``started_at - created_at``) and run time, in ms."""
+
+    def __init__(self, dsn: str, port: int) -> None:
+        from tests.support.images import jpeg, photo
+
+        from mediajobs.service.auth import Authenticator
+
+        self.dsn = dsn
+        self.data = jpeg(photo(1200, 900))
+        token = Authenticator(SECRET).issue_token("uploader", ttl=3600)
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        self.rng = random.Random(16)
+        self.count = 0
+
+    def close(self) -> None:
+        self.client.close()
+
+    def one(self) -> tuple[float, float]:
+        """One upload, waited for: (pickup ms, run ms). The next upload then competes with
+        the ingest work only, not with this one; a pause follows, out of step with the
+        worker's claim cycle."""
+        self.count += 1
+        body = {"filename": f"up-{self.count}.jpg", "contentType": "image/jpeg",
+                "size": len(self.data)}  # fmt: skip
+        init = self.client.post("/media/upload/init", json=body, headers=self.headers)
+        ticket = init.raise_for_status().json()
+        self.client.put(
+            ticket["uploadURL"], content=self.data, headers=ticket["headers"]
+        ).raise_for_status()
+        done = self.client.post(
+            "/media/upload/complete",
+            json={"objectPath": ticket["objectPath"]},
+            headers=self.headers,
+        )
+        job_id = uuid.UUID(done.raise_for_status().json()["jobId"])
+        pickup_ms = _pickup_ms(self.dsn, job_id)
+        _wait_finished(self.dsn, job_id)
+        run_ms = one_row(
+            self.dsn,
+            "SELECT extract(epoch FROM finished_at - started_at) * 1000 FROM jobs WHERE id = %s"
+            " UNION ALL SELECT extract(epoch FROM finished_at - started_at) * 1000"
+            " FROM jobs_archive WHERE id = %s",
+            job_id,
+            job_id,
+        )[0]
+        time.sleep(self.rng.uniform(0.05, 0.3))
+        return pickup_ms, float(run_ms)
+
+
+def latencies(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    pickups = [p for p, _ in pairs]
+    runs = [r for _, r in pairs]
+    return {
+        "uploads": len(pairs),
+        "p50_ms": round(percentile(pickups, 0.5), 2),
+        "p99_ms": round(percentile(pickups, 0.99), 2),
+        "max_ms": round(max(pickups), 2),
+        "run_p50_ms": round(percentile(runs, 0.5), 1),
+        "run_p99_ms": round(percentile(runs, 0.99), 1),
+        "pickups_ms": [round(p, 2) for p in pickups],
+        "runs_ms": [round(r, 1) for r in runs],
+    }
+
+
+BACKLOG = "SELECT count(*) FROM jobs WHERE kind = 'ingest.batch' AND state = 'queued'"
+RUNNING = "SELECT count(*) FROM jobs WHERE kind = 'ingest.batch' AND state = 'running'"
+
+
 def pickup(
     opts: argparse.Namespace, dsn: str, env: dict[str, str], port: int, logs: Path
 ) -> dict[str, Any]:
     """Uploads one at a time through the API while one worker (every kind) has the scan's
-    ingest batches queued; each upload's ``media.process`` pickup in ms."""
-    from tests.support.images import jpeg, photo
-
-    from mediajobs.service.auth import Authenticator
-
+    ingest batches queued."""
     print(f"pickup: {opts.uploads} uploads behind the ingest backlog", file=sys.stderr)
     serve = mediajobs(["serve"], env, logs / "pickup-serve.log")
     worker = mediajobs(["worker"], env, logs / "pickup-worker.log")
+    uploader = None
     try:
         wait_until(lambda: _healthy(port), 30, "mediajobs serve")
         wait_for_workers(dsn, 1)
-        backlog_query = "SELECT count(*) FROM jobs WHERE kind = 'ingest.batch' AND state = 'queued'"
         time.sleep(2.0)  # the worker is into the backlog (its ingest slots full)
-        backlog_before = one_row(dsn, backlog_query)[0]
-        data = jpeg(photo(1200, 900))
-        token = Authenticator(SECRET).issue_token("uploader", ttl=3600)
-        headers = {"Authorization": f"Bearer {token}"}
-        rng = random.Random(16)
-        pickups: list[float] = []
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            for n in range(opts.uploads):
-                job_id = upload(client, headers, data, f"up-{n}.jpg")
-                pickups.append(_pickup_ms(dsn, job_id))
-                # One at a time: the next upload competes with the ingest backlog only, not
-                # with earlier uploads; then a pause out of step with the claim cycle.
-                _wait_finished(dsn, job_id)
-                time.sleep(rng.uniform(0.05, 0.3))
-        backlog_after = one_row(dsn, backlog_query)[0]
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            uploads = [  # each upload job: created (s from the first), pickup ms, run ms
-                [round(float(v), 3) for v in row]
-                for row in conn.execute(
-                    "SELECT extract(epoch FROM created_at - min(created_at) OVER ()),"
-                    " extract(epoch FROM started_at - created_at) * 1000,"
-                    " extract(epoch FROM finished_at - started_at) * 1000 FROM ("
-                    " SELECT created_at, started_at, finished_at FROM jobs"
-                    " WHERE kind = 'media.process' AND finished_at IS NOT NULL UNION ALL"
-                    " SELECT created_at, started_at, finished_at FROM jobs_archive"
-                    " WHERE kind = 'media.process') AS j ORDER BY created_at"
-                )
-            ]
-        running = one_row(
-            dsn, "SELECT count(*) FROM jobs WHERE kind = 'ingest.batch' AND state = 'running'"
-        )[0]
+        backlog_before = one_row(dsn, BACKLOG)[0]
+        uploader = Uploader(dsn, port)
+        pairs = [uploader.one() for _ in range(opts.uploads)]
+        backlog_after = one_row(dsn, BACKLOG)[0]
+        running = one_row(dsn, RUNNING)[0]
     finally:
+        if uploader is not None:
+            uploader.close()
         stop(worker)
         stop(serve)
     return {
-        "uploads": len(pickups),
-        "p50_ms": round(percentile(pickups, 0.5), 2),
-        "p99_ms": round(percentile(pickups, 0.99), 2),
-        "max_ms": round(max(pickups), 2),
-        "pickups_ms": [round(p, 2) for p in pickups],
-        "upload_jobs": uploads,
+        **latencies(pairs),
         "backlog_batches_before": backlog_before,
         "backlog_batches_after": backlog_after,
         "ingest_batches_running_at_end": running,
     }
 
 
-def upload(client: httpx.Client, headers: dict[str, str], data: bytes, name: str) -> uuid.UUID:
-    """One upload through the API (init, PUT to the store, complete); its job's id."""
-    body = {"filename": name, "contentType": "image/jpeg", "size": len(data)}
-    init = client.post("/media/upload/init", json=body, headers=headers)
-    ticket = init.raise_for_status().json()
-    client.put(ticket["uploadURL"], content=data, headers=ticket["headers"]).raise_for_status()
-    done = client.post(
-        "/media/upload/complete", json={"objectPath": ticket["objectPath"]}, headers=headers
-    )
-    return uuid.UUID(done.raise_for_status().json()["jobId"])
+def busy(opts: argparse.Namespace, library: Library, logs: Path) -> dict[str, Any]:
+    """Uploads one at a time to one worker (every kind, defaults) first idle, then while it
+    ingests the library (its imaging processes busy with ingest files): pickup, and run
+    time against the idle run time (the imaging pool's priority at work)."""
+    count = max(3, opts.uploads // 4)
+    print(f"busy: {count} uploads idle, then {count} during an ingest", file=sys.stderr)
+    with database(opts.database_url, "ingest_busy") as dsn:
+        port = free_port()
+        env = environment(
+            dsn, opts.redis_url, MEDIAJOBS_JWT_SECRET=SECRET, MEDIAJOBS_PORT=str(port)
+        )
+        serve = mediajobs(["serve"], env, logs / "busy-serve.log")
+        worker = mediajobs(["worker"], env, logs / "busy-worker.log")
+        uploader = None
+        try:
+            wait_until(lambda: _healthy(port), 30, "mediajobs serve")
+            wait_for_workers(dsn, 1)
+            uploader = Uploader(dsn, port)
+            uploader.one()  # warm: the imaging processes start
+            idle = [uploader.one() for _ in range(count)]
+            run = mediajobs(
+                ["ingest", "run", str(library.root), "--owner", OWNER, "--detach"],
+                env,
+                logs / "busy-ingest-run.log",
+                stdout=subprocess.PIPE,
+            )
+            run.communicate(timeout=120)
+            wait_until(lambda: one_row(dsn, RUNNING)[0] > 0, 60, "ingest batches to run")
+            time.sleep(2.0)  # every imaging process has an ingest file
+            during = []
+            for _ in range(count):
+                during.append(uploader.one())
+                if one_row(dsn, RUNNING)[0] == 0:
+                    break  # the ingest is over: later uploads would be idle ones
+        finally:
+            if uploader is not None:
+                uploader.close()
+            stop(worker)
+            stop(serve)
+    return {"idle": latencies(idle), "during": latencies(during)}
 
 
 def _wait_finished(dsn: str, job_id: uuid.UUID, timeout: float = 120.0) -> None:
@@ -571,172 +631,9 @@ def _pickup_ms(dsn: str, job_id: uuid.UUID, timeout: float = 30.0) -> float:
     raise RuntimeError(f"upload job {job_id} was not picked up in {timeout:g} s")
 
 
-# -- the report --------------------------------------------------------------------------
-
-
-def summarize(
-    opts: argparse.Namespace, library: Library | None, parts: dict[str, Any]
-) -> dict[str, Any]:
-    """Every figure, flat, for the JSON line (and the table)."""
-    cores = os.cpu_count() or 1
-    out: dict[str, Any] = {"cores": cores, "workers": opts.workers}
-    if library is not None:
-        out.update(
-            images=library.count,
-            mean_megapixels=round(library.mean_megapixels, 2),
-            library_mb=round(library.bytes / 1e6, 1),
-            formats=library.formats,
-        )
-    floor = parts.get("floor")
-    if floor is not None:
-        out["floor_images_per_s"] = floor["images_per_s"]
-        out["floor_images_per_s_whole"] = floor["images_per_s_whole"]
-        for key in ("floor_cpu_ms_per_image", "catalog_cpu_ms_per_image", "imaging_cpu_ratio"):
-            out[key] = floor[key]
-    for store in ("memory", "s3"):
-        result = parts.get(store)
-        if result is None:
-            continue
-        ips = result["images_per_s"]
-        out[f"{store}_images_per_s"] = ips
-        out[f"{store}_images_per_s_whole"] = result["images_per_s_whole"]
-        out[f"{store}_indexed"] = result["indexed"]
-        out[f"{store}_failed"] = sum(result["failed_by_code"].values())
-        out[f"{store}_by_worker"] = result["by_worker"]
-        out[f"{store}_worker_peak_rss_mib"] = result["worker_peak_tree_mib"]
-        out[f"{store}_worker_main_peak_rss_mib"] = result["worker_peak_main_mib"]
-        out[f"{store}_imaging_process_peak_rss_mib"] = result["worker_peak_child_mib"]
-        out[f"{store}_cpu_s_per_image"] = result["cpu_s_per_image"]
-        if "objects" in result:
-            out[f"{store}_objects"] = result["objects"]
-        if floor is not None:
-            out[f"{store}_ratio_vs_floor_throughput"] = round(ips / floor["images_per_s"], 3)
-            out[f"{store}_ratio_vs_floor_throughput_whole"] = round(
-                result["images_per_s_whole"] / floor["images_per_s_whole"], 3
-            )
-    headline = next((s for s in opts.stores if s in parts), None)
-    if headline is not None:
-        ips = out[f"{headline}_images_per_s"]
-        out["headline_store"] = headline
-        out["images_per_s_all_cores"] = ips
-        out["images_per_hour_per_core"] = round(ips * 3600 / cores)
-        if ips:
-            out["projected_5m_hours_this_machine"] = round(FIVE_MILLION / ips / 3600, 1)
-            out["projected_5m_hours_16_core_worker"] = round(
-                FIVE_MILLION / (ips / cores * WORKER_MACHINE_CORES) / 3600, 1
-            )
-        out["worker_peak_rss_mib"] = out[f"{headline}_worker_peak_rss_mib"]
-        if floor is not None:
-            out["ratio_vs_floor_throughput"] = out[f"{headline}_ratio_vs_floor_throughput"]
-    scan = parts.get("scan")
-    if scan is not None:
-        out.update(
-            tree_paths=scan["scan"]["paths"],
-            scan_paths_per_s=scan["scan"]["paths_per_s"],
-            scan_seconds=scan["scan"]["seconds"],
-            scan_first_batch_after_s=scan["scan"]["first_batch_after_s"],
-            scan_queued=scan["scan"]["queued"],
-            rescan_paths_per_s=scan["rescan"]["paths_per_s"],
-            rescan_seconds=scan["rescan"]["seconds"],
-            rescan_queued=scan["rescan"]["queued"],
-            scanner_peak_rss_mib=scan["scanner"]["peak_main_mib"],
-            scanner_peak_tree_rss_mib=scan["scanner"]["peak_tree_mib"],
-        )
-        if "pickup" in scan:
-            pick = scan["pickup"]
-            out.update(
-                pickup_uploads=pick["uploads"],
-                pickup_p50_ms=pick["p50_ms"],
-                pickup_p99_ms=pick["p99_ms"],
-                pickup_max_ms=pick["max_ms"],
-                pickup_backlog_batches=pick["backlog_batches_before"],
-                pickup_backlog_batches_after=pick["backlog_batches_after"],
-            )
-    out["targets"] = {
-        name: (out[name] >= bound if op == ">=" else out[name] <= bound)
-        for name, (op, bound) in TARGETS.items()
-        if out.get(name) is not None
-    }
-    return out
-
-
-def table(figures: dict[str, Any], opts: argparse.Namespace) -> str:
-    """The markdown of a run for docs/benchmarks.md."""
-    rows = ["| figure | value | target |", "|---|---|---|"]
-
-    def row(label: str, key: str, unit: str = "") -> None:
-        if figures.get(key) is None:
-            return
-        target = TARGETS.get(key)
-        mark = ""
-        if target is not None:
-            met = figures["targets"].get(key)
-            mark = f"{target[0]} {target[1]:g} ({'met' if met else 'missed'})"
-        rows.append(f"| {label} | {figures[key]}{unit} | {mark} |")
-
-    row("floor (bare Pillow loop, all cores), images/s", "floor_images_per_s")
-    for store in ("memory", "s3"):
-        row(f"ingest into {store}, images/s (all cores)", f"{store}_images_per_s")
-        row(f"ingest into {store} / floor", f"{store}_ratio_vs_floor_throughput")
-        row(f"ingest into {store}, whole run / floor whole run",
-            f"{store}_ratio_vs_floor_throughput_whole")  # fmt: skip
-        row(f"ingest into {store}, peak RSS of a worker + its imaging processes",
-            f"{store}_worker_peak_rss_mib", " MiB")  # fmt: skip
-        row(f"ingest into {store}, peak RSS of one imaging process",
-            f"{store}_imaging_process_peak_rss_mib", " MiB")  # fmt: skip
-    row("**ratio_vs_floor_throughput**", "ratio_vs_floor_throughput")
-    row("floor CPU per image, one thread", "floor_cpu_ms_per_image", " ms")
-    row("make_catalog CPU per image, one thread", "catalog_cpu_ms_per_image", " ms")
-    row("imaging alone: floor CPU / make_catalog CPU", "imaging_cpu_ratio")
-    row("images per hour per core", "images_per_hour_per_core")
-    row("5M images on this machine", "projected_5m_hours_this_machine", " h")
-    row("5M images on one 16-core worker machine (linear in cores)",
-        "projected_5m_hours_16_core_worker", " h")  # fmt: skip
-    row("scan, paths/s (first scan)", "scan_paths_per_s")
-    row("first batch queued after (s from the scan's start)", "scan_first_batch_after_s")
-    row("rescan of the unchanged tree, paths/s", "rescan_paths_per_s")
-    row("files queued by the rescan", "rescan_queued")
-    row("scanner peak RSS", "scanner_peak_rss_mib", " MiB")
-    row("upload pickup p50 behind the backlog", "pickup_p50_ms", " ms")
-    row("upload pickup p99 behind the backlog", "pickup_p99_ms", " ms")
-    notes = []
-    if "images" in figures:
-        notes.append(
-            f"Library: {figures['images']} images ({figures['formats']}), mean "
-            f"{figures['mean_megapixels']} MP, {figures['library_mb']} MB; {opts.workers} "
-            f"workers (`mediajobs worker`, defaults{_imaging_note(opts)}), batches of "
-            f"{opts.batch or 'the default 32'}. CPU seconds per image: "
-            + "; ".join(
-                f"{store}: {figures[f'{store}_cpu_s_per_image']}"
-                for store in ("memory", "s3")
-                if f"{store}_cpu_s_per_image" in figures
-            )
-            + "."
-        )
-    if "tree_paths" in figures:
-        notes.append(
-            f"Scan: {figures['tree_paths']} empty .jpg paths, `--batch 100`, one scan-only "
-            f"worker; first scan {figures['scan_seconds']} s, rescan {figures['rescan_seconds']} s."
-        )
-    if "pickup_uploads" in figures:
-        notes.append(
-            f"Pickup: {figures['pickup_uploads']} uploads one at a time, "
-            f"{figures['pickup_backlog_batches']} ingest batches queued at the start and "
-            f"{figures['pickup_backlog_batches_after']} at the end; max "
-            f"{figures['pickup_max_ms']} ms."
-        )
-    return "\n".join(rows) + ("\n\n" + "\n\n".join(notes) if notes else "")
-
-
-def _imaging_note(opts: argparse.Namespace) -> str:
-    if opts.imaging_processes is None:
-        return ": one imaging process per core each"
-    return f", MEDIAJOBS_IMAGING_PROCESSES={opts.imaging_processes}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--images", type=int, default=600, help="photos in the library")
+    parser.add_argument("--images", type=int, default=1000, help="photos in the library")
     parser.add_argument("--tree", type=int, default=1_000_000, help="paths in the scan tree")
     parser.add_argument("--uploads", type=int, default=200, help="uploads timed for pickup")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for ingest")
@@ -749,7 +646,7 @@ def main() -> int:
         help="MEDIAJOBS_IMAGING_PROCESSES of each worker (default: the setting's default)",
     )
     parser.add_argument("--stores", default="memory,s3", help="memory and/or s3")
-    parser.add_argument("--phases", default="floor,ingest,scan,pickup")
+    parser.add_argument("--phases", default="floor,ingest,scan,pickup,busy")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -771,14 +668,14 @@ def main() -> int:
     opts.phases = [p for p in opts.phases.split(",") if p]
     if set(opts.stores) - {"memory", "s3"}:
         parser.error("--stores: memory and/or s3")
-    if set(opts.phases) - {"floor", "ingest", "scan", "pickup"}:
-        parser.error("--phases: floor, ingest, scan, pickup")
+    if set(opts.phases) - {"floor", "ingest", "scan", "pickup", "busy"}:
+        parser.error("--phases: floor, ingest, scan, pickup, busy")
     logs = Path(f"/tmp/bench-ingest-{time.strftime('%Y%m%d-%H%M%S')}")
     logs.mkdir(parents=True)
     print(f"logs: {logs}", file=sys.stderr)
     parts: dict[str, Any] = {}
     library = None
-    if {"floor", "ingest"} & set(opts.phases):
+    if {"floor", "ingest", "busy"} & set(opts.phases):
         library = photo_library(opts.images, opts.cache)
         paths = sorted(p for p in library.root.rglob("*") if p.is_file())
     if "floor" in opts.phases:
@@ -798,6 +695,10 @@ def main() -> int:
         tree = path_tree(opts.tree, opts.cache)
         parts["scan"] = scan_and_pickup(opts, tree, logs)
         (logs / "scan-result.json").write_text(json.dumps(parts["scan"], indent=2))
+    if "busy" in opts.phases:
+        assert library is not None
+        parts["busy"] = busy(opts, library, logs)
+        (logs / "busy-result.json").write_text(json.dumps(parts["busy"], indent=2))
     figures = summarize(opts, library, parts)
     text = table(figures, opts)
     print(text, file=sys.stderr)
