@@ -12,8 +12,10 @@ Per image, the same derivatives as the ``catalog`` profile, made the cheapest se
 - convert to RGB, resize to the preview's stored size (Hamming, ``reducing_gap=3``, the
   pipeline's filter), then apply the EXIF orientation to the small image (cheaper than
   transposing the full decode, the pipeline's order too);
-- the tiled text watermark: one rotated tile per preview size (cached), pasted in a grid
-  into a transparent overlay, alpha-composited over the preview; JPEG quality 85;
+- the tiled text watermark: one rotated tile per preview size (cached; the look of
+  ``imaging.watermark``: white text with a black outline, 4% of the long edge, 30 degrees,
+  opacity 0.35), pasted in a grid straight onto the preview through its own alpha (the
+  cheapest "over" compositing Pillow has); JPEG quality 85;
 - the thumbnail from the un-watermarked preview, fit inside 300x300 (Hamming), WebP quality
   75, method 4 (libwebp's default effort, the pipeline's too).
 What the floor leaves out and ingest does: EXIF to JSON, ICC/sRGB checks, the blur
@@ -79,16 +81,20 @@ def _tile(long_edge: int) -> object:
 
 
 def _watermark(image: object) -> object:
+    """The tiles pasted straight onto the image through their own alpha: the tiles never
+    overlap, so this is "over" compositing of the whole tiled overlay, in the tiles' area
+    only (an overlay image composited in one step gives the same pixels at 3.5x the cost:
+    8.8 against 2.5 ms on a 1200x900 preview, or 12.7 ms with ``alpha_composite``)."""
     from PIL import Image
 
     assert isinstance(image, Image.Image)
     tile, gap = _tile(max(image.size))  # type: ignore[misc]
-    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    marked = image.copy()
     step_x, step_y = tile.width + gap, tile.height + gap
     for row, y in enumerate(range(-step_y // 2, image.height, step_y)):
         for x in range(-(step_x // 2) * (row % 2), image.width, step_x):
-            overlay.paste(tile, (x, y))
-    return Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
+            marked.paste(tile, (x, y), tile)
+    return marked
 
 
 def derivatives(path: str) -> tuple[float, int]:
