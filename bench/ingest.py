@@ -130,6 +130,7 @@ def usage_json(usage: Usage) -> dict[str, float]:
         "peak_main_mib": round(usage.peak_main_mib, 1),
         "peak_child_mib": round(usage.peak_child_mib, 1),
         "cpu_s": round(usage.cpu_seconds, 1),
+        "cpu_main_s": round(usage.cpu_main_seconds, 1),
     }
 
 
@@ -316,14 +317,22 @@ def _ingest_result(
                 " WHERE kind = 'ingest.batch' AND result IS NOT NULL) AS r GROUP BY 1"
             ).fetchall()
         )
-        jobs = (
+        jobs = (  # every job: kind, started, finished, files indexed (a batch's result)
             "SELECT kind, extract(epoch FROM started_at) AS s, extract(epoch FROM finished_at)"
-            " AS f FROM jobs UNION ALL SELECT kind, extract(epoch FROM started_at),"
-            " extract(epoch FROM finished_at) FROM jobs_archive"
+            " AS f, coalesce((result->>'indexed')::int, 0) AS n FROM jobs UNION ALL"
+            " SELECT kind, extract(epoch FROM started_at), extract(epoch FROM finished_at),"
+            " coalesce((result->>'indexed')::int, 0) FROM jobs_archive"
         )
         scan_row = conn.execute(
             f"SELECT min(s), max(f) FROM ({jobs}) AS j WHERE kind = 'ingest.scan'"
         ).fetchone()
+        spans = [
+            (float(row[0]), float(row[1]), int(row[2]))
+            for row in conn.execute(
+                f"SELECT s, f, n FROM ({jobs}) AS j WHERE kind = 'ingest.batch'"
+                " AND n > 0 AND f IS NOT NULL"
+            )
+        ]
         batch_row = conn.execute(
             f"SELECT min(s), max(f), avg(f - s), count(*) FROM ({jobs}) AS j"
             " WHERE kind = 'ingest.batch'"
@@ -348,7 +357,7 @@ def _ingest_result(
         "failed_by_code": failed,
         "media_rows": media[0] if media else 0,
         "by_worker": {str(k): int(v) for k, v in by_worker.items()},
-        "images_per_s": round(steady_rate(created, done_at), 3) if done_at else 0.0,
+        "images_per_s": round(steady_rate(spans), 3) if spans else 0.0,
         "images_per_s_whole": round(whole, 3),
         "seconds": round(max(done_at) - created, 1) if done_at else None,
         "worker_peak_tree_mib": max(w["peak_tree_mib"] for w in workers),
@@ -356,6 +365,11 @@ def _ingest_result(
         "worker_peak_child_mib": max(w["peak_child_mib"] for w in workers),
         "cpu_s_per_image": {
             name: round(u["cpu_s"] / max(indexed, 1), 3) for name, u in usage.items()
+        },
+        "main_cpu_s_per_image": {  # a worker's own process, without its imaging processes
+            name: round(u["cpu_main_s"] / max(indexed, 1), 3)
+            for name, u in usage.items()
+            if name.startswith("worker-")
         },
         "timeline": timeline,
         "last_line": lines[-1],
@@ -682,7 +696,7 @@ def main() -> int:
         print(f"floor: {len(paths)} images", file=sys.stderr)
         floor = run_floor(paths)
         parts["floor"] = {
-            "images_per_s": round(steady_rate(floor.started, floor.done_at), 3),
+            "images_per_s": round(steady_rate([(t, t, 1) for t in floor.done_at]), 3),
             "images_per_s_whole": round(len(paths) / (floor.done_at[-1] - floor.started), 3),
             **imaging_cpu(paths, sample=10 if opts.quick else 40),
         }

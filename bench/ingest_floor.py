@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import math
 import multiprocessing
 import os
 import time
@@ -167,17 +166,35 @@ def run_floor(paths: list[Path], processes: int | None = None) -> FloorResult:
     )
 
 
-def steady_rate(started: float, done_at: list[float], low: float = 0.1, high: float = 0.9) -> float:
-    """Images per second between the moments the ``low`` and the ``high`` fractions of the
-    images were done (the middle of the run: no start-up, no ramp-down), the same measure
-    for the floor and for ingest. Ingest records a batch's files at one commit, so times
-    repeat: the rate counts the images done after the first moment up to and including
-    the second. Falls back to the whole run when the two moments coincide."""
-    ordered = sorted(done_at)
-    count = len(ordered)
-    first = ordered[min(count - 1, math.floor(low * count))]
-    last = ordered[min(count - 1, math.ceil(high * count) - 1)]
+def steady_rate(
+    spans: list[tuple[float, float, int]], low: float = 0.1, high: float = 0.9
+) -> float:
+    """Images per second in the middle of a run: between the moments the ``low`` and the
+    ``high`` fractions of the images were done (no start-up, no ramp-down), the same
+    measure for the floor and for ingest. ``spans``: (start, end, images) of each unit of
+    work; its images count as done evenly over the span. The floor gives one image per
+    span at its finishing moment; ingest gives its batch jobs, whose files are committed
+    together at the end (counting them only then would credit a window with the work of
+    batches that were mostly done before it began)."""
+    total = sum(n for _, _, n in spans)
+
+    def done(t: float) -> float:
+        count = 0.0
+        for start, end, n in spans:
+            if t >= end:
+                count += n
+            elif t > start:
+                count += n * (t - start) / (end - start)
+        return count
+
+    def moment(fraction: float) -> float:
+        lo, hi = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
+        for _ in range(60):  # bisection: done() is monotonic
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if done(mid) < fraction * total else (lo, mid)
+        return hi
+
+    first, last = moment(low), moment(high)
     if last <= first:
-        return count / (ordered[-1] - started)
-    done = sum(1 for t in ordered if first < t <= last)
-    return done / (last - first)
+        return 0.0
+    return (done(last) - done(first)) / (last - first)

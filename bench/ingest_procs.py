@@ -88,10 +88,16 @@ class Usage:
     peak_child_mib: float = 0.0  # the largest single child (an imaging process)
     cpu: dict[int, float] = field(default_factory=dict)  # pid -> last seen CPU seconds
     cpu_at_start: dict[int, float] = field(default_factory=dict)
+    main_pid: int = 0
 
     @property
     def cpu_seconds(self) -> float:
         return sum(self.cpu.values()) - sum(self.cpu_at_start.values())
+
+    @property
+    def cpu_main_seconds(self) -> float:
+        """The process alone, without its children."""
+        return self.cpu.get(self.main_pid, 0.0) - self.cpu_at_start.get(self.main_pid, 0.0)
 
 
 class Sampler:
@@ -110,7 +116,7 @@ class Sampler:
     def watch(self, name: str, pid: int) -> None:
         with self._lock:
             self._procs[name] = psutil.Process(pid)
-            self.usage.setdefault(name, Usage())
+            self.usage.setdefault(name, Usage(main_pid=pid))
         self._sample(name, self._procs[name], start=True)
 
     def forget(self, name: str) -> None:

@@ -53,6 +53,7 @@ def summarize(
         out[f"{store}_worker_main_peak_rss_mib"] = result["worker_peak_main_mib"]
         out[f"{store}_imaging_process_peak_rss_mib"] = result["worker_peak_child_mib"]
         out[f"{store}_cpu_s_per_image"] = result["cpu_s_per_image"]
+        out[f"{store}_worker_main_cpu_s_per_image"] = result["main_cpu_s_per_image"]
         if "objects" in result:
             out[f"{store}_objects"] = result["objects"]
         if floor is not None:
@@ -176,7 +177,14 @@ def table(figures: dict[str, Any], opts: argparse.Namespace) -> str:
         if cpu:
             notes.append(
                 "CPU seconds per image indexed (each worker with its imaging processes, the "
-                "store's server, every Postgres process): " + "; ".join(cpu) + "."
+                "store's server, every Postgres process): " + "; ".join(cpu) + "; of which "
+                "the workers' own processes (not their imaging processes): "
+                + "; ".join(
+                    f"{store}: {figures[f'{store}_worker_main_cpu_s_per_image']}"
+                    for store in ("memory", "s3")
+                    if f"{store}_worker_main_cpu_s_per_image" in figures
+                )
+                + "."
             )
     if "tree_paths" in figures:
         notes.append(
