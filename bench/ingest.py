@@ -71,6 +71,8 @@ from bench.ingest_report import summarize, table
 SECRET = "bench-ingest-secret-" + "c" * 40
 OWNER = "bench"
 BUCKET = "bench-ingest"
+
+
 # -- shared ----------------------------------------------------------------------------
 
 
