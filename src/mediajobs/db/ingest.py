@@ -303,6 +303,13 @@ class IngestRepository:
             },
         )
 
+    async def restart_scan(self, run_id: uuid.UUID) -> None:
+        """A scan attempt starts: its walk counts (scanned, skipped, errors) start from zero,
+        since the attempt walks the whole source again; ``queued`` stays (the files an
+        earlier attempt recorded are not queued again)."""
+        async with self._pool.connection() as conn:
+            await conn.execute(sql.RESTART_SCAN, {"id": run_id})
+
     async def finish_scan(
         self, run_id: uuid.UUID, *, error: Mapping[str, JSON] | None = None
     ) -> None:

@@ -62,6 +62,14 @@ UPDATE ingest_runs SET scanned = scanned + %(scanned)s, skipped = skipped + %(sk
 WHERE id = %(id)s
 """
 
+# A scan attempt walks the whole source again (the files it recorded before are skipped in
+# SQL), so it counts what it sees from zero; `queued` keeps counting what the run queued.
+RESTART_SCAN = """
+UPDATE ingest_runs SET scanned = 0, skipped = 0, scan_errors = 0, state = 'scanning',
+    error = NULL, scan_finished_at = NULL, updated_at = now()
+WHERE id = %(id)s
+"""
+
 FINISH_SCAN = """
 UPDATE ingest_runs SET state = %(state)s, error = %(error)s, scan_finished_at = now(),
     updated_at = now()
