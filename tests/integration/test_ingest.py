@@ -5,18 +5,25 @@ the memory store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
+import os
+import pty
+import select
 import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mediajobs.config import Settings
 from mediajobs.db.ingest import IngestRepository
+from mediajobs.handlers.imaging_pool import PoolOptions
 from mediajobs.ingest.runs import is_finished, start_run
 from mediajobs.ingest.source import parse_source
 from mediajobs.storage import Store
@@ -24,7 +31,7 @@ from mediajobs.storage.base import Locator
 from tests.support.emulators import s3_store
 from tests.support.images import jpeg, photo, quadrants
 from tests.support.ingest_tree import GROWING, Tree, growing_file, make_tree
-from tests.support.media import media_env, memory_store, s3_worker_env
+from tests.support.media import CrashingPool, media_env, memory_store, s3_worker_env
 from tests.support.workers import (
     REPO,
     WorkerProcess,
@@ -238,8 +245,6 @@ async def test_two_worker_processes_ingest_a_tree_into_s3_and_a_rescan_is_free(
 async def test_the_memory_store_takes_the_same_tree_in_process(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    from mediajobs.config import Settings
-
     tree = make_tree(tmp_path / "photos")
     settings = Settings(ingest_settle_seconds=0.0)
     with memory_store() as memory:
@@ -391,3 +396,96 @@ async def test_a_scanner_and_a_worker_killed_mid_work_lose_and_double_nothing(
         for worker in workers[1:]:
             assert await worker.stop() == 0, worker.stderr[-3000:]
         await store.close()
+
+
+async def test_a_poison_file_fails_alone_and_named_after_its_last_attempt(
+    database_url: str, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "poison"
+    root.mkdir()
+    good = {f"ok{index}.jpg": jpeg(photo(900, 600)) for index in range(3)}
+    for name, data in {**good, "crash.jpg": jpeg(photo(900, 600))}.items():
+        (root / name).write_bytes(data)
+    settings = Settings(ingest_settle_seconds=0.0, ingest_max_attempts=3)
+    pool = CrashingPool(PoolOptions(processes=1, timeout=60))
+    with memory_store() as memory:
+        async with media_env(
+            database_url, redis_url, memory, settings=settings, imaging=pool
+        ) as env:
+            ingest = IngestRepository(env.pool)
+            source = parse_source(str(root), env.stores)
+            run = await start_run(
+                ingest, env.queue, uri=source.uri, owner_id=OWNER, profile="catalog", batch_size=10
+            )
+
+            async def finished() -> bool:
+                status = await ingest.status(run.id)
+                return status is not None and is_finished(status)
+
+            await wait_for(finished, timeout=120)
+    files = await file_rows(database_url)
+    assert {path: row["status"] for path, row in files.items()} == {
+        **dict.fromkeys(good, "indexed"),
+        "crash.jpg": "failed",
+    }
+    assert files["crash.jpg"]["error_code"] == "decoder_crashed"
+    assert pool.crashes == 3  # one batch, three tries, then the file fails
+    named = [r.getMessage() for r in caplog.records if "crash.jpg" in r.getMessage()]
+    assert any("decoder_crashed" in message for message in named), named
+
+
+async def test_on_a_terminal_run_shows_a_progress_bar_and_ctrl_c_stops_only_the_watching(
+    database_url: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "tty"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(jpeg(photo(400, 300)))
+    leader, follower = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mediajobs",
+        "ingest",
+        "run",
+        str(root),
+        "--owner",
+        OWNER,
+        env={**worker_env(database_url), "COLUMNS": "120", "TERM": "xterm"},
+        cwd=REPO,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    seen = bytearray()
+
+    def read_some() -> None:
+        """What the terminal got within about half a second (the bar redraws steadily)."""
+        deadline = time.monotonic() + 0.5
+        with contextlib.suppress(OSError):
+            while time.monotonic() < deadline and select.select([leader], [], [], 0.1)[0]:
+                chunk = os.read(leader, 65536)
+                if not chunk:
+                    return
+                seen.extend(chunk)
+
+    try:
+        # No worker runs: the run waits, scanning, while the bar is drawn.
+        for _ in range(50):
+            await asyncio.to_thread(read_some)
+            if b"scanning" in seen:
+                break
+        assert b"scanning" in seen, seen.decode(errors="replace")
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        await asyncio.to_thread(read_some)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        os.close(leader)
+    assert b"stopped watching; the ingest goes on" in seen, seen.decode(errors="replace")
+    async with queue_pool(database_url) as pool, pool.connection() as conn:
+        job = await (
+            await conn.execute("SELECT state FROM jobs WHERE kind = 'ingest.scan'")
+        ).fetchone()
+    assert job is not None and job["state"] == "queued"  # the ingest itself goes on
