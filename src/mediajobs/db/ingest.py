@@ -323,20 +323,61 @@ class IngestRepository:
         async with self._pool.connection() as conn:
             await conn.execute(sql.FINISH_SCAN, params)
 
-    async def start_batch(self, batch_id: uuid.UUID) -> tuple[IngestRun, list[IngestFile]] | None:
+    async def start_batch(
+        self, batch_id: uuid.UUID, *, count_attempts: bool = True
+    ) -> tuple[IngestRun, list[IngestFile]] | None:
         """Count one more attempt on the batch's still-open files (pending, processed,
         uploaded), committed before this returns (before any decode: a file that kills its
         process is known by its attempts), and return them by path with their run (the run
-        of the first, should they differ). None when the batch has no open file (a rescan
-        moved them all elsewhere, or they are done)."""
+        of the first, should they differ). ``count_attempts=False``: only read them (a
+        retried batch records each file's attempt itself, ``record_attempt``). None when
+        the batch has no open file (a rescan moved them all elsewhere, or they are done)."""
+        statement = sql.START_BATCH if count_attempts else sql.READ_BATCH
         async with self.transaction() as conn:
-            rows = await (await conn.execute(sql.START_BATCH, (batch_id,))).fetchall()
+            rows = await (await conn.execute(statement, (batch_id,))).fetchall()
             if not rows:
                 return None
             files = sorted((IngestFile.from_row(row) for row in rows), key=lambda f: f.path)
             run = await (await conn.execute(sql.GET_RUN, {"id": files[0].run_id})).fetchone()
         assert run is not None  # ingest_files.run_id references ingest_runs
         return IngestRun.from_row(run), files
+
+    async def record_attempt(self, batch_id: uuid.UUID, path: str) -> int | None:
+        """One more attempt on one open file of the batch, committed before it returns
+        (before its decode); its attempts now, or None when the batch no longer has it."""
+        async with self._pool.connection() as conn:
+            row = await (
+                await conn.execute(sql.RECORD_ATTEMPT, {"batch": batch_id, "path": path})
+            ).fetchone()
+        return None if row is None else int(row["attempts"])
+
+    async def give_back_attempts(self, batch_id: uuid.UUID, paths: Sequence[str]) -> int:
+        """Undo the attempt counted on these open files of the batch: the attempt ended
+        with its worker alive (an error, a shutdown), so no file of it crashed the worker.
+        Returns the files changed."""
+        if not paths:
+            return 0
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                sql.GIVE_BACK_ATTEMPTS, {"batch": batch_id, "paths": list(paths)}
+            )
+        return cursor.rowcount
+
+    async def hold_batch(
+        self, conn: Conn, batch_id: uuid.UUID, attempt: int, paths: Sequence[str]
+    ) -> set[str]:
+        """Inside the batch's closing transaction: lock the job's row while this
+        ``attempt`` still runs it (a worker whose lease was taken over gets nothing) and the
+        listed open files still in the batch (a file a rescan moved elsewhere is left out);
+        return the paths this attempt may write."""
+        if not paths:
+            return set()
+        rows = await (
+            await conn.execute(
+                sql.HOLD_BATCH, {"batch": batch_id, "attempt": attempt, "paths": list(paths)}
+            )
+        ).fetchall()
+        return {row["path"] for row in rows}
 
     async def finish_batch(
         self, conn: Conn, batch_id: uuid.UUID, outcomes: Sequence[FileOutcome]

@@ -213,3 +213,39 @@ SELECT error_code, count(*) AS n FROM ingest_files
 WHERE run_id = %s AND status = 'failed'
 GROUP BY error_code
 """
+
+# A retried batch reads its files without counting an attempt on all of them ...
+READ_BATCH = f"""
+SELECT {FILE_COLUMNS} FROM ingest_files AS f
+WHERE batch_id = %s AND status IN ('pending', 'ai_done', 'processed', 'uploaded')
+"""
+
+# ... and counts one on each file right before its decode, committed on its own.
+RECORD_ATTEMPT = """
+UPDATE ingest_files SET attempts = attempts + 1, updated_at = now()
+WHERE batch_id = %(batch)s AND path = %(path)s
+  AND status IN ('pending', 'ai_done', 'processed', 'uploaded')
+RETURNING attempts
+"""
+
+GIVE_BACK_ATTEMPTS = """
+UPDATE ingest_files SET attempts = greatest(attempts - 1, 0), updated_at = now()
+WHERE batch_id = %(batch)s AND path = ANY(%(paths)s::text[])
+  AND status IN ('pending', 'ai_done', 'processed', 'uploaded')
+"""
+
+# The batch's closing transaction takes the job's row (FOR SHARE: the lease recovery that
+# would give it to another attempt waits) while this attempt still runs it, then its files.
+HOLD_BATCH = """
+WITH attempt AS (
+    SELECT id FROM jobs
+    WHERE id = %(batch)s AND attempt = %(attempt)s AND state = 'running'
+    FOR SHARE
+)
+SELECT f.path FROM ingest_files AS f
+WHERE f.batch_id = %(batch)s AND f.path = ANY(%(paths)s::text[])
+  AND f.status IN ('pending', 'ai_done', 'processed', 'uploaded')
+  AND EXISTS (SELECT 1 FROM attempt)
+ORDER BY f.path
+FOR UPDATE OF f
+"""

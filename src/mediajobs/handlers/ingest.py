@@ -21,6 +21,8 @@ event goes to the owner's stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import uuid
@@ -36,7 +38,15 @@ from mediajobs.db.ingest import (
 )
 from mediajobs.db.media import IngestedMedia, MediaRepository
 from mediajobs.db.policies import SitePolicies
-from mediajobs.errors import ImageRejected, JobFailed, LeaseLost, MediaJobsError
+from mediajobs.errors import (
+    ImageRejected,
+    JobCancelled,
+    JobFailed,
+    LeaseLost,
+    MediaJobsError,
+    Retry,
+    StorageError,
+)
 from mediajobs.handlers.imaging_pool import (
     ImagingCrashed,
     ImagingFailed,
@@ -201,61 +211,99 @@ class IngestHandlers:
     # -- one batch ------------------------------------------------------------------------
 
     async def batch(self, ctx: JobContext, job: Job) -> JSON:
-        """Import the files of this batch. Result ``{runId, files, indexed, failed,
-        deferred}``; a file's own failure is recorded on the file, never fails the job."""
-        started = await self.ingest.start_batch(job.id)
+        """Import the files of this batch. Result ``{runId, worker, files, indexed, failed,
+        deferred}``; a file's own failure is recorded on the file, never fails the job.
+
+        The first attempt counts an attempt on every file at once and writes their outcomes
+        in one transaction. An attempt that ends with its worker alive (an error, a
+        shutdown) gives those attempts back. A later attempt follows one that died with its
+        worker, so one of its files may be the cause: it goes one file at a time, counting
+        each file's attempt right before its decode and writing its outcome right after,
+        so only the file that kills the worker gathers attempts (``decoder_crashed`` at
+        ``max_attempts``)."""
+        careful = job.attempt > 1
+        started = await self.ingest.start_batch(job.id, count_attempts=not careful)
         if started is None:
-            return {"runId": job.payload.get("runId"), "files": 0}
+            return {"runId": job.payload.get("runId"), "worker": ctx.worker_name, "files": 0}
         run, files = started
+        tally = _Tally(counted=set() if careful else {file.path for file in files})
         try:
-            return await self._import(ctx, job, run, files)
-        except (LeaseLost, asyncio.CancelledError):
+            if careful:
+                for file in files:
+                    await self._import(ctx, job, run, [file], tally, careful=True)
+            else:
+                await self._import(ctx, job, run, files, tally, careful=False)
+        except LeaseLost:
             raise
-        except Exception as exc:
-            if job.attempt >= job.max_attempts:  # out of retries: its files fail, named
-                code = getattr(exc, "code", "internal_error")
-                async with self.ingest.transaction() as conn:
-                    await self.ingest.fail_batch(conn, job.id, str(code), str(exc))
-                await self._publish_progress(run, job_id=job.id)
+        except BaseException as exc:
+            # This worker lives on: no file of the attempt crashed it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.ingest.give_back_attempts(job.id, sorted(tally.counted)))
+            if isinstance(exc, Exception) and not isinstance(exc, Retry):
+                final = job.attempt >= job.max_attempts or isinstance(
+                    exc, (JobFailed, JobCancelled)
+                )
+                if final:  # the job ends: its open files fail, named, for `ingest retry`
+                    code = str(getattr(exc, "code", "internal_error"))
+                    async with self.ingest.transaction() as conn:
+                        await self.ingest.fail_batch(conn, job.id, code, str(exc))
+                    await self._publish_progress(run, job_id=job.id)
             raise
+        await self._publish_progress(run, job_id=job.id)
+        return {
+            "runId": str(run.id),
+            "worker": ctx.worker_name,
+            "files": len(files),
+            "indexed": tally.indexed,
+            "failed": tally.failed,
+            "deferred": tally.deferred,
+        }
 
     async def _import(
-        self, ctx: JobContext, job: Job, run: IngestRun, files: list[IngestFile]
-    ) -> JSON:
+        self,
+        ctx: JobContext,
+        job: Job,
+        run: IngestRun,
+        files: list[IngestFile],
+        tally: _Tally,
+        *,
+        careful: bool,
+    ) -> None:
+        """Work on ``files`` (up to one per imaging process at once: enough to keep every
+        process busy, few enough that the source bytes held stay bounded), then write
+        their outcomes in one transaction."""
         source = parse_source(run.source_uri, self.stores)
+        if source.directory is not None and not await asyncio.to_thread(source.directory.is_dir):
+            raise Retry(f"the source {run.source_uri} is not reachable here", delay=30.0)
         policy = await self.policies.load()
         profile = policy.ingest_profile(run.profile)
         logo = await self._logo(profile)
-        outcomes: dict[str, FileOutcome] = {}
-        done: list[_Done] = []
-        deferred: list[_Deferred] = []
-        # One file per imaging process at once: enough to keep every process busy, few
-        # enough that the source bytes held in memory stay bounded.
+        targets = await self.media.existing([file.media_id for file in files])
+        results: dict[str, _Done | _Deferred | FileOutcome] = {}
         gate = asyncio.Semaphore(max(1, self.imaging.options.processes))
 
         async def one(file: IngestFile) -> None:
             async with gate:
                 ctx.raise_if_cancelled()
-                outcome = await self._one(source, run, file, profile, logo)
-            if isinstance(outcome, _Done):
-                done.append(outcome)
-            elif isinstance(outcome, _Deferred):
-                deferred.append(outcome)
-            else:
-                outcomes[file.path] = outcome
+                refused = _refusal(file, run, targets.get(file.media_id))
+                if refused is not None:
+                    results[file.path] = refused
+                    return
+                if careful:
+                    attempts = await self.ingest.record_attempt(job.id, file.path)
+                    if attempts is None:
+                        return  # a rescan moved it elsewhere
+                    tally.counted.add(file.path)
+                    if attempts > self.options.max_attempts:
+                        results[file.path] = _crashed_too_often(run, file, attempts - 1)
+                        return
+                    file = dataclasses.replace(file, attempts=attempts)
+                results[file.path] = await self._one(source, run, file, profile, logo)
 
-        await asyncio.gather(*(one(file) for file in files))
-        refused = await self._commit(ctx, job, run, done, deferred, outcomes)
-        await self._publish_progress(run, job_id=job.id)
-        indexed = len(done) - len(refused)
-        return {
-            "runId": str(run.id),
-            "worker": ctx.worker_name,
-            "files": len(files),
-            "indexed": indexed,
-            "failed": len(files) - indexed - len(deferred),
-            "deferred": len(deferred),
-        }
+        async with asyncio.TaskGroup() as group:
+            for file in files:
+                group.create_task(one(file))
+        await self._commit(ctx, job, run, results, tally)
 
     async def _one(
         self,
@@ -266,39 +314,52 @@ class IngestHandlers:
         logo: bytes | None,
     ) -> _Done | _Deferred | FileOutcome:
         """One file: settled, read, imaged, uploaded; deferred; or the outcome that says
-        why not."""
+        why not. Only a source that is gone as a whole (its folder vanished: an unmounted
+        disk) escapes, as ``Retry`` for the batch."""
+        try:
+            return await self._settle_read_and_make(source, run, file, profile, logo)
+        except Retry:
+            raise
+        except StorageError as exc:  # the store, not the file: try it again later
+            log.warning("ingest %s: %s: storage: %s; deferred", run.id, file.path, exc)
+            return _Deferred(file, file.size, file.mtime_ns)
+        except Exception as exc:
+            log.exception("ingest %s: %s failed: %s", run.id, file.path, exc)
+            return _failed(file, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    async def _settle_read_and_make(
+        self,
+        source: Source,
+        run: IngestRun,
+        file: IngestFile,
+        profile: CatalogProfile,
+        logo: bytes | None,
+    ) -> _Done | _Deferred | FileOutcome:
         options = self.options
-        if file.attempts > options.max_attempts:
-            # Recorded attempts ran out without an outcome: each ended with its worker gone
-            # (a decoder that takes the whole process down, the OOM killer).
-            log.error(
-                "ingest %s: %s crashed the importer %d times; failed as decoder_crashed",
-                run.id,
-                file.path,
-                file.attempts - 1,
-            )
-            return _failed(file, "decoder_crashed", "the importer died on this file every try")
-        check = await check_file(source, file, settle_seconds=options.settle_seconds)
+        try:
+            check = await check_file(source, file, settle_seconds=options.settle_seconds)
+        except FileUnreadable as exc:
+            return _failed(file, "source_unreadable", str(exc))
         if check.state is FileState.VANISHED:
-            return _failed(file, "source_missing", "the file is gone from the source")
+            return await self._vanished(source, run, file)
         if check.state is FileState.CHANGED:
             assert check.current is not None
-            return _deferred(file, check.current.size, check.current.mtime_ns)
+            return _Deferred(file, check.current.size, check.current.mtime_ns)
         if file.size == 0:  # settled and empty: nothing to read or decode
             return _failed(file, "empty_file", "the file is empty")
         try:
             data = await read_file(source, file, max_bytes=profile.max_bytes)
         except FileChanged as exc:
-            return _deferred(file, exc.size, exc.mtime_ns)
+            return _Deferred(file, exc.size, exc.mtime_ns)
         except FileVanished:
-            return _failed(file, "source_missing", "the file is gone from the source")
+            return await self._vanished(source, run, file)
         except FileTooLarge as exc:
             return _failed(file, "file_too_large", str(exc))
         except FileUnreadable as exc:
             return _failed(file, "source_unreadable", str(exc))
         name = file.path.rsplit("/", 1)[-1]
         image: CatalogImage | None = None
-        tries = file.attempts
+        tries = max(1, file.attempts)
         while image is None:
             try:
                 image = await self.imaging.catalog(
@@ -332,6 +393,15 @@ class IngestHandlers:
                 return _failed(file, exc.code, str(exc))
         media = await self._upload(run, file, data, image, profile)
         return _Done(file, media)
+
+    async def _vanished(self, source: Source, run: IngestRun, file: IngestFile) -> FileOutcome:
+        """A file that is gone: ``source_missing``, unless its folder is gone too (an
+        unmounted disk looks like that): then the whole batch waits (``Retry``)."""
+        if source.directory is not None:
+            folder = source.file_path(file.path).parent
+            if not await asyncio.to_thread(folder.is_dir):
+                raise Retry(f"{folder} is not reachable; the source may be unmounted", delay=30.0)
+        return _failed(file, "source_missing", "the file is gone from the source")
 
     async def _upload(
         self,
@@ -399,20 +469,29 @@ class IngestHandlers:
         ctx: JobContext,
         job: Job,
         run: IngestRun,
-        done: list[_Done],
-        deferred: list[_Deferred],
-        outcomes: dict[str, FileOutcome],
-    ) -> set[uuid.UUID]:
-        """ONE transaction: the media rows, every file's status, and a delayed batch for
-        the deferred files. Returns the media ids refused (deleted meanwhile)."""
-        refused: set[uuid.UUID] = set()
+        results: dict[str, _Done | _Deferred | FileOutcome],
+        tally: _Tally,
+    ) -> None:
+        """ONE transaction: hold the job (this attempt must still own it) and the files
+        still in this batch, then write their media rows, their statuses, and a delayed
+        batch for the deferred ones. Files a rescan moved elsewhere are left to their new
+        batch; nothing is written at all when the attempt lost its lease."""
         replaced: list[str] = []
         async with self.ingest.transaction() as conn:
+            held = await self.ingest.hold_batch(conn, job.id, job.attempt, sorted(results))
+            if not held and results:
+                tally.counted.clear()
+                if ctx.lease_lost:
+                    raise LeaseLost(f"batch {job.id} lost its lease before its outcome")
+                return
+            mine = {path: result for path, result in results.items() if path in held}
+            done = [r for r in mine.values() if isinstance(r, _Done)]
+            deferred = [r for r in mine.values() if isinstance(r, _Deferred)]
+            outcomes = {p: r for p, r in mine.items() if isinstance(r, FileOutcome)}
             written = await self.media.upsert_ingested(conn, [d.media for d in done])
             for item in done:
                 file, media = item.file, item.media
-                if media.id not in written:
-                    refused.add(media.id)
+                if media.id not in written:  # deleted (or rejected) since the batch began
                     outcomes[file.path] = _failed(
                         file, "media_deleted", "the item was deleted; a rescan will not revive it"
                     )
@@ -443,19 +522,17 @@ class IngestHandlers:
                         batch_id=batch_id,
                     )
             await self.ingest.finish_batch(conn, job.id, list(outcomes.values()))
-        # After the commit: objects no row names any more (a new version's original under a
-        # new yyyy/mm, or every object of an item deleted meanwhile).
-        stale = [Locator.parse(locator) for locator in replaced]
-        for item in done:
-            if item.media.id in refused:
-                stale.append(Locator.parse(item.media.source_locator))
-                stale.extend(Locator.parse(str(v["locator"])) for v in item.media.variants.values())
-        for locator in stale:
+        tally.counted.difference_update(results)
+        tally.deferred += len(deferred)
+        tally.indexed += sum(1 for o in outcomes.values() if o.status is IngestStatus.INDEXED)
+        tally.failed += sum(1 for o in outcomes.values() if o.status is IngestStatus.FAILED)
+        # After the commit: an earlier version's original that no row names any more (a new
+        # yyyy/mm). An item's own keys are never deleted here: they are the row's.
+        for locator in replaced:
             try:
-                await self.stores.delete(locator)
+                await self.stores.delete(Locator.parse(locator))
             except Exception:
                 log.warning("ingest %s: could not delete %s", run.id, locator, exc_info=True)
-        return refused
 
     # -- shared ---------------------------------------------------------------------------
 
@@ -500,11 +577,44 @@ class IngestHandlers:
         await self.events.committed(recorded)
 
 
+@dataclass
+class _Tally:
+    """A batch attempt's bookkeeping: the files whose attempt it counted and has not yet
+    settled (given back if it ends with its worker alive), and its outcomes so far."""
+
+    counted: set[str]
+    indexed: int = 0
+    failed: int = 0
+    deferred: int = 0
+
+
+def _refusal(
+    file: IngestFile, run: IngestRun, target: tuple[str, str] | None
+) -> FileOutcome | None:
+    """Why the item of ``file`` must not be written (checked before any of its objects
+    are): another owner's, or deleted, rejected or purged in the library."""
+    if target is None:
+        return None
+    owner, status = target
+    if owner != run.owner_id or status in ("deleted", "purged"):
+        return _failed(file, "media_deleted", "the item was deleted; a rescan will not revive it")
+    if status == "rejected":
+        return _failed(file, "media_rejected", "the review gate rejected the item")
+    return None
+
+
+def _crashed_too_often(run: IngestRun, file: IngestFile, died: int) -> FileOutcome:
+    log.error(
+        "ingest %s: %s was being imported each time the worker died (%d attempts); "
+        "failed as decoder_crashed",
+        run.id,
+        file.path,
+        died,
+    )
+    return _failed(file, "decoder_crashed", f"the worker died during each of {died} attempts")
+
+
 def _failed(file: IngestFile, code: str, message: str) -> FileOutcome:
     return FileOutcome(
         path=file.path, status=IngestStatus.FAILED, error_code=code, error_message=message
     )
-
-
-def _deferred(file: IngestFile, size: int, mtime_ns: int) -> _Deferred:
-    return _Deferred(file, size, mtime_ns)

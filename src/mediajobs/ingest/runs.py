@@ -15,6 +15,11 @@ from mediajobs.queue.models import JobSpec
 from mediajobs.queue.queue import JobQueue
 from mediajobs.types import JSON
 
+# Attempts of an ingest.batch job. A batch's later attempts go one file at a time, so a file
+# that kills its worker fails alone after MEDIAJOBS_INGEST_MAX_ATTEMPTS of them; the rest
+# leave room for several such files in one batch, and for outages.
+BATCH_MAX_ATTEMPTS = 20
+
 # Statuses a file is still on its way through.
 OPEN_STATUSES = ("pending", "ai_done", "processed", "uploaded")
 
@@ -68,6 +73,7 @@ async def queue_batches(
             {"runId": str(run.id), "files": len(group)},
             priority=kinds.INGEST_BATCH_PRIORITY,
             delay=delay,
+            max_attempts=BATCH_MAX_ATTEMPTS,
         )
         for group in groups
     ]
