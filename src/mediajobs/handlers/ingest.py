@@ -37,7 +37,7 @@ from mediajobs.db.ingest import (
     IngestStatus,
 )
 from mediajobs.db.media import IngestedMedia, MediaRepository
-from mediajobs.db.policies import SitePolicies
+from mediajobs.db.policies import SitePolicies, UnknownProfile
 from mediajobs.errors import (
     ImageRejected,
     JobCancelled,
@@ -272,11 +272,15 @@ class IngestHandlers:
         """Work on ``files`` (up to one per imaging process at once: enough to keep every
         process busy, few enough that the source bytes held stay bounded), then write
         their outcomes in one transaction."""
-        source = parse_source(run.source_uri, self.stores)
-        if source.directory is not None and not await asyncio.to_thread(source.directory.is_dir):
-            raise Retry(f"the source {run.source_uri} is not reachable here", delay=30.0)
-        policy = await self.policies.load()
-        profile = policy.ingest_profile(run.profile)
+        try:
+            source = parse_source(run.source_uri, self.stores)
+            profile = (await self.policies.load()).ingest_profile(run.profile)
+        except SourceInvalid as exc:
+            if run.source_uri.startswith("file:"):  # not mounted here (yet): wait for it
+                raise Retry(f"{exc}; waiting for the source", delay=30.0) from None
+            raise JobFailed(str(exc), code=exc.code) from None  # no such store configured
+        except UnknownProfile as exc:  # the policy lost the run's profile
+            raise JobFailed(str(exc), code=exc.code) from None
         logo = await self._logo(profile)
         targets = await self.media.existing([file.media_id for file in files])
         results: dict[str, _Done | _Deferred | FileOutcome] = {}
