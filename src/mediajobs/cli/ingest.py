@@ -16,7 +16,7 @@ import csv
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -159,7 +159,9 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
     return 0
 
 
-async def _looks(ingest: IngestRepository, run: IngestRun, meter: RateMeter, stop: asyncio.Event):  # type: ignore[no-untyped-def]
+async def _looks(
+    ingest: IngestRepository, run: IngestRun, meter: RateMeter, stop: asyncio.Event
+) -> AsyncIterator[RunStatus]:
     """Each look at the run (``RunStatus``), a second apart, until it is finished."""
     while not stop.is_set():
         status = await ingest.status(run.id)
@@ -207,9 +209,9 @@ async def _follow_bar(
                 eta=_duration(eta),
                 failures=_failures(status),
             )
-    status = await ingest.status(run.id)
-    if status is not None:
-        print(_summary(status, overall_rate(status)))
+    final = await ingest.status(run.id)
+    if final is not None:
+        print(_summary(final, overall_rate(final)))
 
 
 def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:

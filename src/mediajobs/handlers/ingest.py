@@ -140,6 +140,7 @@ class IngestHandlers:
         self._logos: dict[str, bytes] = {}  # watermark logos by locator, read once
 
     def register(self, registry: HandlerRegistry) -> None:
+        """Add ``ingest.scan`` and ``ingest.batch`` to ``registry``."""
         registry.register(kinds.INGEST_SCAN, self.scan)
         registry.register(kinds.INGEST_BATCH, self.batch)
 

@@ -7,9 +7,9 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from mediajobs.db.ingest import IngestRepository, IngestRun, RunStatus
+from mediajobs.db.media import Conn
 from mediajobs.queue import kinds
 from mediajobs.queue.models import JobSpec
 from mediajobs.queue.queue import JobQueue
@@ -51,8 +51,8 @@ async def start_run(
 
 
 async def queue_batches(
-    queue: Any,
-    conn: Any,
+    queue: JobQueue,
+    conn: Conn,
     run: IngestRun,
     paths: Sequence[str],
     *,
@@ -60,7 +60,7 @@ async def queue_batches(
 ) -> list[tuple[uuid.UUID, list[str]]]:
     """Split ``paths`` into ``ingest.batch`` jobs of the run's batch size (priority
     ``INGEST_BATCH_PRIORITY``, after ``delay`` seconds), enqueued inside ``conn``'s
-    transaction through ``queue`` (a ``JobQueue``). Returns each job's id with its paths:
+    transaction through ``queue``. Returns each job's id with its paths:
     the caller writes them into the files in the same transaction."""
     size = run.batch_size
     groups = [list(paths[i : i + size]) for i in range(0, len(paths), size)]
@@ -77,7 +77,7 @@ async def queue_batches(
         )
         for group in groups
     ]
-    ids: list[uuid.UUID] = await queue.enqueue_many(specs, conn=conn)
+    ids = await queue.enqueue_many(specs, conn=conn)
     return list(zip(ids, groups, strict=True))
 
 
@@ -113,18 +113,21 @@ class RateMeter:
         self._samples: deque[tuple[float, int]] = deque()
 
     def add(self, now: float, done: int) -> None:
+        """A look at the run: ``done`` files at ``now`` (monotonic seconds)."""
         self._samples.append((now, done))
         while len(self._samples) > 2 and now - self._samples[0][0] > self.window:
             self._samples.popleft()
 
     @property
     def rate(self) -> float | None:
+        """Files per second over the window; None before two samples apart in time."""
         if len(self._samples) < 2:
             return None
         (t0, d0), (t1, d1) = self._samples[0], self._samples[-1]
         return (d1 - d0) / (t1 - t0) if t1 > t0 else None
 
     def eta(self, remaining: int) -> float | None:
+        """Seconds until ``remaining`` more files are done at ``rate``; None without one."""
         rate = self.rate
         if remaining <= 0:
             return 0.0
