@@ -31,7 +31,7 @@ from PIL import Image
 
 from mediajobs.errors import ImageRejected, InvalidKey
 from mediajobs.imaging.exif import extract_exif
-from mediajobs.imaging.formats import ACCEPTED_TYPES, normalize_type, sniff
+from mediajobs.imaging.formats import ACCEPTED_TYPES, sniff, unsupported
 from mediajobs.imaging.pipeline import (
     TIFF,
     _clean,
@@ -258,15 +258,7 @@ def detect_catalog_type(
     if detected in ACCEPTED_TYPES:
         assert detected is not None
         return detected
-    claimed = [f"declared {normalize_type(declared_type)}"] if normalize_type(declared_type) else []
-    if filename:
-        claimed.append(f"named {filename!r}")
-    said = f" ({', '.join(claimed)})" if claimed else ""
-    raise ImageRejected(
-        "unsupported_type",
-        f"the bytes are {detected or 'of no image format we know'}{said}, not a catalog image"
-        f" type (accepted: {', '.join(CATALOG_TYPES)})",
-    )
+    raise unsupported(detected, declared_type, filename, CATALOG_TYPES, "a catalog image type")
 
 
 def make_catalog(
