@@ -31,17 +31,30 @@ from mediajobs.ingest.runs import (
     RateMeter,
     is_finished,
     overall_rate,
+    overlaps_own_keys,
     retry_failed,
     start_run,
     status_json,
 )
 from mediajobs.ingest.source import SourceInvalid, parse_source
 from mediajobs.queue.queue import JobQueue
+from mediajobs.service.auth import MAX_USER_ID, is_user_id
 from mediajobs.storage.factory import stores_for
 
 FOLLOW_INTERVAL = 1.0  # seconds between two looks at a followed run
 RUN_HELP = "the run's id (default: the latest run)"
 REPORT_PAGE = 1000
+
+
+def owner_id(text: str) -> str:
+    """An argparse ``type``: a user id a token of ours may carry (``service.auth.is_user_id``:
+    1-255 characters, not blank, no control characters), else argparse's usage error."""
+    if not is_user_id(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a user id: 1-{MAX_USER_ID} characters, not blank, without "
+            "control characters (the `sub` of the owner's tokens)"
+        )
+    return text
 
 
 def add_ingest(commands: Commands) -> None:
@@ -64,7 +77,9 @@ def add_ingest(commands: Commands) -> None:
         help="a directory (walked recursively), or a bucket prefix of a configured store: "
         "s3://bucket/prefix, gs://bucket/prefix",
     )
-    run.add_argument("--owner", required=True, help="the user id the images go to")
+    run.add_argument(
+        "--owner", required=True, type=owner_id, help="the user id the images go to (a token's sub)"
+    )
     run.add_argument(
         "--profile", default="catalog", help="the site policy's ingest profile (default catalog)"
     )
@@ -113,9 +128,14 @@ def cmd_ingest_run(args: argparse.Namespace, settings: Settings) -> int:
 
     async def start(pool: Pool) -> IngestRun | str:
         try:
-            (await SitePolicies(pool).load()).ingest_profile(args.profile)
+            policy = await SitePolicies(pool).load()
+            policy.ingest_profile(args.profile)
         except PolicyInvalid as exc:
             return str(exc)
+        prefixes = [profile.prefix for profile in policy.all_ingest_profiles().values()]
+        refused = overlaps_own_keys(source, stores.active, prefixes)
+        if refused is not None:
+            return refused
         ingest = IngestRepository(pool)
         try:
             return await start_run(
@@ -156,6 +176,7 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
             f"stopped watching; the ingest goes on: mediajobs ingest status {run.id}",
             file=sys.stderr,
         )
+        return 130  # the shell's code for a command stopped by Ctrl-C
     return 0
 
 
@@ -257,6 +278,15 @@ def cmd_ingest_retry(args: argparse.Namespace, settings: Settings) -> int:
         return _no_run(args.run_id)
     run, files = done
     print_json({"runId": str(run.id), "requeued": files, "code": args.code})
+    if files == 0 and args.code is not None:
+        status = with_pool(settings, lambda pool: IngestRepository(pool).status(run.id))
+        codes = sorted(status.failed_by_code) if status is not None else []
+        print(
+            f"mediajobs: no failed file of run {run.id} has the code {args.code!r}; "
+            f"its codes: {', '.join(codes) or 'none'}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -329,4 +359,9 @@ def _one_line(text: str | None) -> str:
 
 
 def _tab_separated(row: list[str]) -> None:
-    print("\t".join(row))
+    """One line of tab-separated values; a backslash, tab or line break inside a value is
+    written as ``\\``, ``\t``, ``\n`` or ``\r`` (file names may hold them)."""
+    print("\t".join(value.translate(_TSV_ESCAPES) for value in row))
+
+
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

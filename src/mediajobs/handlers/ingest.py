@@ -86,8 +86,8 @@ log = logging.getLogger(__name__)
 
 CATALOG_PURPOSE = "catalog"
 # Ingested keys are stable per item while a changed source file makes a new version under
-# the same keys, so caches may keep a derivative an hour, not forever.
-CATALOG_CACHE_CONTROL = "public, max-age=3600"
+# the same keys: caches keep a derivative but revalidate it (ETag) before each use.
+CATALOG_CACHE_CONTROL = "public, no-cache"
 _CRASHES = (ImagingCrashed, ImagingOutOfMemory, ImagingTimeout)
 
 
@@ -240,12 +240,14 @@ class IngestHandlers:
             # This worker lives on: no file of the attempt crashed it.
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.ingest.give_back_attempts(job.id, sorted(tally.counted)))
-            if isinstance(exc, Exception) and not isinstance(exc, Retry):
+            if isinstance(exc, Exception):
                 final = job.attempt >= job.max_attempts or isinstance(
                     exc, (JobFailed, JobCancelled)
                 )
                 if final:  # the job ends: its open files fail, named, for `ingest retry`
                     code = str(getattr(exc, "code", "internal_error"))
+                    if isinstance(exc, Retry):  # the source stayed out of reach throughout
+                        code = "source_unavailable"
                     async with self.ingest.transaction() as conn:
                         await self.ingest.fail_batch(conn, job.id, code, str(exc))
                     await self._publish_progress(run, job_id=job.id)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mediajobs.db.ingest import IngestRepository, IngestRun, RunStatus
 from mediajobs.db.media import Conn
+from mediajobs.ingest.source import Source
 from mediajobs.queue import kinds
 from mediajobs.queue.models import JobSpec
 from mediajobs.queue.queue import JobQueue
+from mediajobs.storage.base import Store
 from mediajobs.types import JSON
 
 # Attempts of an ingest.batch job. A batch's later attempts go one file at a time, so a file
@@ -22,6 +24,25 @@ BATCH_MAX_ATTEMPTS = 20
 
 # Statuses a file is still on its way through.
 OPEN_STATUSES = ("pending", "ai_done", "processed", "uploaded")
+
+
+def overlaps_own_keys(source: Source, active: Store, prefixes: Iterable[str]) -> str | None:
+    """Why ``source`` may not be ingested, or None: a prefix of the active store that holds,
+    or lies inside, the platform's own objects (``media/``: uploads and variants; each
+    ingest profile's ``prefixes``: earlier ingests), so an ingest would import its own
+    output again at every run."""
+    if source.store is None or (source.store.provider, source.store.bucket) != (
+        active.provider,
+        active.bucket,
+    ):
+        return None
+    for own in ("media/", *(f"{prefix}/" for prefix in prefixes)):
+        if source.prefix.startswith(own) or own.startswith(source.prefix):
+            return (
+                f"{source.uri} holds or lies inside {own}, where this platform keeps its own "
+                "objects; ingest from another prefix or bucket"
+            )
+    return None
 
 
 async def start_run(
