@@ -497,15 +497,27 @@ async def test_status_counts_every_status_and_failures_by_code(
     assert with_job is not None and with_job.scan_job_id == job
 
 
-def plan_nodes(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
-    """Every node of an EXPLAIN (FORMAT JSON) plan: (node type, relation)."""
-    found = [(plan["Node Type"], plan.get("Relation Name"))]
+Node = tuple[str, str | None, str | None]
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[Node]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan: (node type, relation, index)."""
+    found = [(plan["Node Type"], plan.get("Relation Name"), plan.get("Index Name"))]
     for child in plan.get("Plans", []):
         found.extend(plan_nodes(child))
     return found
 
 
-async def test_status_at_200k_files_reads_counters_and_the_failed_index_not_the_table(
+async def explain(conn: Any, statement: str, params: Any) -> list[Node]:
+    """The nodes of ``statement``'s plan with ``params`` (not run)."""
+    row = await (await conn.execute("EXPLAIN (FORMAT JSON) " + statement, params)).fetchone()
+    assert row is not None
+    plan = row["QUERY PLAN"]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return plan_nodes(plan[0]["Plan"])
+
+
+async def test_status_at_200k_files_reads_only_the_counters(
     repo: IngestRepository, pool: Pool
 ) -> None:
     run = await repo.open_run(SOURCE, "ada", "catalog", 32)
@@ -525,17 +537,9 @@ async def test_status_at_200k_files_reads_counters_and_the_failed_index_not_the_
         )
         await conn.execute("ANALYZE ingest_files")
         await conn.execute("ANALYZE ingest_counts")
-        nodes: list[tuple[str, str | None]] = []
-        for statement in (ingest_sql.RUN_COUNTS, ingest_sql.FAILED_BY_CODE):
-            row = await (
-                await conn.execute("EXPLAIN (FORMAT JSON) " + statement, (run.id,))
-            ).fetchone()
-            assert row is not None
-            plan = row["QUERY PLAN"]
-            plan = json.loads(plan) if isinstance(plan, str) else plan
-            nodes.extend(plan_nodes(plan[0]["Plan"]))
-    on_files = [node for node, relation in nodes if relation == "ingest_files"]
-    assert on_files and "Seq Scan" not in on_files, nodes
+        nodes = await explain(conn, ingest_sql.RUN_COUNTS, (run.id,))
+    # Only the counters (a handful of rows per run: a seq scan of them is fine).
+    assert {relation for _, relation, _ in nodes} == {"ingest_counts"}, nodes
     status = await repo.status(run.id)
     assert status is not None
     assert status.total == 200_000
@@ -543,6 +547,112 @@ async def test_status_at_200k_files_reads_counters_and_the_failed_index_not_the_
     assert status.counts["pending"] == 50_000  # n % 4 = 1 never meets n % 100 = 0
     assert status.failed_by_code == {"code_0": 666, "code_1": 667, "code_2": 667}
     await counters_match_a_real_count(pool)
+
+
+async def test_a_page_of_failed_files_walks_the_index_in_path_order_at_20k(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    other = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    async with pool.connection() as conn:
+        # 60k files of the run, a third failed (4 codes, paths in no order of their codes),
+        # and 20k failed files of another run of the source.
+        await conn.execute(
+            """
+            INSERT INTO ingest_files (source_id, path, media_id, run_id, size, mtime_ns,
+                                      status, error_code)
+            SELECT %(source)s, md5(n::text), gen_random_uuid(),
+                   CASE WHEN n <= 60000 THEN %(run)s ELSE %(other)s END, n, n,
+                   CASE WHEN n %% 3 = 0 OR n > 60000 THEN 'failed' ELSE 'indexed' END
+                       ::ingest_status,
+                   CASE WHEN n %% 3 = 0 OR n > 60000 THEN 'code_' || (n %% 4) END
+            FROM generate_series(1, 80000) AS n
+            """,
+            {"source": run.source_id, "run": run.id, "other": other.id},
+        )
+        await conn.execute("ANALYZE ingest_files")
+        for after in ("", "8"):
+            params = {"run": run.id, "after": after, "limit": 1000, "code": None}
+            nodes = await explain(conn, ingest_sql.FAILED_FILES_ALL, params)
+            assert not [node for node, _, _ in nodes if "Sort" in node], nodes
+            assert ("Index Scan", "ingest_files", "ingest_files_failed_path_idx") in nodes
+        # A retry page walks it too (its only sort: the page it picked, by path).
+        nodes = await explain(
+            conn, ingest_sql.RETRY_PAGE_ALL, {"run": run.id, "limit": 1000, "code": None}
+        )
+        assert ("Index Scan", "ingest_files", "ingest_files_failed_path_idx") in nodes, nodes
+        code_params = {"run": run.id, "after": "", "limit": 1000, "code": "code_1"}
+        nodes = await explain(conn, ingest_sql.FAILED_FILES_CODE, code_params)
+        assert not [node for node, _, _ in nodes if "Sort" in node], nodes
+        assert ("Index Scan", "ingest_files", "ingest_files_failed_idx") in nodes, nodes
+    page = await repo.failed_files(run.id, after="8", limit=1000)
+    async with pool.connection() as conn:
+        expected = await (
+            await conn.execute(
+                "SELECT path FROM ingest_files WHERE run_id = %s AND status = 'failed'"
+                " AND path > '8' ORDER BY path LIMIT 1000",
+                (run.id,),
+            )
+        ).fetchall()
+    assert [f.path for f in page] == [row["path"] for row in expected]
+    assert len(page) == 1000 and all(f.run_id == run.id for f in page)
+
+
+async def test_counters_per_code_follow_code_changes_and_deletes(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    await fail_files(repo, run, {"a": "corrupt_image", "b": "corrupt_image", "c": "empty_file"})
+    await open_files(repo, run, None, ["d", "e"])
+    assert await counters_match_a_real_count(pool) == {
+        (run.id, "failed", "corrupt_image"): 2,
+        (run.id, "failed", "empty_file"): 1,
+        (run.id, "pending", ""): 2,
+    }
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE ingest_files SET error_code = 'empty_file' WHERE path = 'a'")
+        await conn.execute("UPDATE ingest_files SET error_code = NULL WHERE path = 'b'")
+        # A code on a file that is not failed is not counted as a failure.
+        await conn.execute("UPDATE ingest_files SET error_code = 'stray' WHERE path = 'd'")
+        await conn.execute("DELETE FROM ingest_files WHERE path IN ('c', 'e')")
+    assert await counters_match_a_real_count(pool) == {
+        (run.id, "failed", "empty_file"): 1,
+        (run.id, "failed", ""): 1,
+        (run.id, "pending", ""): 1,
+    }
+    status = await repo.status(run.id)
+    assert status is not None
+    assert status.failed_by_code == {"empty_file": 1, "unknown": 1}
+    assert (status.counts["failed"], status.counts["pending"], status.total) == (2, 1, 3)
+
+
+async def test_open_run_in_a_callers_transaction_rolls_back_with_it(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    class Abandoned(Exception):
+        pass
+
+    with pytest.raises(Abandoned):
+        async with repo.transaction() as conn:
+            run = await repo.open_run(SOURCE, "ada", "catalog", 32, conn=conn)
+            await repo.set_scan_job(conn, run.id, uuid.uuid4())
+            assert await repo.get_run(run.id) is None  # not committed yet
+            raise Abandoned
+    assert await repo.get_run(run.id) is None
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT count(*) AS n FROM ingest_sources")).fetchone()
+    assert row is not None and row["n"] == 0  # the source made with it is gone too
+
+    job = uuid.uuid4()
+    async with repo.transaction() as conn:
+        run = await repo.open_run(SOURCE, "ada", "catalog", 32, conn=conn)
+        with pytest.raises(SourceOwnedElsewhere):
+            await repo.open_run(SOURCE, "sam", "catalog", 32, conn=conn)
+        await repo.set_scan_job(conn, run.id, job)  # the caller's transaction goes on
+    committed = await repo.get_run(run.id)
+    assert committed is not None
+    assert (committed.owner_id, committed.scan_job_id) == ("ada", job)
+    assert await repo.latest_run(owner_id="sam") is None
 
 
 def ingested(media_id: uuid.UUID, owner: str, *, version: int = 1) -> IngestedMedia:

@@ -183,12 +183,13 @@ SELECT count(*) AS n FROM changed
 """
 
 # A file is stranded when it is open but no queued or running job will take it: its batch
-# job failed, was cancelled, or is gone (archived), or it has no batch. An anti-join of the
-# run's open files against jobs (no index of a run's open files: a scan of ingest_files).
+# job failed, was cancelled, or is gone (archived), or it has no batch (a NULL batch_id
+# matches no job, so NOT EXISTS holds; written without an OR, the planner makes it a hash
+# anti-join). No index of a run's open files: a scan of ingest_files, on demand.
 STRANDED_WHERE = f"""
 f.run_id = %(run)s AND f.status IN {OPEN}
-AND (f.batch_id IS NULL OR NOT EXISTS (
-    SELECT 1 FROM jobs AS j WHERE j.id = f.batch_id AND j.state IN ('queued', 'running')))
+AND NOT EXISTS (
+    SELECT 1 FROM jobs AS j WHERE j.id = f.batch_id AND j.state IN ('queued', 'running'))
 """
 STRANDED = f"SELECT count(*) AS n FROM ingest_files AS f WHERE {STRANDED_WHERE}"
 
