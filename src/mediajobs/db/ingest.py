@@ -176,9 +176,9 @@ class FileOutcome:
 class RunStatus:
     """A run and its files: ``counts`` per status (every ``IngestStatus`` value, zeros
     included), ``failed_by_code`` (error code -> failed files, sorted by code; codes with
-    no failed file left out), ``total`` files, ``done`` (indexed
+    no failed file left out; '' is shown as "unknown"), ``total`` files, ``done`` (indexed
     + failed), and ``last_update``: the run's latest change (its ``updated_at``: the latest
-    file status change or scan counter update)."""
+    file status change or scan counter update). All from ``ingest_counts``."""
 
     run: IngestRun
     counts: dict[str, int]
@@ -429,8 +429,9 @@ class IngestRepository:
         """The run's stranded files: open (``OPEN_STATUSES``) but with no batch job that is
         queued or running to take them (its job failed, was cancelled or is gone from
         ``jobs``, or the file has no batch). They stay open for good, so the run never
-        finishes, until ``retry_failed`` re-queues them. An anti-join over the run's open
-        files, run on demand (a scan of ``ingest_files``: seconds at millions of rows)."""
+        finishes, until ``retry_failed`` re-queues them. An anti-join of the run's open files
+        against ``jobs``, run on demand: a sequential scan of ``ingest_files`` (no index
+        finds a run's open files), so call it for ``ingest status``, not per event."""
         async with self._pool.connection() as conn:
             row = await (await conn.execute(sql.STRANDED, {"run": run_id})).fetchone()
         return 0 if row is None else int(row["n"])
