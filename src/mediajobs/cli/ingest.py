@@ -42,6 +42,7 @@ from mediajobs.service.auth import MAX_USER_ID, is_user_id
 from mediajobs.storage.factory import stores_for
 
 FOLLOW_INTERVAL = 1.0  # seconds between two looks at a followed run
+STALL_SECONDS = 60.0  # a followed run that has not moved this long is checked for strands
 RUN_HELP = "the run's id (default: the latest run)"
 REPORT_PAGE = 1000
 
@@ -183,7 +184,12 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
 async def _looks(
     ingest: IngestRepository, run: IngestRun, meter: RateMeter, stop: asyncio.Event
 ) -> AsyncIterator[RunStatus]:
-    """Each look at the run (``RunStatus``), a second apart, until it is finished."""
+    """Each look at the run (``RunStatus``), a second apart, until it is finished, or until
+    its open files are all stranded (their batch jobs ended without them: checked once
+    nothing has moved for ``STALL_SECONDS``; ``ingest retry`` queues them again)."""
+    loop = asyncio.get_running_loop()
+    last: tuple[int, int] | None = None
+    moved = loop.time()
     while not stop.is_set():
         status = await ingest.status(run.id)
         if status is None:
@@ -192,6 +198,18 @@ async def _looks(
         yield status
         if is_finished(status):
             return
+        if (status.done, status.total) != last:
+            last, moved = (status.done, status.total), loop.time()
+        elif status.run.state != "scanning" and loop.time() - moved > STALL_SECONDS:
+            stranded = await ingest.stranded(run.id)
+            if stranded and stranded >= status.total - status.done:
+                print(
+                    f"mediajobs: {stranded} files of run {run.id} are stranded (their batch "
+                    f"jobs ended without them): mediajobs ingest retry {run.id}",
+                    file=sys.stderr,
+                )
+                return
+            moved = loop.time()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), FOLLOW_INTERVAL)
 
@@ -236,23 +254,30 @@ async def _follow_bar(
 
 
 def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Print a run's counts by status and error code, its rate and ETA."""
+    """Print a run's counts by status and error code, its rate and ETA, and its stranded
+    files (open, but their batch job ended: ``ingest retry`` queues them again)."""
 
-    async def look(pool: Pool) -> RunStatus | None:
+    async def look(pool: Pool) -> tuple[RunStatus, int] | None:
         ingest = IngestRepository(pool)
         run = await _the_run(ingest, args.run_id)
-        return None if run is None else await ingest.status(run.id)
+        status = None if run is None else await ingest.status(run.id)
+        if status is None:
+            return None
+        return status, (0 if is_finished(status) else await ingest.stranded(status.run.id))
 
-    status = with_pool(settings, look)
-    if status is None:
+    looked = with_pool(settings, look)
+    if looked is None:
         return _no_run(args.run_id)
+    status, stranded = looked
     rate = overall_rate(status)
     remaining = status.total - status.done
     eta = None if rate is None else (remaining / rate if remaining else 0.0)
     if args.json:
-        print_json(status_json(status, rate, eta), indent=2)
+        print_json({**status_json(status, rate, eta), "stranded": stranded}, indent=2)
         return 0
     print(_summary(status, rate))
+    if stranded:
+        print(f"  stranded   {stranded} (their batch jobs ended): mediajobs ingest retry")
     for name, files in status.counts.items():
         print(f"  {name:<10} {files}")
     for code, files in status.failed_by_code.items():

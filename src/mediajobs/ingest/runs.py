@@ -8,7 +8,13 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mediajobs.db.ingest import IngestRepository, IngestRun, RunStatus
+from mediajobs.db.ingest import (
+    OPEN_STATUSES,
+    RETRY_PAGE_SIZE,
+    IngestRepository,
+    IngestRun,
+    RunStatus,
+)
 from mediajobs.db.media import Conn
 from mediajobs.ingest.source import Source
 from mediajobs.queue import kinds
@@ -21,9 +27,6 @@ from mediajobs.types import JSON
 # that kills its worker fails alone after MEDIAJOBS_INGEST_MAX_ATTEMPTS of them; the rest
 # leave room for several such files in one batch, and for outages.
 BATCH_MAX_ATTEMPTS = 20
-
-# Statuses a file is still on its way through.
-OPEN_STATUSES = ("pending", "ai_done", "processed", "uploaded")
 
 
 def overlaps_own_keys(source: Source, active: Store, prefixes: Iterable[str]) -> str | None:
@@ -56,8 +59,8 @@ async def start_run(
 ) -> IngestRun:
     """A new run of the source ``uri`` and its ``ingest.scan`` job, in one transaction.
     Raises ``SourceOwnedElsewhere`` when another owner ingests that source."""
-    run = await ingest.open_run(uri, owner_id, profile, batch_size)
     async with ingest.transaction() as conn:
+        run = await ingest.open_run(uri, owner_id, profile, batch_size, conn=conn)
         job = await queue.enqueue(
             JobSpec(
                 kinds.INGEST_SCAN,
@@ -105,15 +108,21 @@ async def queue_batches(
 async def retry_failed(
     ingest: IngestRepository, queue: JobQueue, run: IngestRun, *, code: str | None = None
 ) -> int:
-    """Put the run's failed files (only those failed with ``code``, when given) back in the
-    queue, in new batches, in one transaction. Returns the files re-queued."""
+    """Put the run's failed files (only those failed with ``code``, when given) and, without
+    a code, its stranded ones (open, but their batch job ended) back in the queue, in new
+    batches: a page of ``RETRY_PAGE_SIZE`` files per transaction, each page's files and
+    their batch jobs together. Returns the files re-queued."""
     total = 0
-    async with ingest.transaction() as conn:
-        for source_id, paths in await ingest.retry_failed(conn, run.id, code=code):
-            batches = await queue_batches(queue, conn, run, paths)
-            await ingest.assign_batches(conn, source_id, batches)
-            total += len(paths)
-    return total
+    while True:
+        page = 0
+        async with ingest.transaction() as conn:
+            for source_id, paths in await ingest.retry_failed(conn, run.id, code=code):
+                batches = await queue_batches(queue, conn, run, paths)
+                await ingest.assign_batches(conn, source_id, batches)
+                page += len(paths)
+        total += page
+        if page < RETRY_PAGE_SIZE:
+            return total
 
 
 def is_finished(status: RunStatus) -> bool:
