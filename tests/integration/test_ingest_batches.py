@@ -14,7 +14,7 @@ import pytest
 from mediajobs.config import Settings
 from mediajobs.db.ingest import IngestRepository, RunStatus
 from mediajobs.errors import StorageUnavailable
-from mediajobs.ingest.runs import is_finished, start_run
+from mediajobs.ingest.runs import is_finished, retry_failed, start_run
 from mediajobs.ingest.source import parse_source
 from mediajobs.storage import MemoryStore
 from tests.support.images import jpeg, photo
@@ -129,3 +129,41 @@ async def test_a_batch_that_fails_for_good_fails_its_files_by_name(
     assert status.failed_by_code == {"logo_missing": len(made)}
     assert {row["batch_id"] for row in rows.values()} == {None}
     assert {row["attempts"] for row in rows.values()} == {0}  # given back: nothing crashed
+
+
+async def test_files_whose_batch_job_ended_without_them_are_stranded_and_retried(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "src"
+    photos(root, 5)
+    with memory_store() as memory:
+        async with media_env(
+            database_url, redis_url, memory, settings=SETTINGS, kinds=["ingest.scan"]
+        ) as env:
+            ingest = IngestRepository(env.pool)
+            source = parse_source(str(root), env.stores)
+            run = await start_run(
+                ingest, env.queue, uri=source.uri, owner_id=OWNER, profile="catalog", batch_size=2
+            )
+
+            async def scanned() -> bool:
+                found = await ingest.get_run(run.id)
+                return found is not None and found.state == "scanned"
+
+            await wait_for(scanned, timeout=60)
+            async with env.pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = now() "
+                    "WHERE kind = 'ingest.batch'"
+                )
+            assert await ingest.stranded(run.id) == 5
+            assert await retry_failed(ingest, env.queue, run) == 5
+            assert await ingest.stranded(run.id) == 0
+            async with env.pool.connection() as conn:
+                queued = await (
+                    await conn.execute(
+                        "SELECT count(*) AS n FROM jobs WHERE kind = 'ingest.batch' "
+                        "AND state = 'queued'"
+                    )
+                ).fetchone()
+    assert queued is not None and queued["n"] == 3  # 5 files in batches of 2
