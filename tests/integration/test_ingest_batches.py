@@ -167,3 +167,43 @@ async def test_files_whose_batch_job_ended_without_them_are_stranded_and_retried
                     )
                 ).fetchone()
     assert queued is not None and queued["n"] == 3  # 5 files in batches of 2
+
+
+async def test_a_folder_gone_from_the_source_makes_the_batch_wait_not_fail(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "src"
+    photos(root / "mounted", 2)
+    with memory_store() as memory:
+        async with media_env(
+            database_url, redis_url, memory, settings=SETTINGS, kinds=["ingest.scan"]
+        ) as env:
+            ingest = IngestRepository(env.pool)
+            source = parse_source(str(root), env.stores)
+            run = await start_run(
+                ingest, env.queue, uri=source.uri, owner_id=OWNER, profile="catalog", batch_size=5
+            )
+
+            async def scanned() -> bool:
+                found = await ingest.get_run(run.id)
+                return found is not None and found.state == "scanned"
+
+            await wait_for(scanned, timeout=60)
+        for path in (root / "mounted").iterdir():
+            path.unlink()
+        (root / "mounted").rmdir()  # as an unmounted disk looks
+        async with media_env(database_url, redis_url, memory, settings=SETTINGS) as env:
+
+            async def waiting() -> bool:
+                async with env.pool.connection() as conn:
+                    job = await (
+                        await conn.execute(
+                            "SELECT state, attempt, error FROM jobs WHERE kind = 'ingest.batch'"
+                        )
+                    ).fetchone()
+                return job is not None and job["attempt"] >= 1 and job["state"] == "queued"
+
+            await wait_for(waiting, timeout=60)
+            rows = await files(env)
+    assert {row["status"] for row in rows.values()} == {"pending"}
+    assert {row["attempts"] for row in rows.values()} == {0}  # nothing was its fault

@@ -307,9 +307,14 @@ class IngestHandlers:
                     file = dataclasses.replace(file, attempts=attempts)
                 results[file.path] = await self._one(source, run, file, profile, logo)
 
-        async with asyncio.TaskGroup() as group:
-            for file in files:
-                group.create_task(one(file))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for file in files:
+                    group.create_task(one(file))
+        except BaseExceptionGroup as failed:
+            # What stopped the batch (Retry, JobCancelled, LeaseLost, a database error), as
+            # itself: the worker and the handler's own except clauses read its type.
+            raise failed.exceptions[0] from None
         await self._commit(ctx, job, run, results, tally)
 
     async def _one(
