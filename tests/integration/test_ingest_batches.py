@@ -13,7 +13,7 @@ import pytest
 
 from mediajobs.config import Settings
 from mediajobs.db.ingest import IngestRepository, RunStatus
-from mediajobs.errors import StorageUnavailable
+from mediajobs.errors import StorageDenied, StorageError, StorageUnavailable
 from mediajobs.ingest.runs import is_finished, retry_failed, start_run
 from mediajobs.ingest.source import parse_source
 from mediajobs.storage import MemoryStore
@@ -59,31 +59,42 @@ async def files(env: MediaEnv) -> dict[str, dict[str, Any]]:
 
 
 class FlakyStore(MemoryStore):
-    """A memory store whose first ``failures`` catalog uploads fail as an outage would."""
+    """A memory store whose first ``failures`` catalog uploads fail with ``error``."""
 
-    def __init__(self, base_url: str, failures: int) -> None:
+    def __init__(self, base_url: str, failures: int, error: type[StorageError]) -> None:
         super().__init__(base_url)
         self.failures = failures
+        self.error = error
 
     async def upload(self, key: str, data: Any, content_type: str, **kw: Any) -> Any:
         if key.startswith("catalog/") and self.failures > 0:
             self.failures -= 1
-            raise StorageUnavailable("the bucket is down")
+            raise self.error("the bucket said no")
         return await super().upload(key, data, content_type, **kw)
 
 
-async def test_a_store_outage_defers_files_and_costs_no_attempt(
+async def test_a_store_outage_makes_the_batch_wait_and_costs_no_attempt(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     made = photos(tmp_path / "src", 3)
-    store = FlakyStore("http://127.0.0.1:9/storage", failures=4)
+    store = FlakyStore("http://127.0.0.1:9/storage", failures=4, error=StorageUnavailable)
     async with media_env(database_url, redis_url, store, settings=SETTINGS) as env:
         status = await ingest_all(env, tmp_path / "src")
         rows = await files(env)
     assert status.counts["indexed"] == len(made) and status.counts["failed"] == 0
     assert store.failures == 0
-    # Deferred, not failed: the outage cost no file an attempt towards decoder_crashed.
+    # Waited out, not failed: the outage cost no file an attempt towards decoder_crashed.
     assert {row["attempts"] for row in rows.values()} == {1}
+
+
+async def test_a_store_that_refuses_for_good_fails_the_file_with_its_code(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    photos(tmp_path / "src", 1)
+    store = FlakyStore("http://127.0.0.1:9/storage", failures=10, error=StorageDenied)
+    async with media_env(database_url, redis_url, store, settings=SETTINGS) as env:
+        status = await ingest_all(env, tmp_path / "src")
+    assert status.failed_by_code == {"storage_denied": 1}
 
 
 async def test_an_item_deleted_in_the_library_is_not_revived_and_keeps_its_objects(

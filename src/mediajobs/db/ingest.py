@@ -393,17 +393,20 @@ class IngestRepository:
 
     async def hold_batch(
         self, conn: Conn, batch_id: uuid.UUID, attempt: int, paths: Sequence[str]
-    ) -> set[str]:
-        """Inside the batch's closing transaction: lock the job's row while this
-        ``attempt`` still runs it (a worker whose lease was taken over gets nothing) and the
-        listed open files still in the batch (a file a rescan moved elsewhere is left out);
-        return the paths this attempt may write."""
+    ) -> set[str] | None:
+        """Inside the batch's closing transaction: hold the job's row while this
+        ``attempt`` still runs it, then lock the listed open files still in the batch (a
+        file a rescan moved elsewhere is left out); return the paths this attempt may
+        write, or None when the attempt no longer owns the job (its lease was taken over)."""
+        held = await (
+            await conn.execute(sql.HOLD_ATTEMPT, {"batch": batch_id, "attempt": attempt})
+        ).fetchone()
+        if held is None:
+            return None
         if not paths:
             return set()
         rows = await (
-            await conn.execute(
-                sql.HOLD_BATCH, {"batch": batch_id, "attempt": attempt, "paths": list(paths)}
-            )
+            await conn.execute(sql.HOLD_BATCH, {"batch": batch_id, "paths": list(paths)})
         ).fetchall()
         return {row["path"] for row in rows}
 

@@ -109,6 +109,7 @@ fresh AS (
 written AS (
     INSERT INTO ingest_files AS f (source_id, path, media_id, run_id, size, mtime_ns, etag)
     SELECT %(source)s, path, gen_random_uuid(), %(run)s, size, mtime_ns, etag FROM fresh
+    ORDER BY path  -- rows locked in path order, as a batch's closing transaction takes them
     ON CONFLICT (source_id, path) DO UPDATE SET
         run_id = excluded.run_id, size = excluded.size, mtime_ns = excluded.mtime_ns,
         etag = excluded.etag, status = 'pending', attempts = 0, error_code = NULL,
@@ -269,18 +270,20 @@ WHERE batch_id = %(batch)s AND path = ANY(%(paths)s::text[])
   AND status IN {OPEN}
 """
 
-# The batch's closing transaction takes the job's row (FOR SHARE: the lease recovery that
-# would give it to another attempt waits) while this attempt still runs it, then its files.
+# The batch's closing transaction first takes the job's row while this attempt still runs
+# it: FOR KEY SHARE makes the lease recovery and the claims (FOR UPDATE SKIP LOCKED) pass it
+# by, without blocking the heartbeat's and progress's updates of the row.
+HOLD_ATTEMPT = """
+SELECT id FROM jobs
+WHERE id = %(batch)s AND attempt = %(attempt)s AND state = 'running'
+FOR KEY SHARE
+"""
+
+# ... then the listed files still open in the batch, in path order.
 HOLD_BATCH = f"""
-WITH attempt AS (
-    SELECT id FROM jobs
-    WHERE id = %(batch)s AND attempt = %(attempt)s AND state = 'running'
-    FOR SHARE
-)
 SELECT f.path FROM ingest_files AS f
 WHERE f.batch_id = %(batch)s AND f.path = ANY(%(paths)s::text[])
   AND f.status IN {OPEN}
-  AND EXISTS (SELECT 1 FROM attempt)
 ORDER BY f.path
 FOR UPDATE OF f
 """

@@ -28,6 +28,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from mediajobs.db.ingest import (
     FileOutcome,
@@ -46,6 +47,7 @@ from mediajobs.errors import (
     MediaJobsError,
     Retry,
     StorageError,
+    StorageUnavailable,
 )
 from mediajobs.handlers.imaging_pool import (
     ImagingCrashed,
@@ -217,12 +219,14 @@ class IngestHandlers:
 
         The first attempt counts an attempt on every file at once and writes their outcomes
         in one transaction. An attempt that ends with its worker alive (an error, a
-        shutdown) gives those attempts back. A later attempt follows one that died with its
-        worker, so one of its files may be the cause: it goes one file at a time, counting
+        shutdown) gives those attempts back. An attempt that follows one whose worker died
+        (its lease expired) may hold the file that killed it: it goes one file at a time, counting
         each file's attempt right before its decode and writing its outcome right after,
         so only the file that kills the worker gathers attempts (``decoder_crashed`` at
         ``max_attempts``)."""
-        careful = job.attempt > 1
+        # The attempt before ended with its worker gone (its lease expired): one of the
+        # files may have killed it. Any other ending gave its attempts back.
+        careful = job.attempt > 1 and (job.error or {}).get("code") == "lease_expired"
         started = await self.ingest.start_batch(job.id, count_attempts=not careful)
         if started is None:
             return {"runId": job.payload.get("runId"), "worker": ctx.worker_name, "files": 0}
@@ -280,7 +284,7 @@ class IngestHandlers:
             profile = (await self.policies.load()).ingest_profile(run.profile)
         except SourceInvalid as exc:
             if run.source_uri.startswith("file:"):  # not mounted here (yet): wait for it
-                raise Retry(f"{exc}; waiting for the source", delay=30.0) from None
+                raise Retry(f"{exc}; waiting for the source") from None
             raise JobFailed(str(exc), code=exc.code) from None  # no such store configured
         except UnknownProfile as exc:  # the policy lost the run's profile
             raise JobFailed(str(exc), code=exc.code) from None
@@ -312,9 +316,12 @@ class IngestHandlers:
                 for file in files:
                     group.create_task(one(file))
         except BaseExceptionGroup as failed:
-            # What stopped the batch (Retry, JobCancelled, LeaseLost, a database error), as
-            # itself: the worker and the handler's own except clauses read its type.
-            raise failed.exceptions[0] from None
+            # What stopped the batch (LeaseLost first, then Retry, JobCancelled, a database
+            # error), as itself: the worker and the handler's own except clauses read it.
+            first = next(
+                (e for e in failed.exceptions if isinstance(e, LeaseLost)), failed.exceptions[0]
+            )
+            raise first from None
         await self._commit(ctx, job, run, results, tally)
 
     async def _one(
@@ -327,14 +334,16 @@ class IngestHandlers:
     ) -> _Done | _Deferred | FileOutcome:
         """One file: settled, read, imaged, uploaded; deferred; or the outcome that says
         why not. Only a source that is gone as a whole (its folder vanished: an unmounted
-        disk) escapes, as ``Retry`` for the batch."""
+        disk) or a store that cannot be reached escapes, as ``Retry`` for the batch."""
         try:
             return await self._settle_read_and_make(source, run, file, profile, logo)
         except Retry:
             raise
-        except StorageError as exc:  # the store, not the file: try it again later
-            log.warning("ingest %s: %s: storage: %s; deferred", run.id, file.path, exc)
-            return _Deferred(file, file.size, file.mtime_ns)
+        except StorageUnavailable as exc:  # the store, not the file: the batch waits
+            raise Retry(f"storage: {exc}") from None
+        except StorageError as exc:  # refused for good (denied, a key it cannot hold)
+            log.warning("ingest %s: %s: storage refused: %s", run.id, file.path, exc)
+            return _failed(file, exc.code, str(exc))
         except Exception as exc:
             log.exception("ingest %s: %s failed: %s", run.id, file.path, exc)
             return _failed(file, "internal_error", f"{type(exc).__name__}: {exc}")
@@ -403,16 +412,24 @@ class IngestHandlers:
                 # WatermarkLogoInvalid: the profile's logo, not this file; `ingest retry
                 # --code watermark_logo_invalid` once the policy names a good one.
                 return _failed(file, exc.code, str(exc))
+        # The library may have changed while the file was decoded: ask again right before
+        # its objects are written over.
+        refused = _refusal(
+            file, run, (await self.media.existing([file.media_id])).get(file.media_id)
+        )
+        if refused is not None:
+            return refused
         media = await self._upload(run, file, data, image, profile)
         return _Done(file, media)
 
     async def _vanished(self, source: Source, run: IngestRun, file: IngestFile) -> FileOutcome:
-        """A file that is gone: ``source_missing``, unless its folder is gone too (an
-        unmounted disk looks like that): then the whole batch waits (``Retry``)."""
-        if source.directory is not None:
-            folder = source.file_path(file.path).parent
-            if not await asyncio.to_thread(folder.is_dir):
-                raise Retry(f"{folder} is not reachable; the source may be unmounted", delay=30.0)
+        """A file that is gone: ``source_missing``, unless the source itself is out of reach
+        (its root missing, or empty: an unmounted disk looks like that): then the whole
+        batch waits (``Retry``)."""
+        if source.directory is not None and not await asyncio.to_thread(
+            _has_entries, source.directory
+        ):
+            raise Retry(f"{source.directory} is empty or gone; is it mounted?")
         return _failed(file, "source_missing", "the file is gone from the source")
 
     async def _upload(
@@ -491,11 +508,8 @@ class IngestHandlers:
         replaced: list[str] = []
         async with self.ingest.transaction() as conn:
             held = await self.ingest.hold_batch(conn, job.id, job.attempt, sorted(results))
-            if not held and results:
-                tally.counted.clear()
-                if ctx.lease_lost:
-                    raise LeaseLost(f"batch {job.id} lost its lease before its outcome")
-                return
+            if held is None:  # another attempt owns the batch now: write nothing
+                raise LeaseLost(f"batch {job.id} attempt {job.attempt} lost its lease")
             mine = {path: result for path, result in results.items() if path in held}
             done = [r for r in mine.values() if isinstance(r, _Done)]
             deferred = [r for r in mine.values() if isinstance(r, _Deferred)]
@@ -565,6 +579,8 @@ class IngestHandlers:
         if locator not in self._logos:
             try:
                 self._logos[locator] = await self.stores.download(Locator.parse(locator))
+            except StorageUnavailable as exc:
+                raise Retry(f"the watermark logo {locator}: {exc}") from None
             except MediaJobsError as exc:
                 raise JobFailed(
                     f"the watermark logo {locator} cannot be read: {exc}", code="logo_missing"
@@ -587,6 +603,15 @@ class IngestHandlers:
         async with self.ingest.transaction() as conn:
             recorded = await self.events.record_events(conn, [event])
         await self.events.committed(recorded)
+
+
+def _has_entries(directory: Path) -> bool:
+    """The directory exists and lists at least one entry."""
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
 
 
 @dataclass
