@@ -6,8 +6,16 @@
     ├── AuthError              a request's credentials are missing, invalid or expired
     ├── ImageRejected          an upload is not an acceptable image (a stable ``code``)
     ├── PolicyInvalid          a site-policy change that makes no sense (db.policies)
+    │   └── UnknownProfile     an ingest profile the site policy does not have
     ├── CollectionRefused      a collection sync that cannot apply (db.collections; a ``code``)
     ├── SourceOwnedElsewhere   an ingest source already belongs to another owner (db.ingest)
+    ├── SourceInvalid          an ingest SOURCE that is no readable directory or known bucket
+    ├── SourceFileError        a source file could not be read as scanned (ingest.source)
+    │   ├── FileChanged        its size or mtime moved: still being written (deferred)
+    │   ├── FileVanished       it is gone
+    │   ├── FileTooLarge       it is over the profile's byte limit
+    │   └── FileUnreadable     permission or I/O error
+    ├── WatermarkLogoInvalid   an ingest profile's logo is no usable image (imaging.watermark)
     ├── ImagingFailed          the imaging process could not finish an image (handlers.imaging_pool)
     │   ├── ImagingCrashed     it died while working on the image
     │   ├── ImagingOutOfMemory it ran out of its memory limit

@@ -5,25 +5,33 @@ the memory store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
+import os
+import pty
+import select
+import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mediajobs.db.ingest import IngestRepository
-from mediajobs.ingest.source import parse_source
 
+from mediajobs.config import Settings
+from mediajobs.db.ingest import IngestRepository
+from mediajobs.handlers.imaging_pool import PoolOptions
 from mediajobs.ingest.runs import is_finished, start_run
+from mediajobs.ingest.source import parse_source
 from mediajobs.storage import Store
 from mediajobs.storage.base import Locator
 from tests.support.emulators import s3_store
-from tests.support.images import jpeg, quadrants
+from tests.support.images import jpeg, photo, quadrants
 from tests.support.ingest_tree import GROWING, Tree, growing_file, make_tree
-from tests.support.media import media_env, memory_store, s3_worker_env
+from tests.support.media import CrashingPool, media_env, memory_store, s3_worker_env
 from tests.support.workers import (
     REPO,
     WorkerProcess,
@@ -57,7 +65,9 @@ async def ingest_cli(database_url: str, env: dict[str, str], *args: str) -> tupl
     return proc.returncode, out.decode(), err.decode()
 
 
-async def run_to_the_end(database_url: str, env: dict[str, str], root: Path) -> dict[str, Any]:
+async def run_to_the_end(
+    database_url: str, env: dict[str, str], root: Path | str
+) -> dict[str, Any]:
     """`ingest run ROOT --json`, followed to the end: its last progress line."""
     code, out, err = await ingest_cli(
         database_url, env, "run", str(root), "--owner", OWNER, "--batch", "2", "--json"
@@ -235,8 +245,6 @@ async def test_two_worker_processes_ingest_a_tree_into_s3_and_a_rescan_is_free(
 async def test_the_memory_store_takes_the_same_tree_in_process(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    from mediajobs.config import Settings
-
     tree = make_tree(tmp_path / "photos")
     settings = Settings(ingest_settle_seconds=0.0)
     with memory_store() as memory:
@@ -268,3 +276,216 @@ async def test_the_memory_store_takes_the_same_tree_in_process(
             # One event per batch (and per scan chunk), not per file; the last one says done.
             assert 1 < len(progress) <= len(tree.good) + len(tree.failed)
             assert progress[-1]["done"] == progress[-1]["total"] == status.total
+
+
+async def test_a_bucket_prefix_is_ingested_like_a_directory(
+    database_url: str, redis_url: str, moto_url: str, tmp_path: Path
+) -> None:
+    tree = make_tree(tmp_path / "photos")
+    store = await asyncio.to_thread(s3_store, moto_url)
+    source = await asyncio.to_thread(s3_store, moto_url)
+    for path, data in {**tree.good, **dict.fromkeys(tree.skipped, b"not an image")}.items():
+        await source.upload(f"archive/{path}", data, "application/octet-stream")
+    for path in tree.failed:
+        await source.upload(f"archive/{path}", (tree.root / path).read_bytes(), "image/jpeg")
+    previous = [
+        {
+            "kind": "s3",
+            "bucket": source.bucket,
+            "endpoint_url": moto_url,
+            "region": "us-east-1",
+            "force_path_style": True,
+        }
+    ]
+    env = {
+        **s3_worker_env(moto_url, store.bucket, redis_url),
+        "STORAGE_PREVIOUS": json.dumps(previous),
+    }
+    worker = start_worker_process(database_url, *APP, env=env)
+    try:
+        last = await run_to_the_end(database_url, env, f"s3://{source.bucket}/archive")
+        assert last["source"] == f"s3://{source.bucket}/archive/"
+        files = await file_rows(database_url)
+        await check_outcome(tree, database_url, store, files)
+        assert last["scan"]["skipped"] == len(tree.skipped)
+        assert {row["etag"] is not None for row in files.values()} == {True}
+        again = await run_to_the_end(database_url, env, f"s3://{source.bucket}/archive")
+        assert again["total"] == 0
+    finally:
+        assert await worker.stop() == 0, worker.stderr[-3000:]
+        await store.close()
+        await source.close()
+
+
+async def test_a_scanner_and_a_worker_killed_mid_work_lose_and_double_nothing(
+    database_url: str, redis_url: str, moto_url: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "big"
+    # 40,000 empty files (they fail as empty_file at database speed) make a scan long
+    # enough to kill; a dozen photos make batches long enough to kill.
+    for folder in range(40):
+        directory = root / f"d{folder:02d}"
+        directory.mkdir(parents=True)
+        for index in range(1000):
+            (directory / f"{index}.jpg").touch()
+    photos = {f"photos/p{index:02d}.jpg": jpeg(photo(1600, 1200)) for index in range(12)}
+    for path, data in photos.items():
+        (root / path).parent.mkdir(exist_ok=True)
+        (root / path).write_bytes(data)
+    store = await asyncio.to_thread(s3_store, moto_url)
+    env = {
+        **s3_worker_env(moto_url, store.bucket, redis_url),
+        "MEDIAJOBS_INGEST_SETTLE_SECONDS": "0",
+    }
+    scanner = start_worker_process(database_url, *APP, "--kinds", "ingest.scan", env=env)
+    workers: list[WorkerProcess] = []
+    try:
+        code, out, err = await ingest_cli(
+            database_url, env, "run", str(root), "--owner", OWNER, "--batch", "200", "--detach"
+        )
+        assert code == 0, err
+        run_id = uuid.UUID(json.loads(out)["runId"])
+        async with queue_pool(database_url) as pool:
+            ingest = IngestRepository(pool)
+
+            async def part_recorded() -> bool:
+                run = await ingest.get_run(run_id)
+                assert run is not None and run.state == "scanning", "the scan ended first"
+                return run.queued > 0
+
+            await wait_for(part_recorded, timeout=60, interval=0.005)
+            assert await scanner.kill_group() == -signal.SIGKILL
+            before = {
+                path: row["media_id"] for path, row in (await file_rows(database_url)).items()
+            }
+            assert 0 < len(before) < 40_000 + len(photos)
+
+            workers = [start_worker_process(database_url, *APP, env=env) for _ in range(2)]
+
+            async def photo_in_flight() -> bool:
+                rows = await file_rows(database_url)
+                return any(
+                    rows[path]["attempts"] >= 1 and rows[path]["status"] == "pending"
+                    for path in photos
+                    if path in rows
+                )
+
+            await wait_for(photo_in_flight, timeout=120, interval=0.005)
+            assert await workers[0].kill_group() == -signal.SIGKILL
+            workers.append(start_worker_process(database_url, *APP, env=env))
+
+            async def finished() -> bool:
+                status = await ingest.status(run_id)
+                return status is not None and is_finished(status)
+
+            await wait_for(finished, timeout=240, interval=0.5)
+        again = await run_to_the_end(database_url, env, root)
+        assert again["total"] == 0
+        files = await file_rows(database_url)
+        assert len(files) == 40_000 + len(photos)  # no miss, no duplicate
+        assert len({row["media_id"] for row in files.values()}) == len(files)
+        assert all(files[path]["media_id"] == media_id for path, media_id in before.items())
+        assert {files[path]["status"] for path in photos} == {"indexed"}
+        empties = [row for path, row in files.items() if path not in photos]
+        assert {(row["status"], row["error_code"]) for row in empties} == {("failed", "empty_file")}
+        media = await media_rows(database_url)
+        assert set(media) == {files[path]["media_id"] for path in photos}
+        keys = await all_keys(store, "catalog/")
+        assert len(keys) == 3 * len(photos) and named_keys(media) == keys
+    finally:
+        for worker in workers[1:]:
+            assert await worker.stop() == 0, worker.stderr[-3000:]
+        await store.close()
+
+
+async def test_a_poison_file_fails_alone_and_named_after_its_last_attempt(
+    database_url: str, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "poison"
+    root.mkdir()
+    good = {f"ok{index}.jpg": jpeg(photo(900, 600)) for index in range(3)}
+    for name, data in {**good, "crash.jpg": jpeg(photo(900, 600))}.items():
+        (root / name).write_bytes(data)
+    settings = Settings(ingest_settle_seconds=0.0, ingest_max_attempts=3)
+    pool = CrashingPool(PoolOptions(processes=1, timeout=60))
+    with memory_store() as memory:
+        async with media_env(
+            database_url, redis_url, memory, settings=settings, imaging=pool
+        ) as env:
+            ingest = IngestRepository(env.pool)
+            source = parse_source(str(root), env.stores)
+            run = await start_run(
+                ingest, env.queue, uri=source.uri, owner_id=OWNER, profile="catalog", batch_size=10
+            )
+
+            async def finished() -> bool:
+                status = await ingest.status(run.id)
+                return status is not None and is_finished(status)
+
+            await wait_for(finished, timeout=120)
+    files = await file_rows(database_url)
+    assert {path: row["status"] for path, row in files.items()} == {
+        **dict.fromkeys(good, "indexed"),
+        "crash.jpg": "failed",
+    }
+    assert files["crash.jpg"]["error_code"] == "decoder_crashed"
+    assert pool.crashes == 3  # one batch, three tries, then the file fails
+    named = [r.getMessage() for r in caplog.records if "crash.jpg" in r.getMessage()]
+    assert any("decoder_crashed" in message for message in named), named
+
+
+async def test_on_a_terminal_run_shows_a_progress_bar_and_ctrl_c_stops_only_the_watching(
+    database_url: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "tty"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(jpeg(photo(400, 300)))
+    leader, follower = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mediajobs",
+        "ingest",
+        "run",
+        str(root),
+        "--owner",
+        OWNER,
+        env={**worker_env(database_url), "COLUMNS": "120", "TERM": "xterm"},
+        cwd=REPO,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    seen = bytearray()
+
+    def read_some() -> None:
+        """What the terminal got within about half a second (the bar redraws steadily)."""
+        deadline = time.monotonic() + 0.5
+        with contextlib.suppress(OSError):
+            while time.monotonic() < deadline and select.select([leader], [], [], 0.1)[0]:
+                chunk = os.read(leader, 65536)
+                if not chunk:
+                    return
+                seen.extend(chunk)
+
+    try:
+        # No worker runs: the run waits, scanning, while the bar is drawn.
+        for _ in range(50):
+            await asyncio.to_thread(read_some)
+            if b"scanning" in seen:
+                break
+        assert b"scanning" in seen, seen.decode(errors="replace")
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 130  # stopped by Ctrl-C
+        await asyncio.to_thread(read_some)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        os.close(leader)
+    assert b"stopped watching; the ingest goes on" in seen, seen.decode(errors="replace")
+    async with queue_pool(database_url) as pool, pool.connection() as conn:
+        job = await (
+            await conn.execute("SELECT state FROM jobs WHERE kind = 'ingest.scan'")
+        ).fetchone()
+    assert job is not None and job["state"] == "queued"  # the ingest itself goes on

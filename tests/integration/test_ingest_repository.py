@@ -68,21 +68,41 @@ async def files_by_path(pool: Pool, source_id: uuid.UUID) -> dict[str, IngestFil
     return {row["path"]: IngestFile.from_row(row) for row in rows}
 
 
-async def counters_match_a_real_count(pool: Pool) -> dict[tuple[uuid.UUID, str], int]:
-    """The trigger-kept counters (zeros dropped) after asserting they equal count(*)."""
+async def counters_match_a_real_count(pool: Pool) -> dict[tuple[uuid.UUID, str, str], int]:
+    """The trigger-kept counters per (run, status, error code: '' unless failed), zeros
+    dropped, after asserting they equal a count(*) of the files."""
     async with pool.connection() as conn:
         kept = await (
-            await conn.execute("SELECT run_id, status, files FROM ingest_counts WHERE files <> 0")
+            await conn.execute(
+                "SELECT run_id, status, error_code, files FROM ingest_counts WHERE files <> 0"
+            )
         ).fetchall()
         real = await (
             await conn.execute(
-                "SELECT run_id, status, count(*) AS files FROM ingest_files GROUP BY 1, 2"
+                """
+                SELECT run_id, status,
+                       CASE WHEN status = 'failed' THEN coalesce(error_code, '') ELSE '' END
+                           AS error_code,
+                       count(*) AS files
+                FROM ingest_files GROUP BY 1, 2, 3
+                """
             )
         ).fetchall()
-    kept_map = {(r["run_id"], str(r["status"])): int(r["files"]) for r in kept}
-    real_map = {(r["run_id"], str(r["status"])): int(r["files"]) for r in real}
+    kept_map = {(r["run_id"], str(r["status"]), r["error_code"]): int(r["files"]) for r in kept}
+    real_map = {(r["run_id"], str(r["status"]), r["error_code"]): int(r["files"]) for r in real}
     assert kept_map == real_map
     return kept_map
+
+
+async def queued_job(pool: Pool, state: str = "queued") -> uuid.UUID:
+    """A row in ``jobs`` (an ``ingest.batch`` job in ``state``) for files to name."""
+    job_id = uuid.uuid4()
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO jobs (id, kind, owner_id, state) VALUES (%s, 'ingest.batch', 'ada', %s)",
+            (job_id, state),
+        )
+    return job_id
 
 
 async def test_a_source_is_made_once_and_belongs_to_its_first_owner(
@@ -177,8 +197,8 @@ async def test_a_changed_file_comes_back_with_its_media_id_and_a_failed_one_does
     assert after["d.png"].run_id == rerun.id
     kept = await counters_match_a_real_count(pool)
     assert kept == {
-        (rerun.id, "pending"): 3,
-        (run.id, "failed"): 1,
+        (rerun.id, "pending", ""): 3,
+        (run.id, "failed", "corrupt_image"): 1,
     }
 
 
@@ -191,6 +211,7 @@ async def test_start_batch_counts_an_attempt_on_open_files_only(
     async with repo.transaction() as conn:
         await repo.assign_batches(conn, run.source_id, [(batch, ["z.jpg", "x.jpg", "y.jpg"])])
         await conn.execute("UPDATE ingest_files SET status = 'processed' WHERE path = 'y.jpg'")
+        await conn.execute("UPDATE ingest_files SET status = 'ai_done' WHERE path = 'z.jpg'")
     first = await repo.start_batch(batch)
     assert first is not None
     started_run, started = first
@@ -314,36 +335,96 @@ async def fail_files(repo: IngestRepository, run: IngestRun, failures: dict[str,
         assert await repo.finish_batch(conn, batch, outcomes) == len(failures)
 
 
-async def test_retry_failed_requeues_a_runs_failed_files_optionally_by_code(
+async def open_files(
+    repo: IngestRepository, run: IngestRun, batch: uuid.UUID | None, paths: list[str]
+) -> None:
+    """Scan ``paths`` into ``run`` and put them in ``batch`` (None: in no batch), then
+    count an attempt on them as a batch start would."""
+    async with repo.transaction() as conn:
+        assert await repo.record_scanned(conn, run, [Scanned(p, 1, 1) for p in paths]) == paths
+        if batch is not None:
+            await repo.assign_batches(conn, run.source_id, [(batch, paths)])
+            await repo.start_batch(batch)
+
+
+async def requeue(
+    repo: IngestRepository, pool: Pool, run: IngestRun, *, code: str | None = None, limit: int
+) -> list[str]:
+    """One retry page as the caller does it: retried files go into a new queued job, in the
+    same transaction. Returns the paths retried."""
+    job = await queued_job(pool)
+    async with repo.transaction() as conn:
+        groups = await repo.retry_failed(conn, run.id, code=code, limit=limit)
+        for source_id, paths in groups:
+            await repo.assign_batches(conn, source_id, [(job, paths)])
+    assert all(source_id == run.source_id for source_id, _ in groups)
+    return [path for _, paths in groups for path in paths]
+
+
+async def test_retry_failed_requeues_failed_then_stranded_files_in_pages(
     repo: IngestRepository, pool: Pool
 ) -> None:
     run = await repo.open_run(SOURCE, "ada", "catalog", 32)
     await fail_files(
         repo, run, {"c.jpg": "corrupt_image", "a.jpg": "corrupt_image", "b.jpg": "decoder_crashed"}
     )
+    # Open files: in a queued and in a running job (waiting: not stranded), in a job that
+    # failed or was cancelled (by SQL), in a job gone from `jobs`, and in no batch at all.
+    await open_files(repo, run, await queued_job(pool), ["q.jpg"])
+    await open_files(repo, run, await queued_job(pool, "running"), ["r.jpg"])
+    failed_job, cancelled_job = await queued_job(pool), await queued_job(pool)
+    await open_files(repo, run, failed_job, ["s1.jpg"])
+    await open_files(repo, run, cancelled_job, ["s2.jpg"])
+    await open_files(repo, run, uuid.uuid4(), ["s3.jpg"])
+    await open_files(repo, run, None, ["s4.jpg"])
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE jobs SET state = 'failed' WHERE id = %s", (failed_job,))
+        await conn.execute("UPDATE jobs SET state = 'cancelled' WHERE id = %s", (cancelled_job,))
+        await conn.execute("UPDATE ingest_files SET status = 'ai_done' WHERE path = 's2.jpg'")
+        await conn.execute("UPDATE ingest_files SET status = 'uploaded' WHERE path = 's3.jpg'")
     other = await repo.open_run("file:///elsewhere", "ada", "catalog", 32)
     await fail_files(repo, other, {"z.jpg": "corrupt_image"})
+    await open_files(repo, other, None, ["y.jpg"])
+    assert (await repo.stranded(run.id), await repo.stranded(other.id)) == (4, 1)
+    before = await files_by_path(pool, run.source_id)
 
-    async with repo.transaction() as conn:
-        groups = await repo.retry_failed(conn, run.id, code="corrupt_image")
-    assert groups == [(run.source_id, ["a.jpg", "c.jpg"])]
+    # With a code: only that code's failed files, by path, a page at a time; no stranded.
+    assert await requeue(repo, pool, run, code="corrupt_image", limit=1) == ["a.jpg"]
+    assert await requeue(repo, pool, run, code="corrupt_image", limit=1) == ["c.jpg"]
+    assert await requeue(repo, pool, run, code="corrupt_image", limit=1) == []
+    status = await repo.status(run.id)
+    assert status is not None and status.failed_by_code == {"decoder_crashed": 1}
+    assert await repo.stranded(run.id) == 4
+
+    # Without: the failed files first, then the stranded ones fill the page, by path.
+    pages = [await requeue(repo, pool, run, limit=2) for _ in range(4)]
+    assert pages == [["b.jpg", "s1.jpg"], ["s2.jpg", "s3.jpg"], ["s4.jpg"], []]
     rows = await files_by_path(pool, run.source_id)
-    for path in ("a.jpg", "c.jpg"):
+    for path in ("a.jpg", "b.jpg", "c.jpg", "s1.jpg", "s2.jpg", "s3.jpg", "s4.jpg"):
         row = rows[path]
-        assert (row.status, row.attempts, row.error_code, row.error_message, row.batch_id) == (
+        assert (row.status, row.attempts, row.error_code, row.error_message) == (
             IngestStatus.PENDING,
             0,
             None,
             None,
-            None,
-        )
-    assert rows["b.jpg"].status is IngestStatus.FAILED
-    async with repo.transaction() as conn:
-        assert await repo.retry_failed(conn, run.id) == [(run.source_id, ["b.jpg"])]
-        assert await repo.retry_failed(conn, run.id) == []
+        ), path
+        assert row.batch_id is not None and row.batch_id != before[path].batch_id
+        assert row.media_id == before[path].media_id
+    for path in ("q.jpg", "r.jpg"):
+        assert rows[path] == before[path]
+    assert await repo.stranded(run.id) == 0
+    # The other run's failed and stranded files are its own.
+    assert await repo.stranded(other.id) == 1
     assert (await files_by_path(pool, other.source_id))["z.jpg"].status is IngestStatus.FAILED
+    with pytest.raises(ValueError, match="limit"):
+        async with repo.transaction() as conn:
+            await repo.retry_failed(conn, run.id, limit=0)
     kept = await counters_match_a_real_count(pool)
-    assert kept == {(run.id, "pending"): 3, (other.id, "failed"): 1}
+    assert kept == {
+        (run.id, "pending", ""): 9,
+        (other.id, "failed", "corrupt_image"): 1,
+        (other.id, "pending", ""): 1,
+    }
 
 
 async def test_failed_files_pages_by_path(repo: IngestRepository) -> None:
@@ -416,15 +497,27 @@ async def test_status_counts_every_status_and_failures_by_code(
     assert with_job is not None and with_job.scan_job_id == job
 
 
-def plan_nodes(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
-    """Every node of an EXPLAIN (FORMAT JSON) plan: (node type, relation)."""
-    found = [(plan["Node Type"], plan.get("Relation Name"))]
+Node = tuple[str, str | None, str | None]
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[Node]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan: (node type, relation, index)."""
+    found = [(plan["Node Type"], plan.get("Relation Name"), plan.get("Index Name"))]
     for child in plan.get("Plans", []):
         found.extend(plan_nodes(child))
     return found
 
 
-async def test_status_at_200k_files_reads_counters_and_the_failed_index_not_the_table(
+async def explain(conn: Any, statement: str, params: Any) -> list[Node]:
+    """The nodes of ``statement``'s plan with ``params`` (not run)."""
+    row = await (await conn.execute("EXPLAIN (FORMAT JSON) " + statement, params)).fetchone()
+    assert row is not None
+    plan = row["QUERY PLAN"]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return plan_nodes(plan[0]["Plan"])
+
+
+async def test_status_at_200k_files_reads_only_the_counters(
     repo: IngestRepository, pool: Pool
 ) -> None:
     run = await repo.open_run(SOURCE, "ada", "catalog", 32)
@@ -444,17 +537,9 @@ async def test_status_at_200k_files_reads_counters_and_the_failed_index_not_the_
         )
         await conn.execute("ANALYZE ingest_files")
         await conn.execute("ANALYZE ingest_counts")
-        nodes: list[tuple[str, str | None]] = []
-        for statement in (ingest_sql.RUN_COUNTS, ingest_sql.FAILED_BY_CODE):
-            row = await (
-                await conn.execute("EXPLAIN (FORMAT JSON) " + statement, (run.id,))
-            ).fetchone()
-            assert row is not None
-            plan = row["QUERY PLAN"]
-            plan = json.loads(plan) if isinstance(plan, str) else plan
-            nodes.extend(plan_nodes(plan[0]["Plan"]))
-    on_files = [node for node, relation in nodes if relation == "ingest_files"]
-    assert on_files and "Seq Scan" not in on_files, nodes
+        nodes = await explain(conn, ingest_sql.RUN_COUNTS, (run.id,))
+    # Only the counters (a handful of rows per run: a seq scan of them is fine).
+    assert {relation for _, relation, _ in nodes} == {"ingest_counts"}, nodes
     status = await repo.status(run.id)
     assert status is not None
     assert status.total == 200_000
@@ -462,6 +547,112 @@ async def test_status_at_200k_files_reads_counters_and_the_failed_index_not_the_
     assert status.counts["pending"] == 50_000  # n % 4 = 1 never meets n % 100 = 0
     assert status.failed_by_code == {"code_0": 666, "code_1": 667, "code_2": 667}
     await counters_match_a_real_count(pool)
+
+
+async def test_a_page_of_failed_files_walks_the_index_in_path_order_at_20k(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    other = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    async with pool.connection() as conn:
+        # 60k files of the run, a third failed (4 codes, paths in no order of their codes),
+        # and 20k failed files of another run of the source.
+        await conn.execute(
+            """
+            INSERT INTO ingest_files (source_id, path, media_id, run_id, size, mtime_ns,
+                                      status, error_code)
+            SELECT %(source)s, md5(n::text), gen_random_uuid(),
+                   CASE WHEN n <= 60000 THEN %(run)s ELSE %(other)s END, n, n,
+                   CASE WHEN n %% 3 = 0 OR n > 60000 THEN 'failed' ELSE 'indexed' END
+                       ::ingest_status,
+                   CASE WHEN n %% 3 = 0 OR n > 60000 THEN 'code_' || (n %% 4) END
+            FROM generate_series(1, 80000) AS n
+            """,
+            {"source": run.source_id, "run": run.id, "other": other.id},
+        )
+        await conn.execute("ANALYZE ingest_files")
+        for after in ("", "8"):
+            params = {"run": run.id, "after": after, "limit": 1000, "code": None}
+            nodes = await explain(conn, ingest_sql.FAILED_FILES_ALL, params)
+            assert not [node for node, _, _ in nodes if "Sort" in node], nodes
+            assert ("Index Scan", "ingest_files", "ingest_files_failed_path_idx") in nodes
+        # A retry page walks it too (its only sort: the page it picked, by path).
+        nodes = await explain(
+            conn, ingest_sql.RETRY_PAGE_ALL, {"run": run.id, "limit": 1000, "code": None}
+        )
+        assert ("Index Scan", "ingest_files", "ingest_files_failed_path_idx") in nodes, nodes
+        code_params = {"run": run.id, "after": "", "limit": 1000, "code": "code_1"}
+        nodes = await explain(conn, ingest_sql.FAILED_FILES_CODE, code_params)
+        assert not [node for node, _, _ in nodes if "Sort" in node], nodes
+        assert ("Index Scan", "ingest_files", "ingest_files_failed_idx") in nodes, nodes
+    page = await repo.failed_files(run.id, after="8", limit=1000)
+    async with pool.connection() as conn:
+        expected = await (
+            await conn.execute(
+                "SELECT path FROM ingest_files WHERE run_id = %s AND status = 'failed'"
+                " AND path > '8' ORDER BY path LIMIT 1000",
+                (run.id,),
+            )
+        ).fetchall()
+    assert [f.path for f in page] == [row["path"] for row in expected]
+    assert len(page) == 1000 and all(f.run_id == run.id for f in page)
+
+
+async def test_counters_per_code_follow_code_changes_and_deletes(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    run = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    await fail_files(repo, run, {"a": "corrupt_image", "b": "corrupt_image", "c": "empty_file"})
+    await open_files(repo, run, None, ["d", "e"])
+    assert await counters_match_a_real_count(pool) == {
+        (run.id, "failed", "corrupt_image"): 2,
+        (run.id, "failed", "empty_file"): 1,
+        (run.id, "pending", ""): 2,
+    }
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE ingest_files SET error_code = 'empty_file' WHERE path = 'a'")
+        await conn.execute("UPDATE ingest_files SET error_code = NULL WHERE path = 'b'")
+        # A code on a file that is not failed is not counted as a failure.
+        await conn.execute("UPDATE ingest_files SET error_code = 'stray' WHERE path = 'd'")
+        await conn.execute("DELETE FROM ingest_files WHERE path IN ('c', 'e')")
+    assert await counters_match_a_real_count(pool) == {
+        (run.id, "failed", "empty_file"): 1,
+        (run.id, "failed", ""): 1,
+        (run.id, "pending", ""): 1,
+    }
+    status = await repo.status(run.id)
+    assert status is not None
+    assert status.failed_by_code == {"empty_file": 1, "unknown": 1}
+    assert (status.counts["failed"], status.counts["pending"], status.total) == (2, 1, 3)
+
+
+async def test_open_run_in_a_callers_transaction_rolls_back_with_it(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    class Abandoned(Exception):
+        pass
+
+    with pytest.raises(Abandoned):
+        async with repo.transaction() as conn:
+            run = await repo.open_run(SOURCE, "ada", "catalog", 32, conn=conn)
+            await repo.set_scan_job(conn, run.id, uuid.uuid4())
+            assert await repo.get_run(run.id) is None  # not committed yet
+            raise Abandoned
+    assert await repo.get_run(run.id) is None
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT count(*) AS n FROM ingest_sources")).fetchone()
+    assert row is not None and row["n"] == 0  # the source made with it is gone too
+
+    job = uuid.uuid4()
+    async with repo.transaction() as conn:
+        run = await repo.open_run(SOURCE, "ada", "catalog", 32, conn=conn)
+        with pytest.raises(SourceOwnedElsewhere):
+            await repo.open_run(SOURCE, "sam", "catalog", 32, conn=conn)
+        await repo.set_scan_job(conn, run.id, job)  # the caller's transaction goes on
+    committed = await repo.get_run(run.id)
+    assert committed is not None
+    assert (committed.owner_id, committed.scan_job_id) == ("ada", job)
+    assert await repo.latest_run(owner_id="sam") is None
 
 
 def ingested(media_id: uuid.UUID, owner: str, *, version: int = 1) -> IngestedMedia:

@@ -149,7 +149,40 @@ async def test_claim_reads_only_limit_rows_of_a_large_backlog_without_statistics
     inner = [plan for plan in plans if "FOR UPDATE SKIP LOCKED" in plan]
     assert len(inner) == 2, plans
     for plan in inner:
-        assert "Index Scan using jobs_available_idx" in plan, plan
+        # jobs_available_idx, or (a claim without ingest.batch) its ingest-free twin
+        assert "Index Scan using jobs_available_" in plan, plan
         assert "Sort" not in plan and "Bitmap" not in plan and "Seq Scan" not in plan, plan
-        scan = next(line for line in plan.splitlines() if "jobs_available_idx" in line)
+        scan = next(line for line in plan.splitlines() if "Index Scan using jobs_available" in line)
         assert "rows=32 loops=1)" in scan, plan  # actual rows read: the limit, not 20,000
+
+
+async def test_a_claim_for_other_kinds_never_walks_an_ingest_backlog(database_url):
+    """Ingest batches (priority -10) queue behind every other kind; a claim that does not
+    ask for them must not read them to find out there is nothing else (migration 0008's
+    jobs_available_interactive_idx). Counted as heap rows fetched through indexes."""
+    async with queue_pool(database_url) as pool:
+        queue = JobQueue(pool)
+        await queue.enqueue_many([JobSpec("ingest.batch", "u1", priority=-10)] * 3000)
+        await queue.enqueue(JobSpec("media.process", "u1"))
+
+        async def claim(kinds: list[str] | None, limit: int) -> tuple[int, int]:
+            async with pool.connection() as conn, conn.transaction():
+                claimed = await (
+                    await conn.execute(
+                        "SELECT id FROM mediajobs_claim('w', %s, 30, %s::text[])", (limit, kinds)
+                    )
+                ).fetchall()
+                stats = await (
+                    await conn.execute(
+                        "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'jobs'"
+                    )
+                ).fetchone()
+                assert stats is not None
+                return len(claimed), stats["idx_tup_fetch"]
+
+        got, fetched = await claim(["media.process", "system.ping"], 8)
+        assert got == 1 and fetched < 50  # the old plan fetched all 3,000
+        got, fetched = await claim(["media.process", "system.ping"], 8)
+        assert got == 0 and fetched < 50
+        got, fetched = await claim(["ingest.batch"], 2)
+        assert got == 2 and fetched < 50

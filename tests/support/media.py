@@ -24,6 +24,7 @@ from mediajobs.db.media import MediaRecord, MediaRepository
 from mediajobs.db.policies import SitePolicies
 from mediajobs.handlers import MediaHandlers, WorkerResources, ingest_handlers, media_handlers
 from mediajobs.handlers.imaging_pool import ImagingPool, PoolOptions
+from mediajobs.imaging.catalog import CatalogImage, CatalogProfile
 from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.imaging.policy import ImagePolicy
 from mediajobs.queue import HandlerRegistry, Job, JobQueue, JobSpec, JobState, Worker
@@ -56,7 +57,21 @@ def crash_now(*_args: Any) -> None:
 
 
 class CrashingPool(ImagingPool):
-    """The real pool, except that a file named ``crash.jpg`` kills its imaging process."""
+    """The real pool, except that a file named ``crash.jpg`` kills its imaging process
+    (``crashes`` counts them)."""
+
+    async def catalog(
+        self,
+        data: bytes,
+        profile: CatalogProfile,
+        *,
+        filename: str | None,
+        logo: bytes | None = None,
+        priority: int = 0,
+    ) -> CatalogImage:
+        if filename == "crash.jpg":
+            await self.run(crash_now, priority=priority)
+        return await super().catalog(data, profile, filename=filename, logo=logo, priority=priority)
 
     async def process(
         self,

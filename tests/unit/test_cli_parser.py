@@ -22,6 +22,7 @@ HELP_ORDER = [
     "events",
     "storage",
     "policy",
+    "ingest",
 ]
 
 
@@ -48,8 +49,13 @@ def test_every_leaf_command_runs_a_function() -> None:
     leaves = _leaves(parser)
     assert ("jobs", "enqueue") in leaves
     assert ("policy", "set") in leaves
-    assert len(leaves) == 16
-    arguments = {("jobs", "enqueue"): ["system.ping"], ("token",): ["dev"]}
+    assert len(leaves) == 20
+    arguments = {
+        ("jobs", "enqueue"): ["system.ping"],
+        ("token",): ["dev"],
+        ("ingest", "run"): ["/photos", "--owner", "u1"],
+        ("ingest", "report"): ["--failed"],
+    }
     for leaf in leaves:
         extra = arguments.get(leaf, [])
         if leaf[0] == "jobs" and leaf[1] in ("show", "wait", "cancel"):

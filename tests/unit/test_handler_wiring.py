@@ -60,10 +60,12 @@ def record() -> MediaRecord:
     return MediaRecord.from_row(values)
 
 
-async def test_the_default_registry_runs_ping_and_the_four_media_kinds() -> None:
+async def test_the_default_registry_runs_ping_the_media_and_the_ingest_kinds() -> None:
     async with httpx.AsyncClient() as http:
         registry = build_registry(resources(Settings(), http))
     assert registry.kinds == [
+        "ingest.batch",
+        "ingest.scan",
         "media.delete",
         "media.process",
         "media.purge",

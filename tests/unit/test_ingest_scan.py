@@ -117,6 +117,20 @@ def test_a_loop_outside_the_root_is_caught_on_entering_it(tmp_path, caplog):
     assert "symlink loop" in caplog.text
 
 
+def test_two_links_to_one_folder_outside_the_root_walk_it_once(tmp_path):
+    outside = tmp_path / "outside"
+    write(outside / "ext.jpg")
+    root = tmp_path / "root"
+    write(root / "own.jpg")
+    (root / "first").symlink_to(outside)
+    (root / "second").symlink_to(outside)
+
+    found, counts = walk(root)
+
+    assert len([path for path in found if path.endswith("ext.jpg")]) == 1
+    assert "own.jpg" in found and counts.errors == 0
+
+
 def test_links_inside_the_root_are_aliases_walked_once_under_their_real_path(tmp_path):
     write(tmp_path / "archive/2020/p.jpg")
     (tmp_path / "by-year").mkdir()

@@ -29,7 +29,7 @@ def test_worker_options_default_to_the_settings_defaults() -> None:
 def test_every_worker_setting_in_the_environment_reaches_the_options() -> None:
     settings = Settings.from_env(
         {
-            "MEDIAJOBS_WORKER_CONCURRENCY": "3",
+            "MEDIAJOBS_WORKER_CONCURRENCY": "7",
             "MEDIAJOBS_LEASE_SECONDS": "12",
             "MEDIAJOBS_POLL_INTERVAL": "0.5",
             "MEDIAJOBS_SHUTDOWN_GRACE": "4",
@@ -40,7 +40,7 @@ def test_every_worker_setting_in_the_environment_reaches_the_options() -> None:
         }
     )
     options = WorkerOptions.from_settings(settings, kinds=["system.ping"], burst=True)
-    assert options.concurrency == 3
+    assert options.concurrency == 7
     assert options.lease == 12.0
     assert options.poll_interval == 0.5
     assert options.shutdown_grace == 4.0
@@ -50,6 +50,10 @@ def test_every_worker_setting_in_the_environment_reaches_the_options() -> None:
     assert options.kinds == ["system.ping"]
     assert dict(options.kind_limits) == {"ingest.batch": 5}
     assert options.burst is True
+    # A limited kind never takes a worker's last slot: at most concurrency - 1.
+    narrow = dataclasses.replace(options, concurrency=3)
+    assert dict(narrow.kind_limits) == {"ingest.batch": 2}
+    assert dict(dataclasses.replace(options, concurrency=1).kind_limits) == {"ingest.batch": 1}
     assert WorkerOptions.from_settings(settings).kinds is None
     assert WorkerOptions.from_settings(settings).burst is False
 

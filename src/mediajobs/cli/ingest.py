@@ -16,7 +16,7 @@ import csv
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -31,17 +31,31 @@ from mediajobs.ingest.runs import (
     RateMeter,
     is_finished,
     overall_rate,
+    overlaps_own_keys,
     retry_failed,
     start_run,
     status_json,
 )
 from mediajobs.ingest.source import SourceInvalid, parse_source
 from mediajobs.queue.queue import JobQueue
+from mediajobs.service.auth import MAX_USER_ID, is_user_id
 from mediajobs.storage.factory import stores_for
 
 FOLLOW_INTERVAL = 1.0  # seconds between two looks at a followed run
+STALL_SECONDS = 60.0  # a followed run that has not moved this long is checked for strands
 RUN_HELP = "the run's id (default: the latest run)"
 REPORT_PAGE = 1000
+
+
+def owner_id(text: str) -> str:
+    """An argparse ``type``: a user id a token of ours may carry (``service.auth.is_user_id``:
+    1-255 characters, not blank, no control characters), else argparse's usage error."""
+    if not is_user_id(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a user id: 1-{MAX_USER_ID} characters, not blank, without "
+            "control characters (the `sub` of the owner's tokens)"
+        )
+    return text
 
 
 def add_ingest(commands: Commands) -> None:
@@ -64,7 +78,9 @@ def add_ingest(commands: Commands) -> None:
         help="a directory (walked recursively), or a bucket prefix of a configured store: "
         "s3://bucket/prefix, gs://bucket/prefix",
     )
-    run.add_argument("--owner", required=True, help="the user id the images go to")
+    run.add_argument(
+        "--owner", required=True, type=owner_id, help="the user id the images go to (a token's sub)"
+    )
     run.add_argument(
         "--profile", default="catalog", help="the site policy's ingest profile (default catalog)"
     )
@@ -113,9 +129,14 @@ def cmd_ingest_run(args: argparse.Namespace, settings: Settings) -> int:
 
     async def start(pool: Pool) -> IngestRun | str:
         try:
-            (await SitePolicies(pool).load()).ingest_profile(args.profile)
+            policy = await SitePolicies(pool).load()
+            policy.ingest_profile(args.profile)
         except PolicyInvalid as exc:
             return str(exc)
+        prefixes = [profile.prefix for profile in policy.all_ingest_profiles().values()]
+        refused = overlaps_own_keys(source, stores.active, prefixes)
+        if refused is not None:
+            return refused
         ingest = IngestRepository(pool)
         try:
             return await start_run(
@@ -156,11 +177,19 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
             f"stopped watching; the ingest goes on: mediajobs ingest status {run.id}",
             file=sys.stderr,
         )
+        return 130  # the shell's code for a command stopped by Ctrl-C
     return 0
 
 
-async def _looks(ingest: IngestRepository, run: IngestRun, meter: RateMeter, stop: asyncio.Event):  # type: ignore[no-untyped-def]
-    """Each look at the run (``RunStatus``), a second apart, until it is finished."""
+async def _looks(
+    ingest: IngestRepository, run: IngestRun, meter: RateMeter, stop: asyncio.Event
+) -> AsyncIterator[RunStatus]:
+    """Each look at the run (``RunStatus``), a second apart, until it is finished, or until
+    its open files are all stranded (their batch jobs ended without them: checked once
+    nothing has moved for ``STALL_SECONDS``; ``ingest retry`` queues them again)."""
+    loop = asyncio.get_running_loop()
+    last: tuple[int, int] | None = None
+    moved = loop.time()
     while not stop.is_set():
         status = await ingest.status(run.id)
         if status is None:
@@ -169,6 +198,18 @@ async def _looks(ingest: IngestRepository, run: IngestRun, meter: RateMeter, sto
         yield status
         if is_finished(status):
             return
+        if (status.done, status.total) != last:
+            last, moved = (status.done, status.total), loop.time()
+        elif status.run.state != "scanning" and loop.time() - moved > STALL_SECONDS:
+            stranded = await ingest.stranded(run.id)
+            if stranded and stranded >= status.total - status.done:
+                print(
+                    f"mediajobs: {stranded} files of run {run.id} are stranded (their batch "
+                    f"jobs ended without them): mediajobs ingest retry {run.id}",
+                    file=sys.stderr,
+                )
+                return
+            moved = loop.time()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), FOLLOW_INTERVAL)
 
@@ -207,29 +248,36 @@ async def _follow_bar(
                 eta=_duration(eta),
                 failures=_failures(status),
             )
-    status = await ingest.status(run.id)
-    if status is not None:
-        print(_summary(status, overall_rate(status)))
+    final = await ingest.status(run.id)
+    if final is not None:
+        print(_summary(final, overall_rate(final)))
 
 
 def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Print a run's counts by status and error code, its rate and ETA."""
+    """Print a run's counts by status and error code, its rate and ETA, and its stranded
+    files (open, but their batch job ended: ``ingest retry`` queues them again)."""
 
-    async def look(pool: Pool) -> RunStatus | None:
+    async def look(pool: Pool) -> tuple[RunStatus, int] | None:
         ingest = IngestRepository(pool)
         run = await _the_run(ingest, args.run_id)
-        return None if run is None else await ingest.status(run.id)
+        status = None if run is None else await ingest.status(run.id)
+        if status is None:
+            return None
+        return status, (0 if is_finished(status) else await ingest.stranded(status.run.id))
 
-    status = with_pool(settings, look)
-    if status is None:
+    looked = with_pool(settings, look)
+    if looked is None:
         return _no_run(args.run_id)
+    status, stranded = looked
     rate = overall_rate(status)
     remaining = status.total - status.done
     eta = None if rate is None else (remaining / rate if remaining else 0.0)
     if args.json:
-        print_json(status_json(status, rate, eta), indent=2)
+        print_json({**status_json(status, rate, eta), "stranded": stranded}, indent=2)
         return 0
     print(_summary(status, rate))
+    if stranded:
+        print(f"  stranded   {stranded} (their batch jobs ended): mediajobs ingest retry")
     for name, files in status.counts.items():
         print(f"  {name:<10} {files}")
     for code, files in status.failed_by_code.items():
@@ -255,6 +303,15 @@ def cmd_ingest_retry(args: argparse.Namespace, settings: Settings) -> int:
         return _no_run(args.run_id)
     run, files = done
     print_json({"runId": str(run.id), "requeued": files, "code": args.code})
+    if files == 0 and args.code is not None:
+        status = with_pool(settings, lambda pool: IngestRepository(pool).status(run.id))
+        codes = sorted(status.failed_by_code) if status is not None else []
+        print(
+            f"mediajobs: no failed file of run {run.id} has the code {args.code!r}; "
+            f"its codes: {', '.join(codes) or 'none'}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -327,4 +384,9 @@ def _one_line(text: str | None) -> str:
 
 
 def _tab_separated(row: list[str]) -> None:
-    print("\t".join(row))
+    """One line of tab-separated values; a backslash, tab or line break inside a value is
+    written as ``\\``, ``\t``, ``\n`` or ``\r`` (file names may hold them)."""
+    print("\t".join(value.translate(_TSV_ESCAPES) for value in row))
+
+
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -43,8 +43,12 @@ class IngestStatus(StrEnum):
     FAILED = "failed"  # error_code and error_message say why
 
 
-# Statuses of a file that its batch has not finished yet.
-OPEN_STATUSES = (IngestStatus.PENDING, IngestStatus.PROCESSED, IngestStatus.UPLOADED)
+# Statuses of a file still on its way: its batch has not finished it yet (pending,
+# ai_done, processed, uploaded). The statements of db/ingest_sql.py use the same list.
+OPEN_STATUSES: tuple[IngestStatus, ...] = tuple(IngestStatus(s) for s in sql.OPEN_STATUS_NAMES)
+
+# Files one ``retry_failed`` call re-queues at most (one transaction each).
+RETRY_PAGE_SIZE = 10_000
 
 
 class ScannedLike(Protocol):
@@ -171,9 +175,10 @@ class FileOutcome:
 @dataclass(frozen=True)
 class RunStatus:
     """A run and its files: ``counts`` per status (every ``IngestStatus`` value, zeros
-    included), ``failed_by_code`` (error code -> files), ``total`` files, ``done`` (indexed
+    included), ``failed_by_code`` (error code -> failed files, sorted by code; codes with
+    no failed file left out; '' is shown as "unknown"), ``total`` files, ``done`` (indexed
     + failed), and ``last_update``: the run's latest change (its ``updated_at``: the latest
-    file status change or scan counter update)."""
+    file status change or scan counter update). All from ``ingest_counts``."""
 
     run: IngestRun
     counts: dict[str, int]
@@ -194,16 +199,39 @@ class IngestRepository:
         """A connection inside one transaction (commit on exit, rollback on error)."""
         return _transaction(self._pool)
 
-    async def open_run(self, uri: str, owner_id: str, profile: str, batch_size: int) -> IngestRun:
+    async def open_run(
+        self,
+        uri: str,
+        owner_id: str,
+        profile: str,
+        batch_size: int,
+        *,
+        conn: Conn | None = None,
+    ) -> IngestRun:
         """A new run (state ``scanning``) of the source ``uri`` (canonical, as the scan's
-        ``Source.uri``), made on first use for ``owner_id``. Raises SourceOwnedElsewhere
-        when the source belongs to another owner, ValueError for a profile name that is not
-        ``[a-z][a-z0-9_]{0,31}`` or a batch size outside 1..1000 (migration 0008)."""
+        ``Source.uri``), made on first use for ``owner_id``. With ``conn``, inside the
+        caller's transaction (the source and the run roll back with it: open the run and
+        enqueue its scan job in one transaction); without, in a transaction of its own.
+        Raises SourceOwnedElsewhere when the source belongs to another owner (nothing
+        written: with ``conn``, the caller's transaction stays usable), ValueError for a
+        profile name that is not ``[a-z][a-z0-9_]{0,31}`` or a batch size outside 1..1000
+        (migration 0008)."""
         if not PROFILE_PATTERN.fullmatch(profile):
             raise ValueError(f"profile: {profile!r} is not [a-z][a-z0-9_]{{0,31}}")
         if batch_size not in BATCH_SIZE_RANGE:
             raise ValueError(f"batch_size: {batch_size} is not between 1 and 1000")
-        async with self.transaction() as conn:
+        if conn is None:
+            async with self._pool.connection() as own:  # autocommit: _open_run's transaction
+                return await self._open_run(own, uri, owner_id, profile, batch_size)
+        return await self._open_run(conn, uri, owner_id, profile, batch_size)
+
+    async def _open_run(
+        self, conn: Conn, uri: str, owner_id: str, profile: str, batch_size: int
+    ) -> IngestRun:
+        # One transaction (a savepoint inside the caller's): the source upsert (DO UPDATE,
+        # a no-op write when the source exists) is undone, its row lock released, when the
+        # owner differs, and the caller's transaction goes on either way.
+        async with conn.transaction():
             source = await (
                 await conn.execute(
                     sql.CLAIM_SOURCE, {"id": uuid.uuid4(), "uri": uri, "owner": owner_id}
@@ -303,6 +331,13 @@ class IngestRepository:
             },
         )
 
+    async def restart_scan(self, run_id: uuid.UUID) -> None:
+        """A scan attempt starts: its walk counts (scanned, skipped, errors) start from zero,
+        since the attempt walks the whole source again; ``queued`` stays (the files an
+        earlier attempt recorded are not queued again)."""
+        async with self._pool.connection() as conn:
+            await conn.execute(sql.RESTART_SCAN, {"id": run_id})
+
     async def finish_scan(
         self, run_id: uuid.UUID, *, error: Mapping[str, JSON] | None = None
     ) -> None:
@@ -316,20 +351,64 @@ class IngestRepository:
         async with self._pool.connection() as conn:
             await conn.execute(sql.FINISH_SCAN, params)
 
-    async def start_batch(self, batch_id: uuid.UUID) -> tuple[IngestRun, list[IngestFile]] | None:
-        """Count one more attempt on the batch's still-open files (pending, processed,
-        uploaded), committed before this returns (before any decode: a file that kills its
+    async def start_batch(
+        self, batch_id: uuid.UUID, *, count_attempts: bool = True
+    ) -> tuple[IngestRun, list[IngestFile]] | None:
+        """Count one more attempt on the batch's still-open files (``OPEN_STATUSES``),
+        committed before this returns (before any decode: a file that kills its
         process is known by its attempts), and return them by path with their run (the run
-        of the first, should they differ). None when the batch has no open file (a rescan
-        moved them all elsewhere, or they are done)."""
+        of the first, should they differ). ``count_attempts=False``: only read them (a
+        retried batch records each file's attempt itself, ``record_attempt``). None when
+        the batch has no open file (a rescan moved them all elsewhere, or they are done)."""
+        statement = sql.START_BATCH if count_attempts else sql.READ_BATCH
         async with self.transaction() as conn:
-            rows = await (await conn.execute(sql.START_BATCH, (batch_id,))).fetchall()
+            rows = await (await conn.execute(statement, (batch_id,))).fetchall()
             if not rows:
                 return None
             files = sorted((IngestFile.from_row(row) for row in rows), key=lambda f: f.path)
             run = await (await conn.execute(sql.GET_RUN, {"id": files[0].run_id})).fetchone()
         assert run is not None  # ingest_files.run_id references ingest_runs
         return IngestRun.from_row(run), files
+
+    async def record_attempt(self, batch_id: uuid.UUID, path: str) -> int | None:
+        """One more attempt on one open file of the batch, committed before it returns
+        (before its decode); its attempts now, or None when the batch no longer has it."""
+        async with self._pool.connection() as conn:
+            row = await (
+                await conn.execute(sql.RECORD_ATTEMPT, {"batch": batch_id, "path": path})
+            ).fetchone()
+        return None if row is None else int(row["attempts"])
+
+    async def give_back_attempts(self, batch_id: uuid.UUID, paths: Sequence[str]) -> int:
+        """Undo the attempt counted on these open files of the batch: the attempt ended
+        with its worker alive (an error, a shutdown), so no file of it crashed the worker.
+        Returns the files changed."""
+        if not paths:
+            return 0
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                sql.GIVE_BACK_ATTEMPTS, {"batch": batch_id, "paths": list(paths)}
+            )
+        return cursor.rowcount
+
+    async def hold_batch(
+        self, conn: Conn, batch_id: uuid.UUID, attempt: int, paths: Sequence[str]
+    ) -> set[str] | None:
+        """Inside the batch's closing transaction: hold the job's row while this
+        ``attempt`` still runs it, then lock the listed open files still in the batch (a
+        file a rescan moved elsewhere is left out); return the paths this attempt may
+        write, or None when the attempt no longer owns the job (its lease was taken over)."""
+        held = await (
+            await conn.execute(sql.HOLD_ATTEMPT, {"batch": batch_id, "attempt": attempt})
+        ).fetchone()
+        if held is None:
+            return None
+        if not paths:
+            return set()
+        rows = await (
+            await conn.execute(sql.HOLD_BATCH, {"batch": batch_id, "paths": list(paths)})
+        ).fetchall()
+        return {row["path"] for row in rows}
 
     async def finish_batch(
         self, conn: Conn, batch_id: uuid.UUID, outcomes: Sequence[FileOutcome]
@@ -357,24 +436,49 @@ class IngestRepository:
         return 0 if row is None else int(row["n"])
 
     async def fail_batch(self, conn: Conn, batch_id: uuid.UUID, code: str, message: str) -> int:
-        """Fail every still-open file of the batch with ``code`` and ``message``; returns
-        the rows changed."""
+        """Fail every still-open file (``OPEN_STATUSES``) of the batch with ``code`` and
+        ``message``; returns the rows changed."""
         params = {"batch": batch_id, "code": code, "message": message}
         row = await (await conn.execute(sql.FAIL_BATCH, params)).fetchone()
         return 0 if row is None else int(row["n"])
 
     async def retry_failed(
-        self, conn: Conn, run_id: uuid.UUID, *, code: str | None = None
+        self,
+        conn: Conn,
+        run_id: uuid.UUID,
+        *,
+        code: str | None = None,
+        limit: int = RETRY_PAGE_SIZE,
     ) -> list[tuple[uuid.UUID, list[str]]]:
-        """Put the run's failed files (only those failed with ``code`` when given) back to
-        pending: attempts 0, error and batch cleared. Returns ``(source_id, paths)`` groups
-        (paths sorted) for the caller to batch and ``assign_batches``."""
-        statement = sql.RETRY_FAILED_ALL if code is None else sql.RETRY_FAILED_CODE
-        rows = await (await conn.execute(statement, {"run": run_id, "code": code})).fetchall()
+        """One page of a retry, in the caller's transaction: at most ``limit`` (>= 1) files
+        of the run back to pending, attempts 0, error and batch cleared. They are its failed
+        files by path (only those failed with ``code`` when given) and, without a code,
+        when those do not fill the page, its stranded files (see ``stranded``) by path.
+        Returns ``(source_id, paths)`` groups (paths sorted; a run has one source) for the
+        caller to batch and ``assign_batches`` in the same transaction. The caller commits
+        each page and calls again until a page holds fewer than ``limit`` files (a file a
+        batch finished meanwhile is skipped, so a short page can leave one for the next
+        retry). Raises ValueError for a limit below 1."""
+        if limit < 1:
+            raise ValueError(f"limit: {limit} is below 1")
+        statement = sql.RETRY_PAGE_ALL if code is None else sql.RETRY_PAGE_CODE
+        params = {"run": run_id, "code": code, "limit": limit}
+        rows = await (await conn.execute(statement, params)).fetchall()
         groups: dict[uuid.UUID, list[str]] = {}
         for row in rows:
             groups.setdefault(row["source_id"], []).append(row["path"])
         return list(groups.items())
+
+    async def stranded(self, run_id: uuid.UUID) -> int:
+        """The run's stranded files: open (``OPEN_STATUSES``) but with no batch job that is
+        queued or running to take them (its job failed, was cancelled or is gone from
+        ``jobs``, or the file has no batch). They stay open for good, so the run never
+        finishes, until ``retry_failed`` re-queues them. An anti-join of the run's open files
+        against ``jobs``, run on demand: a sequential scan of ``ingest_files`` (no index
+        finds a run's open files), so call it for ``ingest status``, not per event."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(sql.STRANDED, {"run": run_id})).fetchone()
+        return 0 if row is None else int(row["n"])
 
     async def failed_files(
         self,
@@ -394,9 +498,9 @@ class IngestRepository:
         return [IngestFile.from_row(row) for row in rows]
 
     async def status(self, run_id: uuid.UUID, *, owner_id: str | None = None) -> RunStatus | None:
-        """The run's counts from ``ingest_counts`` and its failures per code from the
-        partial index (no read of its file rows: milliseconds at 5M files). None when there
-        is no such run (or it is not ``owner_id``'s, when given)."""
+        """The run's counts and its failures per code, both from ``ingest_counts`` (no read
+        of its file rows: milliseconds at 5M files). None when there is no such run (or it
+        is not ``owner_id``'s, when given)."""
         statement = sql.GET_RUN if owner_id is None else sql.GET_RUN_OWNED
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -406,13 +510,16 @@ class IngestRepository:
             if row is None:
                 return None
             counted = await (await conn.execute(sql.RUN_COUNTS, (run_id,))).fetchall()
-            failed = await (await conn.execute(sql.FAILED_BY_CODE, (run_id,))).fetchall()
         run = IngestRun.from_row(row)
         counts = {status.value: 0 for status in IngestStatus}
-        for c in counted:
-            counts[str(c["status"])] = int(c["files"])
-        # A failed file always has a code here; "unknown" only for one written by hand.
-        by_code = {str(f["error_code"] or "unknown"): int(f["n"]) for f in failed}
+        by_code: dict[str, int] = {}
+        for c in sorted(counted, key=lambda c: (str(c["status"]), str(c["error_code"]))):
+            status, files = str(c["status"]), int(c["files"])
+            counts[status] += files
+            if status == IngestStatus.FAILED and files:
+                # A failed file always has a code; '' ("unknown") only for one written by hand.
+                code = str(c["error_code"]) or "unknown"
+                by_code[code] = by_code.get(code, 0) + files
         return RunStatus(
             run=run,
             counts=counts,

@@ -14,6 +14,11 @@ one of them, and its job is retried.
 
 from __future__ import annotations
 
+# Statuses of a file its batch has not finished yet (``db.ingest.OPEN_STATUSES`` is made
+# from these): every statement below that means "still open" lists exactly these.
+OPEN_STATUS_NAMES = ("pending", "ai_done", "processed", "uploaded")
+OPEN = "(" + ", ".join(f"'{name}'" for name in OPEN_STATUS_NAMES) + ")"
+
 # The source by uri, made on first use. DO UPDATE (not DO NOTHING) so a row always comes
 # back, also when a concurrent run made it a moment ago.
 CLAIM_SOURCE = """
@@ -62,6 +67,14 @@ UPDATE ingest_runs SET scanned = scanned + %(scanned)s, skipped = skipped + %(sk
 WHERE id = %(id)s
 """
 
+# A scan attempt walks the whole source again (the files it recorded before are skipped in
+# SQL), so it counts what it sees from zero; `queued` keeps counting what the run queued.
+RESTART_SCAN = """
+UPDATE ingest_runs SET scanned = 0, skipped = 0, scan_errors = 0, state = 'scanning',
+    error = NULL, scan_finished_at = NULL, updated_at = now()
+WHERE id = %(id)s
+"""
+
 FINISH_SCAN = """
 UPDATE ingest_runs SET state = %(state)s, error = %(error)s, scan_finished_at = now(),
     updated_at = now()
@@ -96,6 +109,7 @@ fresh AS (
 written AS (
     INSERT INTO ingest_files AS f (source_id, path, media_id, run_id, size, mtime_ns, etag)
     SELECT %(source)s, path, gen_random_uuid(), %(run)s, size, mtime_ns, etag FROM fresh
+    ORDER BY path  -- rows locked in path order, as a batch's closing transaction takes them
     ON CONFLICT (source_id, path) DO UPDATE SET
         run_id = excluded.run_id, size = excluded.size, mtime_ns = excluded.mtime_ns,
         etag = excluded.etag, status = 'pending', attempts = 0, error_code = NULL,
@@ -120,7 +134,7 @@ WHERE f.source_id = %(source)s AND f.path = b.path
 # A batch's still-open files take one more attempt (before any decode).
 START_BATCH = f"""
 UPDATE ingest_files AS f SET attempts = attempts + 1, updated_at = now()
-WHERE batch_id = %s AND status IN ('pending', 'processed', 'uploaded')
+WHERE batch_id = %s AND status IN {OPEN}
 RETURNING {FILE_COLUMNS}
 """
 
@@ -155,11 +169,11 @@ touched AS (
 SELECT count(*) AS n FROM changed
 """
 
-FAIL_BATCH = """
+FAIL_BATCH = f"""
 WITH changed AS (
     UPDATE ingest_files SET status = 'failed', error_code = %(code)s,
         error_message = %(message)s, batch_id = NULL, updated_at = now()
-    WHERE batch_id = %(batch)s AND status IN ('pending', 'processed', 'uploaded')
+    WHERE batch_id = %(batch)s AND status IN {OPEN}
     RETURNING run_id
 ),
 touched AS (
@@ -169,14 +183,49 @@ touched AS (
 SELECT count(*) AS n FROM changed
 """
 
-# Failed files of a run back to pending (index ingest_files_failed_idx), optionally only
-# those of one error code.
-RETRY_FAILED = """
-WITH changed AS (
-    UPDATE ingest_files SET status = 'pending', attempts = 0, error_code = NULL,
+# A file is stranded when it is open but no queued or running job will take it: its batch
+# job failed, was cancelled, or is gone (archived), or it has no batch (a NULL batch_id
+# matches no job, so NOT EXISTS holds; written without an OR, the planner makes it a hash
+# anti-join). No index of a run's open files: a scan of ingest_files, on demand.
+STRANDED_WHERE = f"""
+f.run_id = %(run)s AND f.status IN {OPEN}
+AND NOT EXISTS (
+    SELECT 1 FROM jobs AS j WHERE j.id = f.batch_id AND j.state IN ('queued', 'running'))
+"""
+STRANDED = f"SELECT count(*) AS n FROM ingest_files AS f WHERE {STRANDED_WHERE}"
+
+# One page of `ingest retry`: at most %(limit)s of the run's failed files by path (index
+# ingest_files_failed_path_idx, or ingest_files_failed_idx with a code) back to pending,
+# attempts 0, error and batch cleared. Without a code, a page the failed files do not fill
+# takes stranded files too (the scan of STRANDED_WHERE runs only then: an InitPlan gates
+# it). The picked rows are locked in path order, and the UPDATE checks them again, so a
+# file a batch finished meanwhile is left alone. Lock order as above: files, run, counters.
+RETRY_PAGE = f"""
+WITH failed AS (
+    SELECT f.source_id, f.path FROM ingest_files AS f
+    WHERE f.run_id = %(run)s AND f.status = 'failed' {{code}}
+    ORDER BY f.path LIMIT %(limit)s
+    FOR UPDATE
+),
+stranded AS (
+    SELECT f.source_id, f.path FROM ingest_files AS f
+    WHERE {{stranded}} AND (SELECT count(*) FROM failed) < %(limit)s AND {STRANDED_WHERE}
+    ORDER BY f.path LIMIT %(limit)s
+    FOR UPDATE
+),
+picked AS (
+    SELECT * FROM failed
+    UNION ALL
+    SELECT * FROM stranded
+    ORDER BY path LIMIT %(limit)s
+),
+changed AS (
+    UPDATE ingest_files AS f SET status = 'pending', attempts = 0, error_code = NULL,
         error_message = NULL, batch_id = NULL, updated_at = now()
-    WHERE run_id = %(run)s AND status = 'failed' {code}
-    RETURNING source_id, path
+    FROM picked AS p
+    WHERE f.source_id = p.source_id AND f.path = p.path
+      AND (f.status = 'failed' OR ({STRANDED_WHERE}))
+    RETURNING f.source_id, f.path
 ),
 touched AS (
     UPDATE ingest_runs SET updated_at = now()
@@ -184,11 +233,11 @@ touched AS (
 )
 SELECT source_id, path FROM changed ORDER BY source_id, path
 """
-RETRY_FAILED_ALL = RETRY_FAILED.format(code="")
-RETRY_FAILED_CODE = RETRY_FAILED.format(code="AND error_code = %(code)s")
+RETRY_PAGE_ALL = RETRY_PAGE.format(code="", stranded="true")
+RETRY_PAGE_CODE = RETRY_PAGE.format(code="AND f.error_code = %(code)s", stranded="false")
 
-# A page of a run's failed files by path (index ingest_files_failed_idx: a run's failed
-# entries, then sorted; with a code, in index order).
+# A page of a run's failed files by path: walks ingest_files_failed_path_idx (or, with a
+# code, ingest_files_failed_idx) in order, so a page reads `limit` entries, sorts nothing.
 FAILED_FILES = f"""
 SELECT {FILE_COLUMNS} FROM ingest_files AS f
 WHERE f.run_id = %(run)s AND f.status = 'failed' AND f.path > %(after)s {{code}}
@@ -197,11 +246,44 @@ ORDER BY f.path LIMIT %(limit)s
 FAILED_FILES_ALL = FAILED_FILES.format(code="")
 FAILED_FILES_CODE = FAILED_FILES.format(code="AND f.error_code = %(code)s")
 
-# What ``ingest status`` shows, without reading the run's file rows: the counters kept by
-# the triggers, and the failed files per code (an index-only scan of the partial index).
-RUN_COUNTS = "SELECT status, files FROM ingest_counts WHERE run_id = %s"
-FAILED_BY_CODE = """
-SELECT error_code, count(*) AS n FROM ingest_files
-WHERE run_id = %s AND status = 'failed'
-GROUP BY error_code
+# What ``ingest status`` and every progress event show, without reading the run's file
+# rows: the counters the triggers keep, per status and (failed files) error code.
+RUN_COUNTS = "SELECT status, error_code, files FROM ingest_counts WHERE run_id = %s"
+
+# A retried batch reads its files without counting an attempt on all of them ...
+READ_BATCH = f"""
+SELECT {FILE_COLUMNS} FROM ingest_files AS f
+WHERE batch_id = %s AND status IN {OPEN}
+"""
+
+# ... and counts one on each file right before its decode, committed on its own.
+RECORD_ATTEMPT = f"""
+UPDATE ingest_files SET attempts = attempts + 1, updated_at = now()
+WHERE batch_id = %(batch)s AND path = %(path)s
+  AND status IN {OPEN}
+RETURNING attempts
+"""
+
+GIVE_BACK_ATTEMPTS = f"""
+UPDATE ingest_files SET attempts = greatest(attempts - 1, 0), updated_at = now()
+WHERE batch_id = %(batch)s AND path = ANY(%(paths)s::text[])
+  AND status IN {OPEN}
+"""
+
+# The batch's closing transaction first takes the job's row while this attempt still runs
+# it: FOR KEY SHARE makes the lease recovery and the claims (FOR UPDATE SKIP LOCKED) pass it
+# by, without blocking the heartbeat's and progress's updates of the row.
+HOLD_ATTEMPT = """
+SELECT id FROM jobs
+WHERE id = %(batch)s AND attempt = %(attempt)s AND state = 'running'
+FOR KEY SHARE
+"""
+
+# ... then the listed files still open in the batch, in path order.
+HOLD_BATCH = f"""
+SELECT f.path FROM ingest_files AS f
+WHERE f.batch_id = %(batch)s AND f.path = ANY(%(paths)s::text[])
+  AND f.status IN {OPEN}
+ORDER BY f.path
+FOR UPDATE OF f
 """

@@ -372,11 +372,12 @@ class MediaRepository:
         self, conn: Conn, items: Sequence[IngestedMedia]
     ) -> dict[uuid.UUID, str | None]:
         """Write a batch of ingested items in one statement: a new id is inserted ``ready``
-        (``processed_at`` now); an existing row of the same owner that is neither deleted
-        nor purged takes the new values and becomes ``ready`` (a new version: same id,
-        review and error cleared); a row of another owner, or a deleted one, is left alone
-        and is not in the result. Returns id -> the source locator the row had before when
-        it differed (the caller deletes that object), else None. Raises ValueError when an
+        (``processed_at`` now); an existing row of the same owner that is neither deleted,
+        rejected nor purged takes the new values and becomes ``ready`` (a new version: same
+        id, review and error cleared); a row of another owner, or a deleted, rejected or
+        purged one, is left alone and is not in the result. Returns id -> the source
+        locator the row had before when it differed (the caller deletes that object), else
+        None. Raises ValueError when an
         id is listed twice. Assumes no other row of the owner has the same source locator
         (ingest derives it from the id): that breaks ``media_source_idx``."""
         ids = [item.id for item in items]
@@ -416,6 +417,15 @@ class MediaRepository:
             {**changes, "id": media_id, "owner": owner_id},
             None,
         )
+
+    async def existing(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str]]:
+        """The items among ``ids`` that exist: id -> (owner id, status), ``purged`` for a
+        purged one. One statement (ingest asks before it writes over an item's objects)."""
+        if not ids:
+            return {}
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(sql.EXISTING, {"ids": list(ids)})).fetchall()
+        return {row["id"]: (row["owner_id"], row["status"]) for row in rows}
 
 
 @asynccontextmanager

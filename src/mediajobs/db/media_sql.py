@@ -197,10 +197,17 @@ written AS (
         blur_data_url = excluded.blur_data_url, exif = excluded.exif, gps = excluded.gps,
         sha256 = excluded.sha256, status = 'ready', error = NULL, review = NULL,
         processed_at = now(), updated_at = now()
-    WHERE m.owner_id = excluded.owner_id AND m.status <> 'deleted' AND m.purged_at IS NULL
+    WHERE m.owner_id = excluded.owner_id AND m.status NOT IN ('deleted', 'rejected')
+      AND m.purged_at IS NULL
     RETURNING m.id, m.source_locator
 )
 SELECT w.id, CASE WHEN b.source_locator <> w.source_locator THEN b.source_locator END
     AS previous
 FROM written AS w LEFT JOIN before AS b USING (id)
+"""
+
+EXISTING = """
+SELECT id, owner_id,
+       CASE WHEN purged_at IS NOT NULL THEN 'purged' ELSE status::text END AS status
+FROM media WHERE id = ANY(%(ids)s::uuid[])
 """

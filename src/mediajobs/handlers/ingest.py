@@ -21,11 +21,14 @@ event goes to the owner's stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from mediajobs.db.ingest import (
     FileOutcome,
@@ -35,8 +38,17 @@ from mediajobs.db.ingest import (
     IngestStatus,
 )
 from mediajobs.db.media import IngestedMedia, MediaRepository
-from mediajobs.db.policies import SitePolicies
-from mediajobs.errors import ImageRejected, JobFailed, LeaseLost, MediaJobsError
+from mediajobs.db.policies import SitePolicies, UnknownProfile
+from mediajobs.errors import (
+    ImageRejected,
+    JobCancelled,
+    JobFailed,
+    LeaseLost,
+    MediaJobsError,
+    Retry,
+    StorageError,
+    StorageUnavailable,
+)
 from mediajobs.handlers.imaging_pool import (
     ImagingCrashed,
     ImagingFailed,
@@ -76,8 +88,8 @@ log = logging.getLogger(__name__)
 
 CATALOG_PURPOSE = "catalog"
 # Ingested keys are stable per item while a changed source file makes a new version under
-# the same keys, so caches may keep a derivative an hour, not forever.
-CATALOG_CACHE_CONTROL = "public, max-age=3600"
+# the same keys: caches keep a derivative but revalidate it (ETag) before each use.
+CATALOG_CACHE_CONTROL = "public, no-cache"
 _CRASHES = (ImagingCrashed, ImagingOutOfMemory, ImagingTimeout)
 
 
@@ -130,6 +142,7 @@ class IngestHandlers:
         self._logos: dict[str, bytes] = {}  # watermark logos by locator, read once
 
     def register(self, registry: HandlerRegistry) -> None:
+        """Add ``ingest.scan`` and ``ingest.batch`` to ``registry``."""
         registry.register(kinds.INGEST_SCAN, self.scan)
         registry.register(kinds.INGEST_BATCH, self.batch)
 
@@ -144,6 +157,7 @@ class IngestHandlers:
         except SourceInvalid as exc:
             await self.ingest.finish_scan(run.id, error={"code": exc.code, "message": str(exc)})
             raise JobFailed(str(exc), code=exc.code) from None
+        await self.ingest.restart_scan(run.id)
         totals = ScanCounts()
         queued = 0
         try:
@@ -200,61 +214,115 @@ class IngestHandlers:
     # -- one batch ------------------------------------------------------------------------
 
     async def batch(self, ctx: JobContext, job: Job) -> JSON:
-        """Import the files of this batch. Result ``{runId, files, indexed, failed,
-        deferred}``; a file's own failure is recorded on the file, never fails the job."""
-        started = await self.ingest.start_batch(job.id)
+        """Import the files of this batch. Result ``{runId, worker, files, indexed, failed,
+        deferred}``; a file's own failure is recorded on the file, never fails the job.
+
+        The first attempt counts an attempt on every file at once and writes their outcomes
+        in one transaction. An attempt that ends with its worker alive (an error, a
+        shutdown) gives those attempts back. An attempt that follows one whose worker died
+        (its lease expired) may hold the file that killed it: it goes one file at a time, counting
+        each file's attempt right before its decode and writing its outcome right after,
+        so only the file that kills the worker gathers attempts (``decoder_crashed`` at
+        ``max_attempts``)."""
+        # The attempt before ended with its worker gone (its lease expired): one of the
+        # files may have killed it. Any other ending gave its attempts back.
+        careful = job.attempt > 1 and (job.error or {}).get("code") == "lease_expired"
+        started = await self.ingest.start_batch(job.id, count_attempts=not careful)
         if started is None:
-            return {"runId": job.payload.get("runId"), "files": 0}
+            return {"runId": job.payload.get("runId"), "worker": ctx.worker_name, "files": 0}
         run, files = started
+        tally = _Tally(counted=set() if careful else {file.path for file in files})
         try:
-            return await self._import(ctx, job, run, files)
-        except (LeaseLost, asyncio.CancelledError):
+            if careful:
+                for file in files:
+                    await self._import(ctx, job, run, [file], tally, careful=True)
+            else:
+                await self._import(ctx, job, run, files, tally, careful=False)
+        except LeaseLost:
             raise
-        except Exception as exc:
-            if job.attempt >= job.max_attempts:  # out of retries: its files fail, named
-                code = getattr(exc, "code", "internal_error")
-                async with self.ingest.transaction() as conn:
-                    await self.ingest.fail_batch(conn, job.id, str(code), str(exc))
-                await self._publish_progress(run, job_id=job.id)
+        except BaseException as exc:
+            # This worker lives on: no file of the attempt crashed it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.ingest.give_back_attempts(job.id, sorted(tally.counted)))
+            if isinstance(exc, Exception):
+                final = job.attempt >= job.max_attempts or isinstance(
+                    exc, (JobFailed, JobCancelled)
+                )
+                if final:  # the job ends: its open files fail, named, for `ingest retry`
+                    code = str(getattr(exc, "code", "internal_error"))
+                    if isinstance(exc, Retry):  # the source stayed out of reach throughout
+                        code = "source_unavailable"
+                    async with self.ingest.transaction() as conn:
+                        await self.ingest.fail_batch(conn, job.id, code, str(exc))
+                    await self._publish_progress(run, job_id=job.id)
             raise
+        await self._publish_progress(run, job_id=job.id)
+        return {
+            "runId": str(run.id),
+            "worker": ctx.worker_name,
+            "files": len(files),
+            "indexed": tally.indexed,
+            "failed": tally.failed,
+            "deferred": tally.deferred,
+        }
 
     async def _import(
-        self, ctx: JobContext, job: Job, run: IngestRun, files: list[IngestFile]
-    ) -> JSON:
-        source = parse_source(run.source_uri, self.stores)
-        policy = await self.policies.load()
-        profile = policy.ingest_profile(run.profile)
+        self,
+        ctx: JobContext,
+        job: Job,
+        run: IngestRun,
+        files: list[IngestFile],
+        tally: _Tally,
+        *,
+        careful: bool,
+    ) -> None:
+        """Work on ``files`` (up to one per imaging process at once: enough to keep every
+        process busy, few enough that the source bytes held stay bounded), then write
+        their outcomes in one transaction."""
+        try:
+            source = parse_source(run.source_uri, self.stores)
+            profile = (await self.policies.load()).ingest_profile(run.profile)
+        except SourceInvalid as exc:
+            if run.source_uri.startswith("file:"):  # not mounted here (yet): wait for it
+                raise Retry(f"{exc}; waiting for the source") from None
+            raise JobFailed(str(exc), code=exc.code) from None  # no such store configured
+        except UnknownProfile as exc:  # the policy lost the run's profile
+            raise JobFailed(str(exc), code=exc.code) from None
         logo = await self._logo(profile)
-        outcomes: dict[str, FileOutcome] = {}
-        done: list[_Done] = []
-        deferred: list[_Deferred] = []
-        # One file per imaging process at once: enough to keep every process busy, few
-        # enough that the source bytes held in memory stay bounded.
+        targets = await self.media.existing([file.media_id for file in files])
+        results: dict[str, _Done | _Deferred | FileOutcome] = {}
         gate = asyncio.Semaphore(max(1, self.imaging.options.processes))
 
         async def one(file: IngestFile) -> None:
             async with gate:
                 ctx.raise_if_cancelled()
-                outcome = await self._one(source, run, file, profile, logo)
-            if isinstance(outcome, _Done):
-                done.append(outcome)
-            elif isinstance(outcome, _Deferred):
-                deferred.append(outcome)
-            else:
-                outcomes[file.path] = outcome
+                refused = _refusal(file, run, targets.get(file.media_id))
+                if refused is not None:
+                    results[file.path] = refused
+                    return
+                if careful:
+                    attempts = await self.ingest.record_attempt(job.id, file.path)
+                    if attempts is None:
+                        return  # a rescan moved it elsewhere
+                    tally.counted.add(file.path)
+                    if attempts > self.options.max_attempts:
+                        results[file.path] = _crashed_too_often(run, file, attempts - 1)
+                        return
+                    file = dataclasses.replace(file, attempts=attempts)
+                results[file.path] = await self._one(source, run, file, profile, logo)
 
-        await asyncio.gather(*(one(file) for file in files))
-        refused = await self._commit(ctx, job, run, done, deferred, outcomes)
-        await self._publish_progress(run, job_id=job.id)
-        indexed = len(done) - len(refused)
-        return {
-            "runId": str(run.id),
-            "worker": ctx.worker_name,
-            "files": len(files),
-            "indexed": indexed,
-            "failed": len(files) - indexed - len(deferred),
-            "deferred": len(deferred),
-        }
+        try:
+            async with asyncio.TaskGroup() as group:
+                for file in files:
+                    group.create_task(one(file))
+        except BaseExceptionGroup as failed:
+            # What stopped the batch (LeaseLost first, then Retry, JobCancelled, a database
+            # error), as itself: the worker and the handler's own except clauses read it.
+            first = next(
+                (e for e in failed.exceptions if isinstance(e, LeaseLost)), failed.exceptions[0]
+            )
+            raise first from None
+        await self._commit(ctx, job, run, results, tally)
 
     async def _one(
         self,
@@ -265,39 +333,54 @@ class IngestHandlers:
         logo: bytes | None,
     ) -> _Done | _Deferred | FileOutcome:
         """One file: settled, read, imaged, uploaded; deferred; or the outcome that says
-        why not."""
+        why not. Only a source that is gone as a whole (its folder vanished: an unmounted
+        disk) or a store that cannot be reached escapes, as ``Retry`` for the batch."""
+        try:
+            return await self._settle_read_and_make(source, run, file, profile, logo)
+        except Retry:
+            raise
+        except StorageUnavailable as exc:  # the store, not the file: the batch waits
+            raise Retry(f"storage: {exc}") from None
+        except StorageError as exc:  # refused for good (denied, a key it cannot hold)
+            log.warning("ingest %s: %s: storage refused: %s", run.id, file.path, exc)
+            return _failed(file, exc.code, str(exc))
+        except Exception as exc:
+            log.exception("ingest %s: %s failed: %s", run.id, file.path, exc)
+            return _failed(file, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    async def _settle_read_and_make(
+        self,
+        source: Source,
+        run: IngestRun,
+        file: IngestFile,
+        profile: CatalogProfile,
+        logo: bytes | None,
+    ) -> _Done | _Deferred | FileOutcome:
         options = self.options
-        if file.attempts > options.max_attempts:
-            # Recorded attempts ran out without an outcome: each ended with its worker gone
-            # (a decoder that takes the whole process down, the OOM killer).
-            log.error(
-                "ingest %s: %s crashed the importer %d times; failed as decoder_crashed",
-                run.id,
-                file.path,
-                file.attempts - 1,
-            )
-            return _failed(file, "decoder_crashed", "the importer died on this file every try")
-        check = await check_file(source, file, settle_seconds=options.settle_seconds)
+        try:
+            check = await check_file(source, file, settle_seconds=options.settle_seconds)
+        except FileUnreadable as exc:
+            return _failed(file, "source_unreadable", str(exc))
         if check.state is FileState.VANISHED:
-            return _failed(file, "source_missing", "the file is gone from the source")
+            return await self._vanished(source, run, file)
         if check.state is FileState.CHANGED:
             assert check.current is not None
-            return _deferred(file, check.current.size, check.current.mtime_ns)
+            return _Deferred(file, check.current.size, check.current.mtime_ns)
         if file.size == 0:  # settled and empty: nothing to read or decode
             return _failed(file, "empty_file", "the file is empty")
         try:
             data = await read_file(source, file, max_bytes=profile.max_bytes)
         except FileChanged as exc:
-            return _deferred(file, exc.size, exc.mtime_ns)
+            return _Deferred(file, exc.size, exc.mtime_ns)
         except FileVanished:
-            return _failed(file, "source_missing", "the file is gone from the source")
+            return await self._vanished(source, run, file)
         except FileTooLarge as exc:
             return _failed(file, "file_too_large", str(exc))
         except FileUnreadable as exc:
             return _failed(file, "source_unreadable", str(exc))
         name = file.path.rsplit("/", 1)[-1]
         image: CatalogImage | None = None
-        tries = file.attempts
+        tries = max(1, file.attempts)
         while image is None:
             try:
                 image = await self.imaging.catalog(
@@ -329,8 +412,25 @@ class IngestHandlers:
                 # WatermarkLogoInvalid: the profile's logo, not this file; `ingest retry
                 # --code watermark_logo_invalid` once the policy names a good one.
                 return _failed(file, exc.code, str(exc))
+        # The library may have changed while the file was decoded: ask again right before
+        # its objects are written over.
+        refused = _refusal(
+            file, run, (await self.media.existing([file.media_id])).get(file.media_id)
+        )
+        if refused is not None:
+            return refused
         media = await self._upload(run, file, data, image, profile)
         return _Done(file, media)
+
+    async def _vanished(self, source: Source, run: IngestRun, file: IngestFile) -> FileOutcome:
+        """A file that is gone: ``source_missing``, unless the source itself is out of reach
+        (its root missing, or empty: an unmounted disk looks like that): then the whole
+        batch waits (``Retry``)."""
+        if source.directory is not None and not await asyncio.to_thread(
+            _has_entries, source.directory
+        ):
+            raise Retry(f"{source.directory} is empty or gone; is it mounted?")
+        return _failed(file, "source_missing", "the file is gone from the source")
 
     async def _upload(
         self,
@@ -398,20 +498,26 @@ class IngestHandlers:
         ctx: JobContext,
         job: Job,
         run: IngestRun,
-        done: list[_Done],
-        deferred: list[_Deferred],
-        outcomes: dict[str, FileOutcome],
-    ) -> set[uuid.UUID]:
-        """ONE transaction: the media rows, every file's status, and a delayed batch for
-        the deferred files. Returns the media ids refused (deleted meanwhile)."""
-        refused: set[uuid.UUID] = set()
+        results: dict[str, _Done | _Deferred | FileOutcome],
+        tally: _Tally,
+    ) -> None:
+        """ONE transaction: hold the job (this attempt must still own it) and the files
+        still in this batch, then write their media rows, their statuses, and a delayed
+        batch for the deferred ones. Files a rescan moved elsewhere are left to their new
+        batch; nothing is written at all when the attempt lost its lease."""
         replaced: list[str] = []
         async with self.ingest.transaction() as conn:
+            held = await self.ingest.hold_batch(conn, job.id, job.attempt, sorted(results))
+            if held is None:  # another attempt owns the batch now: write nothing
+                raise LeaseLost(f"batch {job.id} attempt {job.attempt} lost its lease")
+            mine = {path: result for path, result in results.items() if path in held}
+            done = [r for r in mine.values() if isinstance(r, _Done)]
+            deferred = [r for r in mine.values() if isinstance(r, _Deferred)]
+            outcomes = {p: r for p, r in mine.items() if isinstance(r, FileOutcome)}
             written = await self.media.upsert_ingested(conn, [d.media for d in done])
             for item in done:
                 file, media = item.file, item.media
-                if media.id not in written:
-                    refused.add(media.id)
+                if media.id not in written:  # deleted (or rejected) since the batch began
                     outcomes[file.path] = _failed(
                         file, "media_deleted", "the item was deleted; a rescan will not revive it"
                     )
@@ -442,19 +548,17 @@ class IngestHandlers:
                         batch_id=batch_id,
                     )
             await self.ingest.finish_batch(conn, job.id, list(outcomes.values()))
-        # After the commit: objects no row names any more (a new version's original under a
-        # new yyyy/mm, or every object of an item deleted meanwhile).
-        stale = [Locator.parse(locator) for locator in replaced]
-        for item in done:
-            if item.media.id in refused:
-                stale.append(Locator.parse(item.media.source_locator))
-                stale.extend(Locator.parse(str(v["locator"])) for v in item.media.variants.values())
-        for locator in stale:
+        tally.counted.difference_update(results)
+        tally.deferred += len(deferred)
+        tally.indexed += sum(1 for o in outcomes.values() if o.status is IngestStatus.INDEXED)
+        tally.failed += sum(1 for o in outcomes.values() if o.status is IngestStatus.FAILED)
+        # After the commit: an earlier version's original that no row names any more (a new
+        # yyyy/mm). An item's own keys are never deleted here: they are the row's.
+        for locator in replaced:
             try:
-                await self.stores.delete(locator)
+                await self.stores.delete(Locator.parse(locator))
             except Exception:
                 log.warning("ingest %s: could not delete %s", run.id, locator, exc_info=True)
-        return refused
 
     # -- shared ---------------------------------------------------------------------------
 
@@ -475,6 +579,8 @@ class IngestHandlers:
         if locator not in self._logos:
             try:
                 self._logos[locator] = await self.stores.download(Locator.parse(locator))
+            except StorageUnavailable as exc:
+                raise Retry(f"the watermark logo {locator}: {exc}") from None
             except MediaJobsError as exc:
                 raise JobFailed(
                     f"the watermark logo {locator} cannot be read: {exc}", code="logo_missing"
@@ -499,11 +605,53 @@ class IngestHandlers:
         await self.events.committed(recorded)
 
 
+def _has_entries(directory: Path) -> bool:
+    """The directory exists and lists at least one entry."""
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
+
+
+@dataclass
+class _Tally:
+    """A batch attempt's bookkeeping: the files whose attempt it counted and has not yet
+    settled (given back if it ends with its worker alive), and its outcomes so far."""
+
+    counted: set[str]
+    indexed: int = 0
+    failed: int = 0
+    deferred: int = 0
+
+
+def _refusal(
+    file: IngestFile, run: IngestRun, target: tuple[str, str] | None
+) -> FileOutcome | None:
+    """Why the item of ``file`` must not be written (checked before any of its objects
+    are): another owner's, or deleted, rejected or purged in the library."""
+    if target is None:
+        return None
+    owner, status = target
+    if owner != run.owner_id or status in ("deleted", "purged"):
+        return _failed(file, "media_deleted", "the item was deleted; a rescan will not revive it")
+    if status == "rejected":
+        return _failed(file, "media_rejected", "the review gate rejected the item")
+    return None
+
+
+def _crashed_too_often(run: IngestRun, file: IngestFile, died: int) -> FileOutcome:
+    log.error(
+        "ingest %s: %s was being imported each time the worker died (%d attempts); "
+        "failed as decoder_crashed",
+        run.id,
+        file.path,
+        died,
+    )
+    return _failed(file, "decoder_crashed", f"the worker died during each of {died} attempts")
+
+
 def _failed(file: IngestFile, code: str, message: str) -> FileOutcome:
     return FileOutcome(
         path=file.path, status=IngestStatus.FAILED, error_code=code, error_message=message
     )
-
-
-def _deferred(file: IngestFile, size: int, mtime_ns: int) -> _Deferred:
-    return _Deferred(file, size, mtime_ns)

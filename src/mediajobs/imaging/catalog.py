@@ -31,7 +31,7 @@ from PIL import Image
 
 from mediajobs.errors import ImageRejected, InvalidKey
 from mediajobs.imaging.exif import extract_exif
-from mediajobs.imaging.formats import ACCEPTED_TYPES, normalize_type, sniff
+from mediajobs.imaging.formats import ACCEPTED_TYPES, sniff, unsupported
 from mediajobs.imaging.pipeline import (
     TIFF,
     _clean,
@@ -64,6 +64,8 @@ CATALOG_TYPES: tuple[str, ...] = (*ACCEPTED_TYPES, TIFF)
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 QUALITY = (1, 100)  # WebP and JPEG quality, Pillow's scale
 MAX_SOURCE_BYTES = 1 << 30  # the bytes are held whole by the worker and the imaging process
+MIN_SOURCE_BYTES = 1024  # the upload policy's floor (site_policies.max_source_bytes)
+MIN_MEGAPIXELS = 0.01  # the upload policy's floor (site_policies.max_megapixels)
 # Pillow's hard decompression-bomb limit (twice Image.MAX_IMAGE_PIXELS, 179 MP): a file
 # past it is refused before any decode whatever the profile says, so no cap goes higher.
 MAX_MEGAPIXELS = 2 * 89_478_485 / 1e6
@@ -87,8 +89,8 @@ class CatalogProfile:
     (16..8192, the upload variants' range). ``thumbnail_quality``, ``preview_quality``: WebP
     and JPEG quality, 1..100. ``preview_size``: the long edge of the watermarked JPEG
     preview, pixels, never upscaled (16..8192). ``watermark``: ``WatermarkSpec``.
-    ``max_bytes``: a larger source file fails ``file_too_large`` (1 .. 1 GiB).
-    ``max_megapixels``: a source with more pixels fails ``too_many_pixels`` (0 < x <= 178.9,
+    ``max_bytes``: a larger source file fails ``file_too_large`` (1 KiB .. 1 GiB).
+    ``max_megapixels``: a source with more pixels fails ``too_many_pixels`` (0.01 .. 178.9,
     Pillow's hard bomb limit). Raises ``ValueError("field: reason")`` (JSON field names,
     camelCase) on a bad value."""
 
@@ -115,15 +117,16 @@ class CatalogProfile:
             _check_int(_camel(name), getattr(self, name), QUALITY)
         if not isinstance(self.watermark, WatermarkSpec):
             raise ValueError("watermark: must be a WatermarkSpec")
-        _check_int("maxBytes", self.max_bytes, (1, MAX_SOURCE_BYTES))
+        _check_int("maxBytes", self.max_bytes, (MIN_SOURCE_BYTES, MAX_SOURCE_BYTES))
         megapixels = self.max_megapixels
         if (
             not isinstance(megapixels, int | float)
             or isinstance(megapixels, bool)
-            or not 0 < megapixels <= MAX_MEGAPIXELS
+            or not MIN_MEGAPIXELS <= megapixels <= MAX_MEGAPIXELS
         ):
             raise ValueError(
-                f"maxMegapixels: must be a number, 0 < maxMegapixels <= {MAX_MEGAPIXELS:g}"
+                f"maxMegapixels: must be a number, {MIN_MEGAPIXELS:g} <= maxMegapixels <= "
+                f"{MAX_MEGAPIXELS:g}"
             )
 
     @classmethod
@@ -255,15 +258,7 @@ def detect_catalog_type(
     if detected in ACCEPTED_TYPES:
         assert detected is not None
         return detected
-    claimed = [f"declared {normalize_type(declared_type)}"] if normalize_type(declared_type) else []
-    if filename:
-        claimed.append(f"named {filename!r}")
-    said = f" ({', '.join(claimed)})" if claimed else ""
-    raise ImageRejected(
-        "unsupported_type",
-        f"the bytes are {detected or 'of no image format we know'}{said}, not a catalog image"
-        f" type (accepted: {', '.join(CATALOG_TYPES)})",
-    )
+    raise unsupported(detected, declared_type, filename, CATALOG_TYPES, "a catalog image type")
 
 
 def make_catalog(

@@ -132,14 +132,27 @@ def detect_type(
     if detected in ACCEPTED_TYPES:
         assert detected is not None
         return detected
+    raise unsupported(detected, declared_type, filename, ACCEPTED_TYPES, "an accepted image type")
+
+
+def unsupported(
+    detected: str | None,
+    declared_type: str | None,
+    filename: str | None,
+    accepted: tuple[str, ...],
+    what: str,
+) -> ImageRejected:
+    """``ImageRejected("unsupported_type")`` for bytes sniffed as ``detected`` (None: no
+    known format), saying what the client claimed (``declared_type``, ``filename``) and
+    which types ``accepted`` holds; ``what`` names them ("an accepted image type")."""
     claimed = [f"declared {normalize_type(declared_type)}"] if normalize_type(declared_type) else []
     if filename:
         claimed.append(f"named {filename!r}")
     said = f" ({', '.join(claimed)})" if claimed else ""
-    raise ImageRejected(
+    return ImageRejected(
         "unsupported_type",
-        f"the bytes are {detected or 'of no image format we know'}{said}, not an accepted"
-        f" image type (accepted: {', '.join(ACCEPTED_TYPES)})",
+        f"the bytes are {detected or 'of no image format we know'}{said}, not {what}"
+        f" (accepted: {', '.join(accepted)})",
     )
 
 

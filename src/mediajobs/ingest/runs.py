@@ -5,18 +5,47 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from mediajobs.db.ingest import IngestRepository, IngestRun, RunStatus
+from mediajobs.db.ingest import (
+    OPEN_STATUSES,
+    RETRY_PAGE_SIZE,
+    IngestRepository,
+    IngestRun,
+    RunStatus,
+)
+from mediajobs.db.media import Conn
+from mediajobs.ingest.source import Source
 from mediajobs.queue import kinds
 from mediajobs.queue.models import JobSpec
 from mediajobs.queue.queue import JobQueue
+from mediajobs.storage.base import Store
 from mediajobs.types import JSON
 
-# Statuses a file is still on its way through.
-OPEN_STATUSES = ("pending", "ai_done", "processed", "uploaded")
+# Attempts of an ingest.batch job. A batch's later attempts go one file at a time, so a file
+# that kills its worker fails alone after MEDIAJOBS_INGEST_MAX_ATTEMPTS of them; the rest
+# leave room for several such files in one batch, and for outages.
+BATCH_MAX_ATTEMPTS = 20
+
+
+def overlaps_own_keys(source: Source, active: Store, prefixes: Iterable[str]) -> str | None:
+    """Why ``source`` may not be ingested, or None: a prefix of the active store that holds,
+    or lies inside, the platform's own objects (``media/``: uploads and variants; each
+    ingest profile's ``prefixes``: earlier ingests), so an ingest would import its own
+    output again at every run."""
+    if source.store is None or (source.store.provider, source.store.bucket) != (
+        active.provider,
+        active.bucket,
+    ):
+        return None
+    for own in ("media/", *(f"{prefix}/" for prefix in prefixes)):
+        if source.prefix.startswith(own) or own.startswith(source.prefix):
+            return (
+                f"{source.uri} holds or lies inside {own}, where this platform keeps its own "
+                "objects; ingest from another prefix or bucket"
+            )
+    return None
 
 
 async def start_run(
@@ -30,8 +59,8 @@ async def start_run(
 ) -> IngestRun:
     """A new run of the source ``uri`` and its ``ingest.scan`` job, in one transaction.
     Raises ``SourceOwnedElsewhere`` when another owner ingests that source."""
-    run = await ingest.open_run(uri, owner_id, profile, batch_size)
     async with ingest.transaction() as conn:
+        run = await ingest.open_run(uri, owner_id, profile, batch_size, conn=conn)
         job = await queue.enqueue(
             JobSpec(
                 kinds.INGEST_SCAN,
@@ -46,8 +75,8 @@ async def start_run(
 
 
 async def queue_batches(
-    queue: Any,
-    conn: Any,
+    queue: JobQueue,
+    conn: Conn,
     run: IngestRun,
     paths: Sequence[str],
     *,
@@ -55,7 +84,7 @@ async def queue_batches(
 ) -> list[tuple[uuid.UUID, list[str]]]:
     """Split ``paths`` into ``ingest.batch`` jobs of the run's batch size (priority
     ``INGEST_BATCH_PRIORITY``, after ``delay`` seconds), enqueued inside ``conn``'s
-    transaction through ``queue`` (a ``JobQueue``). Returns each job's id with its paths:
+    transaction through ``queue``. Returns each job's id with its paths:
     the caller writes them into the files in the same transaction."""
     size = run.batch_size
     groups = [list(paths[i : i + size]) for i in range(0, len(paths), size)]
@@ -68,25 +97,32 @@ async def queue_batches(
             {"runId": str(run.id), "files": len(group)},
             priority=kinds.INGEST_BATCH_PRIORITY,
             delay=delay,
+            max_attempts=BATCH_MAX_ATTEMPTS,
         )
         for group in groups
     ]
-    ids: list[uuid.UUID] = await queue.enqueue_many(specs, conn=conn)
+    ids = await queue.enqueue_many(specs, conn=conn)
     return list(zip(ids, groups, strict=True))
 
 
 async def retry_failed(
     ingest: IngestRepository, queue: JobQueue, run: IngestRun, *, code: str | None = None
 ) -> int:
-    """Put the run's failed files (only those failed with ``code``, when given) back in the
-    queue, in new batches, in one transaction. Returns the files re-queued."""
+    """Put the run's failed files (only those failed with ``code``, when given) and, without
+    a code, its stranded ones (open, but their batch job ended) back in the queue, in new
+    batches: a page of ``RETRY_PAGE_SIZE`` files per transaction, each page's files and
+    their batch jobs together. Returns the files re-queued."""
     total = 0
-    async with ingest.transaction() as conn:
-        for source_id, paths in await ingest.retry_failed(conn, run.id, code=code):
-            batches = await queue_batches(queue, conn, run, paths)
-            await ingest.assign_batches(conn, source_id, batches)
-            total += len(paths)
-    return total
+    while True:
+        page = 0
+        async with ingest.transaction() as conn:
+            for source_id, paths in await ingest.retry_failed(conn, run.id, code=code):
+                batches = await queue_batches(queue, conn, run, paths)
+                await ingest.assign_batches(conn, source_id, batches)
+                page += len(paths)
+        total += page
+        if page < RETRY_PAGE_SIZE:
+            return total
 
 
 def is_finished(status: RunStatus) -> bool:
@@ -107,18 +143,21 @@ class RateMeter:
         self._samples: deque[tuple[float, int]] = deque()
 
     def add(self, now: float, done: int) -> None:
+        """A look at the run: ``done`` files at ``now`` (monotonic seconds)."""
         self._samples.append((now, done))
         while len(self._samples) > 2 and now - self._samples[0][0] > self.window:
             self._samples.popleft()
 
     @property
     def rate(self) -> float | None:
+        """Files per second over the window; None before two samples apart in time."""
         if len(self._samples) < 2:
             return None
         (t0, d0), (t1, d1) = self._samples[0], self._samples[-1]
         return (d1 - d0) / (t1 - t0) if t1 > t0 else None
 
     def eta(self, remaining: int) -> float | None:
+        """Seconds until ``remaining`` more files are done at ``rate``; None without one."""
         rate = self.rate
         if remaining <= 0:
             return 0.0

@@ -144,6 +144,10 @@ def walk_directory(root: Path, counts: ScanCounts) -> Generator[ScannedFile, Non
     entry (see the module docstring); an unreadable ``root`` is one error and no files."""
     top = os.path.realpath(root)
     stack = [_Pending(top, "", None)]
+    # Directories outside the root reached through symlinks: two links to one of them walk
+    # it once (its files are not imported twice). Only these are kept, so memory grows with
+    # the links that leave the root, not with the tree.
+    outside: set[tuple[int, int]] = set()
     while stack:
         pending = stack.pop()
         try:
@@ -155,6 +159,11 @@ def walk_directory(root: Path, counts: ScanCounts) -> Generator[ScannedFile, Non
         if pending.parent is not None and key in pending.parent:
             _error(counts, "symlink loop", pending.path)
             continue
+        if pending.parent is not None and not _inside(top, os.path.realpath(pending.path)):
+            if key in outside:
+                log.info("ingest scan: %s was walked through another link; skipped", pending.path)
+                continue
+            outside.add(key)
         ancestry = _Ancestry(key, pending.parent)
         subdirectories: list[_Pending] = []
         try:

@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
 
+from mediajobs.db.ingest import ScannedLike
 from mediajobs.errors import InvalidKey, MediaJobsError, ObjectNotFound
 from mediajobs.ingest.scan import ScanCounts, ScannedFile, mtime_ns_of, walk_bucket, walk_directory
 from mediajobs.storage.base import Locator, Store
@@ -92,18 +92,9 @@ class FileUnreadable(SourceFileError):
     code = "file_unreadable"
 
 
-class FileLike(Protocol):
-    """What ``read_file`` and ``settled`` need of a file: a ``ScannedFile`` or a checkpoint
-    row (``db.ingest.IngestFile``)."""
-
-    @property
-    def path(self) -> str: ...
-    @property
-    def size(self) -> int: ...
-    @property
-    def mtime_ns(self) -> int: ...
-    @property
-    def etag(self) -> str | None: ...
+# What ``read_file`` and ``settled`` need of a file: a ``ScannedFile`` or a checkpoint row
+# (``db.ingest.IngestFile``): path, size, mtime_ns, etag.
+FileLike = ScannedLike
 
 
 @dataclass(frozen=True)

@@ -74,11 +74,15 @@ class WorkerOptions:
 
     def __post_init__(self) -> None:
         """Raises ``ValueError`` for a kind limit below 1. Keeps a read-only copy of
-        ``kind_limits`` (the caller's dict may change; the options may not)."""
+        ``kind_limits`` (the caller's dict may change; the options may not), each limit at
+        most ``concurrency - 1`` (and at least 1): a limited kind never takes the last slot,
+        so other kinds (uploads, next to ingest batches) always find one free."""
         for kind, limit in self.kind_limits.items():
             if limit < 1:
                 raise ValueError(f"kind_limits[{kind!r}] must be at least 1, not {limit}")
-        object.__setattr__(self, "kind_limits", MappingProxyType(dict(self.kind_limits)))
+        ceiling = max(1, self.concurrency - 1)
+        limits = {kind: min(limit, ceiling) for kind, limit in self.kind_limits.items()}
+        object.__setattr__(self, "kind_limits", MappingProxyType(limits))
 
     @classmethod
     def from_settings(

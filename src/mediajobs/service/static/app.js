@@ -19,6 +19,8 @@ const MESSAGES = {
   imaging_out_of_memory: "This image needs more memory than processing may use.",
   imaging_timeout: "Processing this image took too long.",
   source_missing: "The uploaded file is no longer in storage.",
+  logo_missing: "The watermark logo of the ingest profile cannot be read.",
+  run_not_found: "This ingest run no longer exists.",
   media_deleted: "The photo was deleted while it was being processed.",
   media_not_found: "This photo no longer exists.",
   media_not_processable: "This photo was not in a state that can be processed.",
