@@ -59,6 +59,8 @@ from bench.ingest_inputs import CACHE, Library, path_tree, photo_library
 from bench.ingest_procs import (
     Sampler,
     Usage,
+    cpu_between,
+    cpu_snapshot,
     environment,
     mediajobs,
     postmaster_pid,
@@ -458,8 +460,15 @@ def scan_and_pickup(opts: argparse.Namespace, tree: Path, logs: Path) -> dict[st
         wait_for_workers(dsn, 1)
         sampler = stack.enter_context(sampling())
         sampler.watch("scanner", scanner.pid)
-        first = _scan(dsn, env, tree, logs / "scan-run.log", opts.timeout)
-        rescan = _scan(dsn, env, tree, logs / "rescan-run.log", opts.timeout)
+        postmaster = postmaster_pid()
+        scans = []
+        for label in ("scan", "rescan"):
+            before = (cpu_snapshot(scanner.pid), cpu_snapshot(postmaster or 0))
+            scans.append(_scan(dsn, env, tree, logs / f"{label}-run.log", opts.timeout))
+            after = (cpu_snapshot(scanner.pid), cpu_snapshot(postmaster or 0))
+            scans[-1]["scanner_cpu_s"] = round(cpu_between(before[0], after[0]), 1)
+            scans[-1]["postgres_cpu_s"] = round(cpu_between(before[1], after[1]), 1)
+        first, rescan = scans
         sampler.forget("scanner")
         stop(scanner)
         figures.update(

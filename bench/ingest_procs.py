@@ -181,6 +181,24 @@ def postmaster_pid() -> int | None:
     return None
 
 
+def cpu_snapshot(pid: int) -> dict[int, float]:
+    """CPU seconds of a process and of each of its children now, by pid."""
+    snapshot: dict[int, float] = {}
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for member in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = member.cpu_times()
+                snapshot[member.pid] = times.user + times.system
+    return snapshot
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two snapshots by the processes alive at the second (a
+    process that ended in between is not counted)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 @contextlib.contextmanager
 def sampling() -> Iterator[Sampler]:
     sampler = Sampler()

@@ -86,6 +86,10 @@ def summarize(
             rescan_paths_per_s=scan["rescan"]["paths_per_s"],
             rescan_seconds=scan["rescan"]["seconds"],
             rescan_queued=scan["rescan"]["queued"],
+            scan_scanner_cpu_s=scan["scan"]["scanner_cpu_s"],
+            scan_postgres_cpu_s=scan["scan"]["postgres_cpu_s"],
+            rescan_scanner_cpu_s=scan["rescan"]["scanner_cpu_s"],
+            rescan_postgres_cpu_s=scan["rescan"]["postgres_cpu_s"],
             scanner_peak_rss_mib=scan["scanner"]["peak_main_mib"],
             scanner_peak_tree_rss_mib=scan["scanner"]["peak_tree_mib"],
         )
@@ -189,7 +193,10 @@ def table(figures: dict[str, Any], opts: argparse.Namespace) -> str:
     if "tree_paths" in figures:
         notes.append(
             f"Scan: {figures['tree_paths']} empty .jpg paths, `--batch 100`, one scan-only "
-            f"worker; first scan {figures['scan_seconds']} s, rescan {figures['rescan_seconds']} s."
+            f"worker; first scan {figures['scan_seconds']} s ({figures['scan_scanner_cpu_s']} "
+            f"CPU s in the scanner, {figures['scan_postgres_cpu_s']} in Postgres), rescan "
+            f"{figures['rescan_seconds']} s ({figures['rescan_scanner_cpu_s']} and "
+            f"{figures['rescan_postgres_cpu_s']})."
         )
     if "pickup_uploads" in figures:
         notes.append(
