@@ -30,6 +30,7 @@ from mediajobs.storage import Store
 from mediajobs.storage.base import Locator
 from tests.support.emulators import s3_store
 from tests.support.images import jpeg, photo, quadrants
+from tests.support.ingest import ingest_all
 from tests.support.ingest_tree import GROWING, Tree, growing_file, make_tree
 from tests.support.media import CrashingPool, media_env, memory_store, s3_worker_env
 from tests.support.workers import (
@@ -412,17 +413,7 @@ async def test_a_poison_file_fails_alone_and_named_after_its_last_attempt(
         async with media_env(
             database_url, redis_url, memory, settings=settings, imaging=pool
         ) as env:
-            ingest = IngestRepository(env.pool)
-            source = parse_source(str(root), env.stores)
-            run = await start_run(
-                ingest, env.queue, uri=source.uri, owner_id=OWNER, profile="catalog", batch_size=10
-            )
-
-            async def finished() -> bool:
-                status = await ingest.status(run.id)
-                return status is not None and is_finished(status)
-
-            await wait_for(finished, timeout=120)
+            await ingest_all(env, root)
     files = await file_rows(database_url)
     assert {path: row["status"] for path, row in files.items()} == {
         **dict.fromkeys(good, "indexed"),
