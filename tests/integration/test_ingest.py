@@ -24,12 +24,12 @@ import pytest
 from mediajobs.config import Settings
 from mediajobs.db.ingest import IngestRepository
 from mediajobs.handlers.imaging_pool import PoolOptions
-from mediajobs.ingest.runs import is_finished, start_run
-from mediajobs.ingest.source import parse_source
+from mediajobs.ingest.runs import is_finished
 from mediajobs.storage import Store
 from mediajobs.storage.base import Locator
 from tests.support.emulators import s3_store
 from tests.support.images import jpeg, photo, quadrants
+from tests.support.ingest import ingest_all, start_ingest, wait_finished
 from tests.support.ingest_tree import GROWING, Tree, growing_file, make_tree
 from tests.support.media import CrashingPool, media_env, memory_store, s3_worker_env
 from tests.support.workers import (
@@ -249,20 +249,11 @@ async def test_the_memory_store_takes_the_same_tree_in_process(
     settings = Settings(ingest_settle_seconds=0.0)
     with memory_store() as memory:
         async with media_env(database_url, redis_url, memory, settings=settings) as env:
-            ingest = IngestRepository(env.pool)
-            source = parse_source(str(tree.root), env.stores)
-            assert source.uri == tree.root.resolve().as_uri()
-            run = await start_run(
-                ingest, env.queue, uri=source.uri, owner_id=OWNER, profile="catalog", batch_size=3
-            )
-
-            async def finished() -> bool:
-                return is_finished(await ingest.status(run.id))
-
-            await wait_for(finished, timeout=120)
+            run = await start_ingest(env, tree.root, batch_size=3)
+            status = await wait_finished(env, run)
+            assert run.source_uri == tree.root.resolve().as_uri()
             files = await file_rows(database_url)
             await check_outcome(tree, database_url, memory, files)
-            status = await ingest.status(run.id)
             assert status.total == len(tree.good) + len(tree.failed)
             async with env.pool.connection() as conn:
                 events = await (
@@ -412,17 +403,7 @@ async def test_a_poison_file_fails_alone_and_named_after_its_last_attempt(
         async with media_env(
             database_url, redis_url, memory, settings=settings, imaging=pool
         ) as env:
-            ingest = IngestRepository(env.pool)
-            source = parse_source(str(root), env.stores)
-            run = await start_run(
-                ingest, env.queue, uri=source.uri, owner_id=OWNER, profile="catalog", batch_size=10
-            )
-
-            async def finished() -> bool:
-                status = await ingest.status(run.id)
-                return status is not None and is_finished(status)
-
-            await wait_for(finished, timeout=120)
+            await ingest_all(env, root)
     files = await file_rows(database_url)
     assert {path: row["status"] for path, row in files.items()} == {
         **dict.fromkeys(good, "indexed"),

@@ -12,18 +12,17 @@ from typing import Any
 import pytest
 
 from mediajobs.config import Settings
-from mediajobs.db.ingest import IngestRepository, RunStatus
+from mediajobs.db.ingest import IngestRepository
 from mediajobs.errors import StorageDenied, StorageError, StorageUnavailable
-from mediajobs.ingest.runs import is_finished, retry_failed, start_run
-from mediajobs.ingest.source import parse_source
+from mediajobs.ingest.runs import retry_failed
 from mediajobs.storage import MemoryStore
 from tests.support.images import jpeg, photo
-from tests.support.media import MediaEnv, media_env, memory_store
+from tests.support.ingest import OWNER, checkpoint, ingest_all, start_ingest, wait_scanned
+from tests.support.media import media_env, memory_store
 from tests.support.workers import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
-OWNER = "alice"
 SETTINGS = Settings(ingest_settle_seconds=0.0)
 
 
@@ -33,29 +32,6 @@ def photos(root: Path, count: int) -> dict[str, bytes]:
     for name, data in made.items():
         (root / name).write_bytes(data)
     return made
-
-
-async def ingest_all(env: MediaEnv, root: Path) -> RunStatus:
-    ingest = IngestRepository(env.pool)
-    source = parse_source(str(root), env.stores)
-    run = await start_run(
-        ingest, env.queue, uri=source.uri, owner_id=OWNER, profile="catalog", batch_size=10
-    )
-
-    async def finished() -> bool:
-        status = await ingest.status(run.id)
-        return status is not None and is_finished(status)
-
-    await wait_for(finished, timeout=120)
-    status = await ingest.status(run.id)
-    assert status is not None
-    return status
-
-
-async def files(env: MediaEnv) -> dict[str, dict[str, Any]]:
-    async with env.pool.connection() as conn:
-        rows = await (await conn.execute("SELECT * FROM ingest_files")).fetchall()
-    return {row["path"]: row for row in rows}
 
 
 class FlakyStore(MemoryStore):
@@ -80,7 +56,7 @@ async def test_a_store_outage_makes_the_batch_wait_and_costs_no_attempt(
     store = FlakyStore("http://127.0.0.1:9/storage", failures=4, error=StorageUnavailable)
     async with media_env(database_url, redis_url, store, settings=SETTINGS) as env:
         status = await ingest_all(env, tmp_path / "src")
-        rows = await files(env)
+        rows = await checkpoint(env)
     assert status.counts["indexed"] == len(made) and status.counts["failed"] == 0
     assert store.failures == 0
     # Waited out, not failed: the outage cost no file an attempt towards decoder_crashed.
@@ -105,14 +81,14 @@ async def test_an_item_deleted_in_the_library_is_not_revived_and_keeps_its_objec
     with memory_store() as memory:
         async with media_env(database_url, redis_url, memory, settings=SETTINGS) as env:
             await ingest_all(env, root)
-            rows = await files(env)
+            rows = await checkpoint(env)
             media_id: uuid.UUID = rows["p0.jpg"]["media_id"]
             await env.media.soft_delete(media_id, OWNER, undo_window=600)
             before = await env.keys("catalog/")
             stat = (root / "p0.jpg").stat()
             os.utime(root / "p0.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns - 10**9))
             status = await ingest_all(env, root)
-            rows = await files(env)
+            rows = await checkpoint(env)
             record = await env.record(media_id)
             after = await env.keys("catalog/")
     assert status.total == 1 and status.failed_by_code == {"media_deleted": 1}
@@ -136,7 +112,7 @@ async def test_a_batch_that_fails_for_good_fails_its_files_by_name(
                 }
             )
             status = await ingest_all(env, root)
-            rows = await files(env)
+            rows = await checkpoint(env)
     assert status.failed_by_code == {"logo_missing": len(made)}
     assert {row["batch_id"] for row in rows.values()} == {None}
     assert {row["attempts"] for row in rows.values()} == {0}  # given back: nothing crashed
@@ -152,16 +128,8 @@ async def test_files_whose_batch_job_ended_without_them_are_stranded_and_retried
             database_url, redis_url, memory, settings=SETTINGS, kinds=["ingest.scan"]
         ) as env:
             ingest = IngestRepository(env.pool)
-            source = parse_source(str(root), env.stores)
-            run = await start_run(
-                ingest, env.queue, uri=source.uri, owner_id=OWNER, profile="catalog", batch_size=2
-            )
-
-            async def scanned() -> bool:
-                found = await ingest.get_run(run.id)
-                return found is not None and found.state == "scanned"
-
-            await wait_for(scanned, timeout=60)
+            run = await start_ingest(env, root, batch_size=2)
+            await wait_scanned(env, run)
             async with env.pool.connection() as conn:
                 await conn.execute(
                     "UPDATE jobs SET state = 'cancelled', finished_at = now() "
@@ -189,17 +157,8 @@ async def test_a_folder_gone_from_the_source_makes_the_batch_wait_not_fail(
         async with media_env(
             database_url, redis_url, memory, settings=SETTINGS, kinds=["ingest.scan"]
         ) as env:
-            ingest = IngestRepository(env.pool)
-            source = parse_source(str(root), env.stores)
-            run = await start_run(
-                ingest, env.queue, uri=source.uri, owner_id=OWNER, profile="catalog", batch_size=5
-            )
-
-            async def scanned() -> bool:
-                found = await ingest.get_run(run.id)
-                return found is not None and found.state == "scanned"
-
-            await wait_for(scanned, timeout=60)
+            run = await start_ingest(env, root, batch_size=5)
+            await wait_scanned(env, run)
         for path in (root / "mounted").iterdir():
             path.unlink()
         (root / "mounted").rmdir()  # as an unmounted disk looks
@@ -215,6 +174,6 @@ async def test_a_folder_gone_from_the_source_makes_the_batch_wait_not_fail(
                 return job is not None and job["attempt"] >= 1 and job["state"] == "queued"
 
             await wait_for(waiting, timeout=60)
-            rows = await files(env)
+            rows = await checkpoint(env)
     assert {row["status"] for row in rows.values()} == {"pending"}
     assert {row["attempts"] for row in rows.values()} == {0}  # nothing was its fault
