@@ -8,6 +8,7 @@
 #   make lock       re-resolve requirements/*.txt from pyproject.toml (after changing a
 #                   dependency; LOCK_ARGS=--upgrade moves every pin to the newest release)
 #   make bench      the benchmarks in bench/ (results go to docs/benchmarks.md)
+#   make bench-ingest  bulk ingest alone (INGEST_ARGS=--quick: a small run of a few minutes)
 #
 # Installs come from the lock files (requirements/dev.txt for dev and test,
 # requirements/bench.txt, which adds the benchmark peers, for bench), then the project
@@ -21,6 +22,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 LOCK := requirements/dev.txt
 BENCH_LOCK := requirements/bench.txt
 PYTEST_ARGS ?=
+INGEST_ARGS ?=
 LOCK_ARGS ?=
 # The resolver behind `make lock`, pinned so the lock files come out the same everywhere.
 UV_VERSION := 0.13.9
@@ -29,7 +31,7 @@ UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-v
 	--custom-compile-command 'make lock' $(LOCK_ARGS)
 
 .PHONY: dev test test-fast lint format lock browser bench bench-queue bench-sse bench-imaging \
-	bench-api bench-public clean
+	bench-api bench-public bench-ingest clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -99,7 +101,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: bench-queue bench-sse bench-imaging bench-api bench-public
+bench: bench-queue bench-sse bench-imaging bench-api bench-public bench-ingest
 
 bench-queue: $(BENCH_STAMP)
 	$(BIN)/python bench/queue_throughput.py
@@ -115,6 +117,10 @@ bench-api: $(BENCH_STAMP)
 
 bench-public: $(BENCH_STAMP)
 	$(BIN)/python bench/public_reads.py
+
+# Needs only the dev install (moto's server, psutil): no peer library is compared.
+bench-ingest: $(STAMP)
+	$(BIN)/python bench/ingest.py $(INGEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mediajobs .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
