@@ -29,6 +29,7 @@ from mediajobs.db.pool import Pool
 from mediajobs.devenv import with_dev_secret
 from mediajobs.ingest.runs import (
     RateMeter,
+    eta,
     is_finished,
     overall_rate,
     overlaps_own_keys,
@@ -238,14 +239,14 @@ async def _follow_bar(
     with progress:
         task = progress.add_task("scanning", total=None, rate="-", eta="-", failures="")
         async for status in _looks(ingest, run, meter, stop):
-            rate, eta = meter.rate, meter.eta(status.total - status.done)
+            rate, left = meter.rate, meter.eta(status.total - status.done)
             progress.update(
                 task,
                 description="scanning" if status.run.state == "scanning" else "importing",
                 completed=status.done,
                 total=status.total or None,
                 rate="-" if rate is None else f"{rate:.1f} files/s",
-                eta=_duration(eta),
+                eta=_duration(left),
                 failures=_failures(status),
             )
     final = await ingest.status(run.id)
@@ -270,10 +271,9 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
         return _no_run(args.run_id)
     status, stranded = looked
     rate = overall_rate(status)
-    remaining = status.total - status.done
-    eta = None if rate is None else (remaining / rate if remaining else 0.0)
+    left = eta(status.total - status.done, rate)
     if args.json:
-        print_json({**status_json(status, rate, eta), "stranded": stranded}, indent=2)
+        print_json({**status_json(status, rate, left), "stranded": stranded}, indent=2)
         return 0
     print(_summary(status, rate))
     if stranded:
@@ -283,7 +283,7 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
     for code, files in status.failed_by_code.items():
         print(f"  failed: {code:<24} {files}")
     if not is_finished(status):
-        print(f"  ETA {_duration(eta)}")
+        print(f"  ETA {_duration(left)}")
     return 0
 
 

@@ -28,7 +28,6 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from mediajobs.db.ingest import (
     FileOutcome,
@@ -73,6 +72,7 @@ from mediajobs.ingest.source import (
     parse_source,
     read_file,
     scan_source,
+    source_reachable,
 )
 from mediajobs.queue import kinds
 from mediajobs.queue.models import Job
@@ -233,11 +233,12 @@ class IngestHandlers:
         run, files = started
         tally = _Tally(counted=set() if careful else {file.path for file in files})
         try:
+            setup = await self._prepare(run)
             if careful:
                 for file in files:
-                    await self._import(ctx, job, run, [file], tally, careful=True)
+                    await self._import(ctx, job, run, [file], tally, setup, careful=True)
             else:
-                await self._import(ctx, job, run, files, tally, careful=False)
+                await self._import(ctx, job, run, files, tally, setup, careful=False)
         except LeaseLost:
             raise
         except BaseException as exc:
@@ -266,19 +267,8 @@ class IngestHandlers:
             "deferred": tally.deferred,
         }
 
-    async def _import(
-        self,
-        ctx: JobContext,
-        job: Job,
-        run: IngestRun,
-        files: list[IngestFile],
-        tally: _Tally,
-        *,
-        careful: bool,
-    ) -> None:
-        """Work on ``files`` (up to one per imaging process at once: enough to keep every
-        process busy, few enough that the source bytes held stay bounded), then write
-        their outcomes in one transaction."""
+    async def _prepare(self, run: IngestRun) -> _Setup:
+        """What every file of a batch attempt needs: the source, the profile, its logo."""
         try:
             source = parse_source(run.source_uri, self.stores)
             profile = (await self.policies.load()).ingest_profile(run.profile)
@@ -288,18 +278,28 @@ class IngestHandlers:
             raise JobFailed(str(exc), code=exc.code) from None  # no such store configured
         except UnknownProfile as exc:  # the policy lost the run's profile
             raise JobFailed(str(exc), code=exc.code) from None
-        logo = await self._logo(profile)
-        targets = await self.media.existing([file.media_id for file in files])
+        return _Setup(source, profile, await self._logo(profile))
+
+    async def _import(
+        self,
+        ctx: JobContext,
+        job: Job,
+        run: IngestRun,
+        files: list[IngestFile],
+        tally: _Tally,
+        setup: _Setup,
+        *,
+        careful: bool,
+    ) -> None:
+        """Work on ``files`` (up to one per imaging process at once: enough to keep every
+        process busy, few enough that the source bytes held stay bounded), then write
+        their outcomes in one transaction."""
         results: dict[str, _Done | _Deferred | FileOutcome] = {}
         gate = asyncio.Semaphore(max(1, self.imaging.options.processes))
 
         async def one(file: IngestFile) -> None:
             async with gate:
                 ctx.raise_if_cancelled()
-                refused = _refusal(file, run, targets.get(file.media_id))
-                if refused is not None:
-                    results[file.path] = refused
-                    return
                 if careful:
                     attempts = await self.ingest.record_attempt(job.id, file.path)
                     if attempts is None:
@@ -309,7 +309,7 @@ class IngestHandlers:
                         results[file.path] = _crashed_too_often(run, file, attempts - 1)
                         return
                     file = dataclasses.replace(file, attempts=attempts)
-                results[file.path] = await self._one(source, run, file, profile, logo)
+                results[file.path] = await self._one(run, file, setup)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -325,18 +325,13 @@ class IngestHandlers:
         await self._commit(ctx, job, run, results, tally)
 
     async def _one(
-        self,
-        source: Source,
-        run: IngestRun,
-        file: IngestFile,
-        profile: CatalogProfile,
-        logo: bytes | None,
+        self, run: IngestRun, file: IngestFile, setup: _Setup
     ) -> _Done | _Deferred | FileOutcome:
         """One file: settled, read, imaged, uploaded; deferred; or the outcome that says
         why not. Only a source that is gone as a whole (its folder vanished: an unmounted
         disk) or a store that cannot be reached escapes, as ``Retry`` for the batch."""
         try:
-            return await self._settle_read_and_make(source, run, file, profile, logo)
+            return await self._settle_read_and_make(run, file, setup)
         except Retry:
             raise
         except StorageUnavailable as exc:  # the store, not the file: the batch waits
@@ -349,14 +344,9 @@ class IngestHandlers:
             return _failed(file, "internal_error", f"{type(exc).__name__}: {exc}")
 
     async def _settle_read_and_make(
-        self,
-        source: Source,
-        run: IngestRun,
-        file: IngestFile,
-        profile: CatalogProfile,
-        logo: bytes | None,
+        self, run: IngestRun, file: IngestFile, setup: _Setup
     ) -> _Done | _Deferred | FileOutcome:
-        options = self.options
+        options, source, profile = self.options, setup.source, setup.profile
         try:
             check = await check_file(source, file, settle_seconds=options.settle_seconds)
         except FileUnreadable as exc:
@@ -387,7 +377,7 @@ class IngestHandlers:
                     data,
                     profile,
                     filename=name,
-                    logo=logo,
+                    logo=setup.logo,
                     priority=kinds.INGEST_BATCH_PRIORITY,
                 )
             except ImageRejected as exc:
@@ -426,9 +416,7 @@ class IngestHandlers:
         """A file that is gone: ``source_missing``, unless the source itself is out of reach
         (its root missing, or empty: an unmounted disk looks like that): then the whole
         batch waits (``Retry``)."""
-        if source.directory is not None and not await asyncio.to_thread(
-            _has_entries, source.directory
-        ):
+        if not await source_reachable(source):
             raise Retry(f"{source.directory} is empty or gone; is it mounted?")
         return _failed(file, "source_missing", "the file is gone from the source")
 
@@ -605,13 +593,13 @@ class IngestHandlers:
         await self.events.committed(recorded)
 
 
-def _has_entries(directory: Path) -> bool:
-    """The directory exists and lists at least one entry."""
-    try:
-        with os.scandir(directory) as entries:
-            return next(entries, None) is not None
-    except OSError:
-        return False
+@dataclass(frozen=True)
+class _Setup:
+    """A batch attempt's source, profile and watermark logo (``_prepare``)."""
+
+    source: Source
+    profile: CatalogProfile
+    logo: bytes | None
 
 
 @dataclass

@@ -158,10 +158,15 @@ class RateMeter:
 
     def eta(self, remaining: int) -> float | None:
         """Seconds until ``remaining`` more files are done at ``rate``; None without one."""
-        rate = self.rate
-        if remaining <= 0:
-            return 0.0
-        return remaining / rate if rate else None
+        return eta(remaining, self.rate)
+
+
+def eta(remaining: int, rate: float | None) -> float | None:
+    """Seconds until ``remaining`` more files are done at ``rate`` files/s: 0 when none
+    remain, None without a rate (or at a standstill)."""
+    if remaining <= 0:
+        return 0.0
+    return remaining / rate if rate else None
 
 
 def overall_rate(status: RunStatus) -> float | None:

@@ -421,3 +421,20 @@ def _read_exactly(fd: int, file: FileLike) -> bytes:
         if total > file.size:
             info = os.fstat(fd)
             raise FileChanged(file.path, max(info.st_size, total), info.st_mtime_ns)
+
+
+async def source_reachable(source: Source) -> bool:
+    """Whether the source as a whole is there: a directory that exists and lists at least
+    one entry (an unmounted disk's mount point is empty or gone). A bucket source: True
+    (the store's own errors say when it is not)."""
+    if source.directory is None:
+        return True
+    return await asyncio.to_thread(_has_entries, source.directory)
+
+
+def _has_entries(directory: Path) -> bool:
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
