@@ -20,6 +20,7 @@ import pytest
 
 from mediajobs.errors import JobFailed, LeaseLost, Retry
 from mediajobs.queue import Cause, JobSpec, JobState, Notifier, Transition
+from mediajobs.queue.models import new_job_id
 from tests.support.workers import wait_for
 
 
@@ -384,6 +385,18 @@ class QueueContract:
         with pytest.raises(ValueError, match="run_at"):
             await queue.enqueue_many([JobSpec("k", "u", run_at=datetime.now(UTC))])
         assert sum((await queue.counts()).values()) == 0
+
+    async def test_enqueue_many_takes_ids_made_beforehand(self, harness: QueueHarness):
+        queue = harness.queue
+        ids = [new_job_id() for _ in range(3)]
+        specs = [JobSpec("k", "u", {"i": i}) for i in range(3)]
+        with pytest.raises(ValueError, match="2 ids for 3 jobs"):
+            await queue.enqueue_many(specs, ids=ids[:2])
+        assert sum((await queue.counts()).values()) == 0
+        assert await queue.enqueue_many(specs, ids=ids) == ids
+        for i, job_id in enumerate(ids):
+            job = await queue.get(job_id)
+            assert job is not None and job.payload == {"i": i}
 
     async def test_reading_an_owners_jobs_newest_first_and_the_oldest_wait(
         self, harness: QueueHarness

@@ -22,6 +22,7 @@ from mediajobs.db.ingest import (
     IngestRun,
     IngestStatus,
     SourceOwnedElsewhere,
+    batches_needed,
 )
 from mediajobs.db.media import IngestedMedia, MediaRepository, MediaStatus
 from mediajobs.db.pool import Pool
@@ -52,9 +53,22 @@ def repo(pool: Pool) -> IngestRepository:
     return IngestRepository(pool)
 
 
-async def scan(repo: IngestRepository, run: IngestRun, files: list[Scanned]) -> list[str]:
+async def scan(
+    repo: IngestRepository, run: IngestRun, files: list[Scanned], batch: uuid.UUID | None = None
+) -> list[str]:
+    """Record ``files`` as one scan batch whose written files all go into ``batch`` (a new
+    id when None); returns the paths written, sorted."""
+    batch = batch or uuid.uuid4()
     async with repo.transaction() as conn:
-        return await repo.record_scanned(conn, run, files)
+        ids = [batch] * batches_needed(len(files), run.batch_size)
+        used = await repo.record_scanned(conn, run, files, ids)
+        rows = await (
+            await conn.execute(
+                "SELECT path FROM ingest_files WHERE batch_id = %s ORDER BY path", (batch,)
+            )
+        ).fetchall()
+    assert used == ([(batch, len(rows))] if rows else [])
+    return [row["path"] for row in rows]
 
 
 async def files_by_path(pool: Pool, source_id: uuid.UUID) -> dict[str, IngestFile]:
@@ -137,7 +151,7 @@ async def test_a_rescan_of_unchanged_files_returns_nothing_and_writes_nothing(
     files.append(Scanned("ünïcode/日本.png", 5, 7, None))
     files.append(Scanned("bucket/key.webp", 5, 7, '"etag-1"'))
     files.append(Scanned("d/000.jpg", 1, 1))  # listed twice: the first counts
-    assert await scan(repo, run, files) == [f.path for f in files[:-1]]
+    assert await scan(repo, run, files) == sorted(f.path for f in files[:-1])
     before = await files_by_path(pool, run.source_id)
     assert len(before) == 52 and before["d/000.jpg"].size == 1000
     assert all(f.status is IngestStatus.PENDING and f.run_id == run.id for f in before.values())
@@ -157,10 +171,8 @@ async def test_a_changed_file_comes_back_with_its_media_id_and_a_failed_one_does
 ) -> None:
     run = await repo.open_run(SOURCE, "ada", "catalog", 32)
     files = [Scanned("a.jpg", 10, 100), Scanned("b.jpg", 10, 100), Scanned("c.tif", 10, 100, "e")]
-    await scan(repo, run, files)
     batch = uuid.uuid4()
-    async with repo.transaction() as conn:
-        await repo.assign_batches(conn, run.source_id, [(batch, ["a.jpg", "b.jpg", "c.tif"])])
+    await scan(repo, run, files, batch)
     started = await repo.start_batch(batch)
     assert started is not None
     async with repo.transaction() as conn:
@@ -182,7 +194,8 @@ async def test_a_changed_file_comes_back_with_its_media_id_and_a_failed_one_does
         Scanned("c.tif", 10, 100, "e2"),  # etag changed
         Scanned("d.png", 1, 1),  # new
     ]
-    assert await scan(repo, rerun, changed) == ["a.jpg", "c.tif", "d.png"]
+    again = uuid.uuid4()
+    assert await scan(repo, rerun, changed, again) == ["a.jpg", "c.tif", "d.png"]
     after = await files_by_path(pool, run.source_id)
     for path in ("a.jpg", "c.tif"):
         assert after[path].media_id == before[path].media_id
@@ -190,7 +203,7 @@ async def test_a_changed_file_comes_back_with_its_media_id_and_a_failed_one_does
         assert (after[path].attempts, after[path].error_code, after[path].batch_id) == (
             0,
             None,
-            None,
+            again,
         )
     assert (after["a.jpg"].size, after["c.tif"].etag) == (11, "e2")
     assert after["b.jpg"] == before["b.jpg"]
@@ -256,8 +269,9 @@ async def test_finish_batch_leaves_a_file_a_rescan_moved_and_defers_to_a_new_bat
     rescan = await repo.open_run(SOURCE, "ada", "catalog", 32)
     moved = uuid.uuid4()
     async with repo.transaction() as conn:
-        assert await repo.record_scanned(conn, rescan, [Scanned("a.jpg", 2, 2)]) == ["a.jpg"]
-        await repo.assign_batches(conn, run.source_id, [(moved, ["a.jpg"])])
+        assert await repo.record_scanned(conn, rescan, [Scanned("a.jpg", 2, 2)], [moved]) == [
+            (moved, 1)
+        ]
 
     deferred_to = uuid.uuid4()
     async with repo.transaction() as conn:
@@ -324,9 +338,7 @@ def test_an_outcome_must_say_what_its_status_needs() -> None:
 async def fail_files(repo: IngestRepository, run: IngestRun, failures: dict[str, str]) -> None:
     """Scan ``failures``' paths into ``run``, batch them and fail each with its code."""
     batch = uuid.uuid4()
-    async with repo.transaction() as conn:
-        paths = await repo.record_scanned(conn, run, [Scanned(p, 1, 1) for p in failures])
-        await repo.assign_batches(conn, run.source_id, [(batch, paths)])
+    await scan(repo, run, [Scanned(p, 1, 1) for p in failures], batch)
     await repo.start_batch(batch)
     outcomes = [
         FileOutcome(p, IngestStatus.FAILED, code, f"{code} at {p}") for p, code in failures.items()
@@ -341,10 +353,11 @@ async def open_files(
     """Scan ``paths`` into ``run`` and put them in ``batch`` (None: in no batch), then
     count an attempt on them as a batch start would."""
     async with repo.transaction() as conn:
-        assert await repo.record_scanned(conn, run, [Scanned(p, 1, 1) for p in paths]) == paths
-        if batch is not None:
-            await repo.assign_batches(conn, run.source_id, [(batch, paths)])
-            await repo.start_batch(batch)
+        ids = [] if batch is None else [batch]
+        recorded = await repo.record_scanned(conn, run, [Scanned(p, 1, 1) for p in paths], ids)
+        assert recorded == [(batch, len(paths))]
+    if batch is not None:
+        await repo.start_batch(batch)
 
 
 async def requeue(
@@ -455,9 +468,8 @@ async def test_status_counts_every_status_and_failures_by_code(
     run = await repo.open_run(SOURCE, "ada", "catalog", 32)
     await fail_files(repo, run, {"a": "corrupt_image", "b": "corrupt_image", "c": "empty_file"})
     batch = uuid.uuid4()
+    await scan(repo, run, [Scanned(p, 1, 1) for p in ("d", "e", "f")], batch)
     async with repo.transaction() as conn:
-        paths = await repo.record_scanned(conn, run, [Scanned(p, 1, 1) for p in ("d", "e", "f")])
-        await repo.assign_batches(conn, run.source_id, [(batch, paths)])
         await repo.add_scan_counts(conn, run.id, scanned=6, skipped=2, errors=1, queued=6)
     async with repo.transaction() as conn:
         await repo.finish_batch(conn, batch, [FileOutcome("d", IngestStatus.INDEXED, sha256="d")])
@@ -752,7 +764,10 @@ async def test_two_scans_racing_over_one_source_queue_each_path_once(
     second = await repo.open_run(SOURCE, "ada", "catalog", 32)
     files = [Scanned(f"r/{n}.jpg", n, n) for n in range(100)]
     async with repo.transaction() as conn:
-        assert await repo.record_scanned(conn, first, files) == [f.path for f in files]
+        batches = [uuid.uuid4() for _ in range(batches_needed(len(files), first.batch_size))]
+        assert await repo.record_scanned(conn, first, files, batches) == list(
+            zip(batches, [32, 32, 32, 4], strict=True)
+        )
         # The second scan does not see the first's rows yet: it waits on them, then finds
         # them equal and queues nothing.
         racing = asyncio.create_task(scan(repo, second, files))

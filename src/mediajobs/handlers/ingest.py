@@ -35,6 +35,7 @@ from mediajobs.db.ingest import (
     IngestRepository,
     IngestRun,
     IngestStatus,
+    batches_needed,
 )
 from mediajobs.db.media import IngestedMedia, MediaRepository
 from mediajobs.db.policies import SitePolicies, UnknownProfile
@@ -57,7 +58,7 @@ from mediajobs.handlers.imaging_pool import (
 )
 from mediajobs.imaging.catalog import CatalogImage, CatalogProfile
 from mediajobs.imaging.watermark import WatermarkLogoInvalid
-from mediajobs.ingest.runs import queue_batches
+from mediajobs.ingest.runs import enqueue_batches, queue_batches
 from mediajobs.ingest.scan import ScanCounts
 from mediajobs.ingest.source import (
     FileChanged,
@@ -75,7 +76,7 @@ from mediajobs.ingest.source import (
     source_reachable,
 )
 from mediajobs.queue import kinds
-from mediajobs.queue.models import Job
+from mediajobs.queue.models import Job, new_job_id
 from mediajobs.queue.registry import HandlerRegistry, JobContext
 from mediajobs.realtime import EventRecorder
 from mediajobs.realtime.events import ingest_progress_event
@@ -196,20 +197,22 @@ class IngestHandlers:
         """One transaction: the batch's files, their batch jobs and the run's counters;
         then an ``ingest_progress`` event. Returns the files queued."""
         async with self.ingest.transaction() as conn:
-            paths = await self.ingest.record_scanned(conn, run, batch.files)
-            batches = await queue_batches(ctx.queue, conn, run, paths)
-            await self.ingest.assign_batches(conn, run.source_id, batches)
+            ids = [new_job_id() for _ in range(batches_needed(len(batch.files), run.batch_size))]
+            used = await self.ingest.record_scanned(conn, run, batch.files, ids)
+            batches = [(job_id, files) for job_id, files in used if job_id is not None]
+            await enqueue_batches(ctx.queue, conn, run, batches)
+            queued = sum(files for _, files in batches)
             await self.ingest.add_scan_counts(
                 conn,
                 run.id,
                 scanned=batch.counts.files,
                 skipped=batch.counts.skipped,
                 errors=batch.counts.errors,
-                queued=len(paths),
+                queued=queued,
             )
-        if paths:
+        if queued:
             await self._publish_progress(run, job_id=ctx.job.id)
-        return len(paths)
+        return queued
 
     # -- one batch ------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from mediajobs.db.ingest import (
 from mediajobs.db.media import Conn
 from mediajobs.ingest.source import Source
 from mediajobs.queue import kinds
-from mediajobs.queue.models import JobSpec
+from mediajobs.queue.models import JobSpec, new_job_id
 from mediajobs.queue.queue import JobQueue
 from mediajobs.storage.base import Store
 from mediajobs.types import JSON
@@ -82,27 +82,41 @@ async def queue_batches(
     *,
     delay: float = 0.0,
 ) -> list[tuple[uuid.UUID, list[str]]]:
-    """Split ``paths`` into ``ingest.batch`` jobs of the run's batch size (priority
-    ``INGEST_BATCH_PRIORITY``, after ``delay`` seconds), enqueued inside ``conn``'s
-    transaction through ``queue``. Returns each job's id with its paths:
-    the caller writes them into the files in the same transaction."""
+    """Split ``paths`` into ``ingest.batch`` jobs of the run's batch size, enqueued inside
+    ``conn``'s transaction (see ``enqueue_batches``). Returns each job's id with its
+    paths: the caller writes them into the files in the same transaction."""
     size = run.batch_size
     groups = [list(paths[i : i + size]) for i in range(0, len(paths), size)]
-    if not groups:
-        return []
+    planned = [(new_job_id(), group) for group in groups]
+    await enqueue_batches(queue, conn, run, [(i, len(g)) for i, g in planned], delay=delay)
+    return planned
+
+
+async def enqueue_batches(
+    queue: JobQueue,
+    conn: Conn,
+    run: IngestRun,
+    batches: Sequence[tuple[uuid.UUID, int]],
+    *,
+    delay: float = 0.0,
+) -> None:
+    """Enqueue one ``ingest.batch`` job per ``(job id, files)`` of ``batches`` (ids made by
+    ``new_job_id``; priority ``INGEST_BATCH_PRIORITY``, ``BATCH_MAX_ATTEMPTS`` attempts,
+    runnable after ``delay`` seconds) inside ``conn``'s transaction through ``queue``."""
+    if not batches:
+        return
     specs = [
         JobSpec(
             kinds.INGEST_BATCH,
             run.owner_id,
-            {"runId": str(run.id), "files": len(group)},
+            {"runId": str(run.id), "files": files},
             priority=kinds.INGEST_BATCH_PRIORITY,
             delay=delay,
             max_attempts=BATCH_MAX_ATTEMPTS,
         )
-        for group in groups
+        for _, files in batches
     ]
-    ids = await queue.enqueue_many(specs, conn=conn)
-    return list(zip(ids, groups, strict=True))
+    await queue.enqueue_many(specs, conn=conn, ids=[job_id for job_id, _ in batches])
 
 
 async def retry_failed(

@@ -11,15 +11,15 @@ are what a batch needs to decide that a file is complete and read it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import stat
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from mediajobs.db.ingest import ScannedLike
 from mediajobs.errors import InvalidKey, MediaJobsError, ObjectNotFound
@@ -201,27 +201,42 @@ async def scan_source(
     or once ``max_seconds`` old (checked as files arrive), for the scan job to record one
     batch per transaction. Adding up every batch's ``counts`` gives the walk's totals; the
     last batch may hold no files (the counts of the walk's tail). A directory is walked in
-    a thread, a batch at a time, so the event loop never blocks on the file system."""
+    a thread, a batch at a time, so the event loop never blocks on the file system; the
+    thread reads the next batch while the caller records this one (walk and database
+    overlap: on 2 cores, a first scan's wall time is about the larger of the two, not their
+    sum), so one batch more than the caller holds is in memory."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     counts = ScanCounts()
     reported = ScanCounts()
     if source.directory is not None:
         walk = walk_directory(source.directory, counts)
+        ahead: asyncio.Future[tuple[list[ScannedFile], bool]] | None = None
         try:
+            reading = asyncio.ensure_future(asyncio.to_thread(_take, walk, batch_size, max_seconds))
+            ahead = reading
             while True:
-                files, done = await asyncio.to_thread(_take, walk, batch_size, max_seconds)
+                files, done = await reading
+                ahead = None
                 delta = counts.since(reported)
                 reported = counts.copy()
+                if not done:  # the walk goes on while the caller records this batch
+                    reading = asyncio.ensure_future(
+                        asyncio.to_thread(_take, walk, batch_size, max_seconds)
+                    )
+                    ahead = reading
                 if files or delta:
                     yield ScanBatch(files, delta)
                 if done:
                     return
         finally:
-            # Closes the open directory; a thread still inside the walk (the task was
-            # cancelled) finishes its batch and the walk is closed when collected.
-            with contextlib.suppress(ValueError):
+            # Closes the directory the walk holds open. When the caller stops early while
+            # the thread reads ahead, the walk is closed once that thread's batch is read
+            # (nobody reads the batch).
+            if ahead is None or ahead.done():
                 walk.close()
+            else:
+                ahead.add_done_callback(lambda task: _close_walk(walk, task))
     assert source.store is not None
     batch: list[ScannedFile] = []
     started = time.monotonic()
@@ -236,6 +251,12 @@ async def scan_source(
     delta = counts.since(reported)
     if batch or delta:
         yield ScanBatch(batch, delta)
+
+
+def _close_walk(walk: Generator[ScannedFile, None, None], task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an error of a batch nobody reads is not logged
+    walk.close()
 
 
 def _take(

@@ -61,8 +61,11 @@ class QueueBackend(Protocol):
     async def enqueue(self, spec: JobSpec) -> Enqueued:
         """Add one job; with an idempotency key already used by this owner, return that job."""
 
-    async def enqueue_many(self, specs: Iterable[JobSpec]) -> list[uuid.UUID]:
-        """Add many jobs (no idempotency keys, no run_at)."""
+    async def enqueue_many(
+        self, specs: Iterable[JobSpec], *, ids: Sequence[uuid.UUID] | None = None
+    ) -> list[uuid.UUID]:
+        """Add many jobs (no idempotency keys, no run_at), with the given ``ids`` (one per
+        spec, made by ``new_job_id``) or new ones; returns their ids."""
 
     async def get(self, job_id: uuid.UUID) -> Job | None:
         """The job, hot or archived; None when unknown or pruned."""

@@ -137,24 +137,31 @@ class InMemoryQueue:
         self._wake()
         return Enqueued(id=job.id, created=True)
 
-    async def enqueue_many(self, specs: Iterable[JobSpec]) -> list[uuid.UUID]:
-        """Add many jobs at once. Idempotency keys and run_at are refused, as by
-        ``JobQueue.enqueue_many``."""
+    async def enqueue_many(
+        self, specs: Iterable[JobSpec], *, ids: Sequence[uuid.UUID] | None = None
+    ) -> list[uuid.UUID]:
+        """Add many jobs at once, with the given ``ids`` (one per spec) or new ones.
+        Idempotency keys and run_at are refused, as by ``JobQueue.enqueue_many``."""
         specs = list(specs)
+        given = [new_job_id() for _ in specs] if ids is None else list(ids)
+        if len(given) != len(specs):
+            raise ValueError(f"{len(given)} ids for {len(specs)} jobs")
         for spec in specs:
             check_bulk_spec(spec)
         async with self._lock:
             now = self._clock()
-            jobs = [self._new_job(spec, now) for spec in specs]
+            jobs = [
+                self._new_job(spec, now, job_id) for spec, job_id in zip(specs, given, strict=True)
+            ]
             self._jobs.update((job.id, job) for job in jobs)
         if jobs:
             self._wake()
         return [job.id for job in jobs]
 
     @staticmethod
-    def _new_job(spec: JobSpec, now: datetime) -> Job:
+    def _new_job(spec: JobSpec, now: datetime, job_id: uuid.UUID | None = None) -> Job:
         return Job(
-            id=new_job_id(),
+            id=new_job_id() if job_id is None else job_id,
             kind=spec.kind,
             owner_id=spec.owner_id,
             payload=_json_copy(dict(spec.payload)),

@@ -84,27 +84,35 @@ class JobQueue:
         return Enqueued(id=params["id"], created=True)
 
     async def enqueue_many(
-        self, specs: Iterable[JobSpec], *, conn: Conn | None = None
+        self,
+        specs: Iterable[JobSpec],
+        *,
+        conn: Conn | None = None,
+        ids: Sequence[uuid.UUID] | None = None,
     ) -> list[uuid.UUID]:
         """Insert many jobs with few statements (bulk producers). Idempotency keys are not
-        supported here; use ``enqueue`` for those."""
-        ids: list[uuid.UUID] = []
-        if conn is None:
-            async with self._pool.connection() as own, own.transaction():
-                return await self.enqueue_many(specs, conn=own)
-        chunk: list[JobSpec] = []
+        supported here; use ``enqueue`` for those. ``ids``, one per spec, are the jobs'
+        ids when the caller made them beforehand (``new_job_id``: a producer that writes
+        them into its own rows in the same statement that decides how many jobs it needs);
+        otherwise new ones are made. Raises ``ValueError`` for a spec ``check_bulk_spec``
+        refuses or when ``ids`` and ``specs`` differ in length."""
+        specs = list(specs)
+        given = [new_job_id() for _ in specs] if ids is None else list(ids)
+        if len(given) != len(specs):
+            raise ValueError(f"{len(given)} ids for {len(specs)} jobs")
         for spec in specs:
             check_bulk_spec(spec)
-            chunk.append(spec)
-            if len(chunk) == BULK_CHUNK:
-                ids.extend(await self._insert_bulk(conn, chunk))
-                chunk = []
-        if chunk:
-            ids.extend(await self._insert_bulk(conn, chunk))
-        return ids
+        if conn is None:
+            async with self._pool.connection() as own, own.transaction():
+                return await self.enqueue_many(specs, conn=own, ids=given)
+        for start in range(0, len(specs), BULK_CHUNK):
+            end = start + BULK_CHUNK
+            await self._insert_bulk(conn, specs[start:end], given[start:end])
+        return given
 
-    async def _insert_bulk(self, conn: Conn, specs: Sequence[JobSpec]) -> list[uuid.UUID]:
-        ids = [new_job_id() for _ in specs]
+    async def _insert_bulk(
+        self, conn: Conn, specs: Sequence[JobSpec], ids: Sequence[uuid.UUID]
+    ) -> None:
         await conn.execute(
             sql.INSERT_JOBS_BULK,
             {
@@ -117,7 +125,6 @@ class JobQueue:
                 "max_attempts": [s.max_attempts for s in specs],
             },
         )
-        return ids
 
     # -- reading -----------------------------------------------------------------------
 
