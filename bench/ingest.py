@@ -3,7 +3,9 @@ upload's pickup behind an ingest backlog. Everything runs as real processes on t
 machine's Postgres and Redis, each phase in a fresh database.
 
 1. **Floor**: the library's catalog derivatives by a bare loop of Pillow calls on all cores
-   (``bench/ingest_floor.py``: no queue, no database, no storage).
+   (``bench/ingest_floor.py``: no queue, no database, no storage), before the first ingest
+   and again after each: an ingest's ratio is to the mean of the floor runs on either side
+   of it (this machine's speed drifts by up to a fifth within minutes).
 2. **Ingest** into the memory store (the workers reach a ``mediajobs serve`` process's store
    over HTTP) and into S3 (moto's server): ``--workers`` ``mediajobs worker`` processes, then
    ``mediajobs ingest run LIBRARY --owner bench --json``, which follows the run until it is
@@ -656,6 +658,24 @@ def _pickup_ms(dsn: str, job_id: uuid.UUID, timeout: float = 30.0) -> float:
     raise RuntimeError(f"upload job {job_id} was not picked up in {timeout:g} s")
 
 
+def floor_run(paths: list[Path]) -> dict[str, float]:
+    """One run of the floor over ``paths``: its steady and whole-run rates."""
+    print(f"floor: {len(paths)} images", file=sys.stderr)
+    floor = run_floor(paths)
+    return {
+        "images_per_s": round(steady_rate([(t, t, 1) for t in floor.done_at]), 3),
+        "images_per_s_whole": round(len(paths) / (floor.done_at[-1] - floor.started), 3),
+    }
+
+
+def mean_floor(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The mean rates of several floor runs."""
+    return {
+        key: round(sum(run[key] for run in runs) / len(runs), 3)
+        for key in ("images_per_s", "images_per_s_whole")
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--images", type=int, default=1000, help="photos in the library")
@@ -703,19 +723,23 @@ def main() -> int:
     if {"floor", "ingest", "busy"} & set(opts.phases):
         library = photo_library(opts.images, opts.cache)
         paths = sorted(p for p in library.root.rglob("*") if p.is_file())
+    floors: list[dict[str, float]] = []
     if "floor" in opts.phases:
-        print(f"floor: {len(paths)} images", file=sys.stderr)
-        floor = run_floor(paths)
-        parts["floor"] = {
-            "images_per_s": round(steady_rate([(t, t, 1) for t in floor.done_at]), 3),
-            "images_per_s_whole": round(len(paths) / (floor.done_at[-1] - floor.started), 3),
-            **imaging_cpu(paths, sample=10 if opts.quick else 40),
-        }
+        floors.append(floor_run(paths))
+        parts["floor"] = imaging_cpu(paths, sample=10 if opts.quick else 40)
     if "ingest" in opts.phases:
         assert library is not None
         for store in opts.stores:
             parts[store] = ingest_library(opts, library, store, logs)
+            if "floor" in opts.phases:
+                # The floor again right after: this machine's speed drifts by a fifth within
+                # minutes (other tenants), so each ingest is compared with the floor runs on
+                # either side of it, not with one taken minutes before.
+                floors.append(floor_run(paths))
+                parts[store]["floor_around"] = mean_floor(floors[-2:])
             (logs / f"{store}-result.json").write_text(json.dumps(parts[store], indent=2))
+    if floors:
+        parts["floor"].update(mean_floor(floors), runs=[f["images_per_s"] for f in floors])
     if {"scan", "pickup"} & set(opts.phases):
         tree = path_tree(opts.tree, opts.cache)
         parts["scan"] = scan_and_pickup(opts, tree, logs)

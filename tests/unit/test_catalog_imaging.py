@@ -18,6 +18,7 @@ from mediajobs.errors import ImageRejected
 from mediajobs.handlers import imaging_pool
 from mediajobs.handlers.imaging_pool import ImagingOutOfMemory, ImagingPool, PoolOptions
 from mediajobs.imaging import ImagePolicy, probe
+from mediajobs.imaging import watermark as watermark_module
 from mediajobs.imaging.catalog import (
     CatalogImage,
     CatalogProfile,
@@ -345,6 +346,26 @@ def test_the_preview_of_a_flat_image_is_watermarked_all_over(shade: tuple[int, i
     preview = decoded(result.preview.data).convert("RGB")
     plain = Image.new("RGB", preview.size, shade)
     assert all(change >= 40 for change in changed_quadrants(plain, preview))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [WatermarkSpec(), WatermarkSpec(angle=0, size=0.2), WatermarkSpec(angle=-90, opacity=1.0)],
+)
+def test_tiles_pasted_one_by_one_give_the_pixels_of_one_composited_overlay(
+    spec: WatermarkSpec,
+) -> None:
+    image = Image.radial_gradient("L").resize((1200, 900)).convert("RGB")
+    tile = watermark_module._tile(spec, 1200, None)
+    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    positions = tile_positions(image.size, tile.size, watermark_module._gap(spec, 1200))
+    for x, y in positions:
+        overlay.paste(tile, (x, y))
+    composited = image.copy()
+    composited.paste(overlay, (0, 0), overlay)
+    # The same pixels: no two tiles overlap, so pasting each through its own alpha is the
+    # composite of the whole overlay.
+    assert ImageChops.difference(apply_watermark(image, spec), composited).getbbox() is None
 
 
 def test_opacity_and_text_size_change_the_mark() -> None:

@@ -4,7 +4,7 @@ The text (and the logo, when there is one) is drawn once into a tile: white glyp
 black outline, so the mark reads on light and on dark areas alike; the tile is rotated by
 the spec's angle, its alpha scaled by the spec's opacity, and repeated in a brick grid (each
 row shifted by half a step) over the whole image, edges included. Tiles never overlap, so
-each is pasted as it is into one overlay, composited over the image in a single pass.
+each is pasted straight onto the image through its own alpha.
 
 The font is Pillow's bundled scalable default (Aileron Regular, ``ImageFont.load_default``
 with a size; Pillow built with FreeType), so no font file has to be installed.
@@ -96,12 +96,13 @@ def apply_watermark(
     (None: text only). Raises ``WatermarkLogoInvalid``."""
     marked = image.convert("RGB") if image.mode != "RGB" else image.copy()
     tile = _tile(spec, max(image.size), logo)
-    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    # Each tile pasted through its own alpha is "over" compositing on an opaque image, and
+    # only where the tiles are: the tiles never overlap, so this gives the pixels of one
+    # full-size overlay composited in a single pass, at about a third of its cost (2.5
+    # against 8.8 ms on a 1200x900 preview, this machine; bench/ingest_floor.py does the
+    # same).
     for x, y in tile_positions(image.size, tile.size, _gap(spec, max(image.size))):
-        overlay.paste(tile, (x, y))
-    # Pasting through the overlay's own alpha is "over" compositing on an opaque image, in
-    # one pass and without RGBA copies of the image.
-    marked.paste(overlay, (0, 0), overlay)
+        marked.paste(tile, (x, y), tile)
     return marked
 
 

@@ -5,15 +5,22 @@ closes it)."""
 from __future__ import annotations
 
 import hmac
+import logging
 from pathlib import Path
+
+import httpx
 
 from mediajobs.config import Settings, StorageKind, StorageSettings
 from mediajobs.errors import StoreNotConfigured
 from mediajobs.storage.base import Store
-from mediajobs.storage.local import LocalStore
+from mediajobs.storage.local import LocalStore, read_identity
 from mediajobs.storage.memory import MemoryStore
 from mediajobs.storage.memory_remote import RemoteMemoryStore
 from mediajobs.storage.registry import StoreRegistry
+
+log = logging.getLogger(__name__)
+
+IDENTITY_TIMEOUT = 2.0  # seconds a worker waits for the API's answer at start-up
 
 
 def memory_base_url(settings: Settings) -> str:
@@ -32,7 +39,8 @@ def memory_secret(settings: Settings) -> bytes | None:
 
 def stores_for(settings: Settings, *, remote_memory: bool = False) -> StoreRegistry:
     """The configured stores (active and previous) of a deployment. ``remote_memory``: this
-    process does not serve the memory store (a worker): reach it over HTTP instead. In
+    process does not serve the memory store (a worker): reach it over HTTP instead, or,
+    when the API keeps it in this machine's directory, write that directory directly. In
     development the memory store keeps its objects under ``<MEDIAJOBS_DATA_DIR>/storage``
     (``Settings.memory_store_directory``)."""
     return open_stores(
@@ -42,6 +50,20 @@ def stores_for(settings: Settings, *, remote_memory: bool = False) -> StoreRegis
         remote_memory=remote_memory,
         memory_directory=settings.memory_store_directory,
     )
+
+
+def shares_directory(base_url: str, directory: Path) -> bool:
+    """Whether the memory store served at ``base_url`` (the API's ``/storage``) keeps its
+    objects in ``directory`` on this machine: the identity it serves (``GET /storage/``,
+    ``LocalStore.identity``) is the one in the directory's file. False when the API cannot
+    be asked (not running yet: the worker then goes through HTTP for its whole life), keeps
+    its objects in memory only, or is another directory (another machine's)."""
+    try:
+        response = httpx.get(base_url.rstrip("/") + "/", timeout=IDENTITY_TIMEOUT)
+        served = response.json().get("identity") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+    return isinstance(served, str) and served == read_identity(directory)
 
 
 def open_store(
@@ -62,6 +84,13 @@ def open_store(
                 raise StoreNotConfigured(
                     "a worker apart from the API reaches the memory store with a key derived "
                     "from MEDIAJOBS_JWT_SECRET: set it (the same for both)"
+                )
+            if memory_directory is not None and shares_directory(base, memory_directory):
+                # The API keeps its objects in this machine's directory: write it directly,
+                # as the API does (no HTTP request, no second process, per object).
+                log.info("development store: %s is the API's; written directly", memory_directory)
+                return LocalStore(
+                    base, memory_directory, secret=memory_secret, provider=settings.name
                 )
             return RemoteMemoryStore(base, secret=memory_secret, provider=settings.name)
         if memory_directory is not None:

@@ -223,6 +223,12 @@ class MemoryStore(SignedStore):
     async def close(self) -> None:
         return None
 
+    def identity(self) -> str | None:
+        """The identity of the directory this store keeps its objects in, for a worker on
+        the same machine to recognise it (``LocalStore.identity``); None: the objects live
+        in this process only."""
+        return None
+
     def app(self) -> MemoryStorageApp:
         """The ASGI app to mount at ``/storage``."""
         return MemoryStorageApp(self)

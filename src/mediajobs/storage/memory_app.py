@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -43,10 +44,20 @@ class MemoryStorageApp(Starlette):
         self._store = store
         super().__init__(
             routes=[
+                Route("/", self._identity, methods=["GET"]),
                 Route("/{key:path}", self._object, methods=["GET", "HEAD", "PUT", "DELETE"]),
             ],
             exception_handlers={_HTTPError: _error, HTTPException: _method_error},
         )
+
+    async def _identity(self, request: Request) -> Response:
+        """``{"identity": token}`` of the directory the objects are kept in (no object has
+        the empty key): a worker on this machine that finds the same token in that
+        directory writes it directly instead of through this app."""
+        identity = await run_in_threadpool(self._store.identity)
+        if identity is None:
+            raise _HTTPError(404, "no_directory", "this store keeps its objects in memory only")
+        return JSONResponse({"identity": identity})
 
     async def _object(self, request: Request) -> Response:
         key = _key(request)
@@ -108,15 +119,19 @@ class MemoryStorageApp(Starlette):
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             raise _HTTPError(413, "too_large", f"at most {max_bytes} bytes")
-        body = bytearray()
+        # The chunks are joined once at the end: one copy of the body (growing one buffer
+        # copied it again at every reallocation, and once more into bytes).
+        chunks: list[bytes] = []
+        size = 0
         try:
             async for chunk in request.stream():
-                body += chunk
-                if len(body) > max_bytes:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
                     raise _HTTPError(413, "too_large", f"at most {max_bytes} bytes")
         except ClientDisconnect:  # nobody is left to answer; nothing is stored
             return Response(status_code=400)
-        obj = await self._store.put(key, bytes(body), content_type)
+        obj = await self._store.put(key, b"".join(chunks), content_type)
         return Response(status_code=200, headers={"etag": obj.etag})
 
 
