@@ -6,10 +6,11 @@ machine's Postgres and Redis, each phase in a fresh database.
    (``bench/ingest_floor.py``: no queue, no database, no storage), before the first ingest
    and again after each: an ingest's ratio is to the mean of the floor runs on either side
    of it (this machine's speed drifts by up to a fifth within minutes).
-2. **Ingest** into the memory store (the workers reach a ``mediajobs serve`` process's store
-   over HTTP) and into S3 (moto's server): ``--workers`` ``mediajobs worker`` processes, then
-   ``mediajobs ingest run LIBRARY --owner bench --json``, which follows the run until it is
-   finished. Throughput comes from the checkpoint (each file's ``processed_at``).
+2. **Ingest** into the development store (``local``: ``mediajobs serve`` in development
+   keeps its objects in files under its data directory, and the workers, on the same
+   machine, write those files directly) and into S3 (moto's server): ``--workers``
+   ``mediajobs worker`` processes, then ``mediajobs ingest run LIBRARY --owner bench
+   --json``, which follows the run until it is finished. Throughput comes from the checkpoint (each file's ``processed_at``).
 3. **Scan**: a tree of ``--tree`` empty ``.jpg`` files, one scan-only worker (``--kinds
    ingest.scan``): ``ingest run TREE --batch 100 --detach``, then the same again (a rescan of
    the unchanged tree). Scan time is the scan job's ``started_at`` to ``finished_at``.
@@ -26,7 +27,7 @@ the 10% and the 90% marks over the time between them (no start-up, no ramp-down;
 printed too. Projections for 5M images assume throughput linear in cores.
 
     python bench/ingest.py [--images 1000] [--tree 1000000] [--uploads 200] [--quick]
-        [--stores memory,s3] [--phases floor,ingest,scan,pickup,busy] [--no-record]
+        [--stores local,s3] [--phases floor,ingest,scan,pickup,busy] [--no-record]
 
 Inputs are cached under ``.bench-cache/ingest`` (``--cache``). The last line printed is one
 JSON object with every figure.
@@ -42,6 +43,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -203,7 +205,7 @@ def follow_run(
 def ingest_library(
     opts: argparse.Namespace, library: Library, store: str, logs: Path
 ) -> dict[str, Any]:
-    """The whole library into ``store`` ("memory" or "s3") by ``opts.workers`` workers."""
+    """The whole library into ``store`` ("local" or "s3") by ``opts.workers`` workers."""
     from tests.support.emulators import S3_CREDENTIALS, moto_server
 
     from mediajobs.storage.s3 import make_client
@@ -214,7 +216,11 @@ def ingest_library(
         extra = {"MEDIAJOBS_JWT_SECRET": SECRET, "MEDIAJOBS_PORT": str(port)}
         if opts.imaging_processes is not None:
             extra["MEDIAJOBS_IMAGING_PROCESSES"] = str(opts.imaging_processes)
-        if store == "memory":
+        if store == "local":
+            # Development: the store's objects are files under the data directory, which
+            # the workers (started once the API answers) write directly.
+            data = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ingest-"))
+            extra.update(MEDIAJOBS_ENV="development", MEDIAJOBS_DATA_DIR=data)
             env = environment(dsn, opts.redis_url, **extra)
             serve = mediajobs(["serve"], env, logs / f"{store}-serve.log")
             stack.callback(stop, serve)
@@ -688,9 +694,10 @@ def main() -> int:
     parser.add_argument(
         "--imaging-processes",
         type=int,
-        help="MEDIAJOBS_IMAGING_PROCESSES of each worker (default: the setting's default)",
+        help="MEDIAJOBS_IMAGING_PROCESSES of each worker (default: the cores divided among "
+        "the workers, as docs/ingest.md advises when several workers share a machine)",
     )
-    parser.add_argument("--stores", default="memory,s3", help="memory and/or s3")
+    parser.add_argument("--stores", default="local,s3", help="local and/or s3")
     parser.add_argument("--phases", default="floor,ingest,scan,pickup,busy")
     parser.add_argument(
         "--quick",
@@ -709,10 +716,12 @@ def main() -> int:
     if opts.quick:
         opts.images, opts.tree, opts.uploads = 24, 20_000, 20
         opts.batch = opts.batch or 4  # so both workers get batches of so few images
+    if opts.imaging_processes is None:
+        opts.imaging_processes = max(1, (os.cpu_count() or 1) // opts.workers)
     opts.stores = [s for s in opts.stores.split(",") if s]
     opts.phases = [p for p in opts.phases.split(",") if p]
-    if set(opts.stores) - {"memory", "s3"}:
-        parser.error("--stores: memory and/or s3")
+    if set(opts.stores) - {"local", "s3"}:
+        parser.error("--stores: local and/or s3")
     if set(opts.phases) - {"floor", "ingest", "scan", "pickup", "busy"}:
         parser.error("--phases: floor, ingest, scan, pickup, busy")
     logs = Path(f"/tmp/bench-ingest-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -40,7 +40,7 @@ def summarize(
         out["floor_runs_images_per_s"] = floor["runs"]
         for key in ("floor_cpu_ms_per_image", "catalog_cpu_ms_per_image", "imaging_cpu_ratio"):
             out[key] = floor[key]
-    for store in ("memory", "s3"):
+    for store in ("local", "s3"):
         result = parts.get(store)
         if result is None:
             continue
@@ -140,7 +140,7 @@ def table(figures: dict[str, Any], opts: argparse.Namespace) -> str:
 
     row("floor (bare Pillow loop, all cores), images/s, mean of every run", "floor_images_per_s")
     row("floor runs (before the first ingest, after each), images/s", "floor_runs_images_per_s")
-    for store in ("memory", "s3"):
+    for store in ("local", "s3"):
         row(f"ingest into {store}, images/s (all cores)", f"{store}_images_per_s")
         row(f"floor around the {store} ingest (runs before and after), images/s",
             f"{store}_floor_images_per_s")  # fmt: skip
@@ -181,7 +181,7 @@ def table(figures: dict[str, Any], opts: argparse.Namespace) -> str:
         )
         cpu = [
             f"{store}: {figures[f'{store}_cpu_s_per_image']}"
-            for store in ("memory", "s3")
+            for store in ("local", "s3")
             if f"{store}_cpu_s_per_image" in figures
         ]
         if cpu:
@@ -191,7 +191,7 @@ def table(figures: dict[str, Any], opts: argparse.Namespace) -> str:
                 "the workers' own processes (not their imaging processes): "
                 + "; ".join(
                     f"{store}: {figures[f'{store}_worker_main_cpu_s_per_image']}"
-                    for store in ("memory", "s3")
+                    for store in ("local", "s3")
                     if f"{store}_worker_main_cpu_s_per_image" in figures
                 )
                 + "."
@@ -223,4 +223,7 @@ def table(figures: dict[str, Any], opts: argparse.Namespace) -> str:
 def _imaging_note(opts: argparse.Namespace) -> str:
     if opts.imaging_processes is None:
         return ": one imaging process per core each"
-    return f", MEDIAJOBS_IMAGING_PROCESSES={opts.imaging_processes}"
+    return (
+        f" except MEDIAJOBS_IMAGING_PROCESSES={opts.imaging_processes}: the cores divided "
+        "among the workers"
+    )

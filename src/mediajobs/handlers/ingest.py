@@ -294,11 +294,12 @@ class IngestHandlers:
         *,
         careful: bool,
     ) -> None:
-        """Work on ``files`` (up to one per imaging process at once: enough to keep every
-        process busy, few enough that the source bytes held stay bounded), then write
-        their outcomes in one transaction."""
+        """Work on ``files`` (one more at once than there are imaging processes: while a
+        process decodes, the next file is read and the last one's objects are uploaded,
+        so no process waits on I/O; the source bytes held stay bounded by that count),
+        then write their outcomes in one transaction."""
         results: dict[str, _Done | _Deferred | FileOutcome] = {}
-        gate = asyncio.Semaphore(max(1, self.imaging.options.processes))
+        gate = asyncio.Semaphore(max(1, self.imaging.options.processes) + 1)
 
         async def one(file: IngestFile) -> None:
             async with gate:
