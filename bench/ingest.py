@@ -10,7 +10,8 @@ machine's Postgres and Redis, each phase in a fresh database.
    keeps its objects in files under its data directory, and the workers, on the same
    machine, write those files directly) and into S3 (moto's server): ``--workers``
    ``mediajobs worker`` processes, then ``mediajobs ingest run LIBRARY --owner bench
-   --json``, which follows the run until it is finished. Throughput comes from the checkpoint (each file's ``processed_at``).
+   --json``, which follows the run until it is finished. Throughput comes from the
+   checkpoint (each file's ``processed_at``).
 3. **Scan**: a tree of ``--tree`` empty ``.jpg`` files, one scan-only worker (``--kinds
    ingest.scan``): ``ingest run TREE --batch 100 --detach``, then the same again (a rescan of
    the unchanged tree). Scan time is the scan job's ``started_at`` to ``finished_at``.
