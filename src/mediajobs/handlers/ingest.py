@@ -10,12 +10,12 @@ the run's counters grow. A scan that dies is simply run again (the queue retries
 files it recorded are skipped at database speed.
 
 A batch records an attempt on each of its files (committed before any decode), then works
-on up to one file per imaging process at once: check the file is settled, read it, make the
-derivatives in the crash-isolated imaging pool (at ingest priority: an upload waiting for a
-process goes first), and upload the original, the thumbnail and the watermarked preview
-under keys derived from the file's media id (a rerun overwrites the same keys). Then ONE
-transaction writes the batch's media rows and file statuses, and one ``ingest_progress``
-event goes to the owner's stream.
+on one file more at once than there are imaging processes: check the file is settled, read
+it, make the derivatives in the crash-isolated imaging pool (at ingest priority: an upload
+waiting for a process goes first), and upload the original, the thumbnail and the
+watermarked preview under keys derived from the file's media id (a rerun overwrites the
+same keys). Then ONE transaction writes the batch's media rows and file statuses, and one
+``ingest_progress`` event goes to the owner's stream.
 """
 
 from __future__ import annotations
