@@ -518,7 +518,7 @@ def test_profile_and_result_cross_the_process_boundary() -> None:
     assert str(pickle.loads(pickle.dumps(error))) == "bad logo"
 
 
-def test_the_pool_runs_make_catalog_with_the_profile_filename_logo_and_threads() -> None:
+def test_the_pool_runs_make_catalog_on_one_thread_with_the_profile_filename_and_logo() -> None:
     pool = ImagingPool(PoolOptions(processes=1))
     calls: list[tuple[Any, ...]] = []
 
@@ -532,7 +532,8 @@ def test_the_pool_runs_make_catalog_with_the_profile_filename_logo_and_threads()
     data = jpeg()
     result = asyncio.run(pool.catalog(data, PROFILE, filename="a.jpg", priority=-10))
     assert isinstance(result, CatalogImage) and result.width == 800
-    assert calls == [(imaging_pool.run_make_catalog, (data, PROFILE, "a.jpg", None), True, -10)]
+    # One thread: an ingest wants throughput, the other cores have its other files.
+    assert calls == [(imaging_pool.run_make_catalog, (data, PROFILE, "a.jpg", None, 1), False, -10)]
 
 
 def test_running_out_of_memory_in_the_child_is_imaging_out_of_memory(

@@ -347,12 +347,13 @@ class ImagingPool:
         priority: int = 0,
     ) -> CatalogImage:
         """A source file's catalog derivatives (``imaging.catalog.make_catalog``) made in a
-        free process. ``priority``: the place among waiting calls when every process is busy
-        (ingest passes ``kinds.INGEST_BATCH_PRIORITY``, below the uploads' 0). Raises
+        free process, on one thread: a bulk ingest wants throughput, and the other cores are
+        busy with its other files (or another worker's: a second encode thread per image
+        then competes with them, and made the 2-core bench slower and less steady).
+        ``priority``: the place among waiting calls when every process is busy (ingest
+        passes ``kinds.INGEST_BATCH_PRIORITY``, below the uploads' 0). Raises
         ``ImageRejected``, ``WatermarkLogoInvalid`` and the ``ImagingFailed`` family."""
-        return await self.run(
-            run_make_catalog, data, profile, filename, logo, pass_threads=True, priority=priority
-        )
+        return await self.run(run_make_catalog, data, profile, filename, logo, 1, priority=priority)
 
     def _threads_per_image(self) -> int:
         """Encode threads for an image starting now: the cores shared among the images in
