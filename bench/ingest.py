@@ -717,6 +717,7 @@ def main() -> int:
     if opts.quick:
         opts.images, opts.tree, opts.uploads = 24, 20_000, 20
         opts.batch = opts.batch or 4  # so both workers get batches of so few images
+    opts.divided_cores = opts.imaging_processes is None
     if opts.imaging_processes is None:
         opts.imaging_processes = max(1, (os.cpu_count() or 1) // opts.workers)
     opts.stores = [s for s in opts.stores.split(",") if s]

@@ -223,7 +223,5 @@ def table(figures: dict[str, Any], opts: argparse.Namespace) -> str:
 def _imaging_note(opts: argparse.Namespace) -> str:
     if opts.imaging_processes is None:
         return ": one imaging process per core each"
-    return (
-        f" except MEDIAJOBS_IMAGING_PROCESSES={opts.imaging_processes}: the cores divided "
-        "among the workers"
-    )
+    why = ": the cores divided among the workers" if getattr(opts, "divided_cores", False) else ""
+    return f" except MEDIAJOBS_IMAGING_PROCESSES={opts.imaging_processes}{why}"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import psycopg
 import pytest
 
 from mediajobs.errors import JobFailed, LeaseLost, Retry
@@ -394,6 +395,8 @@ class QueueContract:
             await queue.enqueue_many(specs, ids=ids[:2])
         assert sum((await queue.counts()).values()) == 0
         assert await queue.enqueue_many(specs, ids=ids) == ids
+        with pytest.raises((ValueError, psycopg.errors.UniqueViolation)):  # an id in use
+            await queue.enqueue_many(specs[:1], ids=ids[:1])
         for i, job_id in enumerate(ids):
             job = await queue.get(job_id)
             assert job is not None and job.payload == {"i": i}

@@ -1,16 +1,17 @@
 """A worker beside the API in development writes the development store's directory directly
-when it is the API's own (the identity the API serves at ``/storage/`` is the one in the
-directory), and goes through HTTP otherwise."""
+when it is the API's own (a probe object written into the directory comes back from the
+API over HTTP), and goes through HTTP otherwise."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from mediajobs.config import StorageKind, StorageSettings
-from mediajobs.storage import LocalStore, MemoryStore
+from mediajobs.storage import LocalStore, MemoryStore, Store
 from mediajobs.storage.factory import open_store
 from mediajobs.storage.memory_remote import RemoteMemoryStore
 from tests.conftest import free_port
@@ -20,7 +21,7 @@ SECRET = b"k" * 32
 MEMORY = StorageSettings(kind=StorageKind.MEMORY)
 
 
-def worker_store(base: str, directory: Path):
+def worker_store(base: str, directory: Path) -> Store:
     return open_store(
         MEMORY,
         memory_base_url=base,
@@ -36,20 +37,23 @@ async def test_a_worker_writes_the_apis_directory_directly_and_the_api_serves_it
     port = free_port()
     base = f"http://127.0.0.1:{port}/storage"
     api_store = LocalStore(base, tmp_path / "storage", secret=SECRET)
+    await api_store.upload("catalog/old.jpg", b"old", "image/jpeg")
     with serve_in_thread(Starlette(routes=[Mount("/storage", app=api_store.app())]), port):
         store = worker_store(base, tmp_path / "storage")
         assert type(store) is LocalStore
+        assert [i.key for i in (await api_store.list()).items] == ["catalog/old.jpg"]  # no probe
         stored = await store.upload("catalog/a.jpg", b"jpeg bytes", "image/jpeg")
         assert await api_store.download("catalog/a.jpg") == b"jpeg bytes"
-        assert (await api_store.head("catalog/a.jpg")).etag == stored.etag  # type: ignore[union-attr]
+        head = await api_store.head("catalog/a.jpg")
+        assert head is not None and head.etag == stored.etag
 
-        # Another directory (another machine's data directory): through HTTP.
-        elsewhere = worker_store(base, tmp_path / "elsewhere")
-        assert type(elsewhere) is RemoteMemoryStore
-        await elsewhere.upload("catalog/b.jpg", b"more", "image/jpeg")
-        await elsewhere.close()
+        # A copy of the directory (another checkout, a restored backup) is not the API's.
+        shutil.copytree(tmp_path / "storage", tmp_path / "copy")
+        copied = worker_store(base, tmp_path / "copy")
+        assert type(copied) is RemoteMemoryStore
+        await copied.upload("catalog/b.jpg", b"more", "image/jpeg")
+        await copied.close()
         assert await api_store.download("catalog/b.jpg") == b"more"
-        assert not (tmp_path / "elsewhere").exists()
 
 
 async def test_a_worker_goes_through_http_when_the_api_keeps_objects_in_memory_or_is_down(
@@ -65,3 +69,6 @@ async def test_a_worker_goes_through_http_when_the_api_keeps_objects_in_memory_o
     down = worker_store(f"http://127.0.0.1:{free_port()}/storage", tmp_path / "storage")
     assert type(down) is RemoteMemoryStore
     await down.close()
+    assert await LocalStore(base, tmp_path / "storage").list() == (
+        await LocalStore(base, tmp_path / "empty").list()
+    )  # the probes were deleted

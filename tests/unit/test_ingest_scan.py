@@ -408,6 +408,39 @@ async def test_the_walk_reads_the_next_batch_while_the_caller_holds_this_one(tmp
     assert held == [10, 10, 10] and taken == [10, 10, 10, 0]
 
 
+async def test_a_scan_cancelled_while_the_walk_is_slow_ends_cancelled_and_closes_it(
+    tmp_path, monkeypatch
+):
+    for index in range(40):
+        write(tmp_path / f"{index}.jpg")
+    baseline = len(os.listdir("/proc/self/fd"))
+    take = source_module._take
+
+    def slow_take(walk, size, max_seconds):
+        time.sleep(0.3)  # a slow disk: the caller is cancelled while the thread reads
+        return take(walk, size, max_seconds)
+
+    monkeypatch.setattr(source_module, "_take", slow_take)
+
+    async def consume() -> None:
+        async with contextlib.aclosing(
+            scan_source(Source("file:///x", tmp_path), batch_size=10)
+        ) as batches:
+            async for _ in batches:
+                pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):  # not "generator already executing"
+        await task
+    for _ in range(200):  # closed once the thread's read ends
+        if len(os.listdir("/proc/self/fd")) == baseline:
+            break
+        await asyncio.sleep(0.01)
+    assert len(os.listdir("/proc/self/fd")) == baseline
+
+
 async def test_a_bucket_scan_ends_with_the_counts_of_its_tail():
     store = MemoryStore(BASE, bucket="lib")
     await store.upload("a.jpg", b"1", "image/jpeg")

@@ -12,7 +12,6 @@ import pytest
 
 from mediajobs.errors import InvalidKey
 from mediajobs.storage import LocalStore, MemoryStore
-from mediajobs.storage.local import read_identity
 
 KEY = "media/u1/uploads/abc/photo.jpg"
 
@@ -242,19 +241,3 @@ async def test_a_local_file_that_is_not_an_object_is_neither_served_nor_listed(t
     assert await store.head(KEY) is None
     assert await store.get(KEY) is None
     assert (await store.list()).items == []
-
-
-async def test_the_local_directory_has_one_identity_served_at_the_root(store, http, tmp_path):
-    reply = await http.get("/storage/")
-    if isinstance(store, LocalStore):
-        assert read_identity(tmp_path / "storage") is not None  # made by the first ask
-        assert reply.status_code == 200
-        assert reply.json() == {"identity": read_identity(tmp_path / "storage")}
-        again = LocalStore("http://testserver/storage", tmp_path / "storage")
-        assert again.identity() == store.identity()
-        other = LocalStore("http://testserver/storage", tmp_path / "elsewhere")
-        assert read_identity(tmp_path / "elsewhere") is None
-        assert other.identity() != store.identity()
-        assert (await store.list()).items == []  # the identity file is not an object
-    else:
-        assert reply.status_code == 404 and error_code(reply) == "no_directory"

@@ -39,7 +39,7 @@ def cmd_storage_check(args: argparse.Namespace, settings: Settings) -> int:
         print(f"the memory store lives in the server process: checking the one at {where}")
 
     async def check() -> int:
-        stores = stores_for(settings, remote_memory=remote)
+        stores = stores_for(settings, remote_memory=remote, direct=False)
         try:
             report = await check_store(stores.active)
             for line in report.lines():

@@ -162,12 +162,13 @@ class IngestHandlers:
         totals = ScanCounts()
         queued = 0
         try:
-            async for batch in scan_source(source):
-                queued += await self._record_scan_batch(ctx, run, batch)
-                totals.files += batch.counts.files
-                totals.skipped += batch.counts.skipped
-                totals.errors += batch.counts.errors
-                ctx.raise_if_cancelled()
+            async with contextlib.aclosing(scan_source(source)) as batches:
+                async for batch in batches:
+                    queued += await self._record_scan_batch(ctx, run, batch)
+                    totals.files += batch.counts.files
+                    totals.skipped += batch.counts.skipped
+                    totals.errors += batch.counts.errors
+                    ctx.raise_if_cancelled()
         except (LeaseLost, asyncio.CancelledError):
             raise
         except Exception as exc:

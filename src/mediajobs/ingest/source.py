@@ -11,11 +11,12 @@ are what a batch needs to decide that a file is complete and read it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -196,7 +197,7 @@ async def scan_source(
     *,
     batch_size: int = SCAN_BATCH_SIZE,
     max_seconds: float = SCAN_BATCH_SECONDS,
-) -> AsyncIterator[ScanBatch]:
+) -> AsyncGenerator[ScanBatch, None]:
     """The source's approved files in batches of at most ``batch_size``, each sent once full
     or once ``max_seconds`` old (checked as files arrive), for the scan job to record one
     batch per transaction. Adding up every batch's ``counts`` gives the walk's totals; the
@@ -216,7 +217,9 @@ async def scan_source(
             reading = asyncio.ensure_future(asyncio.to_thread(_take, walk, batch_size, max_seconds))
             ahead = reading
             while True:
-                files, done = await reading
+                # Shielded: a caller cancelled here leaves the thread's read running (it
+                # cannot be stopped), and the walk is closed once it ends (finally below).
+                files, done = await asyncio.shield(reading)
                 ahead = None
                 delta = counts.since(reported)
                 reported = counts.copy()
@@ -234,7 +237,7 @@ async def scan_source(
             # the thread reads ahead, the walk is closed once that thread's batch is read
             # (nobody reads the batch).
             if ahead is None or ahead.done():
-                walk.close()
+                _close_walk(walk, ahead)
             else:
                 ahead.add_done_callback(lambda task: _close_walk(walk, task))
     assert source.store is not None
@@ -253,10 +256,15 @@ async def scan_source(
         yield ScanBatch(batch, delta)
 
 
-def _close_walk(walk: Generator[ScannedFile, None, None], task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: an error of a batch nobody reads is not logged
-    walk.close()
+def _close_walk(walk: Generator[ScannedFile, None, None], task: asyncio.Future[Any] | None) -> None:
+    """Close the walk once no thread is in it; the error of a read-ahead batch nobody reads
+    is retrieved (not logged as never retrieved)."""
+    if task is not None and not task.cancelled():
+        task.exception()
+    # A thread still inside (its task cancelled at loop shutdown): the walk is closed when
+    # it is collected.
+    with contextlib.suppress(ValueError):
+        walk.close()
 
 
 def _take(

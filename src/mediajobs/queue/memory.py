@@ -141,7 +141,9 @@ class InMemoryQueue:
         self, specs: Iterable[JobSpec], *, ids: Sequence[uuid.UUID] | None = None
     ) -> list[uuid.UUID]:
         """Add many jobs at once, with the given ``ids`` (one per spec) or new ones.
-        Idempotency keys and run_at are refused, as by ``JobQueue.enqueue_many``."""
+        Idempotency keys and run_at are refused, as by ``JobQueue.enqueue_many``; so is an
+        id given twice or naming an existing job (``ValueError``; Postgres: a unique
+        violation)."""
         specs = list(specs)
         given = [new_job_id() for _ in specs] if ids is None else list(ids)
         if len(given) != len(specs):
@@ -149,6 +151,8 @@ class InMemoryQueue:
         for spec in specs:
             check_bulk_spec(spec)
         async with self._lock:
+            if len(set(given)) != len(given) or any(job_id in self._jobs for job_id in given):
+                raise ValueError("a job id is given twice or names a job that exists")
             now = self._clock()
             jobs = [
                 self._new_job(spec, now, job_id) for spec, job_id in zip(specs, given, strict=True)

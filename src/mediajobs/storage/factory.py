@@ -4,8 +4,10 @@ closes it)."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
+import secrets
 from pathlib import Path
 
 import httpx
@@ -13,14 +15,15 @@ import httpx
 from mediajobs.config import Settings, StorageKind, StorageSettings
 from mediajobs.errors import StoreNotConfigured
 from mediajobs.storage.base import Store
-from mediajobs.storage.local import LocalStore, read_identity
+from mediajobs.storage.local import LocalStore
 from mediajobs.storage.memory import MemoryStore
 from mediajobs.storage.memory_remote import RemoteMemoryStore
 from mediajobs.storage.registry import StoreRegistry
 
 log = logging.getLogger(__name__)
 
-IDENTITY_TIMEOUT = 2.0  # seconds a worker waits for the API's answer at start-up
+PROBE_TIMEOUT = 2.0  # seconds a worker waits for the API's answer at start-up
+PROBE_PREFIX = "_mediajobs/shared/"  # the start-up probe's keys (deleted at once)
 
 
 def memory_base_url(settings: Settings) -> str:
@@ -37,10 +40,14 @@ def memory_secret(settings: Settings) -> bytes | None:
     return hmac.new(settings.jwt_secret.encode(), b"mediajobs memory store v1", "sha256").digest()
 
 
-def stores_for(settings: Settings, *, remote_memory: bool = False) -> StoreRegistry:
+def stores_for(
+    settings: Settings, *, remote_memory: bool = False, direct: bool = True
+) -> StoreRegistry:
     """The configured stores (active and previous) of a deployment. ``remote_memory``: this
     process does not serve the memory store (a worker): reach it over HTTP instead, or,
-    when the API keeps it in this machine's directory, write that directory directly. In
+    when the API keeps it in this machine's directory (``shares_directory``), write that
+    directory directly; ``direct=False`` always goes over HTTP (``storage check`` tests the
+    API's ``/storage``). In
     development the memory store keeps its objects under ``<MEDIAJOBS_DATA_DIR>/storage``
     (``Settings.memory_store_directory``)."""
     return open_stores(
@@ -48,22 +55,34 @@ def stores_for(settings: Settings, *, remote_memory: bool = False) -> StoreRegis
         memory_base_url=memory_base_url(settings),
         memory_secret=memory_secret(settings),
         remote_memory=remote_memory,
-        memory_directory=settings.memory_store_directory,
+        memory_directory=None if remote_memory and not direct else settings.memory_store_directory,
     )
 
 
 def shares_directory(base_url: str, directory: Path) -> bool:
     """Whether the memory store served at ``base_url`` (the API's ``/storage``) keeps its
-    objects in ``directory`` on this machine: the identity it serves (``GET /storage/``,
-    ``LocalStore.identity``) is the one in the directory's file. False when the API cannot
-    be asked (not running yet: the worker then goes through HTTP for its whole life), keeps
-    its objects in memory only, or is another directory (another machine's)."""
+    objects in ``directory`` on this machine: a probe object with random bytes is written
+    into the directory and must come back, byte for byte, from the API over HTTP; it is
+    then deleted. A copy of the directory, another machine's, an API that keeps its objects
+    in memory, one running as a user that cannot read this process's files, or an API that
+    does not answer (not started yet) all fail it, and the worker goes through HTTP for its
+    whole life. Checked once, at start-up: an API restarted meanwhile on another directory
+    is not noticed."""
+    store = LocalStore(base_url, directory)
+    key = f"{PROBE_PREFIX}{secrets.token_hex(16)}"
+    token = secrets.token_bytes(32)
     try:
-        response = httpx.get(base_url.rstrip("/") + "/", timeout=IDENTITY_TIMEOUT)
-        served = response.json().get("identity") if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError):
+        store.write_now(key, token, "application/octet-stream")
+    except OSError:
         return False
-    return isinstance(served, str) and served == read_identity(directory)
+    try:
+        response = httpx.get(f"{base_url.rstrip('/')}/{key}", timeout=PROBE_TIMEOUT)
+        return response.status_code == 200 and response.content == token
+    except httpx.HTTPError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            store.remove_now(key)
 
 
 def open_store(

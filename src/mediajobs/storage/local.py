@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +37,6 @@ _T = TypeVar("_T")
 _TEMP_PREFIX = ".tmp-"
 _HEADER_FIELDS = ("key", "contentType", "etag", "updatedAt", "cacheControl")
 _MAX_HEADER = 64 * 1024  # a header holds a key of at most 1024 bytes, JSON-escaped
-IDENTITY_FILE = "identity"  # beside objects/: see LocalStore.identity
 
 
 class LocalStore(MemoryStore):
@@ -61,29 +59,15 @@ class LocalStore(MemoryStore):
         self._root = directory / "objects"
         log.info("development store: objects kept under %s", directory)
 
-    def identity(self) -> str:
-        """The directory's identity: a random token kept in ``<directory>/identity``, made
-        by the first ``LocalStore`` to ask (written aside, then linked into place, so no
-        reader sees it half-written). Two stores have the same identity exactly when they
-        share the directory: the API serves it at ``GET /storage/``, and a worker on the
-        same machine compares it with the file before writing the directory directly
-        (``storage.factory.open_store``). Raises ``OSError`` when the directory cannot be
-        written."""
-        found = read_identity(self.directory)
-        if found is not None:
-            return found
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=self.directory)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(16))
-            with contextlib.suppress(FileExistsError):  # another process made it first
-                os.link(temp, self.directory / IDENTITY_FILE)
-        finally:
-            os.unlink(temp)
-        made = read_identity(self.directory)
-        assert made is not None
-        return made
+    def write_now(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` under ``key`` (already validated) from a thread with no event loop
+        (a worker's start-up probe, ``storage.factory.shares_directory``); the async
+        ``upload`` otherwise."""
+        self._save(key, self._object(data, content_type))
+
+    def remove_now(self, key: str) -> None:
+        """Delete ``key``'s object, as ``write_now`` wrote it (nothing when it is gone)."""
+        self._remove(key)
 
     async def _call(self, function: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.to_thread(function, *args)
@@ -153,15 +137,6 @@ class LocalStore(MemoryStore):
         for shard in self._root.iterdir():
             if shard.is_dir():
                 yield from (p for p in shard.iterdir() if not p.name.startswith(_TEMP_PREFIX))
-
-
-def read_identity(directory: Path) -> str | None:
-    """The identity of the development store kept in ``directory`` (``LocalStore.identity``),
-    or None when it has none yet or it cannot be read. Never creates it."""
-    try:
-        return (directory / IDENTITY_FILE).read_text(encoding="ascii").strip() or None
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _header(handle: BinaryIO, key: str | None) -> dict[str, Any] | None:

@@ -168,15 +168,18 @@ class MemoryStore(SignedStore):
         self, key: str, body: bytes, content_type: str, *, cache_control: str | None = None
     ) -> _Object:
         """Store ``body`` under ``key`` (already validated), replacing any object there."""
-        obj = _Object(
+        obj = self._object(body, content_type, cache_control)
+        await self._call(self._save, key, obj)
+        return obj
+
+    def _object(self, body: bytes, content_type: str, cache_control: str | None = None) -> _Object:
+        return _Object(
             data=body,
             content_type=content_type,
             etag=etag_of(body),
             updated_at=datetime.fromtimestamp(self._clock(), UTC),
             cache_control=cache_control or DEFAULT_CACHE_CONTROL,
         )
-        await self._call(self._save, key, obj)
-        return obj
 
     async def get(self, key: str) -> _Object | None:
         """The object under ``key`` (already validated), or None."""
@@ -221,12 +224,6 @@ class MemoryStore(SignedStore):
         return ObjectPage(items, items[-1].key if len(infos) > limit else None)
 
     async def close(self) -> None:
-        return None
-
-    def identity(self) -> str | None:
-        """The identity of the directory this store keeps its objects in, for a worker on
-        the same machine to recognise it (``LocalStore.identity``); None: the objects live
-        in this process only."""
         return None
 
     def app(self) -> MemoryStorageApp:

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -44,20 +43,10 @@ class MemoryStorageApp(Starlette):
         self._store = store
         super().__init__(
             routes=[
-                Route("/", self._identity, methods=["GET"]),
                 Route("/{key:path}", self._object, methods=["GET", "HEAD", "PUT", "DELETE"]),
             ],
             exception_handlers={_HTTPError: _error, HTTPException: _method_error},
         )
-
-    async def _identity(self, request: Request) -> Response:
-        """``{"identity": token}`` of the directory the objects are kept in (no object has
-        the empty key): a worker on this machine that finds the same token in that
-        directory writes it directly instead of through this app."""
-        identity = await run_in_threadpool(self._store.identity)
-        if identity is None:
-            raise _HTTPError(404, "no_directory", "this store keeps its objects in memory only")
-        return JSONResponse({"identity": identity})
 
     async def _object(self, request: Request) -> Response:
         key = _key(request)
