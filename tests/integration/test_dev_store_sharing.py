@@ -51,9 +51,14 @@ async def test_a_worker_writes_the_apis_directory_directly_and_the_api_serves_it
         shutil.copytree(tmp_path / "storage", tmp_path / "copy")
         copied = worker_store(base, tmp_path / "copy")
         assert type(copied) is RemoteMemoryStore
-        await copied.upload("catalog/b.jpg", b"more", "image/jpeg")
+        await copied.upload(
+            "catalog/b.jpg", b"more", "image/jpeg", cache_control="public, no-cache"
+        )
         await copied.close()
         assert await api_store.download("catalog/b.jpg") == b"more"
+        # The object keeps the upload's Cache-Control over HTTP too.
+        kept = await api_store.get("catalog/b.jpg")
+        assert kept is not None and kept.cache_control == "public, no-cache"
 
 
 async def test_a_worker_goes_through_http_when_the_api_keeps_objects_in_memory_or_is_down(

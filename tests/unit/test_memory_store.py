@@ -241,3 +241,17 @@ async def test_a_local_file_that_is_not_an_object_is_neither_served_nor_listed(t
     assert await store.head(KEY) is None
     assert await store.get(KEY) is None
     assert (await store.list()).items == []
+
+
+async def test_a_put_keeps_its_cache_control_within_bounds(store, http):
+    presigned = await store.presign_upload(KEY, "image/jpeg", 100, expires_in=60)
+    plain = await http.put(presigned.url, content=b"x", headers=presigned.headers)
+    assert plain.status_code == 200
+    assert (await http.get(f"/storage/{KEY}")).headers["cache-control"] == "no-cache"
+    headers = {**presigned.headers, "cache-control": "public, no-cache"}
+    assert (await http.put(presigned.url, content=b"y", headers=headers)).status_code == 200
+    assert (await http.get(f"/storage/{KEY}")).headers["cache-control"] == "public, no-cache"
+    long = {**presigned.headers, "cache-control": "max-age=1, " + "x" * 300}
+    refused = await http.put(presigned.url, content=b"z", headers=long)
+    assert refused.status_code == 400 and error_code(refused) == "invalid_cache_control"
+    assert await store.download(KEY) == b"y"

@@ -119,7 +119,7 @@ def cmd_ingest_run(args: argparse.Namespace, settings: Settings) -> int:
     """Start a run; follow it on a terminal (or with ``--json``). Exit 1 when SOURCE or
     the profile is refused (one line on stderr)."""
     settings = with_dev_secret(settings)
-    stores = stores_for(settings, remote_memory=True)
+    stores = stores_for(settings, remote_memory=True, direct=False)  # nothing written here
     try:
         source = parse_source(args.source, stores)
     except SourceInvalid as exc:
@@ -179,7 +179,18 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
             file=sys.stderr,
         )
         return 130  # the shell's code for a command stopped by Ctrl-C
+    ended = await ingest.get_run(run.id)
+    if ended is not None and ended.state == "scan_failed":
+        print(f"mediajobs: {_scan_failure(ended)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _scan_failure(run: IngestRun) -> str:
+    """Why the run's scan failed, from its error."""
+    error = run.error if isinstance(run.error, dict) else {}
+    code, message = error.get("code", "scan_failed"), error.get("message", "")
+    return f"the scan of {run.source_uri} failed ({code}): {message}".rstrip(": ")
 
 
 async def _looks(
@@ -356,7 +367,10 @@ def _no_run(run_id: uuid.UUID | None) -> int:
 
 def _summary(status: RunStatus, rate: float | None) -> str:
     run = status.run
-    state = "finished" if is_finished(status) else run.state
+    if run.state == "scan_failed":
+        state = _scan_failure(run)
+    else:
+        state = "finished" if is_finished(status) else run.state
     line = (
         f"run {run.id} ({run.source_uri}): {state}; {status.done} of {status.total} files done"
         f", {status.counts.get('indexed', 0)} indexed, {status.counts.get('failed', 0)} failed"

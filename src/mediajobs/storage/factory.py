@@ -47,9 +47,8 @@ def stores_for(
     process does not serve the memory store (a worker): reach it over HTTP instead, or,
     when the API keeps it in this machine's directory (``shares_directory``), write that
     directory directly; ``direct=False`` always goes over HTTP (``storage check`` tests the
-    API's ``/storage``). In
-    development the memory store keeps its objects under ``<MEDIAJOBS_DATA_DIR>/storage``
-    (``Settings.memory_store_directory``)."""
+    API's ``/storage``). In development the memory store keeps its objects under
+    ``<MEDIAJOBS_DATA_DIR>/storage`` (``Settings.memory_store_directory``)."""
     return open_stores(
         settings.storage,
         memory_base_url=memory_base_url(settings),
@@ -110,6 +109,13 @@ def open_store(
                 log.info("development store: %s is the API's; written directly", memory_directory)
                 return LocalStore(
                     base, memory_directory, secret=memory_secret, provider=settings.name
+                )
+            if memory_directory is not None:
+                log.info(
+                    "development store: %s is not the API's directory (or the API is not up "
+                    "yet): objects go to %s over HTTP",
+                    memory_directory,
+                    base,
                 )
             return RemoteMemoryStore(base, secret=memory_secret, provider=settings.name)
         if memory_directory is not None:

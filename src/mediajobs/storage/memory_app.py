@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _ESCAPES_REFUSED = (b"%2f", b"%5c", b"%00")  # encoded slash, backslash, NUL
+MAX_CACHE_CONTROL = 256  # characters of an upload's Cache-Control the object keeps
 
 
 class _HTTPError(Exception):
@@ -120,8 +121,23 @@ class MemoryStorageApp(Starlette):
                     raise _HTTPError(413, "too_large", f"at most {max_bytes} bytes")
         except ClientDisconnect:  # nobody is left to answer; nothing is stored
             return Response(status_code=400)
-        obj = await self._store.put(key, b"".join(chunks), content_type)
+        obj = await self._store.put(
+            key, b"".join(chunks), content_type, cache_control=_cache_control(request)
+        )
         return Response(status_code=200, headers={"etag": obj.etag})
+
+
+def _cache_control(request: Request) -> str | None:
+    """The upload's ``Cache-Control`` for the object (as S3 keeps a PUT's): None when absent;
+    400 ``invalid_cache_control`` when longer than ``MAX_CACHE_CONTROL`` characters."""
+    value = request.headers.get("cache-control")
+    if value is None or not value.strip():
+        return None
+    if len(value) > MAX_CACHE_CONTROL:
+        raise _HTTPError(
+            400, "invalid_cache_control", f"Cache-Control is over {MAX_CACHE_CONTROL} characters"
+        )
+    return value.strip()
 
 
 def _key(request: Request) -> str:

@@ -43,9 +43,10 @@ class RemoteMemoryStore(SignedStore):
         validate_key(key)
         body = await read_all(data)
         url = self._signed_url("PUT", key, content_type, len(body), int(self._clock() + 300))
-        response = await self._request(
-            "PUT", url, content=body, headers={"content-type": content_type}
-        )
+        headers = {"content-type": content_type}
+        if cache_control is not None:  # kept with the object (it was dropped before)
+            headers["cache-control"] = cache_control
+        response = await self._request("PUT", url, content=body, headers=headers)
         etag = response.headers.get("etag")
         return StoredObject(self.locator(key), len(body), content_type, etag)
 
