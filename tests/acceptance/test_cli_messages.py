@@ -260,6 +260,22 @@ def test_an_unmigrated_database_says_to_migrate(empty_database_url: str) -> None
     assert "run `mediajobs migrate` first" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_worker_on_a_database_behind_its_migrations_says_to_migrate_and_exits(
+    empty_database_url: str,
+) -> None:
+    env = clean_env(DATABASE_URL=empty_database_url, REDIS_URL="redis://127.0.0.1:6379/0")
+    done = mediajobs("worker", "--burst", env=env)  # no tables at all
+    assert done.returncode == 1, done
+    assert "run `mediajobs migrate` first" in done.stderr and "Traceback" not in done.stderr
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY)")
+        conn.execute("INSERT INTO schema_migrations VALUES ('0001_jobs')")
+    behind = mediajobs("worker", "--burst", env=env)
+    assert behind.returncode == 1, behind
+    assert "lacks migration(s) 0002_stable_plans" in behind.stderr, behind.stderr
+    assert "run `mediajobs migrate` first" in behind.stderr and "Traceback" not in behind.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

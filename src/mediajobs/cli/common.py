@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeAlias, TypeVar
 
 from mediajobs.config import Environment, Settings, redact_url
+from mediajobs.db.migrate import available_migrations
 from mediajobs.db.pool import Pool, connect, open_pool
 from mediajobs.devenv import dev_database_url
 from mediajobs.errors import ConfigError, DatabaseError
@@ -109,6 +110,24 @@ async def reachable_database(settings: Settings) -> str:
             f"cannot reach the database at DATABASE_URL={redact_url(url)}: {reason}; {hint}"
         ) from None
     await conn.close()
+    return url
+
+
+async def migrated_database(settings: Settings) -> str:
+    """``reachable_database``, with every migration of this version applied. Raises
+    ``DatabaseError`` naming the ones missing (run ``mediajobs migrate``), and
+    ``psycopg.errors.UndefinedTable`` on a database that has none (``cli.main`` says to
+    migrate): a worker would otherwise log a failed claim twice a second for ever."""
+    url = await reachable_database(settings)
+    async with await connect(url, application_name="mediajobs-cli") as conn:
+        rows = await (await conn.execute("SELECT version FROM schema_migrations")).fetchall()
+    applied = {row["version"] for row in rows}
+    missing = [m.version for m in available_migrations() if m.version not in applied]
+    if missing:
+        raise DatabaseError(
+            f"the database at DATABASE_URL={redact_url(url)} lacks migration(s) "
+            f"{', '.join(missing)}: run `mediajobs migrate` first"
+        )
     return url
 
 

@@ -23,8 +23,8 @@ from mediajobs.cli.common import (
     camel,
     database_url,
     handle_signals,
+    migrated_database,
     print_json,
-    reachable_database,
 )
 from mediajobs.config import Settings
 from mediajobs.db.pool import open_pool
@@ -158,7 +158,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     options = WorkerOptions.from_settings(settings, kinds=kinds, burst=args.burst)
     if args.concurrency is not None:
         options = dataclasses.replace(options, concurrency=args.concurrency)
-    asyncio.run(reachable_database(settings))
+    asyncio.run(migrated_database(settings))
     stats = asyncio.run(run_worker(settings, app, options))
     print_json({camel(name): n for name, n in dataclasses.asdict(stats).items()})
     return 0
