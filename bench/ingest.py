@@ -567,23 +567,12 @@ def pickup(
     """Uploads one at a time through the API while one worker (every kind) has the scan's
     ingest batches queued."""
     print(f"pickup: {opts.uploads} uploads behind the ingest backlog", file=sys.stderr)
-    serve = mediajobs(["serve"], env, logs / "pickup-serve.log")
-    worker = mediajobs(["worker"], env, logs / "pickup-worker.log")
-    uploader = None
-    try:
-        wait_until(lambda: _healthy(port), 30, "mediajobs serve")
-        wait_for_workers(dsn, 1)
+    with api_and_worker(dsn, env, port, logs, "pickup") as uploader:
         time.sleep(2.0)  # the worker is into the backlog (its ingest slots full)
         backlog_before = one_row(dsn, BACKLOG)[0]
-        uploader = Uploader(dsn, port)
         pairs = [uploader.one() for _ in range(opts.uploads)]
         backlog_after = one_row(dsn, BACKLOG)[0]
         running = one_row(dsn, RUNNING)[0]
-    finally:
-        if uploader is not None:
-            uploader.close()
-        stop(worker)
-        stop(serve)
     return {
         **latencies(pairs),
         "backlog_batches_before": backlog_before,
@@ -603,13 +592,7 @@ def busy(opts: argparse.Namespace, library: Library, logs: Path) -> dict[str, An
         env = environment(
             dsn, opts.redis_url, MEDIAJOBS_JWT_SECRET=SECRET, MEDIAJOBS_PORT=str(port)
         )
-        serve = mediajobs(["serve"], env, logs / "busy-serve.log")
-        worker = mediajobs(["worker"], env, logs / "busy-worker.log")
-        uploader = None
-        try:
-            wait_until(lambda: _healthy(port), 30, "mediajobs serve")
-            wait_for_workers(dsn, 1)
-            uploader = Uploader(dsn, port)
+        with api_and_worker(dsn, env, port, logs, "busy") as uploader:
             uploader.one()  # warm: the imaging processes start
             idle = [uploader.one() for _ in range(count)]
             run = mediajobs(
@@ -626,12 +609,28 @@ def busy(opts: argparse.Namespace, library: Library, logs: Path) -> dict[str, An
                 during.append(uploader.one())
                 if one_row(dsn, RUNNING)[0] == 0:
                     break  # the ingest is over: later uploads would be idle ones
-        finally:
-            if uploader is not None:
-                uploader.close()
-            stop(worker)
-            stop(serve)
     return {"idle": latencies(idle), "during": latencies(during)}
+
+
+@contextlib.contextmanager
+def api_and_worker(
+    dsn: str, env: dict[str, str], port: int, logs: Path, label: str
+) -> Iterator[Uploader]:
+    """``mediajobs serve`` and one ``mediajobs worker`` (every kind), both ready, and an
+    uploader through the API; all stopped on the way out."""
+    serve = mediajobs(["serve"], env, logs / f"{label}-serve.log")
+    worker = mediajobs(["worker"], env, logs / f"{label}-worker.log")
+    uploader = None
+    try:
+        wait_until(lambda: _healthy(port), 30, "mediajobs serve")
+        wait_for_workers(dsn, 1)
+        uploader = Uploader(dsn, port)
+        yield uploader
+    finally:
+        if uploader is not None:
+            uploader.close()
+        stop(worker)
+        stop(serve)
 
 
 def _wait_finished(dsn: str, job_id: uuid.UUID, timeout: float = 120.0) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from mediajobs.errors import JobError
-from mediajobs.queue.models import Cause, Enqueued, Job, JobSpec, JobState, Transition
+from mediajobs.queue.models import Cause, Enqueued, Job, JobSpec, JobState, Transition, new_job_id
 from mediajobs.types import JSON
 
 ConnT = TypeVar("ConnT", contravariant=True)
@@ -192,6 +192,17 @@ def check_bulk_spec(spec: JobSpec) -> None:
         raise ValueError("enqueue_many does not take idempotency keys; use enqueue")
     if spec.run_at is not None:
         raise ValueError("enqueue_many takes delay, not run_at")
+
+
+def bulk_ids(specs: Sequence[JobSpec], ids: Sequence[uuid.UUID] | None) -> list[uuid.UUID]:
+    """The ids of an ``enqueue_many``: ``ids`` as given (one per spec) or new ones. Raises
+    ``ValueError`` when the counts differ, and for a spec ``check_bulk_spec`` refuses."""
+    given = [new_job_id() for _ in specs] if ids is None else list(ids)
+    if len(given) != len(specs):
+        raise ValueError(f"{len(given)} ids for {len(specs)} jobs")
+    for spec in specs:
+        check_bulk_spec(spec)
+    return given
 
 
 def cancelled_error(detail: str) -> dict[str, JSON]:

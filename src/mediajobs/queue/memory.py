@@ -41,10 +41,10 @@ from mediajobs.queue.base import (
     Notifier,
     QueueBackend,
     TransitionHooks,
+    bulk_ids,
     cancel_outcome,
     cancelled,
     cancelled_error,
-    check_bulk_spec,
     encode_result,
     failed_or_retrying,
     lease_expired_error,
@@ -145,11 +145,7 @@ class InMemoryQueue:
         id given twice or naming an existing job (``ValueError``; Postgres: a unique
         violation)."""
         specs = list(specs)
-        given = [new_job_id() for _ in specs] if ids is None else list(ids)
-        if len(given) != len(specs):
-            raise ValueError(f"{len(given)} ids for {len(specs)} jobs")
-        for spec in specs:
-            check_bulk_spec(spec)
+        given = bulk_ids(specs, ids)
         async with self._lock:
             if len(set(given)) != len(given) or any(job_id in self._jobs for job_id in given):
                 raise ValueError("a job id is given twice or names a job that exists")

@@ -23,9 +23,9 @@ from mediajobs.queue import sql
 from mediajobs.queue.base import (
     MaintenanceResult,
     TransitionHooks,
+    bulk_ids,
     cancel_outcome,
     cancelled,
-    check_bulk_spec,
     encode_result,
     failed_or_retrying,
     progressed,
@@ -97,11 +97,7 @@ class JobQueue:
         otherwise new ones are made. Raises ``ValueError`` for a spec ``check_bulk_spec``
         refuses or when ``ids`` and ``specs`` differ in length."""
         specs = list(specs)
-        given = [new_job_id() for _ in specs] if ids is None else list(ids)
-        if len(given) != len(specs):
-            raise ValueError(f"{len(given)} ids for {len(specs)} jobs")
-        for spec in specs:
-            check_bulk_spec(spec)
+        given = bulk_ids(specs, ids)
         if conn is None:
             async with self._pool.connection() as own, own.transaction():
                 return await self.enqueue_many(specs, conn=own, ids=given)
