@@ -11,7 +11,9 @@ machine's Postgres and Redis, each phase in a fresh database.
    machine, write those files directly) and into S3 (moto's server): ``--workers``
    ``mediajobs worker`` processes, then ``mediajobs ingest run LIBRARY --owner bench
    --json``, which follows the run until it is finished. Throughput comes from the
-   checkpoint (each file's ``processed_at``).
+   checkpoint (each file's ``processed_at``). Each store is ingested ``--repeats`` times
+   (2), each run in a fresh database and followed by a floor run; the store's ratio is the
+   mean of its runs' ratios (one run alone is off by up to a tenth here).
 3. **Scan**: a tree of ``--tree`` empty ``.jpg`` files, one scan-only worker (``--kinds
    ingest.scan``): ``ingest run TREE --batch 100 --detach``, then the same again (a rescan of
    the unchanged tree). Scan time is the scan job's ``started_at`` to ``finished_at``.
@@ -28,7 +30,8 @@ the 10% and the 90% marks over the time between them (no start-up, no ramp-down;
 printed too. Projections for 5M images assume throughput linear in cores.
 
     python bench/ingest.py [--images 1000] [--tree 1000000] [--uploads 200] [--quick]
-        [--stores local,s3] [--phases floor,ingest,scan,pickup,busy] [--no-record]
+        [--stores local,s3] [--repeats 2] [--phases floor,ingest,scan,pickup,busy]
+        [--no-record]
 
 Inputs are cached under ``.bench-cache/ingest`` (``--cache``). The last line printed is one
 JSON object with every figure.
@@ -682,6 +685,22 @@ def mean_floor(runs: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+def combine_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several ingests of one store as one result: the mean rates, each run's ratio to the
+    floor runs on either side of it (``ratios``; their mean is the store's ratio), the
+    largest peaks, and the last run's other figures."""
+    combined = dict(runs[-1])
+    for key in ("images_per_s", "images_per_s_whole"):
+        combined[key] = round(sum(run[key] for run in runs) / len(runs), 3)
+    for key in ("worker_peak_tree_mib", "worker_peak_main_mib", "worker_peak_child_mib"):
+        combined[key] = max(run[key] for run in runs)
+    if all("floor_around" in run for run in runs):
+        combined["floor_around"] = mean_floor([run["floor_around"] for run in runs])
+        for name, key in (("ratios", "images_per_s"), ("ratios_whole", "images_per_s_whole")):
+            combined[name] = [round(run[key] / run["floor_around"][key], 3) for run in runs]
+    return combined
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--images", type=int, default=1000, help="photos in the library")
@@ -698,6 +717,13 @@ def main() -> int:
         "the workers, as docs/ingest.md advises when several workers share a machine)",
     )
     parser.add_argument("--stores", default="local,s3", help="local and/or s3")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="ingests of each store, each followed by a floor run; the ratio is their mean "
+        "(one run on this noisy machine can be off by a tenth)",
+    )
     parser.add_argument("--phases", default="floor,ingest,scan,pickup,busy")
     parser.add_argument(
         "--quick",
@@ -714,7 +740,7 @@ def main() -> int:
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/")
     opts = parser.parse_args()
     if opts.quick:
-        opts.images, opts.tree, opts.uploads = 24, 20_000, 20
+        opts.images, opts.tree, opts.uploads, opts.repeats = 24, 20_000, 20, 1
         opts.batch = opts.batch or 4  # so both workers get batches of so few images
     opts.divided_cores = opts.imaging_processes is None
     if opts.imaging_processes is None:
@@ -740,13 +766,17 @@ def main() -> int:
     if "ingest" in opts.phases:
         assert library is not None
         for store in opts.stores:
-            parts[store] = ingest_library(opts, library, store, logs)
-            if "floor" in opts.phases:
-                # The floor again right after: this machine's speed drifts by a fifth within
-                # minutes (other tenants), so each ingest is compared with the floor runs on
-                # either side of it, not with one taken minutes before.
-                floors.append(floor_run(paths))
-                parts[store]["floor_around"] = mean_floor(floors[-2:])
+            runs = []
+            for _ in range(opts.repeats):
+                result = ingest_library(opts, library, store, logs)
+                if "floor" in opts.phases:
+                    # The floor again right after: this machine's speed drifts by a fifth
+                    # within minutes (other tenants), so each ingest is compared with the
+                    # floor runs on either side of it, not with one taken minutes before.
+                    floors.append(floor_run(paths))
+                    result["floor_around"] = mean_floor(floors[-2:])
+                runs.append(result)
+            parts[store] = combine_runs(runs)
             (logs / f"{store}-result.json").write_text(json.dumps(parts[store], indent=2))
     if floors:
         parts["floor"].update(mean_floor(floors), runs=[f["images_per_s"] for f in floors])

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import signal
 import time
 
 import pytest
 from PIL import Image
 
 from mediajobs.handlers.imaging_pool import (
+    ImagingCrashed,
     ImagingOutOfMemory,
     ImagingPool,
     ImagingTimeout,
@@ -95,11 +97,12 @@ async def test_an_image_alone_gets_every_core_and_a_busy_pool_shares_them() -> N
         pool.close()
 
 
-async def test_a_waiting_call_of_higher_priority_gets_the_next_free_process() -> None:
-    """One process, busy: the ingest calls that wait go after an upload that came later
-    (priority 0 over kinds.INGEST_BATCH_PRIORITY), and in their own order among themselves.
-    With one process, the order calls finish in is the order they ran in."""
-    pool = ImagingPool(PoolOptions(processes=1, timeout=60))
+async def test_a_waiting_call_of_higher_priority_gets_the_next_free_place() -> None:
+    """One process, busy with one call and holding the next (depth 2): the ingest calls
+    that wait go after an upload that came later (priority 0 over
+    kinds.INGEST_BATCH_PRIORITY), and in their own order among themselves. With one
+    process, the order calls finish in is the order they ran in."""
+    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
     finished: list[str] = []
 
     async def call(name: str, seconds: float, priority: int) -> None:
@@ -108,8 +111,10 @@ async def test_a_waiting_call_of_higher_priority_gets_the_next_free_process() ->
 
     try:
         await pool.run(os.getpid)  # the process is up before the test starts
-        busy = asyncio.create_task(call("busy", 1.0, kinds.INGEST_BATCH_PRIORITY))
-        await wait_for(lambda: pool.busy == 1, timeout=10, interval=0.001)
+        running = asyncio.create_task(call("running", 1.0, kinds.INGEST_BATCH_PRIORITY))
+        queued = asyncio.create_task(call("queued", 0.01, kinds.INGEST_BATCH_PRIORITY))
+        await wait_for(lambda: pool.busy == 2, timeout=10, interval=0.001)
+        assert pool.waiting == 0  # the second call was given to the process at once
         waiting = []
         for name, priority in [
             ("ingest-1", kinds.INGEST_BATCH_PRIORITY),
@@ -118,8 +123,93 @@ async def test_a_waiting_call_of_higher_priority_gets_the_next_free_process() ->
         ]:
             waiting.append(asyncio.create_task(call(name, 0.01, priority)))
             await wait_for(lambda: pool.waiting == len(waiting), timeout=10, interval=0.001)
-        assert not busy.done()  # every call above queued while the process was busy
-        await asyncio.gather(busy, *waiting)
+        assert not running.done()  # every call above queued while the process was busy
+        await asyncio.gather(running, queued, *waiting)
     finally:
         pool.close()
-    assert finished == ["busy", "upload", "ingest-1", "ingest-2"]
+    assert finished == ["running", "queued", "upload", "ingest-1", "ingest-2"]
+
+
+async def test_a_free_place_goes_to_the_process_with_the_fewest_calls() -> None:
+    pool = ImagingPool(PoolOptions(processes=2, timeout=60, depth=2))
+    try:
+        # Two calls at once: one per process (the second does not queue behind the first).
+        pids = await asyncio.gather(*(pool.run(_sleep_then_pid, 0.5) for _ in range(2)))
+        assert len(set(pids)) == 2
+        busy = asyncio.create_task(pool.run(time.sleep, 2.0))
+        await wait_for(lambda: pool.busy == 1, timeout=10, interval=0.001)
+        started = time.monotonic()
+        await pool.run(os.getpid)  # the idle process, not the place behind `busy`
+        assert time.monotonic() - started < 1.5
+        assert not busy.done()
+        await busy
+    finally:
+        pool.close()
+
+
+def _sleep_then_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+async def test_a_call_queued_behind_one_that_crashes_runs_in_the_replacement() -> None:
+    """The process dies (SIGKILL, as from the OOM killer) in the call it runs: that call
+    fails as a crash; the call queued behind it was never begun, so it is not one, and it
+    runs in the new process."""
+    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
+    try:
+        first = await pool.run(os.getpid)
+        running = asyncio.create_task(pool.run(time.sleep, 30))
+        queued = asyncio.create_task(pool.run(os.getpid))
+        await wait_for(lambda: pool.busy == 2, timeout=10, interval=0.001)
+        await asyncio.sleep(0.2)  # the child has begun the sleep
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(ImagingCrashed):
+            await running
+        second = await queued
+        assert second != first
+        assert pool.crashes == 1
+    finally:
+        pool.close()
+
+
+async def test_a_queued_call_is_timed_from_its_start_and_survives_a_timeout_before_it() -> None:
+    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
+    try:
+        first = await pool.run(os.getpid)
+        pool.options = dataclasses.replace(pool.options, timeout=1.0)
+        # 0.7 s each: the second ends 1.4 s after it was given, within its 1 s of work.
+        await asyncio.gather(pool.run(time.sleep, 0.7), pool.run(time.sleep, 0.7))
+        # The call before it runs past the limit and its process is stopped: the queued
+        # call, never begun, runs in the new process (its start-up is not its time).
+        stuck = asyncio.create_task(pool.run(time.sleep, 30))
+        queued = asyncio.create_task(pool.run(os.getpid))
+        with pytest.raises(ImagingTimeout):
+            await stuck
+        assert await queued != first
+        assert pool.crashes == 0
+    finally:
+        pool.close()
+
+
+async def test_two_calls_on_one_process_each_get_their_own_steps() -> None:
+    steps: dict[str, list[tuple[str, str | None]]] = {"a": [], "b": []}
+    pool = ImagingPool(PoolOptions(processes=1, depth=2))
+
+    def image(name: str) -> object:
+        return pool.process(
+            jpeg(quadrants(1600, 1200)),
+            ImagePolicy(),
+            declared_type=None,
+            filename=None,
+            on_step=lambda step, variant: steps[name].append((step, variant)),
+        )
+
+    try:
+        await asyncio.gather(image("a"), image("b"))
+    finally:
+        pool.close()
+    for name in ("a", "b"):
+        assert steps[name][0] == ("decoded", None)
+        assert sum(1 for step, _ in steps[name] if step == "decoded") == 1
+        assert sum(1 for step, _ in steps[name] if step == "variant") == 5

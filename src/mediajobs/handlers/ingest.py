@@ -10,7 +10,8 @@ the run's counters grow. A scan that dies is simply run again (the queue retries
 files it recorded are skipped at database speed.
 
 A batch records an attempt on each of its files (committed before any decode), then works
-on one file more at once than there are imaging processes: check the file is settled, read
+on one file more at once than the imaging pool takes (two per process: the one it runs and the
+next, already sent): check the file is settled, read
 it, make the derivatives in the crash-isolated imaging pool (at ingest priority: an upload
 waiting for a process goes first), and upload the original, the thumbnail and the
 watermarked preview under keys derived from the file's media id (a rerun overwrites the
@@ -295,12 +296,14 @@ class IngestHandlers:
         *,
         careful: bool,
     ) -> None:
-        """Work on ``files`` (one more at once than there are imaging processes: while a
-        process decodes, the next file is read and the last one's objects are uploaded,
-        so no process waits on I/O; the source bytes held stay bounded by that count),
-        then write their outcomes in one transaction."""
+        """Work on ``files`` (one more at once than the imaging pool takes, ``processes x
+        depth``: while a process decodes, its next file waits at its door and another is
+        read or the last one's objects are uploaded, so no process waits on I/O or on a
+        hand-off; the source bytes held stay bounded by that count), then write their
+        outcomes in one transaction."""
         results: dict[str, _Done | _Deferred | FileOutcome] = {}
-        gate = asyncio.Semaphore(max(1, self.imaging.options.processes) + 1)
+        options = self.imaging.options
+        gate = asyncio.Semaphore(max(1, options.processes) * max(1, options.depth) + 1)
 
         async def one(file: IngestFile) -> None:
             async with gate:
