@@ -14,6 +14,7 @@ from PIL import Image
 
 from mediajobs.handlers.imaging_pool import (
     ImagingCrashed,
+    ImagingFailed,
     ImagingOutOfMemory,
     ImagingPool,
     ImagingTimeout,
@@ -213,3 +214,65 @@ async def test_two_calls_on_one_process_each_get_their_own_steps() -> None:
         assert steps[name][0] == ("decoded", None)
         assert sum(1 for step, _ in steps[name] if step == "decoded") == 1
         assert sum(1 for step, _ in steps[name] if step == "variant") == 5
+
+
+class _DiesWhenUnpickled:
+    """An argument whose unpickling ends the process that unpickles it: a child dies
+    before it can report that it began the call (as when a file's bytes overflow its
+    memory cap while they are received)."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return os._exit, (3,)
+
+
+async def test_a_call_that_kills_its_process_before_it_begins_fails_after_a_few_moves() -> None:
+    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
+    try:
+        with pytest.raises(ImagingCrashed, match="before it began"):
+            await pool.run(id, _DiesWhenUnpickled())
+        assert pool.crashes == 1
+        await small_image_works(pool)
+    finally:
+        pool.close()
+
+
+async def test_a_cancelled_queued_call_that_kills_its_process_leaves_a_working_pool() -> None:
+    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
+    try:
+        first = await pool.run(os.getpid)
+        running = asyncio.create_task(pool.run(time.sleep, 0.5))
+        queued = asyncio.create_task(pool.run(os._exit, 3))
+        await wait_for(lambda: pool.busy == 2, timeout=10, interval=0.001)
+        queued.cancel()  # its job was abandoned; the process runs it anyway, and dies
+        await running
+        await wait_for(lambda: pool.busy == 0 and pool.waiting == 0, timeout=10)
+        assert await pool.run(os.getpid) != first
+    finally:
+        pool.close()
+
+
+async def test_a_cancelled_queued_call_that_hangs_is_stopped_and_blames_no_one() -> None:
+    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
+    try:
+        first = await pool.run(os.getpid)
+        pool.options = dataclasses.replace(pool.options, timeout=1.0)
+        running = asyncio.create_task(pool.run(time.sleep, 0.3))
+        stuck = asyncio.create_task(pool.run(time.sleep, 30))
+        await wait_for(lambda: pool.busy == 2, timeout=10, interval=0.001)
+        stuck.cancel()
+        await running
+        # Behind the abandoned sleep: stopped after its 1 s, this call moves, unblamed.
+        started = time.monotonic()
+        assert await pool.run(os.getpid) != first
+        assert time.monotonic() - started < 20
+        assert pool.crashes == 0
+    finally:
+        pool.close()
+
+
+async def test_a_closed_pool_refuses_calls() -> None:
+    pool = ImagingPool(PoolOptions(processes=1))
+    await pool.run(os.getpid)
+    pool.close()
+    with pytest.raises(ImagingFailed, match="closed"):
+        await pool.run(os.getpid)

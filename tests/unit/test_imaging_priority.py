@@ -105,3 +105,17 @@ async def test_a_slot_handed_to_a_call_cancelled_before_it_resumed_is_passed_on(
     assert got == [("ingest", "p0")]
     slots.put("p0")
     assert (slots.idle, slots.waiting) == (1, 0)
+
+
+async def test_a_free_place_goes_to_the_least_loaded_slot():
+    """Two places per process: the next call takes a place on the process with the fewest
+    calls, whichever place was freed last."""
+    load = {"p1": 1, "p2": 0}
+    slots: FreeSlots[str] = FreeSlots(load=load.__getitem__)
+    for place in ("p2", "p2", "p1"):  # p1 has one call, so one free place
+        slots.put(place)
+    assert await slots.get(UPLOAD) == "p2"
+    load["p2"] = 1
+    load["p1"] = 0  # p1's call ended meanwhile
+    assert await slots.get(INGEST) == "p1"
+    assert slots.idle == 1

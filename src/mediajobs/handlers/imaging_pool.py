@@ -10,19 +10,22 @@ while the work happens in another process. They die with the worker, however it 
 leave Ctrl-C to it (``queue.children``).
 
 Each process is given its next call while it still runs the current one (``PoolOptions.depth``,
-2): the call's arguments (a source file's bytes) travel while the process works, and it starts
-the next image the moment it ends one. Handing a call over only once the process was free
-left it idle for the hand-off (the result back through the executor's threads, the parent's
-event loop, the next call out): 6 to 11% of its time in bulk ingest (``bench/ingest.py``). A
-call queued behind one that crashes or times out was never started: it goes to the
-replacement process and is not counted as a crash.
+2): the call waits in the process' queue, pickled (in the parent: the pipe holds only its
+first 64 KiB), and the process begins it the moment it ends the one before. Handing a call
+over only once the process was free left it idle for the hand-off (the result back through
+the executor's threads and the parent's event loop, the next call out): 6 to 11% of its time
+in bulk ingest (``bench/ingest.py``). The price in memory is that pickled copy: one more
+source file per process. A call queued behind one that crashes or times out was never
+begun: it goes to the replacement process and is not counted as a crash (after
+``MAX_MOVES`` moves it is). A queued call whose job is abandoned still runs (it is in the
+process' queue), with its time limit, and its steps go nowhere.
 
 When every place is taken, calls wait by priority (``run(..., priority=)``): an upload (0)
 goes before the ingest batches waiting (``kinds.INGEST_BATCH_PRIORITY``, -10), first come
-first served within one priority, and a free call goes to the least loaded process. The cost
-of the depth: an upload that arrives while ingest keeps every process busy waits for the
-image running and the one queued behind it on its process (at most one more image than
-with no queue).
+first served within one priority, and a free place goes to the process with the fewest
+calls. The cost of the depth: an upload that arrives while ingest keeps every process busy
+waits for the image running and the one queued behind it on its process (at most one more
+image than with no queue).
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ StepListener = Callable[[str, str | None], None]
 _step_pipe: Connection | None = None  # in a child: where steps are reported
 _call_id: int | None = None  # in a child: the call it runs
 _STARTED = "started"  # the step a child reports as it begins a call
+# A call whose process dies before beginning it moves to the replacement; after this many
+# moves it fails as a crash (a call that kills its process while it is being unpickled, or
+# a process that cannot start, must not respawn processes for ever).
+MAX_MOVES = 3
+# Seconds a queued call waits for its process to begin it beyond the time limits of the
+# calls ahead of it: a new process' start-up (spawn, imports; over a second on a loaded
+# machine).
+START_ALLOWANCE = 60.0
 
 
 class ImagingFailed(MediaJobsError):
@@ -319,6 +330,7 @@ class ImagingPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = 0
         self._ids = itertools.count(1)
+        self._closed = False
         self.crashes = 0
 
     @property
@@ -332,6 +344,8 @@ class ImagingPool:
         return 0 if self._free is None else self._free.waiting
 
     def _start(self) -> FreeSlots[_Slot]:
+        if self._closed:
+            raise ImagingFailed("the imaging pool was closed")
         if self._free is None:
             self._loop = asyncio.get_running_loop()
             self._free = FreeSlots(load=lambda slot: len(slot.live().calls))
@@ -355,7 +369,8 @@ class ImagingPool:
         room, the call waits; freed places go to the waiting call of highest ``priority``
         first (uploads 0, ingest ``kinds.INGEST_BATCH_PRIORITY``), first come first served
         among equals. ``options.timeout`` counts from the moment the process begins the
-        call. Raises ``ImagingTimeout``, ``ImagingCrashed``, or what ``fn`` raises."""
+        call. Raises ``ImagingTimeout``, ``ImagingCrashed``, ``ImagingFailed`` (the pool
+        was closed), or what ``fn`` raises."""
         free = self._start()
         loop = asyncio.get_running_loop()
         slot = (await free.get(priority)).live()
@@ -365,39 +380,56 @@ class ImagingPool:
         try:
             if pass_threads:
                 args = (*args, self._threads_per_image())
-            while True:
-                slot.watch(loop)
+            for moves in itertools.count():
                 slot.calls[call.id] = call
-                future = asyncio.wrap_future(slot.executor.submit(_run_call, call.id, fn, *args))
+                slot.watch(loop)
                 try:
+                    future = self._submit(slot, call, fn, args)
                     return await self._result(slot, call, future)
                 except _NotStarted:
                     del slot.calls[call.id]
+                    if moves + 1 >= MAX_MOVES:
+                        self.crashes += 1
+                        raise ImagingCrashed(
+                            f"the imaging process died {moves + 1} times before it began this image"
+                        ) from None
                     slot = self._replace(slot)
+            raise AssertionError("unreachable")  # pragma: no cover
         finally:
             self._busy -= 1
             if future is not None and not future.done():
-                # Cancelled while queued behind another call: the process runs it anyway
-                # (it is on its way there), so its place is freed once it ends.
-                def release(_: object, slot: _Slot = slot) -> None:
-                    slot.calls.pop(call.id, None)
-                    if self._free is free:
-                        free.put(slot.live())
-
-                future.add_done_callback(release)
+                self._abandon(free, slot, call, future)
             else:
                 slot.calls.pop(call.id, None)
-                free.put(slot.live())
+                if self._free is free:
+                    free.put(slot.live())
+
+    def _submit(
+        self, slot: _Slot, call: _Call, fn: Callable[..., R], args: tuple[Any, ...]
+    ) -> asyncio.Future[R]:
+        try:
+            return asyncio.wrap_future(slot.executor.submit(_run_call, call.id, fn, *args))
+        except (BrokenProcessPool, RuntimeError):  # its process died idle; or it was stopped
+            raise _NotStarted from None
 
     async def _result(self, slot: _Slot, call: _Call, future: asyncio.Future[R]) -> R:
         """The result of ``call``, given to ``slot`` as ``future``: wait for the process
-        to begin it (the calls before it have ``timeout`` each), then ``timeout`` for it."""
+        to begin it (after the calls ahead of it, each within its time limit), then
+        ``timeout`` for it."""
         timeout = self.options.timeout
         try:
             if not future.done():
-                waiting_turn = slot.calls.keys() - {call.id}
-                async with asyncio.timeout(timeout * (len(waiting_turn) + 1)):
-                    await asyncio.wait((future, call.started), return_when=asyncio.FIRST_COMPLETED)
+                ahead = len(slot.calls) - 1
+                try:
+                    async with asyncio.timeout(timeout * (ahead + 1) + START_ALLOWANCE):
+                        await asyncio.wait(
+                            (future, call.started), return_when=asyncio.FIRST_COMPLETED
+                        )
+                except TimeoutError:
+                    slot.drain()
+                    if not call.started.done():  # a process that neither works nor dies
+                        self._replace(slot)
+                        raise _NotStarted from None
                 slot.drain()
             result: R = await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -423,13 +455,50 @@ class ImagingPool:
         slot.drain()  # steps sent just before the result
         return result
 
+    def _abandon(
+        self, free: FreeSlots[_Slot], slot: _Slot, call: _Call, future: asyncio.Future[Any]
+    ) -> None:
+        """A call cancelled while queued behind another: it is in its process' queue
+        already, so the process will run it. Its steps go nowhere; once it begins it gets
+        ``timeout`` like any call (then its process is stopped); its place is freed when
+        it ends, and a process it killed is replaced."""
+        call.listener = None
+        loop = asyncio.get_running_loop()
+        watchdog: list[asyncio.TimerHandle] = []
+
+        def overdue() -> None:
+            if not future.done():
+                with contextlib.suppress(ImagingFailed):
+                    self._replace(slot)
+
+        def started(_: object) -> None:
+            if not future.done():
+                watchdog.append(loop.call_later(self.options.timeout, overdue))
+
+        def ended(done: asyncio.Future[Any]) -> None:
+            for handle in watchdog:
+                handle.cancel()
+            crashed = not done.cancelled() and isinstance(done.exception(), BrokenProcessPool)
+            if crashed:
+                with contextlib.suppress(ImagingFailed):
+                    self._replace(slot)
+            slot.calls.pop(call.id, None)
+            if self._free is free:
+                free.put(slot.live())
+
+        call.started.add_done_callback(started)
+        future.add_done_callback(ended)
+
     def _replace(self, slot: _Slot) -> _Slot:
         """Stop ``slot``'s process and put a new one in its place (once: every call that
-        was on it gets the same replacement). Calls queued on it fail there and move."""
+        was on it gets the same replacement). Calls queued on it fail there and move.
+        Raises ``ImagingFailed`` once the pool is closed."""
         if slot.replaced_by is None:
-            slot.drain()  # which of its calls had begun
             slot.kill()
+            slot.drain()  # which of its calls had begun (after the kill: no more can)
             slot.close(self._loop)
+            if self._closed:
+                raise ImagingFailed("the imaging pool was closed")
             slot.replaced_by = _Slot(self.options)
             self._slots = [s for s in self._slots if s is not slot] + [slot.replaced_by]
         return slot.live()
@@ -480,7 +549,12 @@ class ImagingPool:
         return max(1, cores // max(1, self._busy))
 
     def close(self) -> None:
+        """Stop every process, whatever it runs (the worker closes the pool after its
+        jobs ended or were abandoned): calls given to one fail; a call after this raises
+        ``ImagingFailed``."""
+        self._closed = True
         for slot in self._slots:
+            slot.kill()
             slot.close(self._loop)
         self._slots.clear()
         self._free = None
