@@ -13,7 +13,9 @@ machine's Postgres and Redis, each phase in a fresh database.
    --json``, which follows the run until it is finished. Throughput comes from the
    checkpoint (each file's ``processed_at``). Each store is ingested ``--repeats`` times
    (2), each run in a fresh database and followed by a floor run; the store's ratio is the
-   mean of its runs' ratios (one run alone is off by up to a tenth here).
+   mean of its runs' ratios (one run alone is off by up to a tenth here). Every floor run,
+   ingest and scan starts once the kernel has written back what the phase before left
+   (``sync``).
 3. **Scan**: a tree of ``--tree`` empty ``.jpg`` files, one scan-only worker (``--kinds
    ingest.scan``): ``ingest run TREE --batch 100 --detach``, then the same again (a rescan of
    the unchanged tree). Scan time is the scan job's ``started_at`` to ``finished_at``.
@@ -215,6 +217,7 @@ def ingest_library(
     from mediajobs.storage.s3 import make_client
 
     print(f"ingest into {store}: {library.count} images, {opts.workers} workers", file=sys.stderr)
+    settle_writes()
     with database(opts.database_url, f"ingest_{store}") as dsn, contextlib.ExitStack() as stack:
         port = free_port()
         extra = {"MEDIAJOBS_JWT_SECRET": SECRET, "MEDIAJOBS_PORT": str(port)}
@@ -461,6 +464,7 @@ def _scan(dsn: str, env: dict[str, str], tree: Path, log: Path, timeout: float) 
 def scan_and_pickup(opts: argparse.Namespace, tree: Path, logs: Path) -> dict[str, Any]:
     """The scan figures, then (the first scan's batches waiting) the pickup figures."""
     print(f"scan: {opts.tree} paths", file=sys.stderr)
+    settle_writes()
     figures: dict[str, Any] = {}
     with database(opts.database_url, "ingest_scan") as dsn, contextlib.ExitStack() as stack:
         port = free_port()
@@ -667,9 +671,20 @@ def _pickup_ms(dsn: str, job_id: uuid.UUID, timeout: float = 30.0) -> float:
     raise RuntimeError(f"upload job {job_id} was not picked up in {timeout:g} s")
 
 
+def settle_writes() -> None:
+    """Wait until the kernel has written what earlier phases left in its page cache
+    (``sync``), so that no phase pays for the writeback of the one before (an ingest into
+    the development store writes about 2 GB). On the bench machine it finds nothing left
+    by then; it prints how long it took."""
+    started = time.monotonic()
+    os.sync()
+    print(f"  (sync: {time.monotonic() - started:.1f} s)", file=sys.stderr)
+
+
 def floor_run(paths: list[Path]) -> dict[str, float]:
     """One run of the floor over ``paths``: its steady and whole-run rates."""
     print(f"floor: {len(paths)} images", file=sys.stderr)
+    settle_writes()
     floor = run_floor(paths)
     return {
         "images_per_s": round(steady_rate([(t, t, 1) for t in floor.done_at]), 3),

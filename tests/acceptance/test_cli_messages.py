@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 import uuid
 
 import psycopg
@@ -291,3 +293,19 @@ def test_out_of_range_flags_are_usage_errors_not_tracebacks(args: tuple[str, ...
     done = mediajobs(*args, env=clean_env(DATABASE_URL="postgresql://nobody@127.0.0.1:1/x"))
     assert done.returncode == 2, done
     assert "error: argument --" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
+    """`mediajobs config | head -0`: the pipe's reader is gone before the command writes;
+    the command ends with 141 (128 + SIGPIPE, as a shell reports it) and no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mediajobs", "config"],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # before the interpreter has even started
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141, err
+    assert b"Traceback" not in err and b"Exception ignored" not in err, err

@@ -15,6 +15,7 @@ short timeout, and fail with one line naming DATABASE_URL when nothing answers.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -45,14 +46,17 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command (``argv``: the arguments after ``mediajobs``; None: the process's)
     and return its exit code: 2 for a configuration error, 1 when the database fails or
-    refuses, each with one line on stderr."""
+    refuses, each with one line on stderr; 141 (128 + SIGPIPE), silently, when whoever
+    reads its output stops reading (``mediajobs policy show | head``)."""
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level, json_lines=settings.log_format == "json")
         quiet_libraries(settings.log_level)
         handler: Callable[[argparse.Namespace, Settings], int] = args.handler
-        return handler(args, settings)
+        code = handler(args, settings)
+        sys.stdout.flush()  # a reader that is gone shows here, not in Python's exit
+        return code
     except ConfigError as exc:
         print(f"mediajobs: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -70,6 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"mediajobs: the database refused: {reason}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader is gone. Python flushes stdout again at exit, which would fail (and
+        # print) once more: point it at /dev/null (the recipe of the `signal` module's docs,
+        # "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 def build_parser() -> argparse.ArgumentParser:
