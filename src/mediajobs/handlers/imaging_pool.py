@@ -253,6 +253,12 @@ class _Slot:
         return slot
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Take a dropped future's outcome (asyncio logs one nobody took)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class _NotStarted(Exception):
     """The call's process was stopped before it began the call (it was queued behind
     another call): the call goes to the replacement process."""
@@ -388,6 +394,8 @@ class ImagingPool:
                     return await self._result(slot, call, future)
                 except _NotStarted:
                     del slot.calls[call.id]
+                    if future is not None and not future.done():  # fails once its process dies
+                        future.add_done_callback(_retrieved)
                     if moves + 1 >= MAX_MOVES:
                         self.crashes += 1
                         raise ImagingCrashed(
