@@ -4,90 +4,49 @@
 (``system.ping``), ``ingest.py`` (``ingest.scan``, ``ingest.batch``), ``imaging_pool.py``
 (the crash-isolated imaging processes).
 
-``build_registry(resources)`` is the default ``--app`` of ``mediajobs worker``: the worker's
-composition root (``cli.worker.open_worker``) opens the ``WorkerResources`` (database pool, stores,
-imaging pool, HTTP client), passes them in, and closes them after the worker stops.
-Handlers never build a resource of their own.
+``build_registry(resources)`` (``wiring.py``) is the default ``--app`` of ``mediajobs
+worker``: the worker's composition root (``cli.worker.open_worker``) opens the
+``WorkerResources`` (database pool, stores, imaging pool, HTTP client), passes them in, and
+closes them after the worker stops. Handlers never build a resource of their own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from mediajobs.config import Settings
-from mediajobs.db.ingest import IngestRepository
-from mediajobs.db.media import MediaRepository
-from mediajobs.db.policies import SitePolicies
-from mediajobs.db.pool import Pool
-from mediajobs.handlers.imaging_pool import ImagingPool
-from mediajobs.handlers.ingest import IngestHandlers, IngestOptions
-from mediajobs.handlers.media import MediaHandlers
-from mediajobs.handlers.review import Reviewer, WebhookReviewer
-from mediajobs.handlers.system import PING_KIND, ping
-from mediajobs.queue.registry import HandlerRegistry
-from mediajobs.realtime import EventRecorder
-from mediajobs.storage import StoreRegistry
-
-
-@dataclass(frozen=True)
-class WorkerResources:
-    """What a worker's handlers may use, opened and closed by the worker's composition
-    root."""
-
-    settings: Settings
-    pool: Pool  # the worker's database pool (the queue's own)
-    stores: StoreRegistry
-    imaging: ImagingPool
-    http: httpx.AsyncClient  # outbound calls (the review webhook)
-    events: EventRecorder  # the queue's own: events handlers record beside transitions
-
-
-def media_handlers(resources: WorkerResources) -> MediaHandlers:
-    """The media handlers wired to ``resources``."""
-    settings = resources.settings
-    reviewers: dict[str, Reviewer] = {}
-    if settings.review_webhook_url:
-        reviewers["webhook"] = WebhookReviewer(
-            settings.review_webhook_url,
-            http=resources.http,
-            secret=settings.review_webhook_secret,
-        )
-    return MediaHandlers(
-        media=MediaRepository(resources.pool),
-        policies=SitePolicies(resources.pool),
-        stores=resources.stores,
-        imaging=resources.imaging,
-        reviewers=reviewers,
-        events=resources.events,
+if TYPE_CHECKING:
+    from mediajobs.handlers.ingest import IngestHandlers
+    from mediajobs.handlers.media import MediaHandlers
+    from mediajobs.handlers.system import PING_KIND
+    from mediajobs.handlers.wiring import (
+        WorkerResources,
+        build_registry,
+        ingest_handlers,
+        media_handlers,
     )
 
-
-def ingest_handlers(resources: WorkerResources) -> IngestHandlers:
-    """The bulk ingest handlers wired to ``resources``."""
-    settings = resources.settings
-    return IngestHandlers(
-        ingest=IngestRepository(resources.pool),
-        media=MediaRepository(resources.pool),
-        policies=SitePolicies(resources.pool),
-        stores=resources.stores,
-        imaging=resources.imaging,
-        events=resources.events,
-        options=IngestOptions(
-            max_attempts=settings.ingest_max_attempts,
-            settle_seconds=settings.ingest_settle_seconds,
-        ),
-    )
+_EXPORTS = {
+    "PING_KIND": "mediajobs.handlers.system",
+    "IngestHandlers": "mediajobs.handlers.ingest",
+    "MediaHandlers": "mediajobs.handlers.media",
+    "WorkerResources": "mediajobs.handlers.wiring",
+    "build_registry": "mediajobs.handlers.wiring",
+    "ingest_handlers": "mediajobs.handlers.wiring",
+    "media_handlers": "mediajobs.handlers.wiring",
+}
 
 
-def build_registry(resources: WorkerResources) -> HandlerRegistry:
-    """Every handler this deployment runs."""
-    registry = HandlerRegistry()
-    registry.register(PING_KIND, ping)
-    media_handlers(resources).register(registry)
-    ingest_handlers(resources).register(registry)
-    return registry
+def __getattr__(name: str) -> Any:
+    """The package's names, imported on first use (PEP 562): an imaging process imports
+    ``handlers.imaging_pool``, and so this package, and must not load the database, HTTP
+    and storage modules the handlers need (1.3 CPU-s and tens of MB per process)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [

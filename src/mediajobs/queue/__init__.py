@@ -6,18 +6,73 @@ This is ``mediajobs.queue``, a subpackage: it never shadows the standard library
 
 from __future__ import annotations
 
-from mediajobs.queue.base import (
-    Leases,
-    MaintenanceResult,
-    Notifier,
-    QueueBackend,
-    TransitionHooks,
-)
-from mediajobs.queue.memory import InMemoryLeases, InMemoryNotifier, InMemoryQueue, ManualClock
-from mediajobs.queue.models import Backoff, Cause, Enqueued, Job, JobSpec, JobState, Transition
-from mediajobs.queue.queue import JobQueue
-from mediajobs.queue.registry import Handler, HandlerRegistry, JobContext
-from mediajobs.queue.worker import Worker, WorkerOptions, WorkerStats
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mediajobs.queue.base import (
+        Leases,
+        MaintenanceResult,
+        Notifier,
+        QueueBackend,
+        TransitionHooks,
+    )
+    from mediajobs.queue.memory import (
+        InMemoryLeases,
+        InMemoryNotifier,
+        InMemoryQueue,
+        ManualClock,
+    )
+    from mediajobs.queue.models import (
+        Backoff,
+        Cause,
+        Enqueued,
+        Job,
+        JobSpec,
+        JobState,
+        Transition,
+    )
+    from mediajobs.queue.queue import JobQueue
+    from mediajobs.queue.registry import Handler, HandlerRegistry, JobContext
+    from mediajobs.queue.worker import Worker, WorkerOptions, WorkerStats
+
+_EXPORTS = {
+    "Leases": "mediajobs.queue.base",
+    "MaintenanceResult": "mediajobs.queue.base",
+    "Notifier": "mediajobs.queue.base",
+    "QueueBackend": "mediajobs.queue.base",
+    "TransitionHooks": "mediajobs.queue.base",
+    "InMemoryLeases": "mediajobs.queue.memory",
+    "InMemoryNotifier": "mediajobs.queue.memory",
+    "InMemoryQueue": "mediajobs.queue.memory",
+    "ManualClock": "mediajobs.queue.memory",
+    "Backoff": "mediajobs.queue.models",
+    "Cause": "mediajobs.queue.models",
+    "Enqueued": "mediajobs.queue.models",
+    "Job": "mediajobs.queue.models",
+    "JobSpec": "mediajobs.queue.models",
+    "JobState": "mediajobs.queue.models",
+    "Transition": "mediajobs.queue.models",
+    "JobQueue": "mediajobs.queue.queue",
+    "Handler": "mediajobs.queue.registry",
+    "HandlerRegistry": "mediajobs.queue.registry",
+    "JobContext": "mediajobs.queue.registry",
+    "Worker": "mediajobs.queue.worker",
+    "WorkerOptions": "mediajobs.queue.worker",
+    "WorkerStats": "mediajobs.queue.worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The package's names, imported on first use (PEP 562): an imaging process imports
+    ``queue.children`` alone, and must not load psycopg and the queue with it."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Backoff",
