@@ -12,8 +12,9 @@ closes them after the worker stops. Handlers never build a resource of their own
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mediajobs.lazy import lazy_names
 
 if TYPE_CHECKING:
     from mediajobs.handlers.ingest import IngestHandlers
@@ -37,17 +38,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The package's names, imported on first use (PEP 562): an imaging process imports
-    ``handlers.imaging_pool``, and so this package, and must not load the database, HTTP
-    and storage modules the handlers need (1.3 CPU-s and tens of MB per process)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_names(__name__, _EXPORTS)
 
 __all__ = [
     "PING_KIND",

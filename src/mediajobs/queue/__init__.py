@@ -6,8 +6,9 @@ This is ``mediajobs.queue``, a subpackage: it never shadows the standard library
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mediajobs.lazy import lazy_names
 
 if TYPE_CHECKING:
     from mediajobs.queue.base import (
@@ -63,16 +64,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The package's names, imported on first use (PEP 562): an imaging process imports
-    ``queue.children`` alone, and must not load psycopg and the queue with it."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_names(__name__, _EXPORTS)
 
 __all__ = [
     "Backoff",
