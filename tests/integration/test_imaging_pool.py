@@ -4,10 +4,12 @@ child processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from PIL import Image
@@ -33,6 +35,17 @@ async def small_image_works(pool: ImagingPool) -> None:
         jpeg(quadrants()), ImagePolicy(), declared_type="image/jpeg", filename="a.jpg"
     )
     assert result.width == 800
+
+
+@contextlib.asynccontextmanager
+async def one_process() -> AsyncIterator[tuple[ImagingPool, int]]:
+    """A pool of one process taking two calls at once, that process started (its spawn
+    and imports are no test's time): the pool and the process' pid; closed after."""
+    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
+    try:
+        yield pool, await pool.run(os.getpid)
+    finally:
+        pool.close()
 
 
 async def test_an_image_over_the_memory_cap_fails_alone_and_the_pool_goes_on() -> None:
@@ -103,15 +116,13 @@ async def test_a_waiting_call_of_higher_priority_gets_the_next_free_place() -> N
     that wait go after an upload that came later (priority 0 over
     kinds.INGEST_BATCH_PRIORITY), and in their own order among themselves. With one
     process, the order calls finish in is the order they ran in."""
-    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
     finished: list[str] = []
 
     async def call(name: str, seconds: float, priority: int) -> None:
         await pool.run(time.sleep, seconds, priority=priority)
         finished.append(name)
 
-    try:
-        await pool.run(os.getpid)  # the process is up before the test starts
+    async with one_process() as (pool, _):
         running = asyncio.create_task(call("running", 1.0, kinds.INGEST_BATCH_PRIORITY))
         queued = asyncio.create_task(call("queued", 0.01, kinds.INGEST_BATCH_PRIORITY))
         await wait_for(lambda: pool.busy == 2, timeout=10, interval=0.001)
@@ -126,8 +137,6 @@ async def test_a_waiting_call_of_higher_priority_gets_the_next_free_place() -> N
             await wait_for(lambda: pool.waiting == len(waiting), timeout=10, interval=0.001)
         assert not running.done()  # every call above queued while the process was busy
         await asyncio.gather(running, queued, *waiting)
-    finally:
-        pool.close()
     assert finished == ["running", "queued", "upload", "ingest-1", "ingest-2"]
 
 
@@ -157,9 +166,7 @@ async def test_a_call_queued_behind_one_that_crashes_runs_in_the_replacement() -
     """The process dies (SIGKILL, as from the OOM killer) in the call it runs: that call
     fails as a crash; the call queued behind it was never begun, so it is not one, and it
     runs in the new process."""
-    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
-    try:
-        first = await pool.run(os.getpid)
+    async with one_process() as (pool, first):
         running = asyncio.create_task(pool.run(time.sleep, 30))
         queued = asyncio.create_task(pool.run(os.getpid))
         await wait_for(lambda: pool.busy == 2, timeout=10, interval=0.001)
@@ -170,14 +177,10 @@ async def test_a_call_queued_behind_one_that_crashes_runs_in_the_replacement() -
         second = await queued
         assert second != first
         assert pool.crashes == 1
-    finally:
-        pool.close()
 
 
 async def test_a_queued_call_is_timed_from_its_start_and_survives_a_timeout_before_it() -> None:
-    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
-    try:
-        first = await pool.run(os.getpid)
+    async with one_process() as (pool, first):
         pool.options = dataclasses.replace(pool.options, timeout=1.0)
         # 0.7 s each: the second ends 1.4 s after it was given, within its 1 s of work.
         await asyncio.gather(pool.run(time.sleep, 0.7), pool.run(time.sleep, 0.7))
@@ -189,8 +192,6 @@ async def test_a_queued_call_is_timed_from_its_start_and_survives_a_timeout_befo
             await stuck
         assert await queued != first
         assert pool.crashes == 0
-    finally:
-        pool.close()
 
 
 async def test_two_calls_on_one_process_each_get_their_own_steps() -> None:
@@ -237,9 +238,7 @@ async def test_a_call_that_kills_its_process_before_it_begins_fails_after_a_few_
 
 
 async def test_a_cancelled_queued_call_that_kills_its_process_leaves_a_working_pool() -> None:
-    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
-    try:
-        first = await pool.run(os.getpid)
+    async with one_process() as (pool, first):
         running = asyncio.create_task(pool.run(time.sleep, 0.5))
         queued = asyncio.create_task(pool.run(os._exit, 3))
         await wait_for(lambda: pool.busy == 2, timeout=10, interval=0.001)
@@ -247,14 +246,10 @@ async def test_a_cancelled_queued_call_that_kills_its_process_leaves_a_working_p
         await running
         await wait_for(lambda: pool.busy == 0 and pool.waiting == 0, timeout=10)
         assert await pool.run(os.getpid) != first
-    finally:
-        pool.close()
 
 
 async def test_a_cancelled_queued_call_that_hangs_is_stopped_and_blames_no_one() -> None:
-    pool = ImagingPool(PoolOptions(processes=1, timeout=60, depth=2))
-    try:
-        first = await pool.run(os.getpid)
+    async with one_process() as (pool, first):
         pool.options = dataclasses.replace(pool.options, timeout=1.0)
         running = asyncio.create_task(pool.run(time.sleep, 0.3))
         stuck = asyncio.create_task(pool.run(time.sleep, 30))
@@ -266,8 +261,6 @@ async def test_a_cancelled_queued_call_that_hangs_is_stopped_and_blames_no_one()
         assert await pool.run(os.getpid) != first
         assert time.monotonic() - started < 20
         assert pool.crashes == 0
-    finally:
-        pool.close()
 
 
 async def test_a_closed_pool_refuses_calls() -> None:

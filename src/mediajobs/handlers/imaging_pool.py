@@ -386,7 +386,8 @@ class ImagingPool:
         try:
             if pass_threads:
                 args = (*args, self._threads_per_image())
-            for moves in itertools.count():
+            moves = 0
+            while True:
                 slot.calls[call.id] = call
                 slot.watch(loop)
                 try:
@@ -396,13 +397,13 @@ class ImagingPool:
                     del slot.calls[call.id]
                     if future is not None and not future.done():  # fails once its process dies
                         future.add_done_callback(_retrieved)
-                    if moves + 1 >= MAX_MOVES:
+                    moves += 1
+                    if moves >= MAX_MOVES:
                         self.crashes += 1
                         raise ImagingCrashed(
-                            f"the imaging process died {moves + 1} times before it began this image"
+                            f"the imaging process died {moves} times before it began this image"
                         ) from None
                     slot = self._replace(slot)
-            raise AssertionError("unreachable")  # pragma: no cover
         finally:
             self._busy -= 1
             if future is not None and not future.done():
