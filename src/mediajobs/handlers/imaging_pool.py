@@ -17,8 +17,8 @@ the executor's threads and the parent's event loop, the next call out): 6 to 11%
 in bulk ingest (``bench/ingest.py``). The price in memory is that pickled copy: one more
 source file per process. A call queued behind one that crashes or times out was never
 begun: it goes to the replacement process and is not counted as a crash (after
-``MAX_MOVES`` moves it is). A queued call whose job is abandoned still runs (it is in the
-process' queue), with its time limit, and its steps go nowhere.
+``MAX_MOVES`` moves that no other call's crash explains, it is). A queued call whose job is
+abandoned still runs (it is in the process' queue), with its time limit, and its steps go nowhere.
 
 When every place is taken, calls wait by priority (``run(..., priority=)``): an upload (0)
 goes before the ingest batches waiting (``kinds.INGEST_BATCH_PRIORITY``, -10), first come
@@ -61,8 +61,9 @@ _step_pipe: Connection | None = None  # in a child: where steps are reported
 _call_id: int | None = None  # in a child: the call it runs
 _STARTED = "started"  # the step a child reports as it begins a call
 # A call whose process dies before beginning it moves to the replacement; after this many
-# moves it fails as a crash (a call that kills its process while it is being unpickled, or
-# a process that cannot start, must not respawn processes for ever).
+# such moves that no other call explains (none had begun there and not ended) it fails as a
+# crash (a call that kills its process while it is being unpickled, or a process that
+# cannot start, must not respawn processes for ever).
 MAX_MOVES = 3
 # Seconds a queued call waits for its process to begin it beyond the time limits of the
 # calls ahead of it: a new process' start-up (spawn, imports; over a second on a loaded
@@ -188,6 +189,17 @@ class _Call:
     id: int
     listener: StepListener | None
     started: asyncio.Future[None]
+    future: asyncio.Future[Any] | None = None  # its result, once given to a process
+
+    def succeeded(self) -> bool:
+        """Whether its process gave its result (it ended before anything that followed)."""
+        future = self.future
+        return (
+            future is not None
+            and future.done()
+            and not future.cancelled()
+            and future.exception() is None
+        )
 
 
 class _Slot:
@@ -207,6 +219,7 @@ class _Slot:
         self._writer = writer  # kept open: replacement children get it too
         self.calls: dict[int, _Call] = {}
         self.replaced_by: _Slot | None = None  # once it was stopped: the slot in its place
+        self.last_started: _Call | None = None  # the call its process began last
         self._watching = False
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -223,6 +236,7 @@ class _Slot:
                 if call is None:
                     continue
                 if step == _STARTED:
+                    self.last_started = call
                     if not call.started.done():
                         call.started.set_result(None)
                 elif call.listener is not None:
@@ -260,8 +274,15 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
 
 
 class _NotStarted(Exception):
-    """The call's process was stopped before it began the call (it was queued behind
-    another call): the call goes to the replacement process."""
+    """The call's process was stopped before it began the call: the call goes to the
+    replacement process. ``counts``: nothing else explains the stop (no other call had
+    begun there and not ended: the process died idle or while receiving this call), so
+    the move counts towards ``MAX_MOVES``; a call moved by another's crash or timeout
+    moves for free."""
+
+    def __init__(self, *, counts: bool) -> None:
+        super().__init__()
+        self.counts = counts
 
 
 T = TypeVar("T")
@@ -391,13 +412,13 @@ class ImagingPool:
                 slot.calls[call.id] = call
                 slot.watch(loop)
                 try:
-                    future = self._submit(slot, call, fn, args)
+                    future = call.future = self._submit(slot, call, fn, args)
                     return await self._result(slot, call, future)
-                except _NotStarted:
+                except _NotStarted as moved:
                     del slot.calls[call.id]
                     if future is not None and not future.done():  # fails once its process dies
                         future.add_done_callback(_retrieved)
-                    moves += 1
+                    moves += moved.counts
                     if moves >= MAX_MOVES:
                         self.crashes += 1
                         raise ImagingCrashed(
@@ -419,7 +440,7 @@ class ImagingPool:
         try:
             return asyncio.wrap_future(slot.executor.submit(_run_call, call.id, fn, *args))
         except (BrokenProcessPool, RuntimeError):  # its process died idle; or it was stopped
-            raise _NotStarted from None
+            raise _NotStarted(counts=slot.replaced_by is None) from None
 
     async def _result(self, slot: _Slot, call: _Call, future: asyncio.Future[R]) -> R:
         """The result of ``call``, given to ``slot`` as ``future``: wait for the process
@@ -438,7 +459,7 @@ class ImagingPool:
                     slot.drain()
                     if not call.started.done():  # a process that neither works nor dies
                         self._replace(slot)
-                        raise _NotStarted from None
+                        raise _NotStarted(counts=True) from None
                 slot.drain()
             result: R = await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -449,14 +470,17 @@ class ImagingPool:
         except BrokenProcessPool:
             slot.drain()  # its report that it began, if it did
             if not call.started.done():
-                raise _NotStarted from None
+                culprit = slot.last_started
+                blameless = culprit is not None and culprit is not call and not culprit.succeeded()
+                raise _NotStarted(counts=not blameless) from None
             self._replace(slot)
             self.crashes += 1
             raise ImagingCrashed("the imaging process died while decoding this image") from None
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if future.cancelled() and task is not None and not task.cancelling():
-                raise _NotStarted from None  # the executor dropped it as its process stopped
+                # The executor dropped it: another call had its process stopped.
+                raise _NotStarted(counts=False) from None
             slot.drain()
             if call.started.done():
                 self._replace(slot)  # the job was abandoned: do not leave its decode running
