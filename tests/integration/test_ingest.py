@@ -210,32 +210,36 @@ async def test_two_worker_processes_ingest_a_tree_into_s3_and_a_rescan_is_free(
         assert files[changed]["sha256"] != old["sha256"]
         await check_outcome(tree, database_url, store, files)
 
-        # Failures: the report names them; a retry queues them again (and they fail again).
-        code, out, err = await ingest_cli(database_url, env, "report", "--failed", "--csv")
-        # the latest run is the third; the failures belong to the first
+        # Failures are the source's: the latest run's report names them although the first
+        # run failed them (the rescans left them alone); a retry queues them again in the
+        # latest run (and they fail again there).
+        for run_args in ((), (first["runId"],)):
+            code, out, err = await ingest_cli(
+                database_url, env, "report", *run_args, "--failed", "--csv"
+            )
+            assert code == 0, err
+            reported = {row["path"]: row["code"] for row in csv.DictReader(io.StringIO(out))}
+            assert reported == tree.failed
+        code, out, err = await ingest_cli(database_url, env, "retry", "--code", "no_such_code")
+        assert (code, out) == (1, ""), out
+        assert "no failed file" in err and "empty_file" in err
+        code, out, err = await ingest_cli(database_url, env, "retry", "--code", "empty_file")
         assert code == 0, err
-        first_run = first["runId"]
-        code, out, err = await ingest_cli(
-            database_url, env, "report", first_run, "--failed", "--csv"
-        )
-        assert code == 0, err
-        reported = {row["path"]: row["code"] for row in csv.DictReader(io.StringIO(out))}
-        assert reported == tree.failed
-        code, out, err = await ingest_cli(
-            database_url, env, "retry", first_run, "--code", "empty_file"
-        )
-        assert code == 0, err
-        assert json.loads(out)["requeued"] == 1
+        assert json.loads(out) == {"runId": third["runId"], "requeued": 1, "code": "empty_file"}
 
         async def settled_again() -> bool:
             rows = await file_rows(database_url)
             return rows["broken/empty.jpg"]["status"] == "failed"
 
         await wait_for(settled_again, timeout=60)
-        code, out, err = await ingest_cli(database_url, env, "status", first_run, "--json")
+        code, out, err = await ingest_cli(database_url, env, "status", "--json")
         assert code == 0, err
         status = json.loads(out)
-        assert status["finished"] and status["failedByCode"]["empty_file"] == 1
+        assert status["finished"] and status["failedByCode"] == {"empty_file": 1}
+        assert status["sourceFailedByCode"] == first["failedByCode"]
+        code, out, err = await ingest_cli(database_url, env, "status")
+        earlier = len(tree.failed) - 1
+        assert f"+ {earlier} failed files of this source in earlier runs" in out, out
     finally:
         for worker in workers:
             assert await worker.stop() == 0, worker.stderr[-3000:]

@@ -21,6 +21,7 @@ from mediajobs.db.ingest import (
     IngestRepository,
     IngestRun,
     IngestStatus,
+    SourceOverlaps,
     SourceOwnedElsewhere,
     batches_needed,
 )
@@ -367,11 +368,9 @@ async def requeue(
     same transaction. Returns the paths retried."""
     job = await queued_job(pool)
     async with repo.transaction() as conn:
-        groups = await repo.retry_failed(conn, run.id, code=code, limit=limit)
-        for source_id, paths in groups:
-            await repo.assign_batches(conn, source_id, [(job, paths)])
-    assert all(source_id == run.source_id for source_id, _ in groups)
-    return [path for _, paths in groups for path in paths]
+        paths = await repo.retry_failed(conn, run, code=code, limit=limit)
+        await repo.assign_batches(conn, run.source_id, [(job, paths)])
+    return paths
 
 
 async def test_retry_failed_requeues_failed_then_stranded_files_in_pages(
@@ -431,7 +430,7 @@ async def test_retry_failed_requeues_failed_then_stranded_files_in_pages(
     assert (await files_by_path(pool, other.source_id))["z.jpg"].status is IngestStatus.FAILED
     with pytest.raises(ValueError, match="limit"):
         async with repo.transaction() as conn:
-            await repo.retry_failed(conn, run.id, limit=0)
+            await repo.retry_failed(conn, run, limit=0)
     kept = await counters_match_a_real_count(pool)
     assert kept == {
         (run.id, "pending", ""): 9,
@@ -446,17 +445,17 @@ async def test_failed_files_pages_by_path(repo: IngestRepository) -> None:
     await fail_files(repo, run, codes)
     pages: list[list[str]] = []
     after: str | None = None
-    while page := await repo.failed_files(run.id, after=after, limit=10):
+    while page := await repo.failed_files(run.source_id, after=after, limit=10):
         pages.append([f.path for f in page])
         after = page[-1].path
     assert [len(p) for p in pages] == [10, 10, 5]
     assert [p for page in pages for p in page] == sorted(codes)
-    first = await repo.failed_files(run.id, limit=1)
+    first = await repo.failed_files(run.source_id, limit=1)
     assert (first[0].error_code, first[0].error_message) == (
         "file_too_large",
         "file_too_large at f00.jpg",
     )
-    large = await repo.failed_files(run.id, code="file_too_large", after="f00.jpg")
+    large = await repo.failed_files(run.source_id, code="file_too_large", after="f00.jpg")
     assert [f.path for f in large] == [
         p for p, c in sorted(codes.items()) if c == "file_too_large"
     ][1:]
@@ -565,49 +564,111 @@ async def test_a_page_of_failed_files_walks_the_index_in_path_order_at_20k(
     repo: IngestRepository, pool: Pool
 ) -> None:
     run = await repo.open_run(SOURCE, "ada", "catalog", 32)
-    other = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    earlier = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    elsewhere = await repo.open_run("file:///srv/other", "ada", "catalog", 32)
     async with pool.connection() as conn:
         # 60k files of the run, a third failed (4 codes, paths in no order of their codes),
-        # and 20k failed files of another run of the source.
+        # 20k failed files of another run of the source, and 20k of another source.
         await conn.execute(
             """
             INSERT INTO ingest_files (source_id, path, media_id, run_id, size, mtime_ns,
                                       status, error_code)
-            SELECT %(source)s, md5(n::text), gen_random_uuid(),
-                   CASE WHEN n <= 60000 THEN %(run)s ELSE %(other)s END, n, n,
+            SELECT CASE WHEN n <= 80000 THEN %(source)s ELSE %(elsewhere_source)s END,
+                   md5(n::text), gen_random_uuid(),
+                   CASE WHEN n <= 60000 THEN %(run)s
+                        WHEN n <= 80000 THEN %(earlier)s ELSE %(elsewhere)s END, n, n,
                    CASE WHEN n %% 3 = 0 OR n > 60000 THEN 'failed' ELSE 'indexed' END
                        ::ingest_status,
                    CASE WHEN n %% 3 = 0 OR n > 60000 THEN 'code_' || (n %% 4) END
-            FROM generate_series(1, 80000) AS n
+            FROM generate_series(1, 100000) AS n
             """,
-            {"source": run.source_id, "run": run.id, "other": other.id},
+            {
+                "source": run.source_id,
+                "run": run.id,
+                "earlier": earlier.id,
+                "elsewhere_source": elsewhere.source_id,
+                "elsewhere": elsewhere.id,
+            },
         )
         await conn.execute("ANALYZE ingest_files")
+        by_path = ("Index Scan", "ingest_files", "ingest_files_source_failed_path_idx")
         for after in ("", "8"):
-            params = {"run": run.id, "after": after, "limit": 1000, "code": None}
+            params = {"source": run.source_id, "after": after, "limit": 1000, "code": None}
             nodes = await explain(conn, ingest_sql.FAILED_FILES_ALL, params)
             assert not [node for node, _, _ in nodes if "Sort" in node], nodes
-            assert ("Index Scan", "ingest_files", "ingest_files_failed_path_idx") in nodes
+            assert by_path in nodes, nodes
         # A retry page walks it too (its only sort: the page it picked, by path).
-        nodes = await explain(
-            conn, ingest_sql.RETRY_PAGE_ALL, {"run": run.id, "limit": 1000, "code": None}
-        )
-        assert ("Index Scan", "ingest_files", "ingest_files_failed_path_idx") in nodes, nodes
-        code_params = {"run": run.id, "after": "", "limit": 1000, "code": "code_1"}
+        retry = {"source": run.source_id, "run": run.id, "limit": 1000, "code": None}
+        assert by_path in await explain(conn, ingest_sql.RETRY_PAGE_ALL, retry)
+        code_params = {"source": run.source_id, "after": "", "limit": 1000, "code": "code_1"}
         nodes = await explain(conn, ingest_sql.FAILED_FILES_CODE, code_params)
         assert not [node for node, _, _ in nodes if "Sort" in node], nodes
-        assert ("Index Scan", "ingest_files", "ingest_files_failed_idx") in nodes, nodes
-    page = await repo.failed_files(run.id, after="8", limit=1000)
+        assert ("Index Scan", "ingest_files", "ingest_files_source_failed_idx") in nodes, nodes
+    page = await repo.failed_files(run.source_id, after="8", limit=1000)
     async with pool.connection() as conn:
         expected = await (
             await conn.execute(
-                "SELECT path FROM ingest_files WHERE run_id = %s AND status = 'failed'"
+                "SELECT path FROM ingest_files WHERE source_id = %s AND status = 'failed'"
                 " AND path > '8' ORDER BY path LIMIT 1000",
-                (run.id,),
+                (run.source_id,),
             )
         ).fetchall()
     assert [f.path for f in page] == [row["path"] for row in expected]
-    assert len(page) == 1000 and all(f.run_id == run.id for f in page)
+    assert len(page) == 1000 and {f.run_id for f in page} == {run.id, earlier.id}
+    assert await repo.source_failures(run.source_id) == {
+        f"code_{k}": 20000 // 4 + 20000 // 4 for k in range(4)
+    }
+
+
+async def test_failures_of_earlier_runs_are_the_sources_to_report_and_retry(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    """A rescan leaves an unchanged failed file with the run that failed it: the newest
+    run's report and retry still find it, and a retry moves it (and its count) there."""
+    first = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    await fail_files(repo, first, {"a.jpg": "corrupt_image", "b.jpg": "decoder_crashed"})
+    rescan = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    assert await scan(repo, rescan, [Scanned("a.jpg", 1, 1), Scanned("b.jpg", 1, 1)]) == []
+    status = await repo.status(rescan.id)
+    assert status is not None and status.counts["failed"] == 0
+    assert await repo.source_failures(rescan.source_id) == {
+        "corrupt_image": 1,
+        "decoder_crashed": 1,
+    }
+    assert [f.path for f in await repo.failed_files(rescan.source_id)] == ["a.jpg", "b.jpg"]
+
+    before = await repo.get_run(first.id)
+    assert await requeue(repo, pool, rescan, code="decoder_crashed", limit=10) == ["b.jpg"]
+    rows = await files_by_path(pool, rescan.source_id)
+    assert (rows["b.jpg"].run_id, rows["b.jpg"].status) == (rescan.id, IngestStatus.PENDING)
+    assert rows["a.jpg"].run_id == first.id
+    kept = await counters_match_a_real_count(pool)
+    assert kept == {(first.id, "failed", "corrupt_image"): 1, (rescan.id, "pending", ""): 1}
+    after = await repo.get_run(first.id)  # the run the file left moved too
+    assert before is not None and after is not None and after.updated_at > before.updated_at
+
+
+async def test_a_source_inside_or_around_another_is_refused_for_every_owner(
+    repo: IngestRepository,
+) -> None:
+    await repo.open_run("file:///srv/library/2020", "ada", "catalog", 32)
+    await repo.open_run("s3://bucket/photos/", "ada", "catalog", 32)
+    refused = [
+        ("file:///srv/library", "ada", "file:///srv/library/2020"),  # its parent
+        ("file:///srv/library/2020/june", "ada", "file:///srv/library/2020"),  # inside it
+        ("file:///", "sam", "file:///srv/library/2020"),  # the root, another owner
+        ("s3://bucket/", "ada", "s3://bucket/photos/"),  # the whole bucket
+        ("s3://bucket/photos/2021/", "sam", "s3://bucket/photos/"),
+    ]
+    for uri, owner, other in refused:
+        with pytest.raises(SourceOverlaps) as caught:
+            await repo.open_run(uri, owner, "catalog", 32)
+        assert (caught.value.code, caught.value.other) == ("source_overlaps", other), uri
+        assert ("another owner's" in str(caught.value)) == (owner != "ada"), uri
+    # Neighbours share a prefix of characters, not a folder: they are other sources.
+    for uri in ("file:///srv/library/2020-old", "file:///srv/lib", "s3://bucket/photos2/"):
+        assert (await repo.open_run(uri, "ada", "catalog", 32)).source_uri == uri
+    assert (await repo.open_run("s3://bucket2/", "sam", "catalog", 32)).owner_id == "sam"
 
 
 async def test_counters_per_code_follow_code_changes_and_deletes(

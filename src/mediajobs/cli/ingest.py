@@ -23,7 +23,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from mediajobs.cli.common import Commands, bounded, handle_signals, print_json, with_pool
 from mediajobs.config import Settings
-from mediajobs.db.ingest import IngestRepository, IngestRun, RunStatus, SourceOwnedElsewhere
+from mediajobs.db.ingest import (
+    IngestRepository,
+    IngestRun,
+    RunStatus,
+    SourceOverlaps,
+    SourceOwnedElsewhere,
+)
 from mediajobs.db.policies import PolicyInvalid, SitePolicies
 from mediajobs.db.pool import Pool
 from mediajobs.devenv import with_dev_secret
@@ -148,7 +154,7 @@ def cmd_ingest_run(args: argparse.Namespace, settings: Settings) -> int:
                 profile=args.profile,
                 batch_size=args.batch or settings.ingest_batch_size,
             )
-        except SourceOwnedElsewhere as exc:
+        except (SourceOwnedElsewhere, SourceOverlaps) as exc:
             return str(exc)
 
     run = with_pool(settings, start)
@@ -266,25 +272,29 @@ async def _follow_bar(
 
 
 def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Print a run's counts by status and error code, its rate and ETA, and its stranded
-    files (open, but their batch job ended: ``ingest retry`` queues them again)."""
+    """Print a run's counts by status and error code, its rate and ETA, its stranded
+    files (open, but their batch job ended: ``ingest retry`` queues them again), and the
+    failed files of its source, whichever of its runs failed them (what ``ingest report``
+    lists and ``ingest retry`` queues)."""
 
-    async def look(pool: Pool) -> tuple[RunStatus, int] | None:
+    async def look(pool: Pool) -> tuple[RunStatus, int, dict[str, int]] | None:
         ingest = IngestRepository(pool)
         run = await _the_run(ingest, args.run_id)
         status = None if run is None else await ingest.status(run.id)
         if status is None:
             return None
-        return status, (0 if is_finished(status) else await ingest.stranded(status.run.id))
+        stranded = 0 if is_finished(status) else await ingest.stranded(status.run.id)
+        return status, stranded, await ingest.source_failures(status.run.source_id)
 
     looked = with_pool(settings, look)
     if looked is None:
         return _no_run(args.run_id)
-    status, stranded = looked
+    status, stranded, source_failed = looked
     rate = overall_rate(status)
     left = eta(status.total - status.done, rate)
     if args.json:
-        print_json({**status_json(status, rate, left), "stranded": stranded}, indent=2)
+        shown = {**status_json(status, rate, left), "stranded": stranded}
+        print_json({**shown, "sourceFailedByCode": source_failed}, indent=2)
         return 0
     print(_summary(status, rate))
     if stranded:
@@ -293,42 +303,52 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {name:<10} {files}")
     for code, files in status.failed_by_code.items():
         print(f"  failed: {code:<24} {files}")
+    earlier = sum(source_failed.values()) - status.counts.get("failed", 0)
+    if earlier > 0:
+        print(
+            f"  + {earlier} failed files of this source in earlier runs "
+            "(mediajobs ingest report --failed; mediajobs ingest retry)"
+        )
     if not is_finished(status):
         print(f"  ETA {_duration(left)}")
     return 0
 
 
 def cmd_ingest_retry(args: argparse.Namespace, settings: Settings) -> int:
-    """Queue the run's failed files again (``--code``: only those failed with that code);
-    print how many as JSON."""
+    """Queue the failed files of the run's source again, in new batches of the run
+    (``--code``: only those failed with that code; exit 1, nothing queued, when no failed
+    file has it); print how many as JSON."""
 
-    async def retry(pool: Pool) -> tuple[IngestRun, int] | None:
+    async def retry(pool: Pool) -> tuple[IngestRun, int | list[str]] | None:
         ingest = IngestRepository(pool)
         run = await _the_run(ingest, args.run_id)
         if run is None:
             return None
+        if args.code is not None:
+            codes = await ingest.source_failures(run.source_id)
+            if args.code not in codes:
+                return run, sorted(codes)
         return run, await retry_failed(ingest, JobQueue(pool), run, code=args.code)
 
     done = with_pool(settings, retry)
     if done is None:
         return _no_run(args.run_id)
     run, files = done
-    print_json({"runId": str(run.id), "requeued": files, "code": args.code})
-    if files == 0 and args.code is not None:
-        status = with_pool(settings, lambda pool: IngestRepository(pool).status(run.id))
-        codes = sorted(status.failed_by_code) if status is not None else []
+    if isinstance(files, list):
         print(
-            f"mediajobs: no failed file of run {run.id} has the code {args.code!r}; "
-            f"its codes: {', '.join(codes) or 'none'}",
+            f"mediajobs: no failed file of {run.source_uri} has the code {args.code!r}; "
+            f"its codes: {', '.join(files) or 'none'}",
             file=sys.stderr,
         )
         return 1
+    print_json({"runId": str(run.id), "requeued": files, "code": args.code})
     return 0
 
 
 def cmd_ingest_report(args: argparse.Namespace, settings: Settings) -> int:
-    """Print each failed file of the run: path, error code and message (tab-separated, or
-    CSV with ``--csv``), a page at a time (a run with a million failures streams)."""
+    """Print each failed file of the run's source, whichever of its runs failed it: path,
+    error code and message (tab-separated, or CSV with ``--csv``), a page at a time (a
+    million failures stream)."""
     writer: Callable[[list[str]], object] = (
         csv.writer(sys.stdout).writerow if args.csv else _tab_separated
     )
@@ -341,7 +361,7 @@ def cmd_ingest_report(args: argparse.Namespace, settings: Settings) -> int:
         writer(["path", "code", "message"])
         after: str | None = None
         while True:
-            page = await ingest.failed_files(run.id, after=after, limit=REPORT_PAGE)
+            page = await ingest.failed_files(run.source_id, after=after, limit=REPORT_PAGE)
             for file in page:
                 writer([file.path, file.error_code or "", _one_line(file.error_message)])
             if len(page) < REPORT_PAGE:

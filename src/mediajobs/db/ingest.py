@@ -81,6 +81,27 @@ class SourceOwnedElsewhere(MediaJobsError):
         self.uri = uri
 
 
+class SourceOverlaps(MediaJobsError):
+    """A run names a source that holds, or lies inside, a source ingested before (a folder
+    and its parent, a prefix and a longer one): every file they share would become two
+    items. ``other`` is that source's uri."""
+
+    code = "source_overlaps"
+
+    def __init__(self, uri: str, other: str, *, owned_elsewhere: bool) -> None:
+        whose = "another owner's source" if owned_elsewhere else "the source"
+        super().__init__(
+            f"{uri} overlaps {whose} {other}, ingested before (one holds the other): "
+            f"ingest {other} again, or a folder or prefix outside it"
+        )
+        self.uri = uri
+        self.other = other
+
+
+# pg_advisory_xact_lock key of the source claims: the bytes "mjsource" as a signed bigint.
+SOURCES_LOCK_KEY = int.from_bytes(b"mjsource", "big") - (1 << 63)
+
+
 def _from_row(cls: Any, row: Mapping[str, Any], **overrides: Any) -> Any:
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in row.items() if k in names}, **overrides)
@@ -217,8 +238,9 @@ class IngestRepository:
         ``Source.uri``), made on first use for ``owner_id``. With ``conn``, inside the
         caller's transaction (the source and the run roll back with it: open the run and
         enqueue its scan job in one transaction); without, in a transaction of its own.
-        Raises SourceOwnedElsewhere when the source belongs to another owner (nothing
-        written: with ``conn``, the caller's transaction stays usable), ValueError for a
+        Raises SourceOwnedElsewhere when the source belongs to another owner, SourceOverlaps
+        when it holds or lies inside another source (of any owner; nothing written either
+        way: with ``conn``, the caller's transaction stays usable), ValueError for a
         profile name that is not ``[a-z][a-z0-9_]{0,31}`` or a batch size outside 1..1000
         (migration 0008)."""
         if not PROFILE_PATTERN.fullmatch(profile):
@@ -237,6 +259,12 @@ class IngestRepository:
         # a no-op write when the source exists) is undone, its row lock released, when the
         # owner differs, and the caller's transaction goes on either way.
         async with conn.transaction():
+            await conn.execute(sql.SOURCES_LOCK, {"key": SOURCES_LOCK_KEY})
+            overlap = await (await conn.execute(sql.OVERLAPPING_SOURCE, {"uri": uri})).fetchone()
+            if overlap is not None:
+                raise SourceOverlaps(
+                    uri, overlap["uri"], owned_elsewhere=overlap["owner_id"] != owner_id
+                )
             source = await (
                 await conn.execute(
                     sql.CLAIM_SOURCE, {"id": uuid.uuid4(), "uri": uri, "owner": owner_id}
@@ -459,29 +487,28 @@ class IngestRepository:
     async def retry_failed(
         self,
         conn: Conn,
-        run_id: uuid.UUID,
+        run: IngestRun,
         *,
         code: str | None = None,
         limit: int = RETRY_PAGE_SIZE,
-    ) -> list[tuple[uuid.UUID, list[str]]]:
+    ) -> list[str]:
         """One page of a retry, in the caller's transaction: at most ``limit`` (>= 1) files
-        of the run back to pending, attempts 0, error and batch cleared. They are its failed
-        files by path (only those failed with ``code`` when given) and, without a code,
-        when those do not fill the page, its stranded files (see ``stranded``) by path.
-        Returns ``(source_id, paths)`` groups (paths sorted; a run has one source) for the
-        caller to batch and ``assign_batches`` in the same transaction. The caller commits
-        each page and calls again until a page holds fewer than ``limit`` files (a file a
-        batch finished meanwhile is skipped, so a short page can leave one for the next
-        retry). Raises ValueError for a limit below 1."""
+        of ``run``'s source back to pending in ``run`` (their ``run_id``; the counters
+        follow), attempts 0, error and batch cleared. They are the source's failed files by
+        path, whichever of its runs queued them (a rescan leaves an unchanged failed file
+        with the run that failed it); only those failed with ``code`` when given. Without a
+        code, when those do not fill the page: the source's stranded files (see
+        ``stranded``) by path. Returns the paths, sorted, for the caller to batch and
+        ``assign_batches`` in the same transaction. The caller commits each page and calls
+        again until a page holds fewer than ``limit`` files (a file a batch finished
+        meanwhile is skipped, so a short page can leave one for the next retry). Raises
+        ValueError for a limit below 1."""
         if limit < 1:
             raise ValueError(f"limit: {limit} is below 1")
         statement = sql.RETRY_PAGE_ALL if code is None else sql.RETRY_PAGE_CODE
-        params = {"run": run_id, "code": code, "limit": limit}
+        params = {"source": run.source_id, "run": run.id, "code": code, "limit": limit}
         rows = await (await conn.execute(statement, params)).fetchall()
-        groups: dict[uuid.UUID, list[str]] = {}
-        for row in rows:
-            groups.setdefault(row["source_id"], []).append(row["path"])
-        return list(groups.items())
+        return [row["path"] for row in rows]
 
     async def stranded(self, run_id: uuid.UUID) -> int:
         """The run's stranded files: open (``OPEN_STATUSES``) but with no batch job that is
@@ -496,20 +523,29 @@ class IngestRepository:
 
     async def failed_files(
         self,
-        run_id: uuid.UUID,
+        source_id: uuid.UUID,
         *,
         after: str | None = None,
         limit: int = 1000,
         code: str | None = None,
     ) -> list[IngestFile]:
-        """A page of the run's failed files (only ``code``'s when given), by path, after the
-        path ``after`` (keyset; None: from the start). Uses the partial index
-        ``ingest_files_failed_idx``."""
+        """A page of the source's failed files, whichever of its runs queued them (only
+        ``code``'s when given), by path, after the path ``after`` (keyset; None: from the
+        start). Walks the partial index ``ingest_files_source_failed_path_idx`` (with a
+        code, ``ingest_files_source_failed_idx``) of migration 0009."""
         statement = sql.FAILED_FILES_ALL if code is None else sql.FAILED_FILES_CODE
-        params = {"run": run_id, "after": after or "", "limit": limit, "code": code}
+        params = {"source": source_id, "after": after or "", "limit": limit, "code": code}
         async with self._pool.connection() as conn:
             rows = await (await conn.execute(statement, params)).fetchall()
         return [IngestFile.from_row(row) for row in rows]
+
+    async def source_failures(self, source_id: uuid.UUID) -> dict[str, int]:
+        """The source's failed files per error code ('' shown as "unknown"), whichever of
+        its runs queued them: what ``failed_files`` lists and ``retry_failed`` re-queues.
+        O(failed files) (``ingest_files_source_failed_idx``)."""
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(sql.SOURCE_FAILURES, {"source": source_id})).fetchall()
+        return {str(row["error_code"]) or "unknown": int(row["files"]) for row in rows}
 
     async def status(self, run_id: uuid.UUID, *, owner_id: str | None = None) -> RunStatus | None:
         """The run's counts and its failures per code, both from ``ingest_counts`` (no read

@@ -27,6 +27,23 @@ ON CONFLICT (uri) DO UPDATE SET uri = excluded.uri
 RETURNING id, owner_id
 """
 
+# Sources are claimed one at a time (a transaction-level advisory lock), so two runs of
+# overlapping sources started at once cannot both pass OVERLAPPING_SOURCE.
+SOURCES_LOCK = "SELECT pg_advisory_xact_lock(%(key)s)"
+
+# A known source that holds the source %(uri)s, or lies inside it: a folder and its parent,
+# a prefix and a longer one. Ingesting both would make two items of every file they share.
+# Uris are canonical (ingest/source.py): a bucket prefix ends with '/', a directory does
+# not (but for the root, file:///), so '/' is added where missing before comparing.
+OVERLAPPING_SOURCE = """
+SELECT uri, owner_id FROM ingest_sources
+WHERE uri <> %(uri)s AND (
+    starts_with(%(uri)s, CASE WHEN right(uri, 1) = '/' THEN uri ELSE uri || '/' END)
+    OR starts_with(uri, CASE WHEN right(%(uri)s, 1) = '/' THEN %(uri)s ELSE %(uri)s || '/' END)
+)
+ORDER BY uri LIMIT 1
+"""
+
 RUN_COLUMNS = """
 r.id, r.source_id, s.uri AS source_uri, r.owner_id, r.profile, r.batch_size, r.state,
 r.scan_job_id, r.scanned, r.skipped, r.scan_errors, r.queued, r.error, r.created_at,
@@ -196,30 +213,38 @@ SELECT count(*) AS n FROM changed
 # A file is stranded when it is open but no queued or running job will take it: its batch
 # job failed, was cancelled, or is gone (archived), or it has no batch (a NULL batch_id
 # matches no job, so NOT EXISTS holds; written without an OR, the planner makes it a hash
-# anti-join). No index of a run's open files: a scan of ingest_files, on demand.
+# anti-join). No index of the open files: a scan of ingest_files, on demand. {scope} is
+# the run's files (``stranded``) or the source's (a retry page).
 STRANDED_WHERE = f"""
-f.run_id = %(run)s AND f.status IN {OPEN}
+{{scope}} AND f.status IN {OPEN}
 AND NOT EXISTS (
     SELECT 1 FROM jobs AS j WHERE j.id = f.batch_id AND j.state IN ('queued', 'running'))
 """
-STRANDED = f"SELECT count(*) AS n FROM ingest_files AS f WHERE {STRANDED_WHERE}"
+STRANDED = "SELECT count(*) AS n FROM ingest_files AS f WHERE " + STRANDED_WHERE.format(
+    scope="f.run_id = %(run)s"
+)
+SOURCE_STRANDED_WHERE = STRANDED_WHERE.format(scope="f.source_id = %(source)s")
 
-# One page of `ingest retry`: at most %(limit)s of the run's failed files by path (index
-# ingest_files_failed_path_idx, or ingest_files_failed_idx with a code) back to pending,
-# attempts 0, error and batch cleared. Without a code, a page the failed files do not fill
-# takes stranded files too (the scan of STRANDED_WHERE runs only then: an InitPlan gates
-# it). The picked rows are locked in path order, and the UPDATE checks them again, so a
-# file a batch finished meanwhile is left alone. Lock order as above: files, run, counters.
+# One page of `ingest retry`: at most %(limit)s of the source's failed files by path,
+# whichever of its runs queued them (index ingest_files_source_failed_path_idx, or
+# ingest_files_source_failed_idx with a code: a rescan leaves an unchanged failed file
+# with its old run), back to pending in the run %(run)s, attempts 0, error and batch
+# cleared. Without a code, a page the failed files do not fill takes the source's stranded
+# files too (the scan of SOURCE_STRANDED_WHERE runs only then: an InitPlan gates it). The
+# picked rows are locked in path order, and the UPDATE checks them again, so a file a batch
+# finished meanwhile is left alone. Lock order as above: files, runs (the retry's and the
+# ones the files leave), counters.
 RETRY_PAGE = f"""
 WITH failed AS (
-    SELECT f.source_id, f.path FROM ingest_files AS f
-    WHERE f.run_id = %(run)s AND f.status = 'failed' {{code}}
+    SELECT f.source_id, f.path, f.run_id FROM ingest_files AS f
+    WHERE f.source_id = %(source)s AND f.status = 'failed' {{code}}
     ORDER BY f.path LIMIT %(limit)s
     FOR UPDATE
 ),
 stranded AS (
-    SELECT f.source_id, f.path FROM ingest_files AS f
-    WHERE {{stranded}} AND (SELECT count(*) FROM failed) < %(limit)s AND {STRANDED_WHERE}
+    SELECT f.source_id, f.path, f.run_id FROM ingest_files AS f
+    WHERE {{stranded}} AND (SELECT count(*) FROM failed) < %(limit)s
+      AND {SOURCE_STRANDED_WHERE}
     ORDER BY f.path LIMIT %(limit)s
     FOR UPDATE
 ),
@@ -231,30 +256,39 @@ picked AS (
 ),
 changed AS (
     UPDATE ingest_files AS f SET status = 'pending', attempts = 0, error_code = NULL,
-        error_message = NULL, batch_id = NULL, updated_at = now()
+        error_message = NULL, batch_id = NULL, run_id = %(run)s, updated_at = now()
     FROM picked AS p
     WHERE f.source_id = p.source_id AND f.path = p.path
-      AND (f.status = 'failed' OR ({STRANDED_WHERE}))
-    RETURNING f.source_id, f.path
+      AND (f.status = 'failed' OR ({SOURCE_STRANDED_WHERE}))
+    RETURNING f.path, p.run_id AS left_run
 ),
 touched AS (
     UPDATE ingest_runs SET updated_at = now()
-    WHERE id = %(run)s AND (SELECT count(*) FROM changed) > 0
+    WHERE id IN (SELECT left_run FROM changed UNION SELECT %(run)s::uuid FROM changed)
 )
-SELECT source_id, path FROM changed ORDER BY source_id, path
+SELECT path FROM changed ORDER BY path
 """
 RETRY_PAGE_ALL = RETRY_PAGE.format(code="", stranded="true")
 RETRY_PAGE_CODE = RETRY_PAGE.format(code="AND f.error_code = %(code)s", stranded="false")
 
-# A page of a run's failed files by path: walks ingest_files_failed_path_idx (or, with a
-# code, ingest_files_failed_idx) in order, so a page reads `limit` entries, sorts nothing.
+# A page of a source's failed files by path (whichever run queued them): walks
+# ingest_files_source_failed_path_idx (or, with a code, ingest_files_source_failed_idx) in
+# order, so a page reads `limit` entries, sorts nothing.
 FAILED_FILES = f"""
 SELECT {FILE_COLUMNS} FROM ingest_files AS f
-WHERE f.run_id = %(run)s AND f.status = 'failed' AND f.path > %(after)s {{code}}
+WHERE f.source_id = %(source)s AND f.status = 'failed' AND f.path > %(after)s {{code}}
 ORDER BY f.path LIMIT %(limit)s
 """
 FAILED_FILES_ALL = FAILED_FILES.format(code="")
 FAILED_FILES_CODE = FAILED_FILES.format(code="AND f.error_code = %(code)s")
+
+# A source's failed files per code, whichever run queued them: O(failed files), through
+# ingest_files_source_failed_idx.
+SOURCE_FAILURES = """
+SELECT coalesce(error_code, '') AS error_code, count(*) AS files FROM ingest_files
+WHERE source_id = %(source)s AND status = 'failed'
+GROUP BY 1 ORDER BY 1
+"""
 
 # What ``ingest status`` and every progress event show, without reading the run's file
 # rows: the counters the triggers keep, per status and (failed files) error code.

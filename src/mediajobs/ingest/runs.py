@@ -58,7 +58,8 @@ async def start_run(
     batch_size: int,
 ) -> IngestRun:
     """A new run of the source ``uri`` and its ``ingest.scan`` job, in one transaction.
-    Raises ``SourceOwnedElsewhere`` when another owner ingests that source."""
+    Raises ``SourceOwnedElsewhere`` when another owner ingests that source,
+    ``SourceOverlaps`` when it holds or lies inside another source."""
     async with ingest.transaction() as conn:
         run = await ingest.open_run(uri, owner_id, profile, batch_size, conn=conn)
         job = await queue.enqueue(
@@ -122,20 +123,19 @@ async def enqueue_batches(
 async def retry_failed(
     ingest: IngestRepository, queue: JobQueue, run: IngestRun, *, code: str | None = None
 ) -> int:
-    """Put the run's failed files (only those failed with ``code``, when given) and, without
-    a code, its stranded ones (open, but their batch job ended) back in the queue, in new
-    batches: a page of ``RETRY_PAGE_SIZE`` files per transaction, each page's files and
-    their batch jobs together. Returns the files re-queued."""
+    """Put the failed files of the run's source (whichever of its runs failed them; only
+    those failed with ``code``, when given) and, without a code, its stranded ones (open,
+    but their batch job ended) back in the queue, in new batches of ``run``: a page of
+    ``RETRY_PAGE_SIZE`` files per transaction, each page's files and their batch jobs
+    together. Returns the files re-queued."""
     total = 0
     while True:
-        page = 0
         async with ingest.transaction() as conn:
-            for source_id, paths in await ingest.retry_failed(conn, run.id, code=code):
-                batches = await queue_batches(queue, conn, run, paths)
-                await ingest.assign_batches(conn, source_id, batches)
-                page += len(paths)
-        total += page
-        if page < RETRY_PAGE_SIZE:
+            paths = await ingest.retry_failed(conn, run, code=code)
+            batches = await queue_batches(queue, conn, run, paths)
+            await ingest.assign_batches(conn, run.source_id, batches)
+        total += len(paths)
+        if len(paths) < RETRY_PAGE_SIZE:
             return total
 
 
