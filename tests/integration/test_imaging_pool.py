@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 from PIL import Image
 
+from mediajobs.handlers import imaging_pool
 from mediajobs.handlers.imaging_pool import (
     ImagingCrashed,
     ImagingFailed,
@@ -157,6 +158,11 @@ async def test_a_free_place_goes_to_the_process_with_the_fewest_calls() -> None:
         pool.close()
 
 
+def _sleep_then_exit(seconds: float) -> None:
+    time.sleep(seconds)
+    os._exit(9)
+
+
 def _sleep_then_pid(seconds: float) -> int:
     time.sleep(seconds)
     return os.getpid()
@@ -177,6 +183,33 @@ async def test_a_call_queued_behind_one_that_crashes_runs_in_the_replacement() -
         second = await queued
         assert second != first
         assert pool.crashes == 1
+
+
+@pytest.mark.parametrize("stop", ["crash", "timeout"])
+async def test_a_move_another_calls_stop_explains_is_free(
+    stop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one move allowed, a call queued behind a call that crashes (or runs past its
+    time) still runs: its move is the other call's doing, so it does not count. (A good
+    file queued behind the three crashes of a poison file used to fail as a crash.)"""
+    monkeypatch.setattr(imaging_pool, "MAX_MOVES", 1)
+    async with one_process() as (pool, first):
+        pool.options = dataclasses.replace(pool.options, timeout=1.0)
+        for round_ in range(3):
+            pid = await pool.run(os.getpid)
+            doomed = asyncio.create_task(
+                pool.run(_sleep_then_exit, 0.3) if stop == "crash" else pool.run(time.sleep, 30)
+            )
+            await wait_for(lambda: pool.busy == 1, timeout=10, interval=0.001)
+            queued = asyncio.create_task(pool.run(os.getpid))
+            with pytest.raises(ImagingCrashed if stop == "crash" else ImagingTimeout):
+                await doomed
+            assert await queued != pid, round_
+        assert pool.crashes == (3 if stop == "crash" else 0)
+        assert first != await pool.run(os.getpid)
+        # An unexplained stop still counts: a call that kills its process before it begins.
+        with pytest.raises(ImagingCrashed, match="before it began"):
+            await pool.run(id, _DiesWhenUnpickled())
 
 
 async def test_a_queued_call_is_timed_from_its_start_and_survives_a_timeout_before_it() -> None:
