@@ -112,11 +112,14 @@ f.error_code, f.error_message, f.attempts, f.sha256, f.updated_at, f.processed_a
 # for the most batches the paths could need, and the caller enqueues the jobs of those this
 # returns. Setting batch_id in a second statement rewrote every row (batch_id is indexed,
 # so no HOT update): 10k new paths took 0.52 s that way, 0.21 s this way (this machine).
+# The arrays go in binary (%(...)b): psycopg's text format quotes each element with a regex,
+# 21 ms of the scanner's CPU per 10k paths; binary takes 6 ms (a rescan of 1M unchanged
+# paths spent half its client CPU there).
 # Returns (batch_id, files) per batch used, in batch order.
 RECORD_SCANNED = """
 WITH input AS (
-    SELECT * FROM unnest(%(paths)s::text[], %(sizes)s::bigint[], %(mtimes)s::bigint[],
-                         %(etags)s::text[]) WITH ORDINALITY AS i (path, size, mtime_ns, etag, n)
+    SELECT * FROM unnest(%(paths)b::text[], %(sizes)b::bigint[], %(mtimes)b::bigint[],
+                         %(etags)b::text[]) WITH ORDINALITY AS i (path, size, mtime_ns, etag, n)
 ),
 fresh AS (
     SELECT i.*, row_number() OVER (ORDER BY i.n) AS k FROM input AS i
@@ -132,7 +135,7 @@ written AS (
     INSERT INTO ingest_files AS f
         (source_id, path, media_id, run_id, batch_id, size, mtime_ns, etag)
     SELECT %(source)s, path, gen_random_uuid(), %(run)s,
-           (%(batches)s::uuid[])[(k - 1) / %(batch_size)s + 1], size, mtime_ns, etag
+           (%(batches)b::uuid[])[(k - 1) / %(batch_size)s + 1], size, mtime_ns, etag
     FROM fresh
     ORDER BY path  -- rows locked in path order, as a batch's closing transaction takes them
     ON CONFLICT (source_id, path) DO UPDATE SET
@@ -149,12 +152,12 @@ touched AS (
 )
 SELECT batch_id, count(*) AS files FROM written
 GROUP BY batch_id
-ORDER BY array_position(%(batches)s::uuid[], batch_id)
+ORDER BY array_position(%(batches)b::uuid[], batch_id)
 """
 
 ASSIGN_BATCHES = """
 UPDATE ingest_files AS f SET batch_id = b.batch_id, updated_at = now()
-FROM unnest(%(batches)s::uuid[], %(paths)s::text[]) AS b (batch_id, path)
+FROM unnest(%(batches)b::uuid[], %(paths)b::text[]) AS b (batch_id, path)
 WHERE f.source_id = %(source)s AND f.path = b.path
 """
 
