@@ -1,13 +1,19 @@
 """What `mediajobs ingest run` (following) and `ingest status` say about a run whose scan
-failed: its error, and a non-zero exit, never "finished"."""
+failed (its error, and a non-zero exit, never "finished"), a run that found no image, and
+a run no worker takes."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from mediajobs.cli import ingest as cli_ingest
 from mediajobs.cli.ingest import _follow, _summary
 from mediajobs.db import open_pool
 from mediajobs.db.ingest import IngestRepository
+from mediajobs.ingest.runs import start_run
+from mediajobs.queue.queue import JobQueue
 
 
 async def test_a_followed_run_whose_scan_failed_says_why_and_exits_1(
@@ -33,9 +39,56 @@ async def test_a_followed_run_whose_scan_failed_says_why_and_exits_1(
         assert "finished" not in line
 
         good = await ingest.open_run("file:///srv/photos", "alice", "catalog", 32)
+        async with ingest.transaction() as conn:  # a top-up that found nothing new
+            await ingest.add_scan_counts(conn, good.id, scanned=3, skipped=1, errors=0, queued=0)
         await ingest.finish_scan(good.id)
         assert await _follow(ingest, good, json_lines=True) == 0
         done = await ingest.status(good.id)
         assert done is not None and "finished" in _summary(done, None)
+    finally:
+        await pool.close()
+
+
+async def test_a_followed_run_that_found_no_image_says_so_and_exits_1(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool = await open_pool(database_url, name="test", min_size=1, max_size=2)
+    try:
+        ingest = IngestRepository(pool)
+        run = await ingest.open_run("file:///srv/empty-or-typo", "alice", "catalog", 32)
+        async with ingest.transaction() as conn:
+            await ingest.add_scan_counts(conn, run.id, scanned=0, skipped=4, errors=1, queued=0)
+        await ingest.finish_scan(run.id)
+        assert await _follow(ingest, run, json_lines=True) == 1
+        err = capsys.readouterr().err
+        assert "no image under file:///srv/empty-or-typo (4 other files skipped, 1 scan" in err
+        assert ".heic .heif .jpeg .jpg .png .tif .tiff .webp" in err
+    finally:
+        await pool.close()
+
+
+async def test_a_followed_run_no_worker_takes_gets_a_hint_once(
+    database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_ingest, "SCAN_WAIT_HINT", 0.5)
+    pool = await open_pool(database_url, name="test", min_size=1, max_size=2)
+    try:
+        ingest = IngestRepository(pool)
+        run = await start_run(
+            ingest,
+            JobQueue(pool),
+            uri="file:///srv/waiting",
+            owner_id="alice",
+            profile="catalog",
+            batch_size=32,
+        )
+        follow = asyncio.create_task(_follow(ingest, run, json_lines=True))
+        await asyncio.sleep(3.5)  # three looks past the hint's time
+        async with ingest.transaction() as conn:
+            await ingest.add_scan_counts(conn, run.id, scanned=1, skipped=0, errors=0, queued=0)
+        await ingest.finish_scan(run.id)
+        assert await asyncio.wait_for(follow, 10) == 0
+        err = capsys.readouterr().err
+        assert err.count(f"no worker has taken the scan of run {run.id} after 0.5 s") == 1, err
     finally:
         await pool.close()

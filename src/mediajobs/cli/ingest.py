@@ -17,9 +17,11 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Column
 
 from mediajobs.cli.common import Commands, bounded, handle_signals, print_json, with_pool
 from mediajobs.config import Settings
@@ -43,6 +45,7 @@ from mediajobs.ingest.runs import (
     start_run,
     status_json,
 )
+from mediajobs.ingest.scan import APPROVED_EXTENSIONS
 from mediajobs.ingest.source import SourceInvalid, parse_source
 from mediajobs.queue.queue import JobQueue
 from mediajobs.service.auth import MAX_USER_ID, is_user_id
@@ -52,6 +55,7 @@ FOLLOW_INTERVAL = 1.0  # seconds between two looks at a followed run
 STALL_SECONDS = 60.0  # a followed run that has not moved this long is checked for strands
 RUN_HELP = "the run's id (default: the latest run)"
 REPORT_PAGE = 1000
+SCAN_WAIT_HINT = 10.0  # seconds a followed run's scan job may wait before a hint is shown
 
 
 def owner_id(text: str) -> str:
@@ -171,7 +175,8 @@ def cmd_ingest_run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) -> int:
     """Follow ``run`` until it is finished, or until Ctrl-C / SIGTERM (which stop only the
-    watching)."""
+    watching). Exit 130 when stopped so, 1 when the scan failed or found no approved file
+    (an empty source, or a typo in a prefix), else 0."""
     stop = asyncio.Event()
     meter = RateMeter()
     with handle_signals(stop.set):
@@ -188,6 +193,14 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
     ended = await ingest.get_run(run.id)
     if ended is not None and ended.state == "scan_failed":
         print(f"mediajobs: {_scan_failure(ended)}", file=sys.stderr)
+        return 1
+    if ended is not None and ended.state == "scanned" and ended.scanned == 0:
+        print(
+            f"mediajobs: no image under {ended.source_uri} ({ended.skipped} other files "
+            f"skipped, {ended.scan_errors} scan errors); the approved extensions are "
+            f"{' '.join(sorted(APPROVED_EXTENSIONS))}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -207,7 +220,8 @@ async def _looks(
     nothing has moved for ``STALL_SECONDS``; ``ingest retry`` queues them again)."""
     loop = asyncio.get_running_loop()
     last: tuple[int, int] | None = None
-    moved = loop.time()
+    moved = started = loop.time()
+    hinted = False
     while not stop.is_set():
         status = await ingest.status(run.id)
         if status is None:
@@ -216,6 +230,16 @@ async def _looks(
         yield status
         if is_finished(status):
             return
+        waiting = status.run.state == "scanning" and not status.run.scanned
+        if not hinted and waiting and loop.time() - started > SCAN_WAIT_HINT:
+            hinted = True
+            if await ingest.scan_job_state(run.id) == "queued":
+                print(
+                    f"mediajobs: no worker has taken the scan of run {run.id} after "
+                    f"{SCAN_WAIT_HINT:g} s: is a `mediajobs worker` running against this "
+                    "database? (the run waits for one; Ctrl-C stops only the watching)",
+                    file=sys.stderr,
+                )
         if (status.done, status.total) != last:
             last, moved = (status.done, status.total), loop.time()
         elif status.run.state != "scanning" and loop.time() - moved > STALL_SECONDS:
@@ -244,31 +268,66 @@ async def _follow_json(
 async def _follow_bar(
     ingest: IngestRepository, run: IngestRun, meter: RateMeter, stop: asyncio.Event
 ) -> None:
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TextColumn("ETA {task.fields[eta]}"),
-        TextColumn("{task.fields[failures]}"),
-        console=Console(),
-    )
+    console = Console()
+    progress = _progress_bar(console)
     with progress:
         task = progress.add_task("scanning", total=None, rate="-", eta="-", failures="")
         async for status in _looks(ingest, run, meter, stop):
-            rate, left = meter.rate, meter.eta(status.total - status.done)
-            progress.update(
-                task,
-                description="scanning" if status.run.state == "scanning" else "importing",
-                completed=status.done,
-                total=status.total or None,
-                rate="-" if rate is None else f"{rate:.1f} files/s",
-                eta=_duration(left),
-                failures=_failures(status),
-            )
+            progress.update(task, **_bar_fields(status, meter, console.width))
     final = await ingest.status(run.id)
     if final is not None:
         print(_summary(final, overall_rate(final)))
+
+
+def _bar_width(width: int) -> int:
+    """Characters of the bar itself on a terminal ``width`` columns wide (narrower below
+    100 columns, so the failure count fits on 80 at 5M files)."""
+    return 20 if width >= 100 else 12
+
+
+def _progress_bar(console: Console) -> Progress:
+    """The bar ``ingest run`` draws: state, bar, files done/total, rate, ETA, failures.
+    No column wraps; ``_bar_fields`` cuts the failures to what the terminal has left."""
+
+    def fixed() -> Column:
+        return Column(no_wrap=True)
+
+    return Progress(
+        TextColumn("[bold]{task.description}", table_column=fixed()),
+        BarColumn(bar_width=_bar_width(console.width), table_column=fixed()),
+        MofNCompleteColumn(table_column=fixed()),
+        TextColumn("{task.fields[rate]}", table_column=fixed()),
+        TextColumn("ETA {task.fields[eta]}", table_column=fixed()),
+        TextColumn("{task.fields[failures]}", table_column=fixed()),
+        console=console,
+    )
+
+
+def _bar_fields(status: RunStatus, meter: RateMeter, width: int) -> dict[str, Any]:
+    """What the bar shows of one look at the run, on a terminal ``width`` columns wide: the
+    failures (``N failed: code=n ...``) are cut with an ellipsis to the room the other
+    columns leave, so the bar and the counts stay on 80 columns whatever the codes."""
+    rate, left = meter.rate, meter.eta(status.total - status.done)
+    fields: dict[str, Any] = {
+        "description": "scanning" if status.run.state == "scanning" else "importing",
+        "completed": status.done,
+        "total": status.total or None,
+        "rate": "-" if rate is None else f"{rate:.1f} files/s",
+        "eta": _duration(left),
+    }
+    total = str(status.total) if status.total else "?"
+    counts = len(total) * 2 + 1  # MofNCompleteColumn pads the done count to the total's width
+    used = len(fields["description"]) + _bar_width(width) + counts + len(fields["rate"])
+    used += len("ETA ") + len(fields["eta"]) + 6  # a space between each two of six columns
+    fields["failures"] = _cut(_failures(status), width - used)
+    return fields
+
+
+def _cut(text: str, room: int) -> str:
+    """``text`` in at most ``room`` characters: cut with an ellipsis when longer."""
+    if len(text) <= room:
+        return text
+    return text[: room - 1] + "…" if room > 1 else ""
 
 
 def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -401,7 +460,12 @@ def _summary(status: RunStatus, rate: float | None) -> str:
 
 
 def _failures(status: RunStatus) -> str:
-    return " ".join(f"{code}={files}" for code, files in status.failed_by_code.items())
+    """``N failed: code=n ...`` (empty without failures), for the bar's last column."""
+    failed = sum(status.failed_by_code.values())
+    if not failed:
+        return ""
+    codes = " ".join(f"{code}={files}" for code, files in status.failed_by_code.items())
+    return f"{failed} failed: {codes}"
 
 
 def _duration(seconds: float | None) -> str:

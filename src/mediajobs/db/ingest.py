@@ -288,6 +288,13 @@ class IngestRepository:
         """Remember the run's ``ingest.scan`` job."""
         await conn.execute(sql.SET_SCAN_JOB, (job_id, run_id))
 
+    async def scan_job_state(self, run_id: uuid.UUID) -> str | None:
+        """The state (``queued``, ``running``, ...) of the run's ``ingest.scan`` job, or
+        None when the run has none or it was archived."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(sql.SCAN_JOB_STATE, (run_id,))).fetchone()
+        return None if row is None else str(row["state"])
+
     async def get_run(self, run_id: uuid.UUID, *, owner_id: str | None = None) -> IngestRun | None:
         """The run, or None (also when ``owner_id`` is given and it is someone else's)."""
         statement = sql.GET_RUN if owner_id is None else sql.GET_RUN_OWNED

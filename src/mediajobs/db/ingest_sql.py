@@ -76,6 +76,11 @@ WHERE r.owner_id = %(owner)s
 ORDER BY r.created_at DESC, r.id DESC LIMIT 1
 """
 
+# The state of the run's scan job (none once it is archived).
+SCAN_JOB_STATE = """
+SELECT j.state FROM ingest_runs AS r JOIN jobs AS j ON j.id = r.scan_job_id WHERE r.id = %s
+"""
+
 SET_SCAN_JOB = "UPDATE ingest_runs SET scan_job_id = %s, updated_at = now() WHERE id = %s"
 
 ADD_SCAN_COUNTS = """

@@ -1,0 +1,58 @@
+"""The progress bar of `mediajobs ingest run` on a narrow terminal: the bar and the counts
+stay; the failures per code are cut to the room left."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from rich.console import Console
+
+from mediajobs.cli.ingest import _bar_fields, _progress_bar
+from mediajobs.db.ingest import IngestRun, RunStatus
+from mediajobs.ingest.runs import RateMeter
+
+CODES = {"corrupt_image": 1200, "decoder_crashed": 3, "empty_file": 51, "file_too_large": 2}
+
+
+def status(total: int, done: int, codes: dict[str, int]) -> RunStatus:
+    now = datetime.now(UTC)
+    run = IngestRun(
+        uuid.uuid4(), uuid.uuid4(), "file:///srv/photos", "ada", "catalog", 32, "scanned",
+        None, total, 0, 0, total, None, now, now, now,
+    )  # fmt: skip
+    counts = {"indexed": done - sum(codes.values()), "failed": sum(codes.values())}
+    return RunStatus(run, counts, codes, total, done, now)
+
+
+def drawn(width: int, looked: RunStatus) -> str:
+    console = Console(file=io.StringIO(), width=width, force_terminal=True, color_system=None)
+    progress = _progress_bar(console)
+    task = progress.add_task("scanning", total=None, rate="-", eta="-", failures="")
+    meter = RateMeter()
+    meter.add(0.0, 0)
+    meter.add(100.0, 123_456)
+    progress.update(task, **_bar_fields(looked, meter, width))
+    console.print(progress.make_tasks_table(progress.tasks))
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    return str(out).rstrip()
+
+
+@pytest.mark.parametrize("total", [2_000, 5_000_000])
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_the_bar_and_the_counts_stay_and_the_failures_take_the_rest(width: int, total: int) -> None:
+    line = drawn(width, status(total, 1_234 if total < 5_000 else 1_234_567, CODES))
+    assert len(line) <= width and "\n" not in line, line
+    assert line.startswith("importing ") and "━" in line, line
+    assert f"/{total} " in line and "1234.6 files/s" in line and "ETA " in line, line
+    assert "1256 failed" in line, line
+    whole = "1256 failed: corrupt_image=1200 decoder_crashed=3 empty_file=51 file_too_large=2"
+    assert (whole in line) == (width >= 160), line
+    assert line.endswith("…") != (width >= 160), line
+
+
+def test_without_failures_the_last_column_is_empty() -> None:
+    line = drawn(80, status(2_000, 10, {}))
+    assert "failed" not in line and line.endswith("ETA 0:02"), line
