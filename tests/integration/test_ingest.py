@@ -237,6 +237,16 @@ async def test_two_worker_processes_ingest_a_tree_into_s3_and_a_rescan_is_free(
         status = json.loads(out)
         assert status["finished"] and status["failedByCode"] == {"empty_file": 1}
         assert status["sourceFailedByCode"] == first["failedByCode"]
+        code, out, err = await ingest_cli(database_url, env, "runs", "--json")
+        assert code == 0, err
+        runs = [json.loads(line) for line in out.splitlines()]
+        assert [r["runId"] for r in runs] == [third["runId"], again["runId"], first["runId"]]
+        assert [(r["done"], r["total"], r["failed"]) for r in runs] == [
+            (2, 2, 1),  # the changed file, and the retried one that failed again
+            (0, 0, 0),
+            # less the two files the third run took over (changed; retried)
+            (first["total"] - 2, first["total"] - 2, len(tree.failed) - 1),
+        ]
         code, out, err = await ingest_cli(database_url, env, "status")
         earlier = len(tree.failed) - 1
         assert f"+ {earlier} failed files of this source in earlier runs" in out, out

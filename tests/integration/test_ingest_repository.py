@@ -648,6 +648,24 @@ async def test_failures_of_earlier_runs_are_the_sources_to_report_and_retry(
     assert before is not None and after is not None and after.updated_at > before.updated_at
 
 
+async def test_list_runs_newest_first_with_their_counts(repo: IngestRepository) -> None:
+    first = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    await fail_files(repo, first, {"a.jpg": "corrupt_image", "b.jpg": "empty_file"})
+    await open_files(repo, first, None, ["c.jpg"])
+    other = await repo.open_run("s3://bucket/photos/", "sam", "catalog", 32)
+    newest = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    listed = await repo.list_runs()
+    assert [(run.id, total, done, failed) for run, total, done, failed in listed] == [
+        (newest.id, 0, 0, 0),
+        (other.id, 0, 0, 0),
+        (first.id, 3, 2, 2),
+    ]
+    assert [run.id for run, *_ in await repo.list_runs(owner_id="ada", limit=1)] == [newest.id]
+    assert await repo.list_runs(owner_id="nobody") == []
+    with pytest.raises(ValueError, match="limit"):
+        await repo.list_runs(limit=0)
+
+
 async def test_a_source_inside_or_around_another_is_refused_for_every_owner(
     repo: IngestRepository,
 ) -> None:

@@ -49,7 +49,7 @@ def test_every_leaf_command_runs_a_function() -> None:
     leaves = _leaves(parser)
     assert ("jobs", "enqueue") in leaves
     assert ("policy", "set") in leaves
-    assert len(leaves) == 20
+    assert len(leaves) == 21
     arguments = {
         ("jobs", "enqueue"): ["system.ping"],
         ("token",): ["dev"],

@@ -72,7 +72,8 @@ def owner_id(text: str) -> str:
 def add_ingest(commands: Commands) -> None:
     """The ``ingest`` command's parser and its subcommands."""
     ingest = commands.add_parser(
-        "ingest", help="run SOURCE | status | retry | report: bulk ingest of a directory or bucket"
+        "ingest",
+        help="run SOURCE | runs | status | retry | report: bulk ingest of a directory or bucket",
     )
     sub = ingest.add_subparsers(dest="ingest_command", required=True)
     run = sub.add_parser(
@@ -106,6 +107,13 @@ def add_ingest(commands: Commands) -> None:
         "--detach", action="store_true", help="print the run as JSON and exit at once"
     )
     run.set_defaults(handler=cmd_ingest_run)
+    runs = sub.add_parser("runs", help="the newest runs: id, state, files done, source")
+    runs.add_argument("--owner", type=owner_id, help="only this owner's runs")
+    runs.add_argument(
+        "--limit", type=bounded(int, 1, 10_000), default=20, help="runs shown (default 20)"
+    )
+    runs.add_argument("--json", action="store_true", help="print JSON lines, one per run")
+    runs.set_defaults(handler=cmd_ingest_runs)
     status = sub.add_parser(
         "status", help="a run's files by status and error code, its rate and ETA"
     )
@@ -328,6 +336,36 @@ def _cut(text: str, room: int) -> str:
     if len(text) <= room:
         return text
     return text[: room - 1] + "…" if room > 1 else ""
+
+
+def cmd_ingest_runs(args: argparse.Namespace, settings: Settings) -> int:
+    """List the newest runs (of ``--owner``), newest first: id, start, owner, state, files
+    done of total and failed, source (tab-separated; ``--json``: a JSON line per run)."""
+    listed = with_pool(
+        settings,
+        lambda pool: IngestRepository(pool).list_runs(owner_id=args.owner, limit=args.limit),
+    )
+    if not args.json:
+        _tab_separated(["run", "created", "owner", "state", "done", "total", "failed", "source"])
+    for run, total, done, failed in listed:
+        if args.json:
+            print_json(
+                {
+                    "runId": str(run.id),
+                    "createdAt": run.created_at.isoformat(),
+                    "ownerId": run.owner_id,
+                    "state": run.state,
+                    "done": done,
+                    "total": total,
+                    "failed": failed,
+                    "source": run.source_uri,
+                }
+            )
+        else:
+            created = run.created_at.isoformat(timespec="seconds")
+            row = [str(run.id), created, run.owner_id, run.state, str(done), str(total)]
+            _tab_separated([*row, str(failed), run.source_uri])
+    return 0
 
 
 def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:

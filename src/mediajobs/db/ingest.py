@@ -304,6 +304,23 @@ class IngestRepository:
             ).fetchone()
         return None if row is None else IngestRun.from_row(row)
 
+    async def list_runs(
+        self, *, owner_id: str | None = None, limit: int = 20
+    ) -> list[tuple[IngestRun, int, int, int]]:
+        """The newest ``limit`` runs (of ``owner_id`` when given), newest first, each with
+        its files ``(total, done, failed)`` from the counters. Raises ValueError for a
+        limit below 1."""
+        if limit < 1:
+            raise ValueError(f"limit: {limit} is below 1")
+        async with self._pool.connection() as conn:
+            rows = await (
+                await conn.execute(sql.LIST_RUNS, {"owner": owner_id, "limit": limit})
+            ).fetchall()
+        return [
+            (IngestRun.from_row(row), int(row["total"]), int(row["done"]), int(row["failed"]))
+            for row in rows
+        ]
+
     async def latest_run(self, *, owner_id: str | None = None) -> IngestRun | None:
         """The newest run (of ``owner_id`` when given), or None."""
         statement = sql.LATEST_RUN if owner_id is None else sql.LATEST_RUN_OWNED

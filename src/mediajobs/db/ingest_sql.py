@@ -81,6 +81,22 @@ SCAN_JOB_STATE = """
 SELECT j.state FROM ingest_runs AS r JOIN jobs AS j ON j.id = r.scan_job_id WHERE r.id = %s
 """
 
+# The newest runs (of one owner when %(owner)s is not null), newest first, each with its
+# files done (indexed + failed), failed and total from the counters (no file row read).
+LIST_RUNS = f"""
+SELECT {RUN_COLUMNS},
+    coalesce(sum(c.files), 0) AS total,
+    coalesce(sum(c.files) FILTER (WHERE c.status IN ('indexed', 'failed')), 0) AS done,
+    coalesce(sum(c.files) FILTER (WHERE c.status = 'failed'), 0) AS failed
+FROM ingest_runs AS r
+JOIN ingest_sources AS s ON s.id = r.source_id
+LEFT JOIN ingest_counts AS c ON c.run_id = r.id
+WHERE %(owner)s::text IS NULL OR r.owner_id = %(owner)s
+GROUP BY r.id, s.uri
+ORDER BY r.created_at DESC, r.id DESC
+LIMIT %(limit)s
+"""
+
 SET_SCAN_JOB = "UPDATE ingest_runs SET scan_job_id = %s, updated_at = now() WHERE id = %s"
 
 ADD_SCAN_COUNTS = """
