@@ -19,6 +19,15 @@ from typing import Any
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
+def quoted(value: str) -> str:
+    """``value`` as is when it is a plain token (printable ASCII without a space, ``"`` or
+    ``=``), else as a JSON string: a file name with a line break, a tab or ``key=value`` in it
+    cannot break or forge a ``key=value`` log line."""
+    if value and value.isascii() and value.isprintable() and not any(c in value for c in ' "='):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
 class RequestIdFilter(logging.Filter):
     """Adds ``request_id`` to every record (``-`` outside a request)."""
 

@@ -409,7 +409,9 @@ async def test_a_poison_file_fails_alone_and_named_after_its_last_attempt(
     root = tmp_path / "poison"
     root.mkdir()
     good = {f"ok{index}.jpg": jpeg(photo(900, 600)) for index in range(3)}
-    for name, data in {**good, "crash.jpg": jpeg(photo(900, 600))}.items():
+    poison = "line\nbreak/crash.jpg"  # a name that must not break the log lines naming it
+    (root / "line\nbreak").mkdir()
+    for name, data in {**good, poison: jpeg(photo(900, 600))}.items():
         (root / name).write_bytes(data)
     settings = Settings(ingest_settle_seconds=0.0, ingest_max_attempts=3)
     pool = CrashingPool(PoolOptions(processes=1, timeout=60))
@@ -421,12 +423,13 @@ async def test_a_poison_file_fails_alone_and_named_after_its_last_attempt(
     files = await file_rows(database_url)
     assert {path: row["status"] for path, row in files.items()} == {
         **dict.fromkeys(good, "indexed"),
-        "crash.jpg": "failed",
+        poison: "failed",
     }
-    assert files["crash.jpg"]["error_code"] == "decoder_crashed"
+    assert files[poison]["error_code"] == "decoder_crashed"
     assert pool.crashes == 3  # one batch, three tries, then the file fails
     named = [r.getMessage() for r in caplog.records if "crash.jpg" in r.getMessage()]
     assert any("decoder_crashed" in message for message in named), named
+    assert all('"line\\nbreak/crash.jpg"' in message for message in named), named
 
 
 async def test_on_a_terminal_run_shows_a_progress_bar_and_ctrl_c_stops_only_the_watching(

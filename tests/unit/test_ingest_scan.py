@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -101,6 +102,19 @@ def test_a_symlink_loop_is_one_counted_and_logged_error_and_the_walk_goes_on(tmp
     assert counts.errors == 1
     assert "symlink loop" in caplog.text
     assert str(tmp_path / "a/b/loop") in caplog.text
+
+
+def test_a_path_with_a_line_break_is_logged_json_quoted_on_one_line(tmp_path, caplog):
+    write(tmp_path / "a/one.jpg")
+    (tmp_path / "a/evil\nWARNING forged").symlink_to(tmp_path / "a")
+    caplog.set_level(logging.WARNING, "mediajobs.ingest.scan")
+
+    walk(tmp_path)
+
+    [record] = caplog.records
+    line = record.getMessage()
+    assert "\n" not in line
+    assert json.dumps(str(tmp_path / "a/evil\nWARNING forged")) in line
 
 
 def test_a_loop_outside_the_root_is_caught_on_entering_it(tmp_path, caplog):

@@ -76,6 +76,7 @@ from mediajobs.ingest.source import (
     scan_source,
     source_reachable,
 )
+from mediajobs.logs import quoted
 from mediajobs.queue import kinds
 from mediajobs.queue.models import Job, new_job_id
 from mediajobs.queue.registry import HandlerRegistry, JobContext
@@ -181,7 +182,7 @@ class IngestHandlers:
         log.info(
             "ingest run %s scanned %s: %d files, %d skipped, %d errors, %d queued",
             run.id,
-            run.source_uri,
+            quoted(run.source_uri),
             totals.files,
             totals.skipped,
             totals.errors,
@@ -345,10 +346,10 @@ class IngestHandlers:
         except StorageUnavailable as exc:  # the store, not the file: the batch waits
             raise Retry(f"storage: {exc}") from None
         except StorageError as exc:  # refused for good (denied, a key it cannot hold)
-            log.warning("ingest %s: %s: storage refused: %s", run.id, file.path, exc)
+            log.warning("ingest %s: %s: storage refused: %s", run.id, quoted(file.path), exc)
             return _failed(file, exc.code, str(exc))
         except Exception as exc:
-            log.exception("ingest %s: %s failed: %s", run.id, file.path, exc)
+            log.exception("ingest %s: %s failed: %s", run.id, quoted(file.path), exc)
             return _failed(file, "internal_error", f"{type(exc).__name__}: {exc}")
 
     async def _settle_read_and_make(
@@ -390,20 +391,24 @@ class IngestHandlers:
                 )
             except ImageRejected as exc:
                 log.warning(
-                    "ingest %s: %s refused: %s (%s)", run.id, file.path, exc.message, exc.code
+                    "ingest %s: %s refused: %s (%s)",
+                    run.id,
+                    quoted(file.path),
+                    exc.message,
+                    exc.code,
                 )
                 return _failed(file, exc.code, exc.message)
             except _CRASHES as exc:
                 log.warning(
                     "ingest %s: %s: %s (try %d of %d)",
                     run.id,
-                    file.path,
+                    quoted(file.path),
                     exc,
                     tries,
                     options.max_attempts,
                 )
                 if tries >= options.max_attempts:
-                    log.error("ingest %s: %s failed as decoder_crashed", run.id, file.path)
+                    log.error("ingest %s: %s failed as decoder_crashed", run.id, quoted(file.path))
                     return _failed(file, "decoder_crashed", f"{exc} ({tries} tries)")
                 tries += 1
             except (ImagingFailed, WatermarkLogoInvalid) as exc:
@@ -641,7 +646,7 @@ def _crashed_too_often(run: IngestRun, file: IngestFile, died: int) -> FileOutco
         "ingest %s: %s was being imported each time the worker died (%d attempts); "
         "failed as decoder_crashed",
         run.id,
-        file.path,
+        quoted(file.path),
         died,
     )
     return _failed(file, "decoder_crashed", f"the worker died during each of {died} attempts")

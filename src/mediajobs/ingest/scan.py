@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mediajobs.errors import InvalidKey
+from mediajobs.logs import quoted
 from mediajobs.storage.base import Store
 from mediajobs.storage.keys import validate_key
 
@@ -161,7 +162,9 @@ def walk_directory(root: Path, counts: ScanCounts) -> Generator[ScannedFile, Non
             continue
         if pending.parent is not None and not _inside(top, os.path.realpath(pending.path)):
             if key in outside:
-                log.info("ingest scan: %s was walked through another link; skipped", pending.path)
+                log.info(
+                    "ingest scan: %s was walked through another link; skipped", _shown(pending.path)
+                )
                 continue
             outside.add(key)
         ancestry = _Ancestry(key, pending.parent)
@@ -251,17 +254,27 @@ def _follow_directory_link(path: str, top: str, ancestry: _Ancestry, counts: Sca
     if (info.st_dev, info.st_ino) in ancestry:
         _error(counts, "symlink loop", path)
     else:
-        log.info("ingest scan: %s links inside the source, walked under %s instead", path, target)
+        log.info(
+            "ingest scan: %s links inside the source, walked under %s instead",
+            _shown(path),
+            _shown(target),
+        )
     return False
 
 
 def _error(counts: ScanCounts, what: str, path: str, exc: OSError | None = None) -> None:
     counts.errors += 1
-    shown = path if _decodable(path) else repr(os.fsencode(path))
+    shown = _shown(path)
     if exc is None:
         log.warning("ingest scan: %s: %s", what, shown)
     else:
         log.warning("ingest scan: %s: %s (%s)", what, shown, exc.strerror or exc)
+
+
+def _shown(path: str) -> str:
+    """``path`` for a log line: JSON-quoted when it is not a plain token
+    (``mediajobs.logs.quoted``), its bytes' repr when it is not valid UTF-8."""
+    return quoted(path) if _decodable(path) else repr(os.fsencode(path))
 
 
 def _decodable(text: str) -> bool:

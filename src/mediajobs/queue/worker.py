@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -33,6 +32,7 @@ import psycopg
 
 from mediajobs.config import Settings
 from mediajobs.errors import JobCancelled, JobError, JobFailed, LeaseLost, Retry
+from mediajobs.logs import quoted
 from mediajobs.queue.base import Leases, Notifier, QueueBackend, encode_result
 from mediajobs.queue.kinds import INGEST_BATCH
 from mediajobs.queue.lease import LeaseKeeper
@@ -585,7 +585,7 @@ def describe_outcome(
         JobState.QUEUED: f"job attempt failed, retrying in {delay:.1f}s",
         JobState.CANCELLED: "job cancelled",
     }.get(state, f"job {state}")
-    details = f"code={_quoted(error.code)} message={_quoted(str(error))}"
+    details = f"code={quoted(error.code)} message={quoted(str(error))}"
     return f"{verdict}: {describe_job(ctx)} {details}"
 
 
@@ -596,16 +596,9 @@ def describe_job(ctx: JobContext[Any]) -> str:
         f"kind={job.kind}",
         f"job={job.id}",
         f"attempt={job.attempt}/{job.max_attempts}",
-        *(f"{key}={_quoted(value)}" for key, value in ctx.log_fields.items()),
+        *(f"{key}={quoted(value)}" for key, value in ctx.log_fields.items()),
     ]
     return " ".join(fields)
-
-
-def _quoted(value: str) -> str:
-    """``value`` as is when it is a plain token, else as a JSON string."""
-    if value and value.isascii() and value.isprintable() and not any(c in value for c in ' "='):
-        return value
-    return json.dumps(value, ensure_ascii=False)
 
 
 class _Completer:
