@@ -247,9 +247,38 @@ async def test_two_worker_processes_ingest_a_tree_into_s3_and_a_rescan_is_free(
             # less the two files the third run took over (changed; retried)
             (first["total"] - 2, first["total"] - 2, len(tree.failed) - 1),
         ]
+        # The rescan that found nothing new is finished, not "found no approved file".
+        assert [r["state"] for r in runs] == ["finished"] * 3
         code, out, err = await ingest_cli(database_url, env, "status")
-        earlier = len(tree.failed) - 1
-        assert f"+ {earlier} failed files of this source in earlier runs" in out, out
+        others = len(tree.failed) - 1
+        assert f"+ {others} failed files of this source from other runs" in out, out
+        assert f"mediajobs ingest report {third['runId']} --failed" in out, out
+        # The first run's status: the third run's failure is another run's to it.
+        code, out, err = await ingest_cli(database_url, env, "status", first["runId"])
+        assert "+ 1 failed files of this source from other runs" in out, out
+        assert f"mediajobs ingest retry {first['runId']})" in out, out
+
+        # Refusals name their code, and write nothing.
+        refusals = {
+            ("--owner", "someone-else"): "belongs to another owner (its files are that "
+            "owner's items) (source_owned_elsewhere)",
+            ("--profile", "nope"): "--profile: no ingest profile 'nope'; the site policy has "
+            "catalog (unknown_profile)",
+        }
+        for extra, said in refusals.items():
+            args = ("run", str(tree.root), "--owner", OWNER, "--json", *extra)
+            code, out, err = await ingest_cli(database_url, env, *args)
+            assert (code, out) == (1, ""), (extra, out)
+            assert said in err, err
+        inside = tree.root / "2019"
+        code, out, err = await ingest_cli(
+            database_url, env, "run", str(inside), "--owner", OWNER, "--json"
+        )
+        assert (code, out) == (1, ""), out
+        assert f"{inside.resolve().as_uri()} lies inside {tree.root.resolve().as_uri()}" in err
+        assert err.rstrip().endswith("(source_overlaps)"), err
+        code, out, err = await ingest_cli(database_url, env, "runs", "--json")
+        assert len(out.splitlines()) == 3  # no run was recorded by the refusals
     finally:
         for worker in workers:
             assert await worker.stop() == 0, worker.stderr[-3000:]

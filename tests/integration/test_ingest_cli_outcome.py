@@ -62,7 +62,10 @@ async def test_a_followed_run_that_found_no_image_says_so_and_exits_1(
         assert await _follow(ingest, run, json_lines=True) == 1
         err = capsys.readouterr().err
         assert "no image under file:///srv/empty-or-typo (4 other files skipped, 1 scan" in err
-        assert ".heic .heif .jpeg .jpg .png .tif .tiff .webp" in err
+        assert ".avif .heic .heif .jpeg .jpg .png .tif .tiff .webp" in err
+        status = await ingest.status(run.id)
+        assert status is not None
+        assert ": found no approved file; 0 of 0 files done" in _summary(status, None)
     finally:
         await pool.close()
 
@@ -84,11 +87,26 @@ async def test_a_followed_run_no_worker_takes_gets_a_hint_once(
         )
         follow = asyncio.create_task(_follow(ingest, run, json_lines=True))
         await asyncio.sleep(3.5)  # three looks past the hint's time
+        # A worker took it, and its attempt failed: queued again, it is not "no worker".
+        error = '{"code": "storage_unavailable", "message": "the bucket\\nis down"}'
+        scanning = await ingest.get_run(run.id)
+        assert scanning is not None and scanning.scan_job_id is not None
+        async with pool.connection() as conn:
+            await conn.execute(
+                "UPDATE jobs SET attempt = 1, error = %s::jsonb WHERE id = %s",
+                (error, scanning.scan_job_id),
+            )
+        await asyncio.sleep(2.5)
         async with ingest.transaction() as conn:
             await ingest.add_scan_counts(conn, run.id, scanned=1, skipped=0, errors=0, queued=0)
         await ingest.finish_scan(run.id)
         assert await asyncio.wait_for(follow, 10) == 0
         err = capsys.readouterr().err
-        assert err.count(f"no worker has taken the scan of run {run.id} after 0.5 s") == 1, err
+        assert err.count(f"no worker has taken the scan of run {run.id} yet") == 1, err
+        retried = (
+            f"the scan of run {run.id} failed its attempt 1 of 5 (storage_unavailable: the "
+            "bucket is down); it is retried"
+        )
+        assert err.count(retried) == 1, err
     finally:
         await pool.close()

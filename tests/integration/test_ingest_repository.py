@@ -682,11 +682,77 @@ async def test_a_source_inside_or_around_another_is_refused_for_every_owner(
         with pytest.raises(SourceOverlaps) as caught:
             await repo.open_run(uri, owner, "catalog", 32)
         assert (caught.value.code, caught.value.other) == ("source_overlaps", other), uri
-        assert ("another owner's" in str(caught.value)) == (owner != "ada"), uri
+        assert ("another owner" in str(caught.value)) == (owner != "ada"), uri
+        assert ("again" in str(caught.value)) == (owner == "ada"), uri  # no advice to sam
+        where = "lies inside" if caught.value.inside else "holds"
+        assert str(caught.value).startswith(f"{uri} {where} {other}"), uri
+        assert caught.value.inside == (len(uri) > len(other)), uri
     # Neighbours share a prefix of characters, not a folder: they are other sources.
     for uri in ("file:///srv/library/2020-old", "file:///srv/lib", "s3://bucket/photos2/"):
         assert (await repo.open_run(uri, "ada", "catalog", 32)).source_uri == uri
     assert (await repo.open_run("s3://bucket2/", "sam", "catalog", 32)).owner_id == "sam"
+
+
+async def test_a_source_that_holds_nothing_is_free_for_any_owner_and_any_overlap(
+    repo: IngestRepository,
+) -> None:
+    # A typo'd owner on an empty folder, and a scan of a folder that was not there: their
+    # runs found no file, so neither claims its uri nor blocks the folders around it.
+    empty = await repo.open_run("file:///srv/library/empty", "adaa", "catalog", 32)
+    await repo.finish_scan(empty.id)
+    missing = await repo.open_run("s3://bucket/", "ada", "catalog", 32)
+    await repo.finish_scan(missing.id, error={"code": "scan_failed", "message": "no bucket"})
+
+    again = await repo.open_run("file:///srv/library/empty", "ada", "catalog", 32)
+    assert (again.source_id, again.owner_id) == (empty.source_id, "ada")
+    await repo.finish_scan(again.id)
+    parent = await repo.open_run("file:///srv/library", "sam", "catalog", 32)
+    inside = await repo.open_run("s3://bucket/photos/", "sam", "catalog", 32)
+    assert (parent.owner_id, inside.owner_id) == ("sam", "sam")
+
+    # A scanning run holds its source (its files are on their way) ...
+    with pytest.raises(SourceOwnedElsewhere):
+        await repo.open_run("file:///srv/library", "ada", "catalog", 32)
+    with pytest.raises(SourceOverlaps):
+        await repo.open_run("s3://bucket/", "ada", "catalog", 32)
+    # ... and so does a recorded file once the scan is over.
+    await scan(repo, parent, [Scanned("a.jpg", 1, 1)])
+    await repo.finish_scan(parent.id)
+    with pytest.raises(SourceOwnedElsewhere):
+        await repo.open_run("file:///srv/library", "ada", "catalog", 32)
+    with pytest.raises(SourceOverlaps):
+        await repo.open_run("file:///srv/library/empty", "ada", "catalog", 32)
+
+
+async def test_sources_that_overlapped_before_overlaps_were_refused_run_again(
+    repo: IngestRepository, pool: Pool
+) -> None:
+    outer = await repo.open_run("file:///srv/library", "ada", "catalog", 32)
+    await scan(repo, outer, [Scanned("2020/a.jpg", 1, 1)])
+    inner = await repo.open_run("file:///srv/elsewhere", "ada", "catalog", 32)
+    await scan(repo, inner, [Scanned("b.jpg", 1, 1)])
+    await repo.finish_scan(inner.id)
+    await repo.finish_scan(outer.id)
+    async with pool.connection() as conn:  # inside the other, as an older version allowed
+        await conn.execute(
+            "UPDATE ingest_sources SET uri = 'file:///srv/library/2020' WHERE id = %s",
+            (inner.source_id,),
+        )
+    for uri in ("file:///srv/library", "file:///srv/library/2020"):
+        assert (await repo.open_run(uri, "ada", "catalog", 32)).source_uri == uri
+
+
+async def test_two_overlapping_sources_claimed_at_once_one_is_refused(
+    repo: IngestRepository,
+) -> None:
+    uris = ["s3://bucket/photos/", "s3://bucket/photos/2021/"] * 4
+    claims = await asyncio.gather(
+        *(repo.open_run(uri, "ada", "catalog", 32) for uri in uris), return_exceptions=True
+    )
+    won = {claim.source_uri for claim in claims if isinstance(claim, IngestRun)}
+    refused = [claim for claim in claims if not isinstance(claim, IngestRun)]
+    assert len(won) == 1 and len(refused) == 4, claims
+    assert all(isinstance(claim, SourceOverlaps) for claim in refused), refused
 
 
 async def test_counters_per_code_follow_code_changes_and_deletes(
@@ -715,6 +781,11 @@ async def test_counters_per_code_follow_code_changes_and_deletes(
     assert status is not None
     assert status.failed_by_code == {"empty_file": 1, "unknown": 1}
     assert (status.counts["failed"], status.counts["pending"], status.total) == (2, 1, 3)
+    assert await repo.source_failures(run.source_id) == {"empty_file": 1, "unknown": 1}
+    # "unknown", as status shows it, retries the failed file without a code, and only it.
+    async with repo.transaction() as conn:
+        assert await repo.retry_failed(conn, run, code="unknown") == ["b"]
+    assert await repo.source_failures(run.source_id) == {"empty_file": 1}
 
 
 async def test_open_run_in_a_callers_transaction_rolls_back_with_it(

@@ -148,6 +148,7 @@ FORMATS: dict[str, tuple[Callable[[], bytes], str, tuple[int, int], tuple[int, i
     ),
     "cmyk tiff": (lambda: encode(cmyk_red(), "TIFF"), "image/tiff", (640, 480), (255, 0, 0)),
     "heic": (lambda: heic(quadrants(640, 480)), "image/heic", (640, 480), RED),
+    "avif": (lambda: encode(quadrants(640, 480), "AVIF"), "image/avif", (640, 480), RED),
 }
 
 
@@ -306,6 +307,11 @@ def test_the_profile_cap_applies_above_pillows_bomb_warning_limit() -> None:
     with pytest.raises(ImageRejected) as info:
         probe(bomb, ImagePolicy())
     assert info.value.code == "too_many_pixels"
+    # Over Pillow's hard limit (2 x its warning limit) the words are ours, not Pillow's.
+    with pytest.raises(ImageRejected) as info:
+        make_catalog(png_bomb(14_000, 13_000), PROFILE, filename="huge.png")
+    assert info.value.code == "too_many_pixels"
+    assert info.value.message == "the image is 182.0 megapixels, over the cap of 100"
 
 
 def changed_quadrants(before: Image.Image, after: Image.Image) -> list[int]:

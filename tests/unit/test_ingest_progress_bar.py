@@ -1,10 +1,12 @@
 """The progress bar of `mediajobs ingest run` on a narrow terminal: the bar and the counts
-stay; the failures per code are cut to the room left."""
+stay; the failures per code are cut to the room left. The ETA and the state a run is
+shown in."""
 
 from __future__ import annotations
 
 import io
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +14,7 @@ from rich.console import Console
 
 from mediajobs.cli.ingest import _bar_fields, _progress_bar
 from mediajobs.db.ingest import IngestRun, RunStatus
-from mediajobs.ingest.runs import RateMeter
+from mediajobs.ingest.runs import RateMeter, run_eta, run_state
 
 CODES = {"corrupt_image": 1200, "decoder_crashed": 3, "empty_file": 51, "file_too_large": 2}
 
@@ -56,3 +58,23 @@ def test_the_bar_and_the_counts_stay_and_the_failures_take_the_rest(width: int, 
 def test_without_failures_the_last_column_is_empty() -> None:
     line = drawn(80, status(2_000, 10, {}))
     assert "failed" not in line and line.endswith("ETA 0:02"), line
+
+
+def test_a_scan_with_nothing_open_yet_has_no_eta_and_no_total() -> None:
+    looked = status(0, 0, {})
+    scanning = RunStatus(replace(looked.run, state="scanning"), {}, {}, 0, 0, looked.last_update)
+    assert run_eta(scanning, 50.0) is None  # not 0: the scan may find any number yet
+    fields = _bar_fields(scanning, RateMeter(), 80)
+    assert (fields["description"], fields["total"], fields["eta"]) == ("scanning", None, "-")
+    assert run_eta(looked, 50.0) == 0.0  # scanned, and nothing open: done
+    assert run_eta(replace(scanning, total=100, done=50), 50.0) == 1.0
+
+
+def test_the_state_a_run_is_shown_in() -> None:
+    run = status(0, 0, {}).run
+    assert run_state(replace(run, state="scanning"), 0, 0) == "scanning"
+    assert run_state(replace(run, state="scan_failed"), 0, 0) == "scan_failed"
+    assert run_state(replace(run, scanned=0), 0, 0) == "no_images"
+    assert run_state(replace(run, scanned=5), 0, 0) == "finished"  # a rescan: nothing new
+    assert run_state(run, 10, 9) == "importing"
+    assert run_state(run, 10, 10) == "finished"

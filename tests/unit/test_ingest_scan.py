@@ -86,8 +86,8 @@ def test_every_approved_extension_is_matched_in_any_case(tmp_path):
         write(tmp_path / f"lower{index}{extension}")
         write(tmp_path / f"upper{index}{extension.upper()}")
     found, counts = walk(tmp_path)
-    assert len(found) == 2 * len(APPROVED_EXTENSIONS) == 16
-    assert counts == ScanCounts(files=16, skipped=0, errors=0)
+    assert len(found) == 2 * len(APPROVED_EXTENSIONS) == 18
+    assert counts == ScanCounts(files=18, skipped=0, errors=0)
 
 
 def test_a_symlink_loop_is_one_counted_and_logged_error_and_the_walk_goes_on(tmp_path, caplog):

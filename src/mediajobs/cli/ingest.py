@@ -29,19 +29,21 @@ from mediajobs.db.ingest import (
     IngestRepository,
     IngestRun,
     RunStatus,
+    ScanJob,
     SourceOverlaps,
     SourceOwnedElsewhere,
 )
-from mediajobs.db.policies import PolicyInvalid, SitePolicies
+from mediajobs.db.policies import PolicyInvalid, SitePolicies, UnknownProfile
 from mediajobs.db.pool import Pool
 from mediajobs.devenv import with_dev_secret
 from mediajobs.ingest.runs import (
     RateMeter,
-    eta,
     is_finished,
     overall_rate,
     overlaps_own_keys,
     retry_failed,
+    run_eta,
+    run_state,
     start_run,
     status_json,
 )
@@ -120,11 +122,21 @@ def add_ingest(commands: Commands) -> None:
     status.add_argument("run_id", nargs="?", type=uuid.UUID, help=RUN_HELP)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=cmd_ingest_status)
-    retry = sub.add_parser("retry", help="queue a run's failed files again")
+    retry = sub.add_parser(
+        "retry",
+        help="queue the failed files of a run's source again (whichever run failed them), "
+        "and its stranded files",
+    )
     retry.add_argument("run_id", nargs="?", type=uuid.UUID, help=RUN_HELP)
-    retry.add_argument("--code", help="only the files failed with this error code")
+    retry.add_argument(
+        "--code",
+        help="only the files failed with this error code ('unknown': those without one)",
+    )
     retry.set_defaults(handler=cmd_ingest_retry)
-    report = sub.add_parser("report", help="each failed file of a run: path, code, message")
+    report = sub.add_parser(
+        "report",
+        help="each failed file of a run's source (whichever run failed it): path, code, message",
+    )
     report.add_argument("run_id", nargs="?", type=uuid.UUID, help=RUN_HELP)
     report.add_argument(
         "--failed", action="store_true", required=True, help="the failed files (required)"
@@ -150,6 +162,8 @@ def cmd_ingest_run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             policy = await SitePolicies(pool).load()
             policy.ingest_profile(args.profile)
+        except UnknownProfile as exc:
+            return f"--profile: {exc.reason} ({exc.code})"
         except PolicyInvalid as exc:
             return str(exc)
         prefixes = [profile.prefix for profile in policy.all_ingest_profiles().values()]
@@ -167,7 +181,7 @@ def cmd_ingest_run(args: argparse.Namespace, settings: Settings) -> int:
                 batch_size=args.batch or settings.ingest_batch_size,
             )
         except (SourceOwnedElsewhere, SourceOverlaps) as exc:
-            return str(exc)
+            return f"{exc} ({exc.code})"
 
     run = with_pool(settings, start)
     if isinstance(run, str):
@@ -213,6 +227,23 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
     return 0
 
 
+def _scan_waits(run_id: uuid.UUID, job: ScanJob) -> str:
+    """Why the run's scan job, queued, has not begun: no worker took it yet, or an attempt
+    failed and it waits to be retried (with that attempt's error)."""
+    if job.untaken:
+        return (
+            f"no worker has taken the scan of run {run_id} yet: is a `mediajobs worker` "
+            "running against this database? (the run waits for one; Ctrl-C stops only the "
+            "watching)"
+        )
+    error = job.error or {}
+    return (
+        f"the scan of run {run_id} failed its attempt {job.attempt} of {job.max_attempts} "
+        f"({error.get('code', 'unknown')}: {_one_line(str(error.get('message', '')))}); "
+        "it is retried"
+    )
+
+
 def _scan_failure(run: IngestRun) -> str:
     """Why the run's scan failed, from its error."""
     error = run.error if isinstance(run.error, dict) else {}
@@ -229,7 +260,7 @@ async def _looks(
     loop = asyncio.get_running_loop()
     last: tuple[int, int] | None = None
     moved = started = loop.time()
-    hinted = False
+    told: set[int] = set()  # the scan job's attempts a note was printed for
     while not stop.is_set():
         status = await ingest.status(run.id)
         if status is None:
@@ -239,15 +270,11 @@ async def _looks(
         if is_finished(status):
             return
         waiting = status.run.state == "scanning" and not status.run.scanned
-        if not hinted and waiting and loop.time() - started > SCAN_WAIT_HINT:
-            hinted = True
-            if await ingest.scan_job_state(run.id) == "queued":
-                print(
-                    f"mediajobs: no worker has taken the scan of run {run.id} after "
-                    f"{SCAN_WAIT_HINT:g} s: is a `mediajobs worker` running against this "
-                    "database? (the run waits for one; Ctrl-C stops only the watching)",
-                    file=sys.stderr,
-                )
+        if waiting and loop.time() - started > SCAN_WAIT_HINT:
+            job = await ingest.scan_job(run.id)
+            if job is not None and (job.untaken or job.retrying) and job.attempt not in told:
+                told.add(job.attempt)
+                print(f"mediajobs: {_scan_waits(run.id, job)}", file=sys.stderr)
         if (status.done, status.total) != last:
             last, moved = (status.done, status.total), loop.time()
         elif status.run.state != "scanning" and loop.time() - moved > STALL_SECONDS:
@@ -268,8 +295,7 @@ async def _follow_json(
     ingest: IngestRepository, run: IngestRun, meter: RateMeter, stop: asyncio.Event
 ) -> None:
     async for status in _looks(ingest, run, meter, stop):
-        remaining = status.total - status.done
-        print_json(status_json(status, meter.rate, meter.eta(remaining)))
+        print_json(status_json(status, meter.rate, run_eta(status, meter.rate)))
         sys.stdout.flush()
 
 
@@ -278,9 +304,11 @@ async def _follow_bar(
 ) -> None:
     console = Console()
     progress = _progress_bar(console)
+    bar = next(column for column in progress.columns if isinstance(column, BarColumn))
     with progress:
         task = progress.add_task("scanning", total=None, rate="-", eta="-", failures="")
         async for status in _looks(ingest, run, meter, stop):
+            bar.bar_width = _bar_width(console.width)  # the terminal may have been resized
             progress.update(task, **_bar_fields(status, meter, console.width))
     final = await ingest.status(run.id)
     if final is not None:
@@ -315,7 +343,8 @@ def _bar_fields(status: RunStatus, meter: RateMeter, width: int) -> dict[str, An
     """What the bar shows of one look at the run, on a terminal ``width`` columns wide: the
     failures (``N failed: code=n ...``) are cut with an ellipsis to the room the other
     columns leave, so the bar and the counts stay on 80 columns whatever the codes."""
-    rate, left = meter.rate, meter.eta(status.total - status.done)
+    rate = meter.rate
+    left = run_eta(status, rate)
     fields: dict[str, Any] = {
         "description": "scanning" if status.run.state == "scanning" else "importing",
         "completed": status.done,
@@ -339,8 +368,9 @@ def _cut(text: str, room: int) -> str:
 
 
 def cmd_ingest_runs(args: argparse.Namespace, settings: Settings) -> int:
-    """List the newest runs (of ``--owner``), newest first: id, start, owner, state, files
-    done of total and failed, source (tab-separated; ``--json``: a JSON line per run)."""
+    """List the newest runs (of ``--owner``), newest first: id, start, owner, state
+    (``ingest.runs.run_state``), files done of total and failed, source (tab-separated;
+    ``--json``: a JSON line per run)."""
     listed = with_pool(
         settings,
         lambda pool: IngestRepository(pool).list_runs(owner_id=args.owner, limit=args.limit),
@@ -354,7 +384,7 @@ def cmd_ingest_runs(args: argparse.Namespace, settings: Settings) -> int:
                     "runId": str(run.id),
                     "createdAt": run.created_at.isoformat(),
                     "ownerId": run.owner_id,
-                    "state": run.state,
+                    "state": run_state(run, total, done),
                     "done": done,
                     "total": total,
                     "failed": failed,
@@ -363,7 +393,8 @@ def cmd_ingest_runs(args: argparse.Namespace, settings: Settings) -> int:
             )
         else:
             created = run.created_at.isoformat(timespec="seconds")
-            row = [str(run.id), created, run.owner_id, run.state, str(done), str(total)]
+            state = run_state(run, total, done)
+            row = [str(run.id), created, run.owner_id, state, str(done), str(total)]
             _tab_separated([*row, str(failed), run.source_uri])
     return 0
 
@@ -374,41 +405,61 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
     failed files of its source, whichever of its runs failed them (what ``ingest report``
     lists and ``ingest retry`` queues)."""
 
-    async def look(pool: Pool) -> tuple[RunStatus, int, dict[str, int]] | None:
+    async def look(pool: Pool) -> tuple[RunStatus, int, dict[str, int], ScanJob | None] | None:
         ingest = IngestRepository(pool)
         run = await _the_run(ingest, args.run_id)
         status = None if run is None else await ingest.status(run.id)
         if status is None:
             return None
-        stranded = 0 if is_finished(status) else await ingest.stranded(status.run.id)
-        return status, stranded, await ingest.source_failures(status.run.source_id)
+        finished = is_finished(status)
+        stranded = 0 if finished else await ingest.stranded(status.run.id)
+        scanning = status.run.state == "scanning"
+        job = await ingest.scan_job(status.run.id) if scanning else None
+        return status, stranded, await ingest.source_failures(status.run.source_id), job
 
     looked = with_pool(settings, look)
     if looked is None:
         return _no_run(args.run_id)
-    status, stranded, source_failed = looked
+    status, stranded, source_failed, job = looked
+    run_id = status.run.id
     rate = overall_rate(status)
-    left = eta(status.total - status.done, rate)
+    left = run_eta(status, rate)
     if args.json:
         shown = {**status_json(status, rate, left), "stranded": stranded}
-        print_json({**shown, "sourceFailedByCode": source_failed}, indent=2)
+        print_json(
+            {**shown, "scanJob": _scan_job_json(job), "sourceFailedByCode": source_failed}, indent=2
+        )
         return 0
     print(_summary(status, rate))
+    if job is not None and (job.untaken or job.retrying):
+        print(f"  scan       {_scan_waits(run_id, job)}")
     if stranded:
-        print(f"  stranded   {stranded} (their batch jobs ended): mediajobs ingest retry")
+        print(f"  stranded   {stranded} (their batch jobs ended): mediajobs ingest retry {run_id}")
     for name, files in status.counts.items():
         print(f"  {name:<10} {files}")
     for code, files in status.failed_by_code.items():
         print(f"  failed: {code:<24} {files}")
-    earlier = sum(source_failed.values()) - status.counts.get("failed", 0)
-    if earlier > 0:
+    others = sum(source_failed.values()) - status.counts.get("failed", 0)
+    if others > 0:
         print(
-            f"  + {earlier} failed files of this source in earlier runs "
-            "(mediajobs ingest report --failed; mediajobs ingest retry)"
+            f"  + {others} failed files of this source from other runs (mediajobs ingest "
+            f"report {run_id} --failed; mediajobs ingest retry {run_id})"
         )
     if not is_finished(status):
         print(f"  ETA {_duration(left)}")
     return 0
+
+
+def _scan_job_json(job: ScanJob | None) -> dict[str, Any] | None:
+    """The run's scan job as ``ingest status --json`` shows it (null once it ended)."""
+    if job is None:
+        return None
+    return {
+        "state": job.state,
+        "attempt": job.attempt,
+        "maxAttempts": job.max_attempts,
+        "error": None if job.error is None else dict(job.error),
+    }
 
 
 def cmd_ingest_retry(args: argparse.Namespace, settings: Settings) -> int:
@@ -484,10 +535,11 @@ def _no_run(run_id: uuid.UUID | None) -> int:
 
 def _summary(status: RunStatus, rate: float | None) -> str:
     run = status.run
-    if run.state == "scan_failed":
+    state = run_state(run, status.total, status.done)
+    if state == "scan_failed":
         state = _scan_failure(run)
-    else:
-        state = "finished" if is_finished(status) else run.state
+    elif state == "no_images":
+        state = "found no approved file"
     line = (
         f"run {run.id} ({run.source_uri}): {state}; {status.done} of {status.total} files done"
         f", {status.counts.get('indexed', 0)} indexed, {status.counts.get('failed', 0)} failed"

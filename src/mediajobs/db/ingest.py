@@ -72,31 +72,45 @@ class ScannedLike(Protocol):
 
 
 class SourceOwnedElsewhere(MediaJobsError):
-    """A run names a source (its uri) whose items already go to another owner."""
+    """A run names a source (its uri) that holds files another owner ingested."""
 
     code = "source_owned_elsewhere"
 
     def __init__(self, uri: str) -> None:
-        super().__init__(f"the source {uri} belongs to another owner")
+        super().__init__(
+            f"the source {uri} belongs to another owner (its files are that owner's items)"
+        )
         self.uri = uri
 
 
 class SourceOverlaps(MediaJobsError):
     """A run names a source that holds, or lies inside, a source ingested before (a folder
     and its parent, a prefix and a longer one): every file they share would become two
-    items. ``other`` is that source's uri."""
+    items. ``other`` is that source's uri, ``inside`` whether ``uri`` lies inside it."""
 
     code = "source_overlaps"
 
-    def __init__(self, uri: str, other: str, *, owned_elsewhere: bool) -> None:
-        whose = "another owner's source" if owned_elsewhere else "the source"
+    def __init__(self, uri: str, other: str, *, inside: bool, owned_elsewhere: bool) -> None:
+        where = "lies inside" if inside else "holds"
+        whose = "a source of another owner" if owned_elsewhere else "a source ingested before"
+        if owned_elsewhere:
+            advice = "ingest a folder or prefix outside it"
+        elif inside:
+            advice = f"ingest {other} again (a rerun imports its new and changed files)"
+        else:
+            advice = f"ingest {other} again, and the folders or prefixes outside it"
         super().__init__(
-            f"{uri} overlaps {whose} {other}, ingested before (one holds the other): "
-            f"ingest {other} again, or a folder or prefix outside it"
+            f"{uri} {where} {other}, {whose}: every file they share would become two "
+            f"items; {advice}"
         )
         self.uri = uri
         self.other = other
+        self.inside = inside
 
+
+# How a failed file without an error code is shown (one written by hand: the handlers
+# always give one); `ingest retry --code unknown` picks those.
+UNKNOWN_CODE = "unknown"
 
 # pg_advisory_xact_lock key of the source claims: the bytes "mjsource" as a signed bigint.
 SOURCES_LOCK_KEY = int.from_bytes(b"mjsource", "big") - (1 << 63)
@@ -199,6 +213,29 @@ class FileOutcome:
 
 
 @dataclass(frozen=True)
+class ScanJob:
+    """The state of a run's ``ingest.scan`` job: ``state`` (``queued``, ``running``,
+    ``succeeded``, ``failed``, ``cancelled``), ``attempt`` of ``max_attempts`` (0 while
+    no worker has taken it), ``error`` of its last failed attempt (``{code, message,
+    retryable}``) or None."""
+
+    state: str
+    attempt: int
+    max_attempts: int
+    error: Mapping[str, JSON] | None
+
+    @property
+    def untaken(self) -> bool:
+        """Queued and never taken: no worker has run it yet."""
+        return self.state == "queued" and self.attempt == 0
+
+    @property
+    def retrying(self) -> bool:
+        """Queued again after a failed attempt, to be retried."""
+        return self.state == "queued" and self.attempt > 0
+
+
+@dataclass(frozen=True)
 class RunStatus:
     """A run and its files: ``counts`` per status (every ``IngestStatus`` value, zeros
     included), ``failed_by_code`` (error code -> failed files, sorted by code; codes with
@@ -238,9 +275,12 @@ class IngestRepository:
         ``Source.uri``), made on first use for ``owner_id``. With ``conn``, inside the
         caller's transaction (the source and the run roll back with it: open the run and
         enqueue its scan job in one transaction); without, in a transaction of its own.
-        Raises SourceOwnedElsewhere when the source belongs to another owner, SourceOverlaps
-        when it holds or lies inside another source (of any owner; nothing written either
-        way: with ``conn``, the caller's transaction stays usable), ValueError for a
+        A source holds its uri while a run of it scans or a file of it is recorded; one
+        that holds nothing (its runs found no approved file, or their scans failed) goes to
+        whoever runs it next. Raises SourceOwnedElsewhere when the source holds files of
+        another owner, SourceOverlaps when a new or free source holds or lies inside a
+        source that holds files (of any owner; nothing written either way: with ``conn``,
+        the caller's transaction stays usable), ValueError for a
         profile name that is not ``[a-z][a-z0-9_]{0,31}`` or a batch size outside 1..1000
         (migration 0008)."""
         if not PROFILE_PATTERN.fullmatch(profile):
@@ -255,24 +295,34 @@ class IngestRepository:
     async def _open_run(
         self, conn: Conn, uri: str, owner_id: str, profile: str, batch_size: int
     ) -> IngestRun:
-        # One transaction (a savepoint inside the caller's): the source upsert (DO UPDATE,
-        # a no-op write when the source exists) is undone, its row lock released, when the
-        # owner differs, and the caller's transaction goes on either way.
+        # One transaction (a savepoint inside the caller's): nothing is written when the
+        # source is refused, and the caller's transaction goes on either way. A source
+        # that holds files is run again as it is (a pair that overlapped before overlaps
+        # were refused keeps running); a new or free one (sql.SOURCE_HOLDS) must not
+        # overlap a source that holds files.
         async with conn.transaction():
             await conn.execute(sql.SOURCES_LOCK, {"key": SOURCES_LOCK_KEY})
-            overlap = await (await conn.execute(sql.OVERLAPPING_SOURCE, {"uri": uri})).fetchone()
-            if overlap is not None:
-                raise SourceOverlaps(
-                    uri, overlap["uri"], owned_elsewhere=overlap["owner_id"] != owner_id
-                )
-            source = await (
-                await conn.execute(
-                    sql.CLAIM_SOURCE, {"id": uuid.uuid4(), "uri": uri, "owner": owner_id}
-                )
-            ).fetchone()
-            assert source is not None
-            if source["owner_id"] != owner_id:
-                raise SourceOwnedElsewhere(uri)
+            source = await (await conn.execute(sql.GET_SOURCE, {"uri": uri})).fetchone()
+            if source is not None and source["holds"]:
+                if source["owner_id"] != owner_id:
+                    raise SourceOwnedElsewhere(uri)
+            else:
+                overlap = await (
+                    await conn.execute(sql.OVERLAPPING_SOURCE, {"uri": uri})
+                ).fetchone()
+                if overlap is not None:
+                    raise SourceOverlaps(
+                        uri,
+                        overlap["uri"],
+                        inside=overlap["inside"],
+                        owned_elsewhere=overlap["owner_id"] != owner_id,
+                    )
+                if source is None:
+                    params = {"id": uuid.uuid4(), "uri": uri, "owner": owner_id}
+                    source = await (await conn.execute(sql.INSERT_SOURCE, params)).fetchone()
+                    assert source is not None
+                elif source["owner_id"] != owner_id:
+                    await conn.execute(sql.REOWN_SOURCE, {"id": source["id"], "owner": owner_id})
             params = {
                 "id": uuid.uuid4(),
                 "source": source["id"],
@@ -288,12 +338,12 @@ class IngestRepository:
         """Remember the run's ``ingest.scan`` job."""
         await conn.execute(sql.SET_SCAN_JOB, (job_id, run_id))
 
-    async def scan_job_state(self, run_id: uuid.UUID) -> str | None:
-        """The state (``queued``, ``running``, ...) of the run's ``ingest.scan`` job, or
-        None when the run has none or it was archived."""
+    async def scan_job(self, run_id: uuid.UUID) -> ScanJob | None:
+        """The run's ``ingest.scan`` job, or None when the run has none or it was
+        archived."""
         async with self._pool.connection() as conn:
-            row = await (await conn.execute(sql.SCAN_JOB_STATE, (run_id,))).fetchone()
-        return None if row is None else str(row["state"])
+            row = await (await conn.execute(sql.SCAN_JOB, (run_id,))).fetchone()
+        return None if row is None else _from_row(ScanJob, row)
 
     async def get_run(self, run_id: uuid.UUID, *, owner_id: str | None = None) -> IngestRun | None:
         """The run, or None (also when ``owner_id`` is given and it is someone else's)."""
@@ -526,10 +576,14 @@ class IngestRepository:
         ``assign_batches`` in the same transaction. The caller commits each page and calls
         again until a page holds fewer than ``limit`` files (a file a batch finished
         meanwhile is skipped, so a short page can leave one for the next retry). Raises
-        ValueError for a limit below 1."""
+        ValueError for a limit below 1. ``UNKNOWN_CODE`` ("unknown", as ``status`` shows a
+        failure without a code) picks the failed files without a code."""
         if limit < 1:
             raise ValueError(f"limit: {limit} is below 1")
-        statement = sql.RETRY_PAGE_ALL if code is None else sql.RETRY_PAGE_CODE
+        if code is None:
+            statement = sql.RETRY_PAGE_ALL
+        else:
+            statement = sql.RETRY_PAGE_UNKNOWN if code == UNKNOWN_CODE else sql.RETRY_PAGE_CODE
         params = {"source": run.source_id, "run": run.id, "code": code, "limit": limit}
         rows = await (await conn.execute(statement, params)).fetchall()
         return [row["path"] for row in rows]
@@ -569,7 +623,7 @@ class IngestRepository:
         O(failed files) (``ingest_files_source_failed_idx``)."""
         async with self._pool.connection() as conn:
             rows = await (await conn.execute(sql.SOURCE_FAILURES, {"source": source_id})).fetchall()
-        return {str(row["error_code"]) or "unknown": int(row["files"]) for row in rows}
+        return {str(row["error_code"]) or UNKNOWN_CODE: int(row["files"]) for row in rows}
 
     async def status(self, run_id: uuid.UUID, *, owner_id: str | None = None) -> RunStatus | None:
         """The run's counts and its failures per code, both from ``ingest_counts`` (no read
@@ -592,7 +646,7 @@ class IngestRepository:
             counts[status] += files
             if status == IngestStatus.FAILED and files:
                 # A failed file always has a code; '' ("unknown") only for one written by hand.
-                code = str(c["error_code"]) or "unknown"
+                code = str(c["error_code"]) or UNKNOWN_CODE
                 by_code[code] = by_code.get(code, 0) + files
         return RunStatus(
             run=run,

@@ -19,29 +19,49 @@ from __future__ import annotations
 OPEN_STATUS_NAMES = ("pending", "ai_done", "processed", "uploaded")
 OPEN = "(" + ", ".join(f"'{name}'" for name in OPEN_STATUS_NAMES) + ")"
 
-# The source by uri, made on first use. DO UPDATE (not DO NOTHING) so a row always comes
-# back, also when a concurrent run made it a moment ago.
-CLAIM_SOURCE = """
+# A source holds its uri while a run of it is scanning or any file of it is recorded (the
+# items those files became are its owner's). One that holds nothing (every run of it found
+# no approved file, or its scan failed: a typo, an empty folder) is free: any owner may run
+# it again, and it does not count as an overlap. {s} is the source's alias.
+SOURCE_HOLDS = """(
+    EXISTS (SELECT 1 FROM ingest_files AS hf WHERE hf.source_id = {s}.id)
+    OR EXISTS (SELECT 1 FROM ingest_runs AS hr WHERE hr.source_id = {s}.id
+                                                AND hr.state = 'scanning')
+)"""
+
+# Sources are claimed one at a time (a transaction-level advisory lock), so two runs of
+# overlapping sources started at once cannot both pass OVERLAPPING_SOURCE, and a free
+# source changes owner only while no run of it can start.
+SOURCES_LOCK = "SELECT pg_advisory_xact_lock(%(key)s)"
+
+GET_SOURCE = f"""
+SELECT s.id, s.owner_id, {SOURCE_HOLDS.format(s="s")} AS holds
+FROM ingest_sources AS s WHERE s.uri = %(uri)s
+"""
+
+INSERT_SOURCE = """
 INSERT INTO ingest_sources (id, uri, owner_id) VALUES (%(id)s, %(uri)s, %(owner)s)
-ON CONFLICT (uri) DO UPDATE SET uri = excluded.uri
 RETURNING id, owner_id
 """
 
-# Sources are claimed one at a time (a transaction-level advisory lock), so two runs of
-# overlapping sources started at once cannot both pass OVERLAPPING_SOURCE.
-SOURCES_LOCK = "SELECT pg_advisory_xact_lock(%(key)s)"
+# A free source (SOURCE_HOLDS is false) claimed by another owner.
+REOWN_SOURCE = "UPDATE ingest_sources SET owner_id = %(owner)s WHERE id = %(id)s"
 
-# A known source that holds the source %(uri)s, or lies inside it: a folder and its parent,
-# a prefix and a longer one. Ingesting both would make two items of every file they share.
-# Uris are canonical (ingest/source.py): a bucket prefix ends with '/', a directory does
-# not (but for the root, file:///), so '/' is added where missing before comparing.
-OVERLAPPING_SOURCE = """
-SELECT uri, owner_id FROM ingest_sources
-WHERE uri <> %(uri)s AND (
-    starts_with(%(uri)s, CASE WHEN right(uri, 1) = '/' THEN uri ELSE uri || '/' END)
-    OR starts_with(uri, CASE WHEN right(%(uri)s, 1) = '/' THEN %(uri)s ELSE %(uri)s || '/' END)
-)
-ORDER BY uri LIMIT 1
+# A known source that holds files (SOURCE_HOLDS) and holds the source %(uri)s, or lies
+# inside it: a folder and its parent, a prefix and a longer one. Ingesting both would make
+# two items of every file they share. Uris are canonical (ingest/source.py): a bucket
+# prefix ends with '/', a directory does not (but for the root, file:///), so '/' is added
+# where missing before comparing. ``inside``: %(uri)s lies inside it (else it holds it).
+OVERLAPPING_SOURCE = f"""
+SELECT s.uri, s.owner_id, inside FROM ingest_sources AS s,
+LATERAL (SELECT starts_with(
+    %(uri)s, CASE WHEN right(s.uri, 1) = '/' THEN s.uri ELSE s.uri || '/' END) AS inside
+) AS i
+WHERE s.uri <> %(uri)s
+  AND (inside OR starts_with(
+      s.uri, CASE WHEN right(%(uri)s, 1) = '/' THEN %(uri)s ELSE %(uri)s || '/' END))
+  AND {SOURCE_HOLDS.format(s="s")}
+ORDER BY s.uri LIMIT 1
 """
 
 RUN_COLUMNS = """
@@ -76,25 +96,31 @@ WHERE r.owner_id = %(owner)s
 ORDER BY r.created_at DESC, r.id DESC LIMIT 1
 """
 
-# The state of the run's scan job (none once it is archived).
-SCAN_JOB_STATE = """
-SELECT j.state FROM ingest_runs AS r JOIN jobs AS j ON j.id = r.scan_job_id WHERE r.id = %s
+# The run's scan job (none once it is archived).
+SCAN_JOB = """
+SELECT j.state, j.attempt, j.max_attempts, j.error
+FROM ingest_runs AS r JOIN jobs AS j ON j.id = r.scan_job_id WHERE r.id = %s
 """
 
 # The newest runs (of one owner when %(owner)s is not null), newest first, each with its
-# files done (indexed + failed), failed and total from the counters (no file row read).
+# files done (indexed + failed), failed and total from the counters (no file row read): the
+# newest %(limit)s first, then each one's counters.
 LIST_RUNS = f"""
-SELECT {RUN_COLUMNS},
-    coalesce(sum(c.files), 0) AS total,
-    coalesce(sum(c.files) FILTER (WHERE c.status IN ('indexed', 'failed')), 0) AS done,
-    coalesce(sum(c.files) FILTER (WHERE c.status = 'failed'), 0) AS failed
-FROM ingest_runs AS r
+SELECT {RUN_COLUMNS}, c.total, c.done, c.failed
+FROM (
+    SELECT * FROM ingest_runs
+    WHERE %(owner)s::text IS NULL OR owner_id = %(owner)s
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(limit)s
+) AS r
 JOIN ingest_sources AS s ON s.id = r.source_id
-LEFT JOIN ingest_counts AS c ON c.run_id = r.id
-WHERE %(owner)s::text IS NULL OR r.owner_id = %(owner)s
-GROUP BY r.id, s.uri
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(files), 0) AS total,
+        coalesce(sum(files) FILTER (WHERE status IN ('indexed', 'failed')), 0) AS done,
+        coalesce(sum(files) FILTER (WHERE status = 'failed'), 0) AS failed
+    FROM ingest_counts WHERE run_id = r.id
+) AS c
 ORDER BY r.created_at DESC, r.id DESC
-LIMIT %(limit)s
 """
 
 SET_SCAN_JOB = "UPDATE ingest_runs SET scan_job_id = %s, updated_at = now() WHERE id = %s"
@@ -288,12 +314,13 @@ changed AS (
 ),
 touched AS (
     UPDATE ingest_runs SET updated_at = now()
-    WHERE id IN (SELECT left_run FROM changed UNION SELECT %(run)s::uuid FROM changed)
+    WHERE id = ANY(ARRAY(SELECT left_run FROM changed UNION SELECT %(run)s::uuid FROM changed))
 )
 SELECT path FROM changed ORDER BY path
 """
 RETRY_PAGE_ALL = RETRY_PAGE.format(code="", stranded="true")
 RETRY_PAGE_CODE = RETRY_PAGE.format(code="AND f.error_code = %(code)s", stranded="false")
+RETRY_PAGE_UNKNOWN = RETRY_PAGE.format(code="AND coalesce(f.error_code, '') = ''", stranded="false")
 
 # A page of a source's failed files by path (whichever run queued them): walks
 # ingest_files_source_failed_path_idx (or, with a code, ingest_files_source_failed_idx) in

@@ -37,6 +37,7 @@ class PolicyInvalid(MediaJobsError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.reason = message  # without the field's name
 
 
 class UnknownProfile(PolicyInvalid):

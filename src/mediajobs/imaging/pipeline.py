@@ -23,6 +23,7 @@ import functools
 import hashlib
 import io
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable
@@ -138,9 +139,21 @@ def _open(data: bytes, detected: str, max_pixels: int) -> Image.Image:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[detected])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("too_many_pixels", str(exc)) from None
+        raise ImageRejected("too_many_pixels", _too_many_pixels(exc, max_pixels)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected("corrupt_image", f"the image header cannot be read ({exc})") from None
+
+
+def _too_many_pixels(exc: Exception, max_pixels: int) -> str:
+    """Pillow's decompression-bomb refusal in our words: the image's megapixels against the
+    cap (which is never above Pillow's own limit: ``catalog.CatalogProfile``); Pillow's text
+    when it names no size."""
+    found = re.search(r"\((\d+) pixels\) exceeds limit", str(exc))
+    if found is None:
+        return str(exc)
+    return (
+        f"the image is {int(found[1]) / 1e6:.1f} megapixels, over the cap of {max_pixels / 1e6:g}"
+    )
 
 
 def _refuse_oversized_container(data: bytes, detected: str, policy: ImagePolicy) -> None:

@@ -183,6 +183,27 @@ def eta(remaining: int, rate: float | None) -> float | None:
     return remaining / rate if rate else None
 
 
+def run_eta(status: RunStatus, rate: float | None) -> float | None:
+    """Seconds until the run's open files are done at ``rate`` files/s (``eta``), or None
+    while its scan goes on with nothing open yet: the scan may still find any number."""
+    remaining = status.total - status.done
+    if remaining <= 0 and status.run.state == "scanning":
+        return None
+    return eta(remaining, rate)
+
+
+def run_state(run: IngestRun, total: int, done: int) -> str:
+    """What ``run`` is doing, with ``total`` files of which ``done`` are indexed or failed,
+    as ``ingest status`` and ``ingest runs`` show it: ``scanning``, ``scan_failed``,
+    ``importing`` (scanned, files still open), ``no_images`` (scanned, no approved file
+    found), or ``finished``."""
+    if run.state in ("scanning", "scan_failed"):
+        return run.state
+    if done < total:
+        return "importing"
+    return "no_images" if run.scanned == 0 and total == 0 else "finished"
+
+
 def overall_rate(status: RunStatus) -> float | None:
     """Files per second from the run's start to its latest file update (``ingest
     status``, which has one look)."""

@@ -43,10 +43,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# The formats issue 16 approves (the seed's list plus HEIC/HEIF), matched case-insensitively
-# against the last suffix of the name.
+# The formats issue 16 approves (the seed's list plus HEIC/HEIF and AVIF, which uploads
+# accept too), matched case-insensitively against the last suffix of the name.
 APPROVED_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".heic", ".heif"}
+    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
