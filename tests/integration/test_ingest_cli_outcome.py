@@ -1,15 +1,21 @@
 """What `mediajobs ingest run` (following) and `ingest status` say about a run whose scan
 failed (its error, and a non-zero exit, never "finished"), a run that found no image, and
-a run no worker takes."""
+a run no worker takes; what `ingest status` says of a scan and of batches waiting for
+their retry."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import uuid
 
 import pytest
+from psycopg.types.json import Jsonb
 
 from mediajobs.cli import ingest as cli_ingest
 from mediajobs.cli.ingest import _follow, _summary
+from mediajobs.config import Settings
 from mediajobs.db import open_pool
 from mediajobs.db.ingest import IngestRepository
 from mediajobs.ingest.runs import start_run
@@ -108,5 +114,61 @@ async def test_a_followed_run_no_worker_takes_gets_a_hint_once(
             "bucket is down); it is retried"
         )
         assert err.count(retried) == 1, err
+    finally:
+        await pool.close()
+
+
+async def test_status_shows_a_scan_and_batches_waiting_for_their_retry(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool = await open_pool(database_url, name="test", min_size=1, max_size=2)
+    try:
+        ingest = IngestRepository(pool)
+        run = await start_run(
+            ingest,
+            JobQueue(pool),
+            uri="file:///srv/outage",
+            owner_id="alice",
+            profile="catalog",
+            batch_size=32,
+        )
+        unmounted = {"code": "retry", "message": "no such folder; waiting for the source"}
+        async with pool.connection() as conn:
+            await conn.execute(
+                "UPDATE jobs SET attempt = 1, error = %s WHERE id = (SELECT scan_job_id FROM "
+                "ingest_runs WHERE id = %s)",
+                (Jsonb({"code": "storage_unavailable", "message": "bucket down"}), run.id),
+            )
+            for attempt in (2, 3):  # two batches waiting out the outage
+                await conn.execute(
+                    "INSERT INTO jobs (id, kind, owner_id, state, attempt, error, payload) "
+                    "VALUES (%s, 'ingest.batch', 'alice', 'queued', %s, %s, %s)",
+                    (uuid.uuid4(), attempt, Jsonb(unmounted), Jsonb({"runId": str(run.id)})),
+                )
+        settings = Settings(database_url=database_url)
+        args = argparse.Namespace(run_id=run.id, json=False)
+        assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
+        out = capsys.readouterr().out
+        assert (
+            f"  scan       the scan of run {run.id} failed its attempt 1 of 5 "
+            "(storage_unavailable: bucket down); it is retried"
+        ) in out, out
+        assert (
+            "  waiting    2 batches wait to be retried; the last error: retry: no such folder; "
+            "waiting for the source"
+        ) in out, out
+        assert "  ETA -" in out, out  # scanning, nothing open yet
+
+        args = argparse.Namespace(run_id=run.id, json=True)
+        assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["scanJob"] == {
+            "state": "queued",
+            "attempt": 1,
+            "maxAttempts": 5,
+            "error": {"code": "storage_unavailable", "message": "bucket down"},
+        }
+        assert shown["waitingBatches"] == {"batches": 2, "error": unmounted}
+        assert shown["etaSeconds"] is None
     finally:
         await pool.close()

@@ -16,7 +16,8 @@ import csv
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -405,41 +406,57 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
     failed files of its source, whichever of its runs failed them (what ``ingest report``
     lists and ``ingest retry`` queues)."""
 
-    async def look(pool: Pool) -> tuple[RunStatus, int, dict[str, int], ScanJob | None] | None:
+    async def look(pool: Pool) -> _Looked | None:
         ingest = IngestRepository(pool)
         run = await _the_run(ingest, args.run_id)
         status = None if run is None else await ingest.status(run.id)
         if status is None:
             return None
-        finished = is_finished(status)
-        stranded = 0 if finished else await ingest.stranded(status.run.id)
-        scanning = status.run.state == "scanning"
-        job = await ingest.scan_job(status.run.id) if scanning else None
-        return status, stranded, await ingest.source_failures(status.run.source_id), job
+        run_id, finished = status.run.id, is_finished(status)
+        return _Looked(
+            status,
+            stranded=0 if finished else await ingest.stranded(run_id),
+            source_failed=await ingest.source_failures(status.run.source_id),
+            scan_job=await ingest.scan_job(run_id) if status.run.state == "scanning" else None,
+            waiting=(0, None) if finished else await ingest.waiting_batches(run_id),
+        )
 
     looked = with_pool(settings, look)
     if looked is None:
         return _no_run(args.run_id)
-    status, stranded, source_failed, job = looked
+    status, stranded, job = looked.status, looked.stranded, looked.scan_job
+    waiting, waiting_error = looked.waiting
     run_id = status.run.id
     rate = overall_rate(status)
     left = run_eta(status, rate)
     if args.json:
         shown = {**status_json(status, rate, left), "stranded": stranded}
         print_json(
-            {**shown, "scanJob": _scan_job_json(job), "sourceFailedByCode": source_failed}, indent=2
+            {
+                **shown,
+                "scanJob": _scan_job_json(job),
+                "waitingBatches": {"batches": waiting, "error": waiting_error},
+                "sourceFailedByCode": looked.source_failed,
+            },
+            indent=2,
         )
         return 0
     print(_summary(status, rate))
     if job is not None and (job.untaken or job.retrying):
         print(f"  scan       {_scan_waits(run_id, job)}")
+    if waiting:
+        error = waiting_error or {}
+        print(
+            f"  waiting    {waiting} batches wait to be retried; the last error: "
+            f"{error.get('code', 'unknown')}: {_one_line(str(error.get('message', '')))}"
+        )
     if stranded:
         print(f"  stranded   {stranded} (their batch jobs ended): mediajobs ingest retry {run_id}")
     for name, files in status.counts.items():
         print(f"  {name:<10} {files}")
     for code, files in status.failed_by_code.items():
         print(f"  failed: {code:<24} {files}")
-    others = sum(source_failed.values()) - status.counts.get("failed", 0)
+    others = sum(looked.source_failed.values()) - status.counts.get("failed", 0)
     if others > 0:
         print(
             f"  + {others} failed files of this source from other runs (mediajobs ingest "
@@ -448,6 +465,19 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
     if not is_finished(status):
         print(f"  ETA {_duration(left)}")
     return 0
+
+
+@dataclass(frozen=True)
+class _Looked:
+    """What ``ingest status`` reads of a run: its status, its stranded files, its source's
+    failures per code, its scan job while it scans, its batches waiting for a retry (how
+    many, the last error)."""
+
+    status: RunStatus
+    stranded: int
+    source_failed: dict[str, int]
+    scan_job: ScanJob | None
+    waiting: tuple[int, Mapping[str, Any] | None]
 
 
 def _scan_job_json(job: ScanJob | None) -> dict[str, Any] | None:

@@ -345,6 +345,15 @@ class IngestRepository:
             row = await (await conn.execute(sql.SCAN_JOB, (run_id,))).fetchone()
         return None if row is None else _from_row(ScanJob, row)
 
+    async def waiting_batches(self, run_id: uuid.UUID) -> tuple[int, Mapping[str, JSON] | None]:
+        """The run's batch jobs queued again after a failed attempt (waiting out an outage,
+        or a retry), and the last error (``{code, message, retryable}``) of the one with
+        the most attempts: ``(0, None)`` when none waits."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(sql.WAITING_BATCHES, {"run": run_id})).fetchone()
+        assert row is not None
+        return int(row["batches"]), row["error"]
+
     async def get_run(self, run_id: uuid.UUID, *, owner_id: str | None = None) -> IngestRun | None:
         """The run, or None (also when ``owner_id`` is given and it is someone else's)."""
         statement = sql.GET_RUN if owner_id is None else sql.GET_RUN_OWNED

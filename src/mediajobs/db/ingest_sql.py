@@ -123,6 +123,16 @@ CROSS JOIN LATERAL (
 ORDER BY r.created_at DESC, r.id DESC
 """
 
+# The run's batch jobs queued again after a failed attempt (an outage: a store out of
+# reach, a source not mounted), and the error of the one that failed most often. Reads the
+# queued jobs (index jobs_available_idx): for `ingest status` of an unfinished run.
+WAITING_BATCHES = """
+SELECT count(*) AS batches, (array_agg(error ORDER BY attempt DESC, id))[1] AS error
+FROM jobs
+WHERE state = 'queued' AND kind = 'ingest.batch' AND attempt > 0 AND error IS NOT NULL
+  AND payload->>'runId' = %(run)s::text
+"""
+
 SET_SCAN_JOB = "UPDATE ingest_runs SET scan_job_id = %s, updated_at = now() WHERE id = %s"
 
 ADD_SCAN_COUNTS = """
