@@ -31,7 +31,9 @@ from tests.support.emulators import s3_store
 from tests.support.images import jpeg, photo, quadrants
 from tests.support.ingest import ingest_all, start_ingest, wait_finished
 from tests.support.ingest_tree import GROWING, Tree, growing_file, make_tree
+from tests.support.inprocess import in_process_site
 from tests.support.media import CrashingPool, media_env, memory_store, s3_worker_env
+from tests.support.sse import bearer
 from tests.support.workers import (
     REPO,
     WorkerProcess,
@@ -310,6 +312,15 @@ async def test_the_memory_store_takes_the_same_tree_in_process(
             # One event per batch (and per scan chunk), not per file; the last one says done.
             assert 1 < len(progress) <= len(tree.good) + len(tree.failed)
             assert progress[-1]["done"] == progress[-1]["total"] == status.total
+    # The items are the owner's, in the library API like any other.
+    async with in_process_site(database_url, worker=False) as client:
+        listed = await client.get("/media", params={"limit": 100}, headers=bearer(OWNER))
+        assert listed.status_code == 200, listed.text
+        items = listed.json()["items"]
+        assert {item["id"] for item in items} == {
+            str(row["media_id"]) for row in files.values() if row["status"] == "indexed"
+        }
+        assert {(item["purpose"], item["status"]) for item in items} == {("catalog", "ready")}
 
 
 async def test_a_bucket_prefix_is_ingested_like_a_directory(

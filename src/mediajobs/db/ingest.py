@@ -1,6 +1,6 @@
-"""Bulk ingest in Postgres (migration 0008): sources, runs, and the checkpoint of every
-source file (``ingest_files``, seed 003's ``processing_log``), with the per-status counters
-the statement triggers keep in ``ingest_counts``.
+"""Bulk ingest in Postgres (migrations 0008 and 0009): sources, runs, and the checkpoint of
+every source file (``ingest_files``, seed 003's ``processing_log``), with the per-status
+counters the statement triggers keep in ``ingest_counts``.
 
 A file is known by (source, path) whichever run found it. Its media id is assigned once
 (v4, ``gen_random_uuid()``) and kept by every rerun, so object keys derived from it are

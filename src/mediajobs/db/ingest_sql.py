@@ -1,5 +1,5 @@
 """The statements of ``db/ingest.py`` (tables ``ingest_sources``, ``ingest_runs``,
-``ingest_files`` and ``ingest_counts``, migration 0008).
+``ingest_files`` and ``ingest_counts``, migrations 0008 and 0009).
 
 Lock order: every statement that changes file statuses also touches the row of the run
 those files belong to (its ``updated_at``: the run's last change, which ``status`` shows).
