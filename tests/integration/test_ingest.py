@@ -227,7 +227,12 @@ async def test_two_worker_processes_ingest_a_tree_into_s3_and_a_rescan_is_free(
         assert "no failed file" in err and "empty_file" in err
         code, out, err = await ingest_cli(database_url, env, "retry", "--code", "empty_file")
         assert code == 0, err
-        assert json.loads(out) == {"runId": third["runId"], "requeued": 1, "code": "empty_file"}
+        assert json.loads(out) == {
+            "runId": third["runId"],
+            "requeued": 1,
+            "code": "empty_file",
+            "stranded": False,
+        }
 
         async def settled_again() -> bool:
             rows = await file_rows(database_url)
@@ -281,6 +286,21 @@ async def test_two_worker_processes_ingest_a_tree_into_s3_and_a_rescan_is_free(
         assert err.rstrip().endswith("(source_overlaps)"), err
         code, out, err = await ingest_cli(database_url, env, "runs", "--json")
         assert len(out.splitlines()) == 3  # no run was recorded by the refusals
+        # Nothing is stranded: --stranded queues nothing, and leaves the failures alone.
+        code, out, err = await ingest_cli(database_url, env, "retry", "--stranded")
+        assert code == 0, err
+        assert json.loads(out) == {
+            "runId": third["runId"],
+            "requeued": 0,
+            "code": None,
+            "stranded": True,
+        }
+        assert {row["status"] for row in (await file_rows(database_url)).values()} == {
+            "indexed",
+            "failed",
+        }
+        code, out, err = await ingest_cli(database_url, env, "retry", "--stranded", "--code", "x")
+        assert code == 2 and "not allowed with argument" in err, err
     finally:
         for worker in workers:
             assert await worker.stop() == 0, worker.stderr[-3000:]

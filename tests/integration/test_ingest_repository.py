@@ -362,13 +362,21 @@ async def open_files(
 
 
 async def requeue(
-    repo: IngestRepository, pool: Pool, run: IngestRun, *, code: str | None = None, limit: int
+    repo: IngestRepository,
+    pool: Pool,
+    run: IngestRun,
+    *,
+    code: str | None = None,
+    stranded_only: bool = False,
+    limit: int,
 ) -> list[str]:
     """One retry page as the caller does it: retried files go into a new queued job, in the
     same transaction. Returns the paths retried."""
     job = await queued_job(pool)
     async with repo.transaction() as conn:
-        paths = await repo.retry_failed(conn, run, code=code, limit=limit)
+        paths = await repo.retry_failed(
+            conn, run, code=code, stranded_only=stranded_only, limit=limit
+        )
         await repo.assign_batches(conn, run.source_id, [(job, paths)])
     return paths
 
@@ -428,9 +436,16 @@ async def test_retry_failed_requeues_failed_then_stranded_files_in_pages(
     # The other run's failed and stranded files are its own.
     assert await repo.stranded(other.id) == 1
     assert (await files_by_path(pool, other.source_id))["z.jpg"].status is IngestStatus.FAILED
+    # Stranded files alone: the failed one stays failed.
+    assert await requeue(repo, pool, other, stranded_only=True, limit=10) == ["y.jpg"]
+    assert await repo.stranded(other.id) == 0
+    assert (await files_by_path(pool, other.source_id))["z.jpg"].status is IngestStatus.FAILED
     with pytest.raises(ValueError, match="limit"):
         async with repo.transaction() as conn:
             await repo.retry_failed(conn, run, limit=0)
+    with pytest.raises(ValueError, match="stranded"):
+        async with repo.transaction() as conn:
+            await repo.retry_failed(conn, run, code="corrupt_image", stranded_only=True)
     kept = await counters_match_a_real_count(pool)
     assert kept == {
         (run.id, "pending", ""): 9,

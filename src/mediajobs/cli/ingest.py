@@ -129,9 +129,15 @@ def add_ingest(commands: Commands) -> None:
         "and its stranded files",
     )
     retry.add_argument("run_id", nargs="?", type=uuid.UUID, help=RUN_HELP)
-    retry.add_argument(
+    only = retry.add_mutually_exclusive_group()
+    only.add_argument(
         "--code",
         help="only the files failed with this error code ('unknown': those without one)",
+    )
+    only.add_argument(
+        "--stranded",
+        action="store_true",
+        help="only the stranded files (open, but their batch job ended without them)",
     )
     retry.set_defaults(handler=cmd_ingest_retry)
     report = sub.add_parser(
@@ -283,7 +289,7 @@ async def _looks(
             if stranded and stranded >= status.total - status.done:
                 print(
                     f"mediajobs: {stranded} files of run {run.id} are stranded (their batch "
-                    f"jobs ended without them): mediajobs ingest retry {run.id}",
+                    f"jobs ended without them): mediajobs ingest retry {run.id} --stranded",
                     file=sys.stderr,
                 )
                 return
@@ -451,7 +457,10 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
             f"{error.get('code', 'unknown')}: {_one_line(str(error.get('message', '')))}"
         )
     if stranded:
-        print(f"  stranded   {stranded} (their batch jobs ended): mediajobs ingest retry {run_id}")
+        print(
+            f"  stranded   {stranded} (their batch jobs ended): "
+            f"mediajobs ingest retry {run_id} --stranded"
+        )
     for name, files in status.counts.items():
         print(f"  {name:<10} {files}")
     for code, files in status.failed_by_code.items():
@@ -493,9 +502,10 @@ def _scan_job_json(job: ScanJob | None) -> dict[str, Any] | None:
 
 
 def cmd_ingest_retry(args: argparse.Namespace, settings: Settings) -> int:
-    """Queue the failed files of the run's source again, in new batches of the run
-    (``--code``: only those failed with that code; exit 1, nothing queued, when no failed
-    file has it); print how many as JSON."""
+    """Queue the failed and stranded files of the run's source again, in new batches of
+    the run (``--code``: only the files failed with that code, exit 1 with nothing queued
+    when no failed file has it; ``--stranded``: only the stranded files); print how many as
+    JSON."""
 
     async def retry(pool: Pool) -> tuple[IngestRun, int | list[str]] | None:
         ingest = IngestRepository(pool)
@@ -506,7 +516,10 @@ def cmd_ingest_retry(args: argparse.Namespace, settings: Settings) -> int:
             codes = await ingest.source_failures(run.source_id)
             if args.code not in codes:
                 return run, sorted(codes)
-        return run, await retry_failed(ingest, JobQueue(pool), run, code=args.code)
+        queued = await retry_failed(
+            ingest, JobQueue(pool), run, code=args.code, stranded_only=args.stranded
+        )
+        return run, queued
 
     done = with_pool(settings, retry)
     if done is None:
@@ -519,7 +532,9 @@ def cmd_ingest_retry(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
-    print_json({"runId": str(run.id), "requeued": files, "code": args.code})
+    print_json(
+        {"runId": str(run.id), "requeued": files, "code": args.code, "stranded": args.stranded}
+    )
     return 0
 
 

@@ -573,6 +573,7 @@ class IngestRepository:
         run: IngestRun,
         *,
         code: str | None = None,
+        stranded_only: bool = False,
         limit: int = RETRY_PAGE_SIZE,
     ) -> list[str]:
         """One page of a retry, in the caller's transaction: at most ``limit`` (>= 1) files
@@ -585,11 +586,16 @@ class IngestRepository:
         ``assign_batches`` in the same transaction. The caller commits each page and calls
         again until a page holds fewer than ``limit`` files (a file a batch finished
         meanwhile is skipped, so a short page can leave one for the next retry). Raises
-        ValueError for a limit below 1. ``UNKNOWN_CODE`` ("unknown", as ``status`` shows a
-        failure without a code) picks the failed files without a code."""
+        ValueError for a limit below 1, or for a code with ``stranded_only``.
+        ``UNKNOWN_CODE`` ("unknown", as ``status`` shows a failure without a code) picks the
+        failed files without a code; ``stranded_only``, the stranded files alone."""
         if limit < 1:
             raise ValueError(f"limit: {limit} is below 1")
-        if code is None:
+        if stranded_only:
+            if code is not None:
+                raise ValueError("a code picks failed files, never stranded ones")
+            statement = sql.RETRY_PAGE_STRANDED
+        elif code is None:
             statement = sql.RETRY_PAGE_ALL
         else:
             statement = sql.RETRY_PAGE_UNKNOWN if code == UNKNOWN_CODE else sql.RETRY_PAGE_CODE

@@ -330,6 +330,7 @@ SELECT path FROM changed ORDER BY path
 """
 RETRY_PAGE_ALL = RETRY_PAGE.format(code="", stranded="true")
 RETRY_PAGE_CODE = RETRY_PAGE.format(code="AND f.error_code = %(code)s", stranded="false")
+RETRY_PAGE_STRANDED = RETRY_PAGE.format(code="AND false", stranded="true")
 RETRY_PAGE_UNKNOWN = RETRY_PAGE.format(code="AND coalesce(f.error_code, '') = ''", stranded="false")
 
 # A page of a source's failed files by path (whichever run queued them): walks

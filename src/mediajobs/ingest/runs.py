@@ -121,17 +121,23 @@ async def enqueue_batches(
 
 
 async def retry_failed(
-    ingest: IngestRepository, queue: JobQueue, run: IngestRun, *, code: str | None = None
+    ingest: IngestRepository,
+    queue: JobQueue,
+    run: IngestRun,
+    *,
+    code: str | None = None,
+    stranded_only: bool = False,
 ) -> int:
     """Put the failed files of the run's source (whichever of its runs failed them; only
     those failed with ``code``, when given) and, without a code, its stranded ones (open,
-    but their batch job ended) back in the queue, in new batches of ``run``: a page of
-    ``RETRY_PAGE_SIZE`` files per transaction, each page's files and their batch jobs
-    together. Returns the files re-queued."""
+    but their batch job ended; with ``stranded_only``, those alone) back in the queue, in
+    new batches of ``run``: a page of ``RETRY_PAGE_SIZE`` files per transaction, each
+    page's files and their batch jobs together. Returns the files re-queued. Raises
+    ValueError for a code with ``stranded_only``."""
     total = 0
     while True:
         async with ingest.transaction() as conn:
-            paths = await ingest.retry_failed(conn, run, code=code)
+            paths = await ingest.retry_failed(conn, run, code=code, stranded_only=stranded_only)
             batches = await queue_batches(queue, conn, run, paths)
             await ingest.assign_batches(conn, run.source_id, batches)
         total += len(paths)
