@@ -1,11 +1,12 @@
 """Ingest batches in this process (the real handlers, imaging processes and Postgres, the
 memory store): what a batch does when the store fails, when the library item was deleted,
-and when the job itself fails."""
+and when the job itself fails; a scan cancelled while it runs."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import pytest
 
 from mediajobs.config import Settings
 from mediajobs.db.ingest import IngestRepository
-from mediajobs.errors import StorageDenied, StorageError, StorageUnavailable
+from mediajobs.errors import JobCancelled, StorageDenied, StorageError, StorageUnavailable
+from mediajobs.handlers import ingest as ingest_handlers
 from mediajobs.ingest.runs import retry_failed
 from mediajobs.storage import MemoryStore
 from tests.support.images import jpeg, photo
@@ -177,3 +179,29 @@ async def test_a_folder_gone_from_the_source_makes_the_batch_wait_not_fail(
             rows = await checkpoint(env)
     assert {row["status"] for row in rows.values()} == {"pending"}
     assert {row["attempts"] for row in rows.values()} == {0}  # nothing was its fault
+
+
+async def test_a_scan_cancelled_while_it_runs_ends_its_run_as_scan_failed(
+    database_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photos(tmp_path / "src", 1)
+
+    async def cancelled(source: Any) -> AsyncIterator[Any]:
+        raise JobCancelled("the job was cancelled")
+        yield  # an async generator, as scan_source is
+
+    monkeypatch.setattr(ingest_handlers, "scan_source", cancelled)
+    with memory_store() as memory:
+        async with media_env(database_url, redis_url, memory, settings=SETTINGS) as env:
+            run = await start_ingest(env, tmp_path / "src")
+            ingest = IngestRepository(env.pool)
+
+            async def ended() -> bool:
+                found = await ingest.get_run(run.id)
+                return found is not None and found.state != "scanning"
+
+            # Not retried: the run says so at once, without waiting for its last attempt.
+            await wait_for(ended, timeout=30)
+            found = await ingest.get_run(run.id)
+    assert found is not None and found.state == "scan_failed"
+    assert found.error == {"code": "cancelled", "message": "the job was cancelled"}

@@ -172,3 +172,34 @@ async def test_status_shows_a_scan_and_batches_waiting_for_their_retry(
         assert shown["etaSeconds"] is None
     finally:
         await pool.close()
+
+
+async def test_a_run_whose_scan_job_was_cancelled_before_it_began_says_so(
+    database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_ingest, "SCAN_WAIT_HINT", 0.5)
+    pool = await open_pool(database_url, name="test", min_size=1, max_size=2)
+    try:
+        ingest = IngestRepository(pool)
+        run = await start_run(
+            ingest,
+            JobQueue(pool),
+            uri="file:///srv/cancelled",
+            owner_id="alice",
+            profile="catalog",
+            batch_size=32,
+        )
+        async with pool.connection() as conn:  # `jobs cancel` of the queued scan
+            await conn.execute("UPDATE jobs SET state = 'cancelled' WHERE kind = 'ingest.scan'")
+        assert await asyncio.wait_for(_follow(ingest, run, json_lines=True), 10) == 1
+        said = (
+            f"the scan job of run {run.id} was cancelled before it began: mediajobs ingest "
+            "run file:///srv/cancelled again"
+        )
+        assert said in capsys.readouterr().err
+        args = argparse.Namespace(run_id=run.id, json=False)
+        settings = Settings(database_url=database_url)
+        assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
+        assert f"  scan       {said}" in capsys.readouterr().out
+    finally:
+        await pool.close()

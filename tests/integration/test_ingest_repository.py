@@ -9,8 +9,9 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
@@ -27,6 +28,8 @@ from mediajobs.db.ingest import (
 )
 from mediajobs.db.media import IngestedMedia, MediaRepository, MediaStatus
 from mediajobs.db.pool import Pool
+from mediajobs.ingest.runs import start_run
+from mediajobs.queue.queue import JobQueue
 
 SOURCE = "file:///srv/library"
 
@@ -109,6 +112,13 @@ async def counters_match_a_real_count(pool: Pool) -> dict[tuple[uuid.UUID, str, 
     return kept_map
 
 
+async def start(pool: Pool, repo: IngestRepository, uri: str, owner: str) -> IngestRun:
+    """A run of ``uri`` as ``ingest run`` starts one: with its scan job, queued."""
+    return await start_run(
+        repo, JobQueue(pool), uri=uri, owner_id=owner, profile="catalog", batch_size=32
+    )
+
+
 async def queued_job(pool: Pool, state: str = "queued") -> uuid.UUID:
     """A row in ``jobs`` (an ``ingest.batch`` job in ``state``) for files to name."""
     job_id = uuid.uuid4()
@@ -121,9 +131,9 @@ async def queued_job(pool: Pool, state: str = "queued") -> uuid.UUID:
 
 
 async def test_a_source_is_made_once_and_belongs_to_its_first_owner(
-    repo: IngestRepository,
+    repo: IngestRepository, pool: Pool
 ) -> None:
-    first = await repo.open_run(SOURCE, "ada", "catalog", 32)
+    first = await start(pool, repo, SOURCE, "ada")
     second = await repo.open_run(SOURCE, "ada", "catalog", 8)
     assert first.source_id == second.source_id and first.id != second.id
     assert (second.source_uri, second.state, second.batch_size) == (SOURCE, "scanning", 8)
@@ -136,7 +146,7 @@ async def test_a_source_is_made_once_and_belongs_to_its_first_owner(
     with pytest.raises(ValueError, match="batch_size"):
         await repo.open_run("file:///other", "ada", "catalog", 1001)
 
-    assert await repo.get_run(first.id) == first
+    assert await repo.get_run(first.id) == replace(first, scan_job_id=ANY)
     assert await repo.get_run(first.id, owner_id="sam") is None
     other = await repo.open_run("s3://bucket/photos/", "sam", "catalog", 32)
     assert await repo.latest_run(owner_id="ada") == second
@@ -682,10 +692,10 @@ async def test_list_runs_newest_first_with_their_counts(repo: IngestRepository) 
 
 
 async def test_a_source_inside_or_around_another_is_refused_for_every_owner(
-    repo: IngestRepository,
+    repo: IngestRepository, pool: Pool
 ) -> None:
-    await repo.open_run("file:///srv/library/2020", "ada", "catalog", 32)
-    await repo.open_run("s3://bucket/photos/", "ada", "catalog", 32)
+    await start(pool, repo, "file:///srv/library/2020", "ada")
+    await start(pool, repo, "s3://bucket/photos/", "ada")
     refused = [
         ("file:///srv/library", "ada", "file:///srv/library/2020"),  # its parent
         ("file:///srv/library/2020/june", "ada", "file:///srv/library/2020"),  # inside it
@@ -709,7 +719,7 @@ async def test_a_source_inside_or_around_another_is_refused_for_every_owner(
 
 
 async def test_a_source_that_holds_nothing_is_free_for_any_owner_and_any_overlap(
-    repo: IngestRepository,
+    repo: IngestRepository, pool: Pool
 ) -> None:
     # A typo'd owner on an empty folder, and a scan of a folder that was not there: their
     # runs found no file, so neither claims its uri nor blocks the folders around it.
@@ -721,8 +731,8 @@ async def test_a_source_that_holds_nothing_is_free_for_any_owner_and_any_overlap
     again = await repo.open_run("file:///srv/library/empty", "ada", "catalog", 32)
     assert (again.source_id, again.owner_id) == (empty.source_id, "ada")
     await repo.finish_scan(again.id)
-    parent = await repo.open_run("file:///srv/library", "sam", "catalog", 32)
-    inside = await repo.open_run("s3://bucket/photos/", "sam", "catalog", 32)
+    parent = await start(pool, repo, "file:///srv/library", "sam")
+    inside = await start(pool, repo, "s3://bucket/photos/", "sam")
     assert (parent.owner_id, inside.owner_id) == ("sam", "sam")
 
     # A scanning run holds its source (its files are on their way) ...
@@ -737,6 +747,13 @@ async def test_a_source_that_holds_nothing_is_free_for_any_owner_and_any_overlap
         await repo.open_run("file:///srv/library", "ada", "catalog", 32)
     with pytest.raises(SourceOverlaps):
         await repo.open_run("file:///srv/library/empty", "ada", "catalog", 32)
+    # A run whose scan job was cancelled before it began holds nothing.
+    await start(pool, repo, "file:///srv/cancelled", "ada")
+    with pytest.raises(SourceOwnedElsewhere):
+        await repo.open_run("file:///srv/cancelled", "sam", "catalog", 32)
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE jobs SET state = 'cancelled' WHERE kind = 'ingest.scan'")
+    assert (await start(pool, repo, "file:///srv/cancelled", "sam")).owner_id == "sam"
 
 
 async def test_sources_that_overlapped_before_overlaps_were_refused_run_again(
@@ -758,11 +775,11 @@ async def test_sources_that_overlapped_before_overlaps_were_refused_run_again(
 
 
 async def test_two_overlapping_sources_claimed_at_once_one_is_refused(
-    repo: IngestRepository,
+    repo: IngestRepository, pool: Pool
 ) -> None:
     uris = ["s3://bucket/photos/", "s3://bucket/photos/2021/"] * 4
     claims = await asyncio.gather(
-        *(repo.open_run(uri, "ada", "catalog", 32) for uri in uris), return_exceptions=True
+        *(start(pool, repo, uri, "ada") for uri in uris), return_exceptions=True
     )
     won = {claim.source_uri for claim in claims if isinstance(claim, IngestRun)}
     refused = [claim for claim in claims if not isinstance(claim, IngestRun)]
@@ -820,12 +837,13 @@ async def test_open_run_in_a_callers_transaction_rolls_back_with_it(
         row = await (await conn.execute("SELECT count(*) AS n FROM ingest_sources")).fetchone()
     assert row is not None and row["n"] == 0  # the source made with it is gone too
 
-    job = uuid.uuid4()
+    job = await queued_job(pool)
     async with repo.transaction() as conn:
         run = await repo.open_run(SOURCE, "ada", "catalog", 32, conn=conn)
+        await repo.set_scan_job(conn, run.id, job)
         with pytest.raises(SourceOwnedElsewhere):
             await repo.open_run(SOURCE, "sam", "catalog", 32, conn=conn)
-        await repo.set_scan_job(conn, run.id, job)  # the caller's transaction goes on
+        await repo.add_scan_counts(conn, run.id, scanned=1, skipped=0, errors=0, queued=0)
     committed = await repo.get_run(run.id)
     assert committed is not None
     assert (committed.owner_id, committed.scan_job_id) == ("ada", job)

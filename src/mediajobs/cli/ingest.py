@@ -204,8 +204,9 @@ def cmd_ingest_run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) -> int:
     """Follow ``run`` until it is finished, or until Ctrl-C / SIGTERM (which stop only the
-    watching). Exit 130 when stopped so, 1 when the scan failed or found no approved file
-    (an empty source, or a typo in a prefix), else 0."""
+    watching). Exit 130 when stopped so; 1 when the scan failed or found no approved file
+    (an empty source, or a typo in a prefix), or when the run stopped short of its end
+    (its open files stranded, its scan job cancelled before it began); else 0."""
     stop = asyncio.Event()
     meter = RateMeter()
     with handle_signals(stop.set):
@@ -219,11 +220,14 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
             file=sys.stderr,
         )
         return 130  # the shell's code for a command stopped by Ctrl-C
-    ended = await ingest.get_run(run.id)
-    if ended is not None and ended.state == "scan_failed":
+    final = await ingest.status(run.id)
+    if final is None:
+        return 1
+    ended = final.run
+    if ended.state == "scan_failed":
         print(f"mediajobs: {_scan_failure(ended)}", file=sys.stderr)
         return 1
-    if ended is not None and ended.state == "scanned" and ended.scanned == 0:
+    if run_state(ended, final.total, final.done) == "no_images":
         print(
             f"mediajobs: no image under {ended.source_uri} ({ended.skipped} other files "
             f"skipped, {ended.scan_errors} scan errors); the approved extensions are "
@@ -231,7 +235,7 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
             file=sys.stderr,
         )
         return 1
-    return 0
+    return 0 if is_finished(final) else 1  # stranded, or its scan job ended unbegun
 
 
 def _scan_waits(run_id: uuid.UUID, job: ScanJob) -> str:
@@ -249,6 +253,13 @@ def _scan_waits(run_id: uuid.UUID, job: ScanJob) -> str:
         f"({error.get('code', 'unknown')}: {_one_line(str(error.get('message', '')))}); "
         "it is retried"
     )
+
+
+def _scan_ended(run: IngestRun, job: ScanJob | None) -> str:
+    """Why a run still scanning will never scan: its scan job ended before it began
+    (cancelled: ``jobs cancel``) or is gone."""
+    how = "is gone" if job is None else f"was {job.state} before it began"
+    return f"the scan job of run {run.id} {how}: mediajobs ingest run {run.source_uri} again"
 
 
 def _scan_failure(run: IngestRun) -> str:
@@ -279,7 +290,10 @@ async def _looks(
         waiting = status.run.state == "scanning" and not status.run.scanned
         if waiting and loop.time() - started > SCAN_WAIT_HINT:
             job = await ingest.scan_job(run.id)
-            if job is not None and (job.untaken or job.retrying) and job.attempt not in told:
+            if job is None or job.ended:
+                print(f"mediajobs: {_scan_ended(status.run, job)}", file=sys.stderr)
+                return
+            if (job.untaken or job.retrying) and job.attempt not in told:
                 told.add(job.attempt)
                 print(f"mediajobs: {_scan_waits(run.id, job)}", file=sys.stderr)
         if (status.done, status.total) != last:
@@ -448,7 +462,9 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     print(_summary(status, rate))
-    if job is not None and (job.untaken or job.retrying):
+    if status.run.state == "scanning" and (job is None or job.ended):
+        print(f"  scan       {_scan_ended(status.run, job)}")
+    elif job is not None and (job.untaken or job.retrying):
         print(f"  scan       {_scan_waits(run_id, job)}")
     if waiting:
         error = waiting_error or {}

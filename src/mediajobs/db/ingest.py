@@ -234,6 +234,11 @@ class ScanJob:
         """Queued again after a failed attempt, to be retried."""
         return self.state == "queued" and self.attempt > 0
 
+    @property
+    def ended(self) -> bool:
+        """Neither queued nor running: it will not run again."""
+        return self.state not in ("queued", "running")
+
 
 @dataclass(frozen=True)
 class RunStatus:

@@ -19,14 +19,17 @@ from __future__ import annotations
 OPEN_STATUS_NAMES = ("pending", "ai_done", "processed", "uploaded")
 OPEN = "(" + ", ".join(f"'{name}'" for name in OPEN_STATUS_NAMES) + ")"
 
-# A source holds its uri while a run of it is scanning or any file of it is recorded (the
-# items those files became are its owner's). One that holds nothing (every run of it found
-# no approved file, or its scan failed: a typo, an empty folder) is free: any owner may run
-# it again, and it does not count as an overlap. {s} is the source's alias.
+# A source holds its uri while a run of it is scanning (its scan job queued or running) or
+# any file of it is recorded (the items those files became are its owner's). One that holds
+# nothing (every run of it found no approved file, or its scan failed or was cancelled: a
+# typo, an empty folder) is free: any owner may run it again, and it does not count as an
+# overlap. {s} is the source's alias.
 SOURCE_HOLDS = """(
     EXISTS (SELECT 1 FROM ingest_files AS hf WHERE hf.source_id = {s}.id)
-    OR EXISTS (SELECT 1 FROM ingest_runs AS hr WHERE hr.source_id = {s}.id
-                                                AND hr.state = 'scanning')
+    OR EXISTS (
+        SELECT 1 FROM ingest_runs AS hr JOIN jobs AS hj ON hj.id = hr.scan_job_id
+        WHERE hr.source_id = {s}.id AND hr.state = 'scanning'
+          AND hj.state IN ('queued', 'running'))
 )"""
 
 # Sources are claimed one at a time (a transaction-level advisory lock), so two runs of

@@ -43,6 +43,7 @@ from mediajobs.db.policies import SitePolicies, UnknownProfile
 from mediajobs.errors import (
     ImageRejected,
     JobCancelled,
+    JobError,
     JobFailed,
     LeaseLost,
     MediaJobsError,
@@ -174,7 +175,9 @@ class IngestHandlers:
         except (LeaseLost, asyncio.CancelledError):
             raise
         except Exception as exc:
-            if job.attempt >= job.max_attempts:
+            # The job's last attempt, or an end no retry follows (cancelled, failed for
+            # good): the run's scan is over, and says why.
+            if job.attempt >= job.max_attempts or (isinstance(exc, JobError) and not exc.retryable):
                 code = getattr(exc, "code", "scan_failed")
                 await self.ingest.finish_scan(run.id, error={"code": code, "message": str(exc)})
             raise
