@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 
 import pytest
 
-from mediajobs.db import open_pool
 from mediajobs.db.collections import CollectionRefused, CollectionRepository
 from mediajobs.db.media import MediaRepository
 from mediajobs.db.pool import Pool
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    opened = await open_pool(database_url, name="test", min_size=1, max_size=4)
-    yield opened
-    await opened.close()
 
 
 async def item(pool: Pool, owner: str, status: str = "ready") -> uuid.UUID:

@@ -16,190 +16,168 @@ from psycopg.types.json import Jsonb
 from mediajobs.cli import ingest as cli_ingest
 from mediajobs.cli.ingest import _follow, _summary
 from mediajobs.config import Settings
-from mediajobs.db import open_pool
-from mediajobs.db.ingest import IngestRepository
+from mediajobs.db.ingest import IngestRepository, IngestRun
+from mediajobs.db.pool import Pool
 from mediajobs.ingest.runs import start_run
 from mediajobs.queue.queue import JobQueue
 
 
-async def test_a_followed_run_whose_scan_failed_says_why_and_exits_1(
-    database_url: str, capsys: pytest.CaptureFixture[str]
+@pytest.fixture
+def ingest(pool: Pool) -> IngestRepository:
+    return IngestRepository(pool)
+
+
+async def scan_ended(
+    ingest: IngestRepository, run: IngestRun, *, scanned: int, skipped: int, errors: int
 ) -> None:
-    pool = await open_pool(database_url, name="test", min_size=1, max_size=2)
-    try:
-        ingest = IngestRepository(pool)
-        run = await ingest.open_run("memory://memory/other/", "alice", "catalog", 32)
-        await ingest.finish_scan(
-            run.id,
-            error={"code": "storage_error", "message": "a remote memory store cannot list"},
-        )
-        assert await _follow(ingest, run, json_lines=True) == 1
-        err = capsys.readouterr().err
-        assert "the scan of memory://memory/other/ failed (storage_error)" in err
-        assert "cannot list" in err
+    """The run's scan is over, having seen these counts and queued nothing."""
+    async with ingest.transaction() as conn:
+        counts = {"scanned": scanned, "skipped": skipped, "errors": errors, "queued": 0}
+        await ingest.add_scan_counts(conn, run.id, **counts)
+    await ingest.finish_scan(run.id)
 
-        status = await ingest.status(run.id)
-        assert status is not None
-        line = _summary(status, None)
-        assert "failed (storage_error): a remote memory store cannot list" in line
-        assert "finished" not in line
 
-        good = await ingest.open_run("file:///srv/photos", "alice", "catalog", 32)
-        async with ingest.transaction() as conn:  # a top-up that found nothing new
-            await ingest.add_scan_counts(conn, good.id, scanned=3, skipped=1, errors=0, queued=0)
-        await ingest.finish_scan(good.id)
-        assert await _follow(ingest, good, json_lines=True) == 0
-        done = await ingest.status(good.id)
-        assert done is not None and "finished" in _summary(done, None)
-    finally:
-        await pool.close()
+async def start(ingest: IngestRepository, pool: Pool, uri: str) -> IngestRun:
+    """A run of ``uri`` for alice as ``ingest run`` starts one: its scan job queued."""
+    return await start_run(
+        ingest, JobQueue(pool), uri=uri, owner_id="alice", profile="catalog", batch_size=32
+    )
+
+
+async def test_a_followed_run_whose_scan_failed_says_why_and_exits_1(
+    ingest: IngestRepository, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = await ingest.open_run("memory://memory/other/", "alice", "catalog", 32)
+    await ingest.finish_scan(
+        run.id,
+        error={"code": "storage_error", "message": "a remote memory store cannot list"},
+    )
+    assert await _follow(ingest, run, json_lines=True) == 1
+    err = capsys.readouterr().err
+    assert "the scan of memory://memory/other/ failed (storage_error)" in err
+    assert "cannot list" in err
+
+    status = await ingest.status(run.id)
+    assert status is not None
+    line = _summary(status, None)
+    assert "failed (storage_error): a remote memory store cannot list" in line
+    assert "finished" not in line
+
+    good = await ingest.open_run("file:///srv/photos", "alice", "catalog", 32)
+    # A top-up that found nothing new.
+    await scan_ended(ingest, good, scanned=3, skipped=1, errors=0)
+    assert await _follow(ingest, good, json_lines=True) == 0
+    done = await ingest.status(good.id)
+    assert done is not None and "finished" in _summary(done, None)
 
 
 async def test_a_followed_run_that_found_no_image_says_so_and_exits_1(
-    database_url: str, capsys: pytest.CaptureFixture[str]
+    ingest: IngestRepository, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pool = await open_pool(database_url, name="test", min_size=1, max_size=2)
-    try:
-        ingest = IngestRepository(pool)
-        run = await ingest.open_run("file:///srv/empty-or-typo", "alice", "catalog", 32)
-        async with ingest.transaction() as conn:
-            await ingest.add_scan_counts(conn, run.id, scanned=0, skipped=4, errors=1, queued=0)
-        await ingest.finish_scan(run.id)
-        assert await _follow(ingest, run, json_lines=True) == 1
-        err = capsys.readouterr().err
-        assert "no image under file:///srv/empty-or-typo (4 other files skipped, 1 scan" in err
-        assert ".avif .heic .heif .jpeg .jpg .png .tif .tiff .webp" in err
-        status = await ingest.status(run.id)
-        assert status is not None
-        assert ": found no approved file; 0 of 0 files done" in _summary(status, None)
-    finally:
-        await pool.close()
+    run = await ingest.open_run("file:///srv/empty-or-typo", "alice", "catalog", 32)
+    await scan_ended(ingest, run, scanned=0, skipped=4, errors=1)
+    assert await _follow(ingest, run, json_lines=True) == 1
+    err = capsys.readouterr().err
+    assert "no image under file:///srv/empty-or-typo (4 other files skipped, 1 scan" in err
+    assert ".avif .heic .heif .jpeg .jpg .png .tif .tiff .webp" in err
+    status = await ingest.status(run.id)
+    assert status is not None
+    assert ": found no approved file; 0 of 0 files done" in _summary(status, None)
 
 
 async def test_a_followed_run_no_worker_takes_gets_a_hint_once(
-    database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    pool: Pool,
+    ingest: IngestRepository,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(cli_ingest, "SCAN_WAIT_HINT", 0.5)
-    pool = await open_pool(database_url, name="test", min_size=1, max_size=2)
-    try:
-        ingest = IngestRepository(pool)
-        run = await start_run(
-            ingest,
-            JobQueue(pool),
-            uri="file:///srv/waiting",
-            owner_id="alice",
-            profile="catalog",
-            batch_size=32,
+    run = await start(ingest, pool, "file:///srv/waiting")
+    follow = asyncio.create_task(_follow(ingest, run, json_lines=True))
+    await asyncio.sleep(3.5)  # three looks past the hint's time
+    # A worker took it, and its attempt failed: queued again, it is not "no worker".
+    error = '{"code": "storage_unavailable", "message": "the bucket\\nis down"}'
+    scanning = await ingest.get_run(run.id)
+    assert scanning is not None and scanning.scan_job_id is not None
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE jobs SET attempt = 1, error = %s::jsonb WHERE id = %s",
+            (error, scanning.scan_job_id),
         )
-        follow = asyncio.create_task(_follow(ingest, run, json_lines=True))
-        await asyncio.sleep(3.5)  # three looks past the hint's time
-        # A worker took it, and its attempt failed: queued again, it is not "no worker".
-        error = '{"code": "storage_unavailable", "message": "the bucket\\nis down"}'
-        scanning = await ingest.get_run(run.id)
-        assert scanning is not None and scanning.scan_job_id is not None
-        async with pool.connection() as conn:
-            await conn.execute(
-                "UPDATE jobs SET attempt = 1, error = %s::jsonb WHERE id = %s",
-                (error, scanning.scan_job_id),
-            )
-        await asyncio.sleep(2.5)
-        async with ingest.transaction() as conn:
-            await ingest.add_scan_counts(conn, run.id, scanned=1, skipped=0, errors=0, queued=0)
-        await ingest.finish_scan(run.id)
-        assert await asyncio.wait_for(follow, 10) == 0
-        err = capsys.readouterr().err
-        assert err.count(f"no worker has taken the scan of run {run.id} yet") == 1, err
-        retried = (
-            f"the scan of run {run.id} failed its attempt 1 of 5 (storage_unavailable: the "
-            "bucket is down); it is retried"
-        )
-        assert err.count(retried) == 1, err
-    finally:
-        await pool.close()
+    await asyncio.sleep(2.5)
+    await scan_ended(ingest, run, scanned=1, skipped=0, errors=0)
+    assert await asyncio.wait_for(follow, 10) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"no worker has taken the scan of run {run.id} yet") == 1, err
+    retried = (
+        f"the scan of run {run.id} failed its attempt 1 of 5 (storage_unavailable: the "
+        "bucket is down); it is retried"
+    )
+    assert err.count(retried) == 1, err
 
 
 async def test_status_shows_a_scan_and_batches_waiting_for_their_retry(
-    database_url: str, capsys: pytest.CaptureFixture[str]
+    database_url: str, pool: Pool, ingest: IngestRepository, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pool = await open_pool(database_url, name="test", min_size=1, max_size=2)
-    try:
-        ingest = IngestRepository(pool)
-        run = await start_run(
-            ingest,
-            JobQueue(pool),
-            uri="file:///srv/outage",
-            owner_id="alice",
-            profile="catalog",
-            batch_size=32,
+    run = await start(ingest, pool, "file:///srv/outage")
+    unmounted = {"code": "retry", "message": "no such folder; waiting for the source"}
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE jobs SET attempt = 1, error = %s WHERE id = (SELECT scan_job_id FROM "
+            "ingest_runs WHERE id = %s)",
+            (Jsonb({"code": "storage_unavailable", "message": "bucket down"}), run.id),
         )
-        unmounted = {"code": "retry", "message": "no such folder; waiting for the source"}
-        async with pool.connection() as conn:
+        for attempt in (2, 3):  # two batches waiting out the outage
             await conn.execute(
-                "UPDATE jobs SET attempt = 1, error = %s WHERE id = (SELECT scan_job_id FROM "
-                "ingest_runs WHERE id = %s)",
-                (Jsonb({"code": "storage_unavailable", "message": "bucket down"}), run.id),
+                "INSERT INTO jobs (id, kind, owner_id, state, attempt, error, payload) "
+                "VALUES (%s, 'ingest.batch', 'alice', 'queued', %s, %s, %s)",
+                (uuid.uuid4(), attempt, Jsonb(unmounted), Jsonb({"runId": str(run.id)})),
             )
-            for attempt in (2, 3):  # two batches waiting out the outage
-                await conn.execute(
-                    "INSERT INTO jobs (id, kind, owner_id, state, attempt, error, payload) "
-                    "VALUES (%s, 'ingest.batch', 'alice', 'queued', %s, %s, %s)",
-                    (uuid.uuid4(), attempt, Jsonb(unmounted), Jsonb({"runId": str(run.id)})),
-                )
-        settings = Settings(database_url=database_url)
-        args = argparse.Namespace(run_id=run.id, json=False)
-        assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
-        out = capsys.readouterr().out
-        assert (
-            f"  scan       the scan of run {run.id} failed its attempt 1 of 5 "
-            "(storage_unavailable: bucket down); it is retried"
-        ) in out, out
-        assert (
-            "  waiting    2 batches wait to be retried; the last error: retry: no such folder; "
-            "waiting for the source"
-        ) in out, out
-        assert "  ETA -" in out, out  # scanning, nothing open yet
+    settings = Settings(database_url=database_url)
+    args = argparse.Namespace(run_id=run.id, json=False)
+    assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"  scan       the scan of run {run.id} failed its attempt 1 of 5 "
+        "(storage_unavailable: bucket down); it is retried"
+    ) in out, out
+    assert (
+        "  waiting    2 batches wait to be retried; the last error: retry: no such folder; "
+        "waiting for the source"
+    ) in out, out
+    assert "  ETA -" in out, out  # scanning, nothing open yet
 
-        args = argparse.Namespace(run_id=run.id, json=True)
-        assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
-        shown = json.loads(capsys.readouterr().out)
-        assert shown["scanJob"] == {
-            "state": "queued",
-            "attempt": 1,
-            "maxAttempts": 5,
-            "error": {"code": "storage_unavailable", "message": "bucket down"},
-        }
-        assert shown["waitingBatches"] == {"batches": 2, "error": unmounted}
-        assert shown["etaSeconds"] is None
-    finally:
-        await pool.close()
+    args = argparse.Namespace(run_id=run.id, json=True)
+    assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["scanJob"] == {
+        "state": "queued",
+        "attempt": 1,
+        "maxAttempts": 5,
+        "error": {"code": "storage_unavailable", "message": "bucket down"},
+    }
+    assert shown["waitingBatches"] == {"batches": 2, "error": unmounted}
+    assert shown["etaSeconds"] is None
 
 
 async def test_a_run_whose_scan_job_was_cancelled_before_it_began_says_so(
-    database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    database_url: str,
+    pool: Pool,
+    ingest: IngestRepository,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(cli_ingest, "SCAN_WAIT_HINT", 0.5)
-    pool = await open_pool(database_url, name="test", min_size=1, max_size=2)
-    try:
-        ingest = IngestRepository(pool)
-        run = await start_run(
-            ingest,
-            JobQueue(pool),
-            uri="file:///srv/cancelled",
-            owner_id="alice",
-            profile="catalog",
-            batch_size=32,
-        )
-        async with pool.connection() as conn:  # `jobs cancel` of the queued scan
-            await conn.execute("UPDATE jobs SET state = 'cancelled' WHERE kind = 'ingest.scan'")
-        assert await asyncio.wait_for(_follow(ingest, run, json_lines=True), 10) == 1
-        said = (
-            f"the scan job of run {run.id} was cancelled before it began: mediajobs ingest "
-            "run file:///srv/cancelled again"
-        )
-        assert said in capsys.readouterr().err
-        args = argparse.Namespace(run_id=run.id, json=False)
-        settings = Settings(database_url=database_url)
-        assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
-        assert f"  scan       {said}" in capsys.readouterr().out
-    finally:
-        await pool.close()
+    run = await start(ingest, pool, "file:///srv/cancelled")
+    async with pool.connection() as conn:  # `jobs cancel` of the queued scan
+        await conn.execute("UPDATE jobs SET state = 'cancelled' WHERE kind = 'ingest.scan'")
+    assert await asyncio.wait_for(_follow(ingest, run, json_lines=True), 10) == 1
+    said = (
+        f"the scan job of run {run.id} was cancelled before it began: mediajobs ingest "
+        "run file:///srv/cancelled again"
+    )
+    assert said in capsys.readouterr().err
+    args = argparse.Namespace(run_id=run.id, json=False)
+    settings = Settings(database_url=database_url)
+    assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
+    assert f"  scan       {said}" in capsys.readouterr().out

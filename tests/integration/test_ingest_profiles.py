@@ -5,7 +5,6 @@ database gives, a profile changed through ``PUT /v1/admin/site-policies`` and th
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,7 +12,6 @@ import psycopg
 import pytest
 
 from mediajobs.cli import main
-from mediajobs.db import open_pool
 from mediajobs.db.policies import PolicyInvalid, SitePolicies, UnknownProfile
 from mediajobs.db.pool import Pool
 from mediajobs.imaging.catalog import CatalogProfile, WatermarkSpec
@@ -26,15 +24,6 @@ pytestmark = pytest.mark.timeout(120)
 ADMIN = {"Authorization": f"Bearer {Authenticator(SECRET).issue_token('root', roles=['admin'])}"}
 POLICY = "/v1/admin/site-policies"
 DEFAULTS = CatalogProfile().to_json()
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    pool = await open_pool(database_url, name="test", min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def stored_profiles(database_url: str) -> Any:

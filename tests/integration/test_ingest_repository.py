@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 from unittest.mock import ANY
 
 import pytest
 
-from mediajobs.db import ingest_sql, open_pool
+from mediajobs.db import ingest_sql
 from mediajobs.db.ingest import (
     FileOutcome,
     IngestFile,
@@ -43,13 +42,6 @@ class Scanned:
     size: int
     mtime_ns: int
     etag: str | None = None
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    opened = await open_pool(database_url, name="test", min_size=1, max_size=4)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture
