@@ -22,10 +22,13 @@ REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 def quoted(value: str) -> str:
     """``value`` as is when it is a plain token (printable ASCII without a space, ``"`` or
     ``=``), else as a JSON string: a file name with a line break, a tab or ``key=value`` in it
-    cannot break or forge a ``key=value`` log line."""
+    cannot break or forge a ``key=value`` log line. Letters of any script stay as they are;
+    every other character that is not printable (U+0085, U+2028 and U+2029, which some log
+    viewers take for line breaks, too) is escaped as ``\\uXXXX``."""
     if value and value.isascii() and value.isprintable() and not any(c in value for c in ' "='):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False)
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
 
 
 class RequestIdFilter(logging.Filter):

@@ -37,10 +37,10 @@ async def scan_ended(
     await ingest.finish_scan(run.id)
 
 
-async def start(ingest: IngestRepository, pool: Pool, uri: str) -> IngestRun:
-    """A run of ``uri`` for alice as ``ingest run`` starts one: its scan job queued."""
+async def start(ingest: IngestRepository, pool: Pool, uri: str, owner: str = "alice") -> IngestRun:
+    """A run of ``uri`` for ``owner`` as ``ingest run`` starts one: its scan job queued."""
     return await start_run(
-        ingest, JobQueue(pool), uri=uri, owner_id="alice", profile="catalog", batch_size=32
+        ingest, JobQueue(pool), uri=uri, owner_id=owner, profile="catalog", batch_size=32
     )
 
 
@@ -165,19 +165,82 @@ async def test_a_run_whose_scan_job_was_cancelled_before_it_began_says_so(
     pool: Pool,
     ingest: IngestRepository,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli_ingest, "SCAN_WAIT_HINT", 0.5)
     run = await start(ingest, pool, "file:///srv/cancelled")
     async with pool.connection() as conn:  # `jobs cancel` of the queued scan
         await conn.execute("UPDATE jobs SET state = 'cancelled' WHERE kind = 'ingest.scan'")
     assert await asyncio.wait_for(_follow(ingest, run, json_lines=True), 10) == 1
     said = (
-        f"the scan job of run {run.id} was cancelled before it began: mediajobs ingest "
-        "run file:///srv/cancelled again"
+        "the scan of file:///srv/cancelled failed (scan_job_ended): its scan job was "
+        "cancelled before it began; to start it again: mediajobs ingest run "
+        "file:///srv/cancelled --owner alice"
     )
     assert said in capsys.readouterr().err
     args = argparse.Namespace(run_id=run.id, json=False)
     settings = Settings(database_url=database_url)
     assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
-    assert f"  scan       {said}" in capsys.readouterr().out
+    assert said in capsys.readouterr().out
+
+
+async def test_a_scan_job_reaped_on_its_last_attempt_mid_scan_ends_its_run(
+    database_url: str,
+    pool: Pool,
+    ingest: IngestRepository,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A worker killed while scanning on the scan job's last attempt: the reaper fails the
+    job, no handler ends the scan. The run reads as scan_failed, the source is free again,
+    and following it ends (exit 1) instead of waiting forever."""
+    run = await start(ingest, pool, "file:///srv/killed")
+    queue = JobQueue(pool)
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE jobs SET attempt = max_attempts - 1 WHERE kind = 'ingest.scan'")
+    [job] = await queue.claim("killed-worker", 1, lease=0.2, kinds=["ingest.scan"])
+    assert job.attempt == job.max_attempts
+    async with ingest.transaction() as conn:  # the scan had seen files when it was killed
+        await ingest.add_scan_counts(conn, run.id, scanned=40, skipped=2, errors=0, queued=0)
+    follow = asyncio.create_task(_follow(ingest, run, json_lines=True))
+    await asyncio.sleep(0.5)
+    assert [t.state for t in await queue.reap_expired()] == ["failed"]
+    assert await asyncio.wait_for(follow, 10) == 1
+    err = capsys.readouterr().err
+    assert "the scan of file:///srv/killed failed (scan_job_ended): its scan job failed at " in err
+    assert f"attempt {job.max_attempts} of {job.max_attempts} (lease_expired" in err
+
+    ended = await ingest.get_run(run.id)
+    assert ended is not None and ended.state == "scan_failed"
+    assert ended.scan_job is not None and ended.scan_job.state == "failed"
+    [listed] = await ingest.list_runs()
+    assert listed[0].state == "scan_failed"
+    again = await start(ingest, pool, "file:///srv/killed")  # its source holds no more
+    assert again.source_id == run.source_id
+    args = argparse.Namespace(run_id=run.id, json=True)
+    settings = Settings(database_url=database_url)
+    assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["state"], shown["finished"]) == ("scan_failed", True)
+    assert shown["scan"]["error"]["code"] == "scan_job_ended"
+    assert shown["scanJob"]["state"] == "failed"
+
+
+async def test_a_retry_through_a_run_of_the_sources_previous_owner_is_refused(
+    database_url: str,
+    pool: Pool,
+    ingest: IngestRepository,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """alice's run found nothing, so bob could claim the source: its failed files are
+    bob's items, and a retry through alice's run would give them to alice."""
+    old = await start(ingest, pool, "file:///srv/handed-over")
+    await scan_ended(ingest, old, scanned=0, skipped=0, errors=0)
+    new = await start(ingest, pool, "file:///srv/handed-over", owner="bob")
+    assert new.source_id == old.source_id
+    settings = Settings(database_url=database_url)
+    args = argparse.Namespace(run_id=old.id, code=None, stranded=False)
+    assert await asyncio.to_thread(cli_ingest.cmd_ingest_retry, args, settings) == 1
+    err = capsys.readouterr().err
+    assert f"run {old.id} was alice's, but its source file:///srv/handed-over is bob's" in err
+    assert "(mediajobs ingest runs --owner bob) (source_reowned)" in err
+    args = argparse.Namespace(run_id=new.id, code=None, stranded=False)
+    assert await asyncio.to_thread(cli_ingest.cmd_ingest_retry, args, settings) == 0
+    assert json.loads(capsys.readouterr().out)["requeued"] == 0

@@ -138,7 +138,7 @@ async def test_a_source_is_made_once_and_belongs_to_its_first_owner(
     with pytest.raises(ValueError, match="batch_size"):
         await repo.open_run("file:///other", "ada", "catalog", 1001)
 
-    assert await repo.get_run(first.id) == replace(first, scan_job_id=ANY)
+    assert await repo.get_run(first.id) == replace(first, scan_job_id=ANY, scan_job=ANY)
     assert await repo.get_run(first.id, owner_id="sam") is None
     other = await repo.open_run("s3://bucket/photos/", "sam", "catalog", 32)
     assert await repo.latest_run(owner_id="ada") == second

@@ -22,7 +22,7 @@ CODES = {"corrupt_image": 1200, "decoder_crashed": 3, "empty_file": 51, "file_to
 def status(total: int, done: int, codes: dict[str, int]) -> RunStatus:
     now = datetime.now(UTC)
     run = IngestRun(
-        uuid.uuid4(), uuid.uuid4(), "file:///srv/photos", "ada", "catalog", 32, "scanned",
+        uuid.uuid4(), uuid.uuid4(), "file:///srv/photos", "ada", "ada", "catalog", 32, "scanned",
         None, total, 0, 0, total, None, now, now, now,
     )  # fmt: skip
     counts = {"indexed": done - sum(codes.values()), "failed": sum(codes.values())}

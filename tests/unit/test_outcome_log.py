@@ -49,6 +49,10 @@ def test_file_names_with_spaces_quotes_newlines_or_emoji_are_json_quoted():
     line = describe_outcome(ctx, JobState.FAILED, JobFailed("m", code="c"), delay=0)
     assert 'fileName="a \\"b\\"\\nc=d 🌅.jpg"' in line
     assert "\n" not in line
+    ctx.describe(fileName="a\u2028b\x85c\u2029d")
+    line = describe_outcome(ctx, JobState.FAILED, JobFailed("m", code="c"), delay=0)
+    assert 'fileName="a\\u2028b\\u0085c\\u2029d"' in line
+    assert len(line.splitlines()) == 1
 
 
 def test_a_job_refused_for_its_input_is_a_warning_and_an_internal_failure_an_error():

@@ -27,6 +27,7 @@ from rich.table import Column
 from mediajobs.cli.common import Commands, bounded, handle_signals, print_json, with_pool
 from mediajobs.config import Settings
 from mediajobs.db.ingest import (
+    SCAN_JOB_ENDED,
     IngestRepository,
     IngestRun,
     RunStatus,
@@ -39,6 +40,7 @@ from mediajobs.db.pool import Pool
 from mediajobs.devenv import with_dev_secret
 from mediajobs.ingest.runs import (
     RateMeter,
+    SourceReowned,
     is_finished,
     overall_rate,
     overlaps_own_keys,
@@ -204,9 +206,9 @@ def cmd_ingest_run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) -> int:
     """Follow ``run`` until it is finished, or until Ctrl-C / SIGTERM (which stop only the
-    watching). Exit 130 when stopped so; 1 when the scan failed or found no approved file
-    (an empty source, or a typo in a prefix), or when the run stopped short of its end
-    (its open files stranded, its scan job cancelled before it began); else 0."""
+    watching). Exit 130 when stopped so; 1 when the scan failed (its scan job ended
+    without it, too) or found no approved file (an empty source, or a typo in a prefix),
+    or when the run stopped short of its end (its open files stranded); else 0."""
     stop = asyncio.Event()
     meter = RateMeter()
     with handle_signals(stop.set):
@@ -255,18 +257,16 @@ def _scan_waits(run_id: uuid.UUID, job: ScanJob) -> str:
     )
 
 
-def _scan_ended(run: IngestRun, job: ScanJob | None) -> str:
-    """Why a run still scanning will never scan: its scan job ended before it began
-    (cancelled: ``jobs cancel``) or is gone."""
-    how = "is gone" if job is None else f"was {job.state} before it began"
-    return f"the scan job of run {run.id} {how}: mediajobs ingest run {run.source_uri} again"
-
-
 def _scan_failure(run: IngestRun) -> str:
-    """Why the run's scan failed, from its error."""
+    """Why the run's scan failed, from its error; how to start it again when its scan job
+    ended without ending the scan (``SCAN_JOB_ENDED``)."""
     error = run.error if isinstance(run.error, dict) else {}
     code, message = error.get("code", "scan_failed"), error.get("message", "")
-    return f"the scan of {run.source_uri} failed ({code}): {message}".rstrip(": ")
+    failure = f"the scan of {run.source_uri} failed ({code}): {message}".rstrip(": ")
+    if code == SCAN_JOB_ENDED:
+        again = f"mediajobs ingest run {run.source_uri} --owner {run.owner_id}"
+        failure += f"; to start it again: {again}"
+    return failure
 
 
 async def _looks(
@@ -287,15 +287,11 @@ async def _looks(
         yield status
         if is_finished(status):
             return
-        waiting = status.run.state == "scanning" and not status.run.scanned
-        if waiting and loop.time() - started > SCAN_WAIT_HINT:
-            job = await ingest.scan_job(run.id)
-            if job is None or job.ended:
-                print(f"mediajobs: {_scan_ended(status.run, job)}", file=sys.stderr)
-                return
-            if (job.untaken or job.retrying) and job.attempt not in told:
-                told.add(job.attempt)
-                print(f"mediajobs: {_scan_waits(run.id, job)}", file=sys.stderr)
+        job = status.run.scan_job if status.run.state == "scanning" else None
+        waits = job is not None and (job.untaken or job.retrying) and job.attempt not in told
+        if job is not None and waits and loop.time() - started > SCAN_WAIT_HINT:
+            told.add(job.attempt)
+            print(f"mediajobs: {_scan_waits(run.id, job)}", file=sys.stderr)
         if (status.done, status.total) != last:
             last, moved = (status.done, status.total), loop.time()
         elif status.run.state != "scanning" and loop.time() - moved > STALL_SECONDS:
@@ -437,14 +433,13 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
             status,
             stranded=0 if finished else await ingest.stranded(run_id),
             source_failed=await ingest.source_failures(status.run.source_id),
-            scan_job=await ingest.scan_job(run_id) if status.run.state == "scanning" else None,
             waiting=(0, None) if finished else await ingest.waiting_batches(run_id),
         )
 
     looked = with_pool(settings, look)
     if looked is None:
         return _no_run(args.run_id)
-    status, stranded, job = looked.status, looked.stranded, looked.scan_job
+    status, stranded, job = looked.status, looked.stranded, looked.status.run.scan_job
     waiting, waiting_error = looked.waiting
     run_id = status.run.id
     rate = overall_rate(status)
@@ -462,9 +457,7 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     print(_summary(status, rate))
-    if status.run.state == "scanning" and (job is None or job.ended):
-        print(f"  scan       {_scan_ended(status.run, job)}")
-    elif job is not None and (job.untaken or job.retrying):
+    if status.run.state == "scanning" and job is not None and (job.untaken or job.retrying):
         print(f"  scan       {_scan_waits(run_id, job)}")
     if waiting:
         error = waiting_error or {}
@@ -495,18 +488,16 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
 @dataclass(frozen=True)
 class _Looked:
     """What ``ingest status`` reads of a run: its status, its stranded files, its source's
-    failures per code, its scan job while it scans, its batches waiting for a retry (how
-    many, the last error)."""
+    failures per code, its batches waiting for a retry (how many, the last error)."""
 
     status: RunStatus
     stranded: int
     source_failed: dict[str, int]
-    scan_job: ScanJob | None
     waiting: tuple[int, Mapping[str, Any] | None]
 
 
 def _scan_job_json(job: ScanJob | None) -> dict[str, Any] | None:
-    """The run's scan job as ``ingest status --json`` shows it (null once it ended)."""
+    """The run's scan job as ``ingest status --json`` shows it (null once archived)."""
     if job is None:
         return None
     return {
@@ -523,7 +514,7 @@ def cmd_ingest_retry(args: argparse.Namespace, settings: Settings) -> int:
     when no failed file has it; ``--stranded``: only the stranded files); print how many as
     JSON."""
 
-    async def retry(pool: Pool) -> tuple[IngestRun, int | list[str]] | None:
+    async def retry(pool: Pool) -> tuple[IngestRun, int | list[str]] | str | None:
         ingest = IngestRepository(pool)
         run = await _the_run(ingest, args.run_id)
         if run is None:
@@ -532,14 +523,20 @@ def cmd_ingest_retry(args: argparse.Namespace, settings: Settings) -> int:
             codes = await ingest.source_failures(run.source_id)
             if args.code not in codes:
                 return run, sorted(codes)
-        queued = await retry_failed(
-            ingest, JobQueue(pool), run, code=args.code, stranded_only=args.stranded
-        )
+        try:
+            queued = await retry_failed(
+                ingest, JobQueue(pool), run, code=args.code, stranded_only=args.stranded
+            )
+        except SourceReowned as exc:
+            return f"{exc} ({exc.code})"
         return run, queued
 
     done = with_pool(settings, retry)
     if done is None:
         return _no_run(args.run_id)
+    if isinstance(done, str):
+        print(f"mediajobs: {done}", file=sys.stderr)
+        return 1
     run, files = done
     if isinstance(files, list):
         print(

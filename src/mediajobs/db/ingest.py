@@ -122,16 +122,51 @@ def _from_row(cls: Any, row: Mapping[str, Any], **overrides: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class ScanJob:
+    """The state of a run's ``ingest.scan`` job: ``state`` (``queued``, ``running``,
+    ``succeeded``, ``failed``, ``cancelled``), ``attempt`` of ``max_attempts`` (0 while
+    no worker has taken it), ``error`` of its last failed attempt (``{code, message,
+    retryable}``) or None."""
+
+    state: str
+    attempt: int
+    max_attempts: int
+    error: Mapping[str, JSON] | None
+
+    @property
+    def untaken(self) -> bool:
+        """Queued and never taken: no worker has run it yet."""
+        return self.state == "queued" and self.attempt == 0
+
+    @property
+    def retrying(self) -> bool:
+        """Queued again after a failed attempt, to be retried."""
+        return self.state == "queued" and self.attempt > 0
+
+    @property
+    def ended(self) -> bool:
+        """Neither queued nor running: it will not run again."""
+        return self.state not in ("queued", "running")
+
+
+@dataclass(frozen=True)
 class IngestRun:
     """One ``mediajobs ingest run``: its source, owner, profile and batch size (files per
     ``ingest.batch`` job), its scan's state (``scanning``, ``scanned``, ``scan_failed``
     with ``error`` = ``{code, message}``) and counters (files seen with an approved
     extension, other files, scan errors, files queued to batches). ``updated_at`` moves
-    with every change of the run's counters and of its files' statuses."""
+    with every change of the run's counters and of its files' statuses.
+    ``source_owner_id`` is the source's owner now: another than ``owner_id`` once the
+    source, left free (no file found), was claimed by another owner's run.
+
+    A run still ``scanning`` whose scan job ended without ending the scan (a worker
+    killed on its last attempt, a cancel, a failure before the scan began) is read as
+    ``scan_failed``, with the error code ``scan_job_ended`` (``from_row``)."""
 
     id: uuid.UUID
     source_id: uuid.UUID
     source_uri: str
+    source_owner_id: str
     owner_id: str
     profile: str
     batch_size: int
@@ -145,11 +180,42 @@ class IngestRun:
     created_at: datetime
     updated_at: datetime
     scan_finished_at: datetime | None
+    scan_job: ScanJob | None = None  # None before it is set, and once it is archived
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> IngestRun:
-        run: IngestRun = _from_row(cls, row)
+        """The run of a row of ``RUN_COLUMNS``."""
+        job = None
+        if row["scan_job_state"] is not None:
+            job = ScanJob(
+                row["scan_job_state"],
+                row["scan_job_attempt"],
+                row["scan_job_max_attempts"],
+                row["scan_job_error"],
+            )
+        ended = row["state"] == "scanning" and row["scan_job_id"] is not None
+        if ended and (job is None or job.ended):
+            error = {"code": SCAN_JOB_ENDED, "message": _scan_job_end(job)}
+            row = {**row, "state": "scan_failed", "error": error}
+        run: IngestRun = _from_row(cls, row, scan_job=job)
         return run
+
+
+# The error code of a run whose scan job ended without ending its scan.
+SCAN_JOB_ENDED = "scan_job_ended"
+
+
+def _scan_job_end(job: ScanJob | None) -> str:
+    """How the run's scan job ended (None: it was archived since)."""
+    if job is None:
+        return "its scan job ended without ending the scan (the job is archived)"
+    verb = {"cancelled": "was cancelled", "failed": "failed"}.get(job.state, f"ended ({job.state})")
+    if job.attempt == 0:
+        return f"its scan job {verb} before it began"
+    how = f"its scan job {verb} at attempt {job.attempt} of {job.max_attempts}"
+    if job.error:
+        how += f" ({job.error.get('code', 'unknown')}: {job.error.get('message', '')})"
+    return f"{how}, before the scan ended"
 
 
 @dataclass(frozen=True)
@@ -210,34 +276,6 @@ class FileOutcome:
             raise ValueError("error_code: required for a failed file, and only for one")
         if (self.status is IngestStatus.PENDING) != (self.batch_id is not None):
             raise ValueError("batch_id: required for a deferred file, and only for one")
-
-
-@dataclass(frozen=True)
-class ScanJob:
-    """The state of a run's ``ingest.scan`` job: ``state`` (``queued``, ``running``,
-    ``succeeded``, ``failed``, ``cancelled``), ``attempt`` of ``max_attempts`` (0 while
-    no worker has taken it), ``error`` of its last failed attempt (``{code, message,
-    retryable}``) or None."""
-
-    state: str
-    attempt: int
-    max_attempts: int
-    error: Mapping[str, JSON] | None
-
-    @property
-    def untaken(self) -> bool:
-        """Queued and never taken: no worker has run it yet."""
-        return self.state == "queued" and self.attempt == 0
-
-    @property
-    def retrying(self) -> bool:
-        """Queued again after a failed attempt, to be retried."""
-        return self.state == "queued" and self.attempt > 0
-
-    @property
-    def ended(self) -> bool:
-        """Neither queued nor running: it will not run again."""
-        return self.state not in ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -342,13 +380,6 @@ class IngestRepository:
     async def set_scan_job(self, conn: Conn, run_id: uuid.UUID, job_id: uuid.UUID) -> None:
         """Remember the run's ``ingest.scan`` job."""
         await conn.execute(sql.SET_SCAN_JOB, (job_id, run_id))
-
-    async def scan_job(self, run_id: uuid.UUID) -> ScanJob | None:
-        """The run's ``ingest.scan`` job, or None when the run has none or it was
-        archived."""
-        async with self._pool.connection() as conn:
-            row = await (await conn.execute(sql.SCAN_JOB, (run_id,))).fetchone()
-        return None if row is None else _from_row(ScanJob, row)
 
     async def waiting_batches(self, run_id: uuid.UUID) -> tuple[int, Mapping[str, JSON] | None]:
         """The run's batch jobs queued again after a failed attempt (waiting out an outage,

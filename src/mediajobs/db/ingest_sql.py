@@ -67,11 +67,19 @@ WHERE s.uri <> %(uri)s
 ORDER BY s.uri LIMIT 1
 """
 
+# A run's columns, with its source's uri and owner, and its scan job's state, attempt and
+# error (null once the job is archived): IngestRun.from_row tells from them a run whose
+# scan job ended without ending its scan (a worker killed on the last attempt, a cancel).
 RUN_COLUMNS = """
-r.id, r.source_id, s.uri AS source_uri, r.owner_id, r.profile, r.batch_size, r.state,
-r.scan_job_id, r.scanned, r.skipped, r.scan_errors, r.queued, r.error, r.created_at,
-r.updated_at, r.scan_finished_at
+r.id, r.source_id, s.uri AS source_uri, s.owner_id AS source_owner_id, r.owner_id, r.profile,
+r.batch_size, r.state, r.scan_job_id, r.scanned, r.skipped, r.scan_errors, r.queued, r.error,
+r.created_at, r.updated_at, r.scan_finished_at, sj.state AS scan_job_state,
+sj.attempt AS scan_job_attempt, sj.max_attempts AS scan_job_max_attempts,
+sj.error AS scan_job_error
 """
+# What RUN_COLUMNS reads beside the run ``r``.
+RUN_JOINS = """JOIN ingest_sources AS s ON s.id = r.source_id
+LEFT JOIN jobs AS sj ON sj.id = r.scan_job_id"""
 
 INSERT_RUN = f"""
 WITH r AS (
@@ -79,30 +87,24 @@ WITH r AS (
     VALUES (%(id)s, %(source)s, %(owner)s, %(profile)s, %(batch_size)s)
     RETURNING *
 )
-SELECT {RUN_COLUMNS} FROM r JOIN ingest_sources AS s ON s.id = r.source_id
+SELECT {RUN_COLUMNS} FROM r {RUN_JOINS}
 """
 
 GET_RUN = f"""
-SELECT {RUN_COLUMNS} FROM ingest_runs AS r JOIN ingest_sources AS s ON s.id = r.source_id
+SELECT {RUN_COLUMNS} FROM ingest_runs AS r {RUN_JOINS}
 WHERE r.id = %(id)s
 """
 GET_RUN_OWNED = GET_RUN + " AND r.owner_id = %(owner)s"
 
 LATEST_RUN = f"""
-SELECT {RUN_COLUMNS} FROM ingest_runs AS r JOIN ingest_sources AS s ON s.id = r.source_id
+SELECT {RUN_COLUMNS} FROM ingest_runs AS r {RUN_JOINS}
 ORDER BY r.created_at DESC, r.id DESC LIMIT 1
 """
 # The owner's newest run (index ingest_runs_owner_idx).
 LATEST_RUN_OWNED = f"""
-SELECT {RUN_COLUMNS} FROM ingest_runs AS r JOIN ingest_sources AS s ON s.id = r.source_id
+SELECT {RUN_COLUMNS} FROM ingest_runs AS r {RUN_JOINS}
 WHERE r.owner_id = %(owner)s
 ORDER BY r.created_at DESC, r.id DESC LIMIT 1
-"""
-
-# The run's scan job (none once it is archived).
-SCAN_JOB = """
-SELECT j.state, j.attempt, j.max_attempts, j.error
-FROM ingest_runs AS r JOIN jobs AS j ON j.id = r.scan_job_id WHERE r.id = %s
 """
 
 # The newest runs (of one owner when %(owner)s is not null), newest first, each with its
@@ -116,7 +118,7 @@ FROM (
     ORDER BY created_at DESC, id DESC
     LIMIT %(limit)s
 ) AS r
-JOIN ingest_sources AS s ON s.id = r.source_id
+{RUN_JOINS}
 CROSS JOIN LATERAL (
     SELECT coalesce(sum(files), 0) AS total,
         coalesce(sum(files) FILTER (WHERE status IN ('indexed', 'failed')), 0) AS done,

@@ -16,6 +16,7 @@ from mediajobs.db.ingest import (
     RunStatus,
 )
 from mediajobs.db.media import Conn
+from mediajobs.errors import MediaJobsError
 from mediajobs.ingest.source import Source
 from mediajobs.queue import kinds
 from mediajobs.queue.models import JobSpec, new_job_id
@@ -27,6 +28,22 @@ from mediajobs.types import JSON
 # that kills its worker fails alone after MEDIAJOBS_INGEST_MAX_ATTEMPTS of them; the rest
 # leave room for several such files in one batch, and for outages.
 BATCH_MAX_ATTEMPTS = 20
+
+
+class SourceReowned(MediaJobsError):
+    """A retry through a run of an owner whose source another owner has claimed since (it
+    was left free: its run found no file). The source's failed files are that owner's
+    items: they are retried through that owner's runs, never given to this run's owner."""
+
+    code = "source_reowned"
+
+    def __init__(self, run: IngestRun) -> None:
+        super().__init__(
+            f"run {run.id} was {run.owner_id}'s, but its source {run.source_uri} is "
+            f"{run.source_owner_id}'s now: retry through that owner's run of it (mediajobs "
+            f"ingest runs --owner {run.source_owner_id})"
+        )
+        self.run_id = run.id
 
 
 def overlaps_own_keys(source: Source, active: Store, prefixes: Iterable[str]) -> str | None:
@@ -133,7 +150,10 @@ async def retry_failed(
     but their batch job ended; with ``stranded_only``, those alone) back in the queue, in
     new batches of ``run``: a page of ``RETRY_PAGE_SIZE`` files per transaction, each
     page's files and their batch jobs together. Returns the files re-queued. Raises
-    ValueError for a code with ``stranded_only``."""
+    ValueError for a code with ``stranded_only``, ``SourceReowned`` when the source is
+    another owner's now."""
+    if run.owner_id != run.source_owner_id:
+        raise SourceReowned(run)
     total = 0
     while True:
         async with ingest.transaction() as conn:
