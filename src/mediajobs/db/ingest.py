@@ -72,13 +72,15 @@ class ScannedLike(Protocol):
 
 
 class SourceOwnedElsewhere(MediaJobsError):
-    """A run names a source (its uri) that holds files another owner ingested."""
+    """A run names a source (its uri) that holds files another owner ingested, or that a
+    run of another owner is scanning."""
 
     code = "source_owned_elsewhere"
 
     def __init__(self, uri: str) -> None:
         super().__init__(
-            f"the source {uri} belongs to another owner (its files are that owner's items)"
+            f"the source {uri} belongs to another owner (its files are, or its scan is "
+            "making them, that owner's items)"
         )
         self.uri = uri
 
