@@ -10,6 +10,7 @@
     ├── CollectionRefused      a collection sync that cannot apply (db.collections; a ``code``)
     ├── SourceOwnedElsewhere   an ingest source already belongs to another owner (db.ingest)
     ├── SourceOverlaps         an ingest source holds or lies inside another source (db.ingest)
+    ├── SourceReowned          a retry through a run of a source's previous owner (ingest.runs)
     ├── SourceInvalid          an ingest SOURCE that is no readable directory or known bucket
     ├── SourceFileError        a source file could not be read as scanned (ingest.source)
     │   ├── FileChanged        its size or mtime moved: still being written (deferred)

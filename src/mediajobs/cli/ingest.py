@@ -237,7 +237,7 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
             file=sys.stderr,
         )
         return 1
-    return 0 if is_finished(final) else 1  # stranded, or its scan job ended unbegun
+    return 0 if is_finished(final) else 1  # its open files stranded
 
 
 def _scan_waits(run_id: uuid.UUID, job: ScanJob) -> str:
