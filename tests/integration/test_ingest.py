@@ -267,8 +267,8 @@ async def test_two_worker_processes_ingest_a_tree_into_s3_and_a_rescan_is_free(
 
         # Refusals name their code, and write nothing.
         refusals = {
-            ("--owner", "someone-else"): "belongs to another owner (its files are, or its "
-            "scan is making them, that owner's items) (source_owned_elsewhere)",
+            ("--owner", "someone-else"): "belongs to another owner, 'alice' (its files are, "
+            "or its scan is making them, that owner's items) (source_owned_elsewhere)",
             ("--profile", "nope"): "--profile: no ingest profile 'nope'; the site policy has "
             "catalog (unknown_profile)",
         }

@@ -4,6 +4,8 @@ and when the job itself fails; a scan cancelled while it runs."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from mediajobs.cli.ingest import _follow, cmd_ingest_status
 from mediajobs.config import Settings
 from mediajobs.db.ingest import IngestRepository
 from mediajobs.errors import JobCancelled, StorageDenied, StorageError, StorageUnavailable
@@ -121,7 +124,7 @@ async def test_a_batch_that_fails_for_good_fails_its_files_by_name(
 
 
 async def test_files_whose_batch_job_ended_without_them_are_stranded_and_retried(
-    database_url: str, redis_url: str, tmp_path: Path
+    database_url: str, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "src"
     photos(root, 5)
@@ -138,6 +141,25 @@ async def test_files_whose_batch_job_ended_without_them_are_stranded_and_retried
                     "WHERE kind = 'ingest.batch'"
                 )
             assert await ingest.stranded(run.id) == 5
+            # A top-up queues none of them (unchanged), and says they are stranded.
+            top_up = await start_ingest(env, root, batch_size=2)
+            await wait_scanned(env, top_up)
+            assert await ingest.source_stranded(top_up) == (5, 0)
+            assert await ingest.source_stranded(run) == (5, 5)
+            assert await _follow(ingest, top_up, json_lines=True) == 0
+            said = (
+                f"5 files of {top_up.source_uri} from earlier runs are stranded (their batch "
+                f"jobs ended without them): mediajobs ingest retry {top_up.id} --stranded"
+            )
+            assert said in capsys.readouterr().err
+            args = argparse.Namespace(run_id=top_up.id, json=False)
+            settings = Settings(database_url=database_url)
+            assert await asyncio.to_thread(cmd_ingest_status, args, settings) == 0
+            shown = (
+                "  + 5 stranded files of this source from other runs (their batch jobs "
+                f"ended): mediajobs ingest retry {top_up.id} --stranded"
+            )
+            assert shown in capsys.readouterr().out
             assert await retry_failed(ingest, env.queue, run) == 5
             assert await ingest.stranded(run.id) == 0
             async with env.pool.connection() as conn:

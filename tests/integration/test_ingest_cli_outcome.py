@@ -150,7 +150,10 @@ async def test_status_shows_a_scan_and_batches_waiting_for_their_retry(
     args = argparse.Namespace(run_id=run.id, json=True)
     assert await asyncio.to_thread(cli_ingest.cmd_ingest_status, args, settings) == 0
     shown = json.loads(capsys.readouterr().out)
+    read = await ingest.get_run(run.id)
+    assert read is not None and read.scan_job_id is not None
     assert shown["scanJob"] == {
+        "id": str(read.scan_job_id),
         "state": "queued",
         "attempt": 1,
         "maxAttempts": 5,

@@ -67,6 +67,8 @@ def test_a_scan_with_nothing_open_yet_has_no_eta_and_no_total() -> None:
     fields = _bar_fields(scanning, RateMeter(), 80)
     assert (fields["description"], fields["total"], fields["eta"]) == ("scanning", None, "-")
     assert run_eta(looked, 50.0) == 0.0  # scanned, and nothing open: done
+    done = replace(looked, run=replace(looked.run, scanned=3), total=3, done=3)
+    assert _bar_fields(done, RateMeter(), 80)["description"] == "finished"  # the last look
     assert run_eta(replace(scanning, total=100, done=50), 50.0) == 1.0
 
 

@@ -14,12 +14,22 @@ ACTIVE = MemoryStore("http://127.0.0.1:9/storage", bucket="media")
 OTHER = MemoryStore("http://127.0.0.1:9/storage", bucket="archive")
 
 
-@pytest.mark.parametrize("owner", ["", "   ", "a\nb", "x" * 256])
+@pytest.mark.parametrize(
+    "owner", ["", "   ", "a\nb", "x" * 256, " dev", "dev ", "\u200b", "a\u202eb", "a\u00a0b"]
+)
 def test_an_owner_must_be_a_user_id(owner: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["ingest", "run", "/photos", "--owner", owner])
     assert exited.value.code == 2
-    assert "is not a user id" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is not a user id" in err
+    assert "x" * 61 not in err  # a long one is cut
+
+
+@pytest.mark.parametrize("owner", ["dev", "user 7", "Zoë", "李雷", "auth0|5f7c8ec7"])
+def test_an_owner_of_any_script_with_inner_spaces_is_taken(owner: str) -> None:
+    args = build_parser().parse_args(["ingest", "run", "/photos", "--owner", owner])
+    assert args.owner == owner
 
 
 @pytest.mark.parametrize(

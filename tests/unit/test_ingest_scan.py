@@ -514,6 +514,8 @@ def test_a_source_that_is_no_readable_directory_is_refused_with_the_reason(tmp_p
         str(tmp_path / "loop"): "cannot be resolved",
         "   ": "SOURCE is empty",
         "file://elsewhere/dir": "another host",
+        "file://": "needs an absolute path",
+        "file://localhost": "needs an absolute path",
     }
     for text, reason in cases.items():
         with pytest.raises(SourceInvalid, match=reason) as caught:

@@ -65,11 +65,15 @@ SCAN_WAIT_HINT = 10.0  # seconds a followed run's scan job may wait before a hin
 
 def owner_id(text: str) -> str:
     """An argparse ``type``: a user id a token of ours may carry (``service.auth.is_user_id``:
-    1-255 characters, not blank, no control characters), else argparse's usage error."""
-    if not is_user_id(text):
+    1-255 characters, not blank, no control characters), and one that cannot be mistaken
+    for another: no space at either end, no invisible character (format characters such
+    as U+200B or U+202E, separators other than the space: ``str.isprintable``). Else
+    argparse's usage error, quoting at most 60 characters of ``text``."""
+    if not (is_user_id(text) and text.isprintable() and text == text.strip()):
+        shown = text if len(text) <= 60 else f"{text[:60]}..."
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a user id: 1-{MAX_USER_ID} characters, not blank, without "
-            "control characters (the `sub` of the owner's tokens)"
+            f"{shown!r} is not a user id: 1-{MAX_USER_ID} characters (the `sub` of the "
+            "owner's tokens), without spaces at either end or invisible characters"
         )
     return text
 
@@ -208,7 +212,8 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
     """Follow ``run`` until it is finished, or until Ctrl-C / SIGTERM (which stop only the
     watching). Exit 130 when stopped so; 1 when the scan failed (its scan job ended
     without it, too) or found no approved file (an empty source, or a typo in a prefix),
-    or when the run stopped short of its end (its open files stranded); else 0."""
+    or when the run stopped short of its end (its open files stranded); else 0, with a
+    note when earlier runs of the source left files stranded."""
     stop = asyncio.Event()
     meter = RateMeter()
     with handle_signals(stop.set):
@@ -237,7 +242,17 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
             file=sys.stderr,
         )
         return 1
-    return 0 if is_finished(final) else 1  # its open files stranded
+    if not is_finished(final):
+        return 1  # its open files stranded
+    others, _ = await ingest.source_stranded(ended)  # a top-up does not queue them again
+    if others:
+        print(
+            f"mediajobs: {others} files of {ended.source_uri} from earlier runs are stranded "
+            f"(their batch jobs ended without them): mediajobs ingest retry {ended.id} "
+            "--stranded",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def _scan_waits(run_id: uuid.UUID, job: ScanJob) -> str:
@@ -363,7 +378,7 @@ def _bar_fields(status: RunStatus, meter: RateMeter, width: int) -> dict[str, An
     rate = meter.rate
     left = run_eta(status, rate)
     fields: dict[str, Any] = {
-        "description": "scanning" if status.run.state == "scanning" else "importing",
+        "description": run_state(status.run, status.total, status.done).replace("_", " "),
         "completed": status.done,
         "total": status.total or None,
         "rate": "-" if rate is None else f"{rate:.1f} files/s",
@@ -418,9 +433,9 @@ def cmd_ingest_runs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print a run's counts by status and error code, its rate and ETA, its stranded
-    files (open, but their batch job ended: ``ingest retry`` queues them again), and the
-    failed files of its source, whichever of its runs failed them (what ``ingest report``
-    lists and ``ingest retry`` queues)."""
+    files and those of its source's other runs (open, but their batch job ended: ``ingest
+    retry`` queues them again), and the failed files of its source, whichever of its runs
+    failed them (what ``ingest report`` lists and ``ingest retry`` queues)."""
 
     async def look(pool: Pool) -> _Looked | None:
         ingest = IngestRepository(pool)
@@ -431,7 +446,7 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
         run_id, finished = status.run.id, is_finished(status)
         return _Looked(
             status,
-            stranded=0 if finished else await ingest.stranded(run_id),
+            stranded=await ingest.source_stranded(status.run),
             source_failed=await ingest.source_failures(status.run.source_id),
             waiting=(0, None) if finished else await ingest.waiting_batches(run_id),
         )
@@ -445,11 +460,15 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
     rate = overall_rate(status)
     left = run_eta(status, rate)
     if args.json:
-        shown = {**status_json(status, rate, left), "stranded": stranded}
+        shown = {
+            **status_json(status, rate, left),
+            "stranded": stranded[1],
+            "sourceStranded": stranded[0],
+        }
         print_json(
             {
                 **shown,
-                "scanJob": _scan_job_json(job),
+                "scanJob": _scan_job_json(status.run),
                 "waitingBatches": {"batches": waiting, "error": waiting_error},
                 "sourceFailedByCode": looked.source_failed,
             },
@@ -465,10 +484,16 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
             f"  waiting    {waiting} batches wait to be retried; the last error: "
             f"{error.get('code', 'unknown')}: {_one_line(str(error.get('message', '')))}"
         )
-    if stranded:
+    source_stranded, run_stranded = stranded
+    if run_stranded:
         print(
-            f"  stranded   {stranded} (their batch jobs ended): "
+            f"  stranded   {run_stranded} (their batch jobs ended): "
             f"mediajobs ingest retry {run_id} --stranded"
+        )
+    if source_stranded > run_stranded:
+        print(
+            f"  + {source_stranded - run_stranded} stranded files of this source from other "
+            f"runs (their batch jobs ended): mediajobs ingest retry {run_id} --stranded"
         )
     for name, files in status.counts.items():
         print(f"  {name:<10} {files}")
@@ -487,20 +512,24 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
 
 @dataclass(frozen=True)
 class _Looked:
-    """What ``ingest status`` reads of a run: its status, its stranded files, its source's
-    failures per code, its batches waiting for a retry (how many, the last error)."""
+    """What ``ingest status`` reads of a run: its status, its source's stranded files and
+    how many of them are the run's, its source's failures per code, its batches waiting for
+    a retry (how many, the last error)."""
 
     status: RunStatus
-    stranded: int
+    stranded: tuple[int, int]
     source_failed: dict[str, int]
     waiting: tuple[int, Mapping[str, Any] | None]
 
 
-def _scan_job_json(job: ScanJob | None) -> dict[str, Any] | None:
-    """The run's scan job as ``ingest status --json`` shows it (null once archived)."""
+def _scan_job_json(run: IngestRun) -> dict[str, Any] | None:
+    """The run's scan job as ``ingest status --json`` shows it (its id, for ``jobs
+    cancel``; null once archived)."""
+    job = run.scan_job
     if job is None:
         return None
     return {
+        "id": str(run.scan_job_id),
         "state": job.state,
         "attempt": job.attempt,
         "maxAttempts": job.max_attempts,

@@ -77,12 +77,13 @@ class SourceOwnedElsewhere(MediaJobsError):
 
     code = "source_owned_elsewhere"
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, owner_id: str) -> None:
         super().__init__(
-            f"the source {uri} belongs to another owner (its files are, or its scan is "
-            "making them, that owner's items)"
+            f"the source {uri} belongs to another owner, {owner_id!r} (its files are, or its "
+            "scan is making them, that owner's items)"
         )
         self.uri = uri
+        self.owner_id = owner_id
 
 
 class SourceOverlaps(MediaJobsError):
@@ -350,7 +351,7 @@ class IngestRepository:
             source = await (await conn.execute(sql.GET_SOURCE, {"uri": uri})).fetchone()
             if source is not None and source["holds"]:
                 if source["owner_id"] != owner_id:
-                    raise SourceOwnedElsewhere(uri)
+                    raise SourceOwnedElsewhere(uri, source["owner_id"])
             else:
                 overlap = await (
                     await conn.execute(sql.OVERLAPPING_SOURCE, {"uri": uri})
@@ -651,6 +652,16 @@ class IngestRepository:
         async with self._pool.connection() as conn:
             row = await (await conn.execute(sql.STRANDED, {"run": run_id})).fetchone()
         return 0 if row is None else int(row["n"])
+
+    async def source_stranded(self, run: IngestRun) -> tuple[int, int]:
+        """The stranded files of ``run``'s source, whichever run queued them (what ``ingest
+        retry --stranded`` queues), and how many of them are ``run``'s: ``(source, run)``.
+        The same scan as ``stranded``."""
+        params = {"source": run.source_id, "run": run.id}
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(sql.SOURCE_STRANDED, params)).fetchone()
+        assert row is not None
+        return int(row["n"]), int(row["run_n"])
 
     async def failed_files(
         self,

@@ -289,6 +289,11 @@ STRANDED = "SELECT count(*) AS n FROM ingest_files AS f WHERE " + STRANDED_WHERE
     scope="f.run_id = %(run)s"
 )
 SOURCE_STRANDED_WHERE = STRANDED_WHERE.format(scope="f.source_id = %(source)s")
+# The source's stranded files, whichever run queued them, and those of the run %(run)s.
+SOURCE_STRANDED = f"""
+SELECT count(*) AS n, count(*) FILTER (WHERE f.run_id = %(run)s) AS run_n
+FROM ingest_files AS f WHERE {SOURCE_STRANDED_WHERE}
+"""
 
 # One page of `ingest retry`: at most %(limit)s of the source's failed files by path,
 # whichever of its runs queued them (index ingest_files_source_failed_path_idx, or

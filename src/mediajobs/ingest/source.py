@@ -145,6 +145,8 @@ def parse_source(text: str, stores: StoreRegistry) -> Source:
         parts = urllib.parse.urlsplit(text)
         if parts.netloc not in ("", "localhost"):
             raise SourceInvalid(f"{text}: a file URL of another host ({parts.netloc})")
+        if not parts.path.startswith("/"):  # file:// alone would be the current directory
+            raise SourceInvalid(f"{text}: a file URL needs an absolute path (file:///srv/photos)")
         return _directory_source(Path(os.fsdecode(urllib.parse.unquote_to_bytes(parts.path))))
     provider = _SCHEME_PROVIDERS.get(scheme, scheme)
     bucket, _, prefix = rest.partition("/")
