@@ -16,9 +16,11 @@ from psycopg.types.json import Jsonb
 from mediajobs.cli import ingest as cli_ingest
 from mediajobs.cli.ingest import _follow, _summary
 from mediajobs.config import Settings
-from mediajobs.db.ingest import IngestRepository, IngestRun
+from mediajobs.db.ingest import IngestRepository, IngestRun, SourceOwnedElsewhere
 from mediajobs.db.pool import Pool
 from mediajobs.ingest.runs import start_run
+from mediajobs.queue import kinds
+from mediajobs.queue.models import JobSpec
 from mediajobs.queue.queue import JobQueue
 
 
@@ -247,3 +249,27 @@ async def test_a_retry_through_a_run_of_the_sources_previous_owner_is_refused(
     args = argparse.Namespace(run_id=new.id, code=None, stranded=False)
     assert await asyncio.to_thread(cli_ingest.cmd_ingest_retry, args, settings) == 0
     assert json.loads(capsys.readouterr().out)["requeued"] == 0
+
+
+async def test_a_failed_scan_job_retried_through_the_api_makes_its_run_scan_again(
+    pool: Pool, ingest: IngestRepository
+) -> None:
+    """`POST /jobs/{id}/retry` of a failed scan job is a new job with the same runId: once
+    its attempt starts, the run is read by it (scanning, and the source holds)."""
+    run = await start(ingest, pool, "file:///srv/retried")
+    queue = JobQueue(pool)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE jobs SET state = 'failed', attempt = max_attempts, finished_at = now() "
+            "WHERE kind = 'ingest.scan'"
+        )
+    ended = await ingest.get_run(run.id)
+    assert ended is not None and ended.state == "scan_failed"
+    await queue.enqueue(JobSpec(kinds.INGEST_SCAN, "alice", {"runId": str(run.id)}))
+    [job] = await queue.claim("worker", 1, lease=30, kinds=[kinds.INGEST_SCAN])
+    await ingest.restart_scan(run.id, job.id)
+    scanning = await ingest.get_run(run.id)
+    assert scanning is not None and (scanning.state, scanning.error) == ("scanning", None)
+    assert scanning.scan_job is not None and scanning.scan_job.state == "running"
+    with pytest.raises(SourceOwnedElsewhere):
+        await start(ingest, pool, "file:///srv/retried", owner="bob")

@@ -410,6 +410,11 @@ async def test_retry_failed_requeues_failed_then_stranded_files_in_pages(
     assert (await repo.stranded(run.id), await repo.stranded(other.id)) == (4, 1)
     before = await files_by_path(pool, run.source_id)
 
+    # Through a run of an owner the source no longer has: nothing, with or without a code.
+    gone = replace(run, owner_id="mallory")
+    assert await requeue(repo, pool, gone, limit=10) == []
+    assert await requeue(repo, pool, gone, code="corrupt_image", limit=10) == []
+
     # With a code: only that code's failed files, by path, a page at a time; no stranded.
     assert await requeue(repo, pool, run, code="corrupt_image", limit=1) == ["a.jpg"]
     assert await requeue(repo, pool, run, code="corrupt_image", limit=1) == ["c.jpg"]
@@ -615,7 +620,8 @@ async def test_a_page_of_failed_files_walks_the_index_in_path_order_at_20k(
             assert not [node for node, _, _ in nodes if "Sort" in node], nodes
             assert by_path in nodes, nodes
         # A retry page walks it too (its only sort: the page it picked, by path).
-        retry = {"source": run.source_id, "run": run.id, "limit": 1000, "code": None}
+        retry = {"source": run.source_id, "run": run.id, "owner": run.owner_id, "limit": 1000}
+        retry["code"] = None
         assert by_path in await explain(conn, ingest_sql.RETRY_PAGE_ALL, retry)
         code_params = {"source": run.source_id, "after": "", "limit": 1000, "code": "code_1"}
         nodes = await explain(conn, ingest_sql.FAILED_FILES_CODE, code_params)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from rich.console import Console
 
-from mediajobs.cli.ingest import _bar_fields, _progress_bar
+from mediajobs.cli.ingest import _bar_fields, _progress_bar, _retry_command
 from mediajobs.db.ingest import IngestRun, RunStatus
 from mediajobs.ingest.runs import RateMeter, run_eta, run_state
 
@@ -80,3 +80,13 @@ def test_the_state_a_run_is_shown_in() -> None:
     assert run_state(replace(run, scanned=5), 0, 0) == "finished"  # a rescan: nothing new
     assert run_state(run, 10, 9) == "importing"
     assert run_state(run, 10, 10) == "finished"
+
+
+def test_a_retry_is_offered_through_the_run_or_its_sources_new_owner() -> None:
+    run = status(0, 0, {}).run
+    assert _retry_command(run, " --stranded") == f"mediajobs ingest retry {run.id} --stranded"
+    handed_over = replace(run, source_owner_id="Jane Doe")
+    assert _retry_command(handed_over) == (
+        "the source belongs to 'Jane Doe' now: mediajobs ingest retry RUN, RUN one of mediajobs "
+        "ingest runs --owner 'Jane Doe'"
+    )

@@ -15,7 +15,11 @@ OTHER = MemoryStore("http://127.0.0.1:9/storage", bucket="archive")
 
 
 @pytest.mark.parametrize(
-    "owner", ["", "   ", "a\nb", "x" * 256, " dev", "dev ", "\u200b", "a\u202eb", "a\u00a0b"]
+    "owner",
+    [
+        *("", "   ", "a\nb", "x" * 256, " dev", "dev ", "\u200b", "a\u202eb", "a\u00a0b"),
+        *("\u3164", "alice\u3164", "\u2800", "\u115f", "a\u034fb", "a\U000e0041"),
+    ],
 )
 def test_an_owner_must_be_a_user_id(owner: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:

@@ -516,6 +516,8 @@ def test_a_source_that_is_no_readable_directory_is_refused_with_the_reason(tmp_p
         "file://elsewhere/dir": "another host",
         "file://": "needs an absolute path",
         "file://localhost": "needs an absolute path",
+        f"file://{tmp_path}#2": "no query or fragment",
+        f"file://{tmp_path}?x": "no query or fragment",
     }
     for text, reason in cases.items():
         with pytest.raises(SourceInvalid, match=reason) as caught:

@@ -13,6 +13,8 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import re
+import shlex
 import sys
 import time
 import uuid
@@ -63,13 +65,24 @@ REPORT_PAGE = 1000
 SCAN_WAIT_HINT = 10.0  # seconds a followed run's scan job may wait before a hint is shown
 
 
+# Characters that show as nothing: Unicode's Default_Ignorable_Code_Point property
+# (DerivedCoreProperties.txt, Unicode 15.1) and the braille blank U+2800.
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
+
+
 def owner_id(text: str) -> str:
     """An argparse ``type``: a user id a token of ours may carry (``service.auth.is_user_id``:
-    1-255 characters, not blank, no control characters), and one that cannot be mistaken
-    for another: no space at either end, no invisible character (format characters such
-    as U+200B or U+202E, separators other than the space: ``str.isprintable``). Else
+    1-255 characters, not blank, no control characters), without a space at either end
+    or a character that shows as nothing (``_INVISIBLE``, and whatever ``str.isprintable``
+    refuses: format characters, separators other than the space), so that two ids that
+    look the same differ in what shows (letters of look-alike scripts still pass). Else
     argparse's usage error, quoting at most 60 characters of ``text``."""
-    if not (is_user_id(text) and text.isprintable() and text == text.strip()):
+    visible = text.isprintable() and not _INVISIBLE.search(text)
+    if not (is_user_id(text) and visible and text == text.strip()):
         shown = text if len(text) <= 60 else f"{text[:60]}..."
         raise argparse.ArgumentTypeError(
             f"{shown!r} is not a user id: 1-{MAX_USER_ID} characters (the `sub` of the "
@@ -279,7 +292,8 @@ def _scan_failure(run: IngestRun) -> str:
     code, message = error.get("code", "scan_failed"), error.get("message", "")
     failure = f"the scan of {run.source_uri} failed ({code}): {message}".rstrip(": ")
     if code == SCAN_JOB_ENDED:
-        again = f"mediajobs ingest run {run.source_uri} --owner {run.owner_id}"
+        source, owner = shlex.quote(run.source_uri), shlex.quote(run.owner_id)
+        again = f"mediajobs ingest run {source} --owner {owner}"
         failure += f"; to start it again: {again}"
     return failure
 
@@ -485,15 +499,13 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
             f"{error.get('code', 'unknown')}: {_one_line(str(error.get('message', '')))}"
         )
     source_stranded, run_stranded = stranded
+    retry = _retry_command(status.run, " --stranded")
     if run_stranded:
-        print(
-            f"  stranded   {run_stranded} (their batch jobs ended): "
-            f"mediajobs ingest retry {run_id} --stranded"
-        )
+        print(f"  stranded   {run_stranded} (their batch jobs ended): {retry}")
     if source_stranded > run_stranded:
         print(
             f"  + {source_stranded - run_stranded} stranded files of this source from other "
-            f"runs (their batch jobs ended): mediajobs ingest retry {run_id} --stranded"
+            f"runs (their batch jobs ended): {retry}"
         )
     for name, files in status.counts.items():
         print(f"  {name:<10} {files}")
@@ -503,11 +515,24 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
     if others > 0:
         print(
             f"  + {others} failed files of this source from other runs (mediajobs ingest "
-            f"report {run_id} --failed; mediajobs ingest retry {run_id})"
+            f"report {run_id} --failed; {_retry_command(status.run)})"
         )
     if not is_finished(status):
         print(f"  ETA {_duration(left)}")
     return 0
+
+
+def _retry_command(run: IngestRun, option: str = "") -> str:
+    """The ``ingest retry`` (with ``option``) of ``run``'s source: through ``run``, or,
+    when another owner claimed the source since (``SourceReowned``), through one of that
+    owner's runs."""
+    if run.owner_id == run.source_owner_id:
+        return f"mediajobs ingest retry {run.id}{option}"
+    owner = shlex.quote(run.source_owner_id)
+    return (
+        f"the source belongs to {owner} now: mediajobs ingest retry RUN{option}, RUN one of "
+        f"mediajobs ingest runs --owner {owner}"
+    )
 
 
 @dataclass(frozen=True)

@@ -495,12 +495,14 @@ class IngestRepository:
             },
         )
 
-    async def restart_scan(self, run_id: uuid.UUID) -> None:
-        """A scan attempt starts: its walk counts (scanned, skipped, errors) start from zero,
-        since the attempt walks the whole source again; ``queued`` stays (the files an
-        earlier attempt recorded are not queued again)."""
+    async def restart_scan(self, run_id: uuid.UUID, job_id: uuid.UUID) -> None:
+        """A scan attempt of the job ``job_id`` starts: its walk counts (scanned, skipped,
+        errors) start from zero, since the attempt walks the whole source again; ``queued``
+        stays (the files an earlier attempt recorded are not queued again). The job becomes
+        the run's scan job: a failed scan job retried through the API is a new job, and
+        the run is read by it (``IngestRun.from_row``)."""
         async with self._pool.connection() as conn:
-            await conn.execute(sql.RESTART_SCAN, {"id": run_id})
+            await conn.execute(sql.RESTART_SCAN, {"id": run_id, "job": job_id})
 
     async def finish_scan(
         self, run_id: uuid.UUID, *, error: Mapping[str, JSON] | None = None
@@ -627,7 +629,9 @@ class IngestRepository:
         meanwhile is skipped, so a short page can leave one for the next retry). Raises
         ValueError for a limit below 1, or for a code with ``stranded_only``.
         ``UNKNOWN_CODE`` ("unknown", as ``status`` shows a failure without a code) picks the
-        failed files without a code; ``stranded_only``, the stranded files alone."""
+        failed files without a code; ``stranded_only``, the stranded files alone. Picks
+        nothing once the source is no longer ``run``'s owner's (claimed by another owner
+        since it held no file)."""
         if limit < 1:
             raise ValueError(f"limit: {limit} is below 1")
         if stranded_only:
@@ -638,7 +642,13 @@ class IngestRepository:
             statement = sql.RETRY_PAGE_ALL
         else:
             statement = sql.RETRY_PAGE_UNKNOWN if code == UNKNOWN_CODE else sql.RETRY_PAGE_CODE
-        params = {"source": run.source_id, "run": run.id, "code": code, "limit": limit}
+        params = {
+            "source": run.source_id,
+            "run": run.id,
+            "owner": run.owner_id,
+            "code": code,
+            "limit": limit,
+        }
         rows = await (await conn.execute(statement, params)).fetchall()
         return [row["path"] for row in rows]
 

@@ -150,7 +150,7 @@ WHERE id = %(id)s
 # SQL), so it counts what it sees from zero; `queued` keeps counting what the run queued.
 RESTART_SCAN = """
 UPDATE ingest_runs SET scanned = 0, skipped = 0, scan_errors = 0, state = 'scanning',
-    error = NULL, scan_finished_at = NULL, updated_at = now()
+    error = NULL, scan_finished_at = NULL, scan_job_id = %(job)s, updated_at = now()
 WHERE id = %(id)s
 """
 
@@ -300,20 +300,26 @@ FROM ingest_files AS f WHERE {SOURCE_STRANDED_WHERE}
 # ingest_files_source_failed_idx with a code: a rescan leaves an unchanged failed file
 # with its old run), back to pending in the run %(run)s, attempts 0, error and batch
 # cleared. Without a code, a page the failed files do not fill takes the source's stranded
-# files too (the scan of SOURCE_STRANDED_WHERE runs only then: an InitPlan gates it). The
+# files too (the scan of SOURCE_STRANDED_WHERE runs only then: an InitPlan gates it). Only
+# while the source is still the owner %(owner)s's (the run's): a source left free and
+# claimed by another owner since holds that owner's files (SourceReowned checks first). The
 # picked rows are locked in path order, and the UPDATE checks them again, so a file a batch
 # finished meanwhile is left alone. Lock order as above: files, runs (the retry's and the
 # ones the files leave), counters.
 RETRY_PAGE = f"""
-WITH failed AS (
+WITH owned AS (
+    SELECT EXISTS (
+        SELECT 1 FROM ingest_sources WHERE id = %(source)s AND owner_id = %(owner)s) AS yes
+),
+failed AS (
     SELECT f.source_id, f.path, f.run_id FROM ingest_files AS f
-    WHERE f.source_id = %(source)s AND f.status = 'failed' {{code}}
+    WHERE (SELECT yes FROM owned) AND f.source_id = %(source)s AND f.status = 'failed' {{code}}
     ORDER BY f.path LIMIT %(limit)s
     FOR UPDATE
 ),
 stranded AS (
     SELECT f.source_id, f.path, f.run_id FROM ingest_files AS f
-    WHERE {{stranded}} AND (SELECT count(*) FROM failed) < %(limit)s
+    WHERE {{stranded}} AND (SELECT yes FROM owned) AND (SELECT count(*) FROM failed) < %(limit)s
       AND {SOURCE_STRANDED_WHERE}
     ORDER BY f.path LIMIT %(limit)s
     FOR UPDATE

@@ -161,7 +161,7 @@ class IngestHandlers:
         except SourceInvalid as exc:
             await self.ingest.finish_scan(run.id, error={"code": exc.code, "message": str(exc)})
             raise JobFailed(str(exc), code=exc.code) from None
-        await self.ingest.restart_scan(run.id)
+        await self.ingest.restart_scan(run.id, job.id)
         totals = ScanCounts()
         queued = 0
         try:

@@ -3,6 +3,7 @@ and ETA) for ``mediajobs ingest``."""
 
 from __future__ import annotations
 
+import shlex
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -41,7 +42,7 @@ class SourceReowned(MediaJobsError):
         super().__init__(
             f"run {run.id} was {run.owner_id}'s, but its source {run.source_uri} is "
             f"{run.source_owner_id}'s now: retry through that owner's run of it (mediajobs "
-            f"ingest runs --owner {run.source_owner_id})"
+            f"ingest runs --owner {shlex.quote(run.source_owner_id)})"
         )
         self.run_id = run.id
 

@@ -147,6 +147,11 @@ def parse_source(text: str, stores: StoreRegistry) -> Source:
             raise SourceInvalid(f"{text}: a file URL of another host ({parts.netloc})")
         if not parts.path.startswith("/"):  # file:// alone would be the current directory
             raise SourceInvalid(f"{text}: a file URL needs an absolute path (file:///srv/photos)")
+        if "?" in text or "#" in text:  # urlsplit would drop them: another directory
+            raise SourceInvalid(
+                f"{text}: a file URL has no query or fragment: percent-encode '?' and '#' "
+                "(%3F, %23), or give the path as it is"
+            )
         return _directory_source(Path(os.fsdecode(urllib.parse.unquote_to_bytes(parts.path))))
     provider = _SCHEME_PROVIDERS.get(scheme, scheme)
     bucket, _, prefix = rest.partition("/")
