@@ -24,7 +24,7 @@ def quoted(value: str) -> str:
     ``=``), else as a JSON string: a file name with a line break, a tab or ``key=value`` in it
     cannot break or forge a ``key=value`` log line. Letters of any script stay as they are;
     every other character that is not printable (U+0085, U+2028 and U+2029, which some log
-    viewers take for line breaks, too) is escaped as ``\\uXXXX``."""
+    viewers take for line breaks, too) gets JSON's escape: U+2028 is written ``\\u2028``."""
     if value and value.isascii() and value.isprintable() and not any(c in value for c in ' "='):
         return value
     text = json.dumps(value, ensure_ascii=False)

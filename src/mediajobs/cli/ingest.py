@@ -268,6 +268,13 @@ async def _follow(ingest: IngestRepository, run: IngestRun, json_lines: bool) ->
     return 0
 
 
+def _waiting_scan_job(run: IngestRun) -> ScanJob | None:
+    """The scan job of ``run`` while the run scans and the job waits in the queue: no
+    worker took it yet, or it waits for a retry (``_scan_waits`` says which); else None."""
+    job = run.scan_job if run.state == "scanning" else None
+    return job if job is not None and (job.untaken or job.retrying) else None
+
+
 def _scan_waits(run_id: uuid.UUID, job: ScanJob) -> str:
     """Why the run's scan job, queued, has not begun: no worker took it yet, or an attempt
     failed and it waits to be retried (with that attempt's error)."""
@@ -316,9 +323,8 @@ async def _looks(
         yield status
         if is_finished(status):
             return
-        job = status.run.scan_job if status.run.state == "scanning" else None
-        waits = job is not None and (job.untaken or job.retrying) and job.attempt not in told
-        if job is not None and waits and loop.time() - started > SCAN_WAIT_HINT:
+        job = _waiting_scan_job(status.run)
+        if job is not None and job.attempt not in told and loop.time() - started > SCAN_WAIT_HINT:
             told.add(job.attempt)
             print(f"mediajobs: {_scan_waits(run.id, job)}", file=sys.stderr)
         if (status.done, status.total) != last:
@@ -468,7 +474,7 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
     looked = with_pool(settings, look)
     if looked is None:
         return _no_run(args.run_id)
-    status, stranded, job = looked.status, looked.stranded, looked.status.run.scan_job
+    status, stranded = looked.status, looked.stranded
     waiting, waiting_error = looked.waiting
     run_id = status.run.id
     rate = overall_rate(status)
@@ -490,7 +496,8 @@ def cmd_ingest_status(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     print(_summary(status, rate))
-    if status.run.state == "scanning" and job is not None and (job.untaken or job.retrying):
+    job = _waiting_scan_job(status.run)
+    if job is not None:
         print(f"  scan       {_scan_waits(run_id, job)}")
     if waiting:
         error = waiting_error or {}
