@@ -229,3 +229,14 @@ def moto_url() -> Iterator[str]:
         for name, value in S3_CREDENTIALS.items():  # boto3's credential chain reads these
             patch.setenv(name, value)
         yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CLIP model directory (Immich's layout; see mediajobs.vision.testing) whose
+    tokenizer knows the default vocabulary's words."""
+    from mediajobs.vision.tags import load_vocabulary
+    from mediajobs.vision.testing import write_tiny_clip
+
+    directory = tmp_path_factory.mktemp("clip") / "tiny-clip"
+    return write_tiny_clip(directory, words=load_vocabulary())

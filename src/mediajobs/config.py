@@ -99,6 +99,16 @@ class Settings:
     ingest_concurrency: int = 2
     ingest_max_attempts: int = 3
     ingest_settle_seconds: float = 2.0
+    # Image understanding (docs/search.md): the CLIP model directory (Immich's layout; unset:
+    # embeddings, CLIP tags and semantic search are off, the rest works), images per forward
+    # pass (0: 32 on a CPU, 64 with CUDA), the zero-shot vocabulary file (unset: the list
+    # that ships in vision/vocabulary.txt), and how many of its concepts, at or above which
+    # probability, become an image's tags.
+    clip_model_dir: Path | None = None
+    clip_batch_size: int = 0
+    clip_vocabulary: Path | None = None
+    clip_tag_top_k: int = 5
+    clip_tag_threshold: float = 0.05
     review_webhook_url: str | None = None  # photo review provider "webhook" POSTs here
     review_webhook_secret: str | None = field(default=None, repr=False)  # signs the POST
     review_timeout: float = 10.0  # a review call slower than this is retried
@@ -191,6 +201,17 @@ class Settings:
             ),
             ingest_settle_seconds=env.duration(
                 "MEDIAJOBS_INGEST_SETTLE_SECONDS", default.ingest_settle_seconds, low=0.0
+            ),
+            clip_model_dir=env.path("MEDIAJOBS_CLIP_MODEL_DIR"),
+            clip_batch_size=env.integer(
+                "MEDIAJOBS_CLIP_BATCH_SIZE", default.clip_batch_size, low=0, high=1024
+            ),
+            clip_vocabulary=env.path("MEDIAJOBS_CLIP_VOCABULARY"),
+            clip_tag_top_k=env.integer(
+                "MEDIAJOBS_CLIP_TAG_TOP_K", default.clip_tag_top_k, low=0, high=100
+            ),
+            clip_tag_threshold=env.number(
+                "MEDIAJOBS_CLIP_TAG_THRESHOLD", default.clip_tag_threshold, low=0.0, high=1.0
             ),
             review_webhook_url=env.text("MEDIAJOBS_REVIEW_WEBHOOK_URL"),
             review_webhook_secret=env.text("MEDIAJOBS_REVIEW_WEBHOOK_SECRET"),
@@ -307,6 +328,7 @@ class Settings:
             "jwtSecret": self._jwt_secret_source(),
             "workerConcurrency": self.worker_concurrency,
             "leaseSeconds": self.lease_seconds,
+            "clipModel": _str_or_none(self.clip_model_dir) or "unset (image understanding off)",
             "listen": f"{self.host}:{self.port}",
         }
 
@@ -442,6 +464,22 @@ class _Reader:
         if not low <= value <= high:
             raise ConfigError(name, f"must be between {low} and {high}, got {value}")
         return value
+
+    def number(self, name: str, default: float, *, low: float, high: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"expected a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low:g} and {high:g}, got {raw}")
+        return value
+
+    def path(self, name: str) -> Path | None:
+        raw = self.text(name)
+        return Path(raw).expanduser() if raw else None
 
     def duration(self, name: str, default: float, *, low: float) -> float:
         raw = self.text(name)

@@ -18,6 +18,7 @@
     │   ├── FileTooLarge       it is over the profile's byte limit
     │   └── FileUnreadable     permission or I/O error
     ├── WatermarkLogoInvalid   an ingest profile's logo is no usable image (imaging.watermark)
+    ├── ModelInvalid           a CLIP model directory or tag vocabulary that cannot be used (vision)
     ├── ImagingFailed          the imaging process could not finish an image (handlers.imaging_pool)
     │   ├── ImagingCrashed     it died while working on the image
     │   ├── ImagingOutOfMemory it ran out of its memory limit

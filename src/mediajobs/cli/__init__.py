@@ -4,8 +4,8 @@ parser itself (one help line each), so the list cannot leave one out.
 Each command lives in the module of its concept, with the function that adds its parser
 (``add_*``) next to the one that runs it (``cmd_*``): ``serve`` (serve, dev), ``worker``
 (the worker and its composition root), ``admin`` (migrate, config, token, events prune),
-``jobs``, ``storage``, ``policy``, ``ingest``; what they share is in ``common``. ``build_parser``
-lists the commands in the order ``--help`` shows them.
+``jobs``, ``storage``, ``policy``, ``ingest``, ``models``; what they share is in
+``common``. ``build_parser`` lists the commands in the order ``--help`` shows them.
 
 Commands that print JSON use the API's camelCase names (``jobs show`` is the API's job plus
 the operator's fields). Commands that need the database try one connection first, with a
@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from mediajobs.cli import admin, ingest, jobs, policy, serve, storage, worker
+from mediajobs.cli import admin, ingest, jobs, models, policy, serve, storage, worker
 from mediajobs.cli.common import Commands, quiet_libraries
 from mediajobs.config import Settings
 from mediajobs.errors import ConfigError, DatabaseError
@@ -40,6 +40,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     storage.add_storage,
     policy.add_policy,
     ingest.add_ingest,
+    models.add_models,
 )
 
 
