@@ -215,6 +215,50 @@ def empty_database_url(services: Services) -> Iterator[str]:
     drop_database(services.pg_admin_url, name)
 
 
+@pytest.fixture(scope="session")
+def vector_pg_admin_url() -> Iterator[str]:
+    """An embedded Postgres (pgserver), which ships pgvector, for the tests of vector
+    features: the machine's and CI's server have no pgvector, and these tests are never
+    skipped for it. DATABASE_URL_PGVECTOR names another server with pgvector instead."""
+    given = os.environ.get("DATABASE_URL_PGVECTOR")
+    if given:
+        yield given
+        return
+    import pgserver
+
+    data = Path(tempfile.mkdtemp(prefix="mediajobs-pgvector-"))
+    server = pgserver.get_server(data, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def vector_template(vector_pg_admin_url: str) -> Iterator[str]:
+    """A migrated database with the vector extension on the pgvector server; tests copy it."""
+    import asyncio
+
+    from mediajobs.db import migrate
+
+    name = f"mj_vtpl_{uuid.uuid4().hex[:10]}"
+    url = create_database(vector_pg_admin_url, name)
+    asyncio.run(migrate(url))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    yield name
+    drop_database(vector_pg_admin_url, name)
+
+
+@pytest.fixture
+def vector_database_url(vector_pg_admin_url: str, vector_template: str) -> Iterator[str]:
+    """A fresh, migrated database with pgvector, of this test's own."""
+    name = f"mj_v_{uuid.uuid4().hex[:12]}"
+    url = create_database(vector_pg_admin_url, name, template=vector_template)
+    yield url
+    drop_database(vector_pg_admin_url, name)
+
+
 @pytest.fixture
 def redis_url(services: Services) -> str:
     return services.redis_url

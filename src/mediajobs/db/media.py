@@ -69,6 +69,10 @@ class MediaRecord:
     created_at: datetime
     updated_at: datetime
     processed_at: datetime | None
+    phash: int | None  # 64-bit perceptual hash (vision.phash), once media.embed ran
+    caption: str | None
+    tags_text: str  # the item's distinct tags, one per line (db.tags writes it)
+    understood_at: datetime | None  # when media.embed last finished
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> MediaRecord:
@@ -77,6 +81,11 @@ class MediaRecord:
         if values["deleted_from"] is not None:
             values["deleted_from"] = MediaStatus(values["deleted_from"])
         return cls(**values)
+
+    @property
+    def tags(self) -> list[str]:
+        """The item's distinct tags (every source), in the order they were written."""
+        return self.tags_text.split("\n") if self.tags_text else []
 
     @property
     def source(self) -> Locator:
@@ -325,10 +334,12 @@ class MediaRepository:
         statuses: tuple[MediaStatus, ...] = (MediaStatus.READY,),
         purpose: str | None = None,
         key_prefix: str | None = None,
+        tag: str | None = None,
         after: tuple[datetime, uuid.UUID] | None = None,
         limit: int = 50,
     ) -> list[MediaRecord]:
-        """A page of the owner's items, newest first, after the keyset ``after``."""
+        """A page of the owner's items, newest first, after the keyset ``after``; with
+        ``tag``, only items that have that tag (from any source)."""
         parts = [sql.PAGE]
         params: dict[str, Any] = {
             "owner": owner_id,
@@ -341,6 +352,9 @@ class MediaRepository:
         if key_prefix is not None:
             parts.append(sql.PAGE_KEY_PREFIX)
             params["like"] = _like_escape(key_prefix) + "%"
+        if tag is not None:
+            parts.append(sql.PAGE_TAG)
+            params["tag"] = tag
         if after is not None:
             parts.append(sql.PAGE_AFTER)
             params["at"], params["id"] = after
@@ -417,6 +431,13 @@ class MediaRepository:
             {**changes, "id": media_id, "owner": owner_id},
             None,
         )
+
+    async def set_understood(self, conn: Conn, hashes: Mapping[uuid.UUID, int | None]) -> None:
+        """Record media.embed's results in the caller's transaction: each item's perceptual
+        hash (None: none could be made) and ``understood_at`` now."""
+        if hashes:
+            params = {"ids": list(hashes), "hashes": list(hashes.values())}
+            await conn.execute(sql.SET_UNDERSTOOD, params)
 
     async def existing(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str]]:
         """The items among ``ids`` that exist: id -> (owner id, status), ``purged`` for a

@@ -143,6 +143,9 @@ PAGE = "SELECT * FROM media WHERE owner_id = %(owner)s AND status = ANY(%(status
 PAGE_PURPOSE = "AND purpose = %(purpose)s"
 PAGE_KEY_PREFIX = f"AND {SOURCE_KEY} LIKE %(like)s"
 PAGE_AFTER = "AND (created_at, id) < (%(at)s, %(id)s)"
+PAGE_TAG = (
+    "AND EXISTS (SELECT 1 FROM media_tags AS t WHERE t.tag = %(tag)s AND t.media_id = media.id)"
+)
 PAGE_ORDER = "ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
 
 BY_SOURCE_KEY = f"SELECT * FROM media WHERE owner_id = %(owner)s AND {SOURCE_KEY} = %(key)s"
@@ -210,4 +213,11 @@ EXISTING = """
 SELECT id, owner_id,
        CASE WHEN purged_at IS NOT NULL THEN 'purged' ELSE status::text END AS status
 FROM media WHERE id = ANY(%(ids)s::uuid[])
+"""
+
+# media.embed's per-item results: the perceptual hash, and when understanding finished.
+SET_UNDERSTOOD = """
+UPDATE media AS m SET phash = i.phash, understood_at = now()
+FROM unnest(%(ids)s::uuid[], %(hashes)s::bigint[]) AS i (id, phash)
+WHERE m.id = i.id
 """
