@@ -99,12 +99,14 @@ class Settings:
     ingest_concurrency: int = 2
     ingest_max_attempts: int = 3
     ingest_settle_seconds: float = 2.0
-    # Image understanding (docs/search.md): the CLIP model directory (Immich's layout; unset:
-    # embeddings, CLIP tags and semantic search are off, the rest works), images per forward
-    # pass (0: 32 on a CPU, 64 with CUDA), the zero-shot vocabulary file (unset: the list
-    # that ships in vision/vocabulary.txt), and how many of its concepts, at or above which
-    # probability, become an image's tags.
-    clip_model_dir: Path | None = None
+    # Image understanding (docs/search.md): CLIP model directories (Immich's layout; unset:
+    # embeddings, CLIP tags and semantic search are off, the rest works). The first is the
+    # model a library starts with; others listed (os.pathsep-separated) stay loadable, so a
+    # model switch (`models reindex`) is answered from the old index until the new one is
+    # complete. Then images per forward pass (0: 32 on a CPU, 64 with CUDA), the zero-shot
+    # vocabulary file (unset: vision/vocabulary.txt), and how many of its concepts, at or
+    # above which probability, become an image's tags.
+    clip_model_dirs: tuple[Path, ...] = ()
     clip_batch_size: int = 0
     clip_vocabulary: Path | None = None
     clip_tag_top_k: int = 5
@@ -202,7 +204,7 @@ class Settings:
             ingest_settle_seconds=env.duration(
                 "MEDIAJOBS_INGEST_SETTLE_SECONDS", default.ingest_settle_seconds, low=0.0
             ),
-            clip_model_dir=env.path("MEDIAJOBS_CLIP_MODEL_DIR"),
+            clip_model_dirs=env.paths("MEDIAJOBS_CLIP_MODEL_DIR"),
             clip_batch_size=env.integer(
                 "MEDIAJOBS_CLIP_BATCH_SIZE", default.clip_batch_size, low=0, high=1024
             ),
@@ -328,7 +330,8 @@ class Settings:
             "jwtSecret": self._jwt_secret_source(),
             "workerConcurrency": self.worker_concurrency,
             "leaseSeconds": self.lease_seconds,
-            "clipModel": _str_or_none(self.clip_model_dir) or "unset (image understanding off)",
+            "clipModels": [str(p) for p in self.clip_model_dirs]
+            or "unset (image understanding off)",
             "listen": f"{self.host}:{self.port}",
         }
 
@@ -476,6 +479,11 @@ class _Reader:
         if not low <= value <= high:
             raise ConfigError(name, f"must be between {low:g} and {high:g}, got {raw}")
         return value
+
+    def paths(self, name: str) -> tuple[Path, ...]:
+        """Paths separated by ``os.pathsep`` (``:`` on POSIX), empty parts skipped."""
+        raw = self.text(name) or ""
+        return tuple(Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip())
 
     def path(self, name: str) -> Path | None:
         raw = self.text(name)

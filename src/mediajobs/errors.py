@@ -8,6 +8,7 @@
     ├── PolicyInvalid          a site-policy change that makes no sense (db.policies)
     │   └── UnknownProfile     an ingest profile the site policy does not have
     ├── CollectionRefused      a collection sync that cannot apply (db.collections; a ``code``)
+    ├── TooManyTags            an edit past an item's limit of its owner's tags (db.tags)
     ├── SourceOwnedElsewhere   an ingest source already belongs to another owner (db.ingest)
     ├── SourceOverlaps         an ingest source holds or lies inside another source (db.ingest)
     ├── SourceReowned          a retry through a run of a source's previous owner (ingest.runs)
@@ -19,6 +20,7 @@
     │   └── FileUnreadable     permission or I/O error
     ├── WatermarkLogoInvalid   an ingest profile's logo is no usable image (imaging.watermark)
     ├── ModelInvalid           a CLIP model directory or tag vocabulary that cannot be used (vision)
+    ├── ReindexRefused         a model switch that cannot start: no pgvector, no such model
     ├── ImagingFailed          the imaging process could not finish an image (handlers.imaging_pool)
     │   ├── ImagingCrashed     it died while working on the image
     │   ├── ImagingOutOfMemory it ran out of its memory limit

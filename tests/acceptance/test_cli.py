@@ -40,6 +40,14 @@ def test_dev_runs_api_and_worker_with_nothing_else_configured(tmp_path):
         assert ready.json() == {
             "status": "ready",
             "checks": {"postgres": "ok", "redis": "ok", "storage": "ok"},
+            # the embedded Postgres ships pgvector; no model is configured
+            "understanding": {
+                "semantic": False,
+                "model": None,
+                "pgvector": "0.6.2",
+                "index": None,
+                "reason": "no CLIP model is configured (MEDIAJOBS_CLIP_MODEL_DIR is unset)",
+            },
         }
         missing = httpx.get(f"http://127.0.0.1:{port}/no/such/route", timeout=5)
         assert missing.status_code == 404

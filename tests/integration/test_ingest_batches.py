@@ -62,7 +62,8 @@ async def test_a_store_outage_makes_the_batch_wait_and_costs_no_attempt(
     async with media_env(database_url, redis_url, store, settings=SETTINGS) as env:
         status = await ingest_all(env, tmp_path / "src")
         rows = await checkpoint(env)
-    assert status.counts["indexed"] == len(made) and status.counts["failed"] == 0
+    in_library = status.counts["indexed"] + status.counts["ai_done"]
+    assert in_library == len(made) and status.counts["failed"] == 0
     assert store.failures == 0
     # Waited out, not failed: the outage cost no file an attempt towards decoder_crashed.
     assert {row["attempts"] for row in rows.values()} == {1}

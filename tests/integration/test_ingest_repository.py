@@ -227,12 +227,13 @@ async def test_start_batch_counts_an_attempt_on_open_files_only(
     async with repo.transaction() as conn:
         await repo.assign_batches(conn, run.source_id, [(batch, ["z.jpg", "x.jpg", "y.jpg"])])
         await conn.execute("UPDATE ingest_files SET status = 'processed' WHERE path = 'y.jpg'")
+        # ai_done comes after indexed (image understanding finished it): not open
         await conn.execute("UPDATE ingest_files SET status = 'ai_done' WHERE path = 'z.jpg'")
     first = await repo.start_batch(batch)
     assert first is not None
     started_run, started = first
     assert started_run.id == run.id
-    assert [(f.path, f.attempts) for f in started] == [("x.jpg", 1), ("y.jpg", 1), ("z.jpg", 1)]
+    assert [(f.path, f.attempts) for f in started] == [("x.jpg", 1), ("y.jpg", 1)]
     async with repo.transaction() as conn:
         assert (
             await repo.finish_batch(
@@ -242,16 +243,19 @@ async def test_start_batch_counts_an_attempt_on_open_files_only(
         )
     second = await repo.start_batch(batch)
     assert second is not None
-    assert [(f.path, f.attempts) for f in second[1]] == [("y.jpg", 2), ("z.jpg", 2)]
+    assert [(f.path, f.attempts) for f in second[1]] == [("y.jpg", 2)]
     async with repo.transaction() as conn:
-        assert await repo.fail_batch(conn, batch, "decoder_crashed", "killed twice") == 2
+        assert await repo.fail_batch(conn, batch, "decoder_crashed", "killed twice") == 1
     assert await repo.start_batch(batch) is None
     assert await repo.start_batch(uuid.uuid4()) is None
     rows = await files_by_path(pool, run.source_id)
     assert rows["x.jpg"].attempts == 1  # finished: not counted again
-    assert [(rows[p].status, rows[p].error_code, rows[p].batch_id) for p in ("y.jpg", "z.jpg")] == [
-        (IngestStatus.FAILED, "decoder_crashed", None)
-    ] * 2
+    assert (rows["y.jpg"].status, rows["y.jpg"].error_code, rows["y.jpg"].batch_id) == (
+        IngestStatus.FAILED,
+        "decoder_crashed",
+        None,
+    )
+    assert (rows["z.jpg"].status, rows["z.jpg"].attempts) == (IngestStatus.AI_DONE, 0)
     await counters_match_a_real_count(pool)
 
 
@@ -402,7 +406,7 @@ async def test_retry_failed_requeues_failed_then_stranded_files_in_pages(
     async with pool.connection() as conn:
         await conn.execute("UPDATE jobs SET state = 'failed' WHERE id = %s", (failed_job,))
         await conn.execute("UPDATE jobs SET state = 'cancelled' WHERE id = %s", (cancelled_job,))
-        await conn.execute("UPDATE ingest_files SET status = 'ai_done' WHERE path = 's2.jpg'")
+        await conn.execute("UPDATE ingest_files SET status = 'processed' WHERE path = 's2.jpg'")
         await conn.execute("UPDATE ingest_files SET status = 'uploaded' WHERE path = 's3.jpg'")
     other = await repo.open_run("file:///elsewhere", "ada", "catalog", 32)
     await fail_files(repo, other, {"z.jpg": "corrupt_image"})

@@ -24,11 +24,12 @@ from mediajobs.db.media import MediaRecord, MediaRepository
 from mediajobs.db.policies import SitePolicies
 from mediajobs.handlers import MediaHandlers, WorkerResources, ingest_handlers, media_handlers
 from mediajobs.handlers.imaging_pool import ImagingPool, PoolOptions
+from mediajobs.handlers.wiring import understand_handler
 from mediajobs.imaging.catalog import CatalogImage, CatalogProfile
 from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.imaging.policy import ImagePolicy
 from mediajobs.queue import HandlerRegistry, Job, JobQueue, JobSpec, JobState, Worker
-from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
+from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_EMBED, MEDIA_PROCESS
 from mediajobs.realtime import EventRecorder, RedisPublisher
 from mediajobs.realtime.events import Event
 from mediajobs.realtime.publisher import decode_message
@@ -257,6 +258,7 @@ async def media_env(
             handlers = media_handlers(resources)
             handlers.register(registry)
             ingest_handlers(resources).register(registry)
+            registry.register(MEDIA_EMBED, understand_handler(resources))
             queue = JobQueue(pool, hooks=recorder)
             env = MediaEnv(pool, queue, store, stores, handlers, redis, channel)
             if not worker:

@@ -23,8 +23,9 @@ def test_check_prints_the_model_and_its_speed(
     monkeypatch.setenv("MEDIAJOBS_CLIP_MODEL_DIR", str(tiny_clip_dir))
     monkeypatch.setenv("MEDIAJOBS_CLIP_BATCH_SIZE", "4")
     assert main(["models", "check", "--seconds", "0.2", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["enabled"] is True
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["enabled"] is True
+    (report,) = answer["models"]
     assert report["name"] == "tiny-clip"
     assert report["embedDim"] == 32
     assert report["providers"] == ["CPUExecutionProvider"]
@@ -34,6 +35,21 @@ def test_check_prints_the_model_and_its_speed(
     assert main(["models", "check", "--seconds", "0.1"]) == 0
     text = capsys.readouterr().out
     assert "dimension   32" in text and "images/s" in text
+
+
+def test_check_measures_every_configured_model(
+    tiny_clip_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mediajobs.vision.testing import write_tiny_clip
+
+    other = write_tiny_clip(tmp_path / "wide", embed_dim=48)
+    monkeypatch.setenv("MEDIAJOBS_CLIP_MODEL_DIR", f"{tiny_clip_dir}:{other}")
+    assert main(["models", "check", "--seconds", "0.1", "--json"]) == 0
+    models = json.loads(capsys.readouterr().out)["models"]
+    assert [(m["name"], m["embedDim"]) for m in models] == [("tiny-clip", 32), ("wide", 48)]
 
 
 def test_without_a_model_check_says_what_is_off(capsys: pytest.CaptureFixture[str]) -> None:

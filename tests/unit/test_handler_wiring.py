@@ -60,13 +60,14 @@ def record() -> MediaRecord:
     return MediaRecord.from_row(values)
 
 
-async def test_the_default_registry_runs_ping_the_media_and_the_ingest_kinds() -> None:
+async def test_the_default_registry_runs_ping_the_media_ingest_and_understanding_kinds() -> None:
     async with httpx.AsyncClient() as http:
         registry = build_registry(resources(Settings(), http))
     assert registry.kinds == [
         "ingest.batch",
         "ingest.scan",
         "media.delete",
+        "media.embed",
         "media.process",
         "media.purge",
         "media.review",

@@ -652,6 +652,13 @@ def _no_run(run_id: uuid.UUID | None) -> int:
     return 1
 
 
+def _in_library(status: RunStatus) -> str:
+    """Indexed files, with how many of them image understanding has finished."""
+    understood = status.counts.get("ai_done", 0)
+    indexed = status.counts.get("indexed", 0) + understood
+    return f"{indexed} ({understood} understood)" if understood else str(indexed)
+
+
 def _summary(status: RunStatus, rate: float | None) -> str:
     run = status.run
     state = run_state(run, status.total, status.done)
@@ -661,7 +668,7 @@ def _summary(status: RunStatus, rate: float | None) -> str:
         state = "found no approved file"
     line = (
         f"run {run.id} ({run.source_uri}): {state}; {status.done} of {status.total} files done"
-        f", {status.counts.get('indexed', 0)} indexed, {status.counts.get('failed', 0)} failed"
+        f", {_in_library(status)} indexed, {status.counts.get('failed', 0)} failed"
     )
     if rate is not None:
         line += f", {rate:.1f} files/s"

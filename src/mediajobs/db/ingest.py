@@ -36,16 +36,18 @@ class IngestStatus(StrEnum):
     """A source file's place in the pipeline (the ``ingest_status`` type of 0008)."""
 
     PENDING = "pending"  # scanned; waiting for (or in) its batch, or deferred to a new one
-    AI_DONE = "ai_done"  # reserved for image understanding (issue 17)
     PROCESSED = "processed"  # derivatives made
     UPLOADED = "uploaded"  # objects stored
     INDEXED = "indexed"  # the media row is written: the item is in the library
+    AI_DONE = "ai_done"  # indexed, and media.embed has hashed, tagged (and embedded) it
     FAILED = "failed"  # error_code and error_message say why
 
 
 # Statuses of a file still on its way: its batch has not finished it yet (pending,
-# ai_done, processed, uploaded). The statements of db/ingest_sql.py use the same list.
+# processed, uploaded). The statements of db/ingest_sql.py use the same list.
 OPEN_STATUSES: tuple[IngestStatus, ...] = tuple(IngestStatus(s) for s in sql.OPEN_STATUS_NAMES)
+# Statuses of a file its batch has finished: in the library (and understood), or failed.
+DONE_STATUSES = (IngestStatus.INDEXED, IngestStatus.AI_DONE, IngestStatus.FAILED)
 
 # Files one ``retry_failed`` call re-queues at most (one transaction each).
 RETRY_PAGE_SIZE = 10_000
@@ -601,6 +603,15 @@ class IngestRepository:
         row = await (await conn.execute(sql.FINISH_BATCH, params)).fetchone()
         return 0 if row is None else int(row["n"])
 
+    async def mark_ai_done(self, conn: Conn, media_ids: Sequence[uuid.UUID]) -> int:
+        """Move the indexed files of ``media_ids`` to ``ai_done`` (image understanding
+        finished them), in the caller's transaction; other files are left alone. Returns
+        the files moved."""
+        if not media_ids:
+            return 0
+        cursor = await conn.execute(sql.MARK_AI_DONE, {"ids": list(media_ids)})
+        return cursor.rowcount
+
     async def fail_batch(self, conn: Conn, batch_id: uuid.UUID, code: str, message: str) -> int:
         """Fail every still-open file (``OPEN_STATUSES``) of the batch with ``code`` and
         ``message``; returns the rows changed."""
@@ -727,7 +738,7 @@ class IngestRepository:
             counts=counts,
             failed_by_code=by_code,
             total=sum(counts.values()),
-            done=counts[IngestStatus.INDEXED] + counts[IngestStatus.FAILED],
+            done=sum(counts[s] for s in DONE_STATUSES),
             last_update=run.updated_at,
         )
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 # Statuses of a file its batch has not finished yet (``db.ingest.OPEN_STATUSES`` is made
 # from these): every statement below that means "still open" lists exactly these.
-OPEN_STATUS_NAMES = ("pending", "ai_done", "processed", "uploaded")
+OPEN_STATUS_NAMES = ("pending", "processed", "uploaded")
 OPEN = "(" + ", ".join(f"'{name}'" for name in OPEN_STATUS_NAMES) + ")"
 
 # A source holds its uri while a run of it is scanning (its scan job queued or running) or
@@ -108,8 +108,8 @@ ORDER BY r.created_at DESC, r.id DESC LIMIT 1
 """
 
 # The newest runs (of one owner when %(owner)s is not null), newest first, each with its
-# files done (indexed + failed), failed and total from the counters (no file row read): the
-# newest %(limit)s first, then each one's counters.
+# files done (indexed, ai_done or failed), failed and total from the counters (no file row
+# read): the newest %(limit)s first, then each one's counters.
 LIST_RUNS = f"""
 SELECT {RUN_COLUMNS}, c.total, c.done, c.failed
 FROM (
@@ -121,7 +121,8 @@ FROM (
 {RUN_JOINS}
 CROSS JOIN LATERAL (
     SELECT coalesce(sum(files), 0) AS total,
-        coalesce(sum(files) FILTER (WHERE status IN ('indexed', 'failed')), 0) AS done,
+        coalesce(sum(files) FILTER (WHERE status IN ('indexed', 'ai_done', 'failed')), 0)
+            AS done,
         coalesce(sum(files) FILTER (WHERE status = 'failed'), 0) AS failed
     FROM ingest_counts WHERE run_id = r.id
 ) AS c
@@ -259,6 +260,13 @@ touched AS (
     WHERE id = ANY(ARRAY(SELECT DISTINCT run_id FROM changed))
 )
 SELECT count(*) AS n FROM changed
+"""
+
+# media.embed finished these items: their files move indexed -> ai_done (a file a rescan
+# re-queued meanwhile is pending again and stays so). The run rows are not touched.
+MARK_AI_DONE = """
+UPDATE ingest_files SET status = 'ai_done', updated_at = now()
+WHERE media_id = ANY(%(ids)s::uuid[]) AND status = 'indexed'
 """
 
 FAIL_BATCH = f"""

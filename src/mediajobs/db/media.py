@@ -216,6 +216,14 @@ class MediaRepository:
         statement = sql.GET if owner_id is None else sql.GET_OWNED
         return await self._one(statement, {"id": media_id, "owner": owner_id}, conn)
 
+    async def many(self, ids: Sequence[uuid.UUID]) -> list[MediaRecord]:
+        """The items among ``ids`` that exist, in no particular order (one statement)."""
+        if not ids:
+            return []
+        async with self._conn(None) as c:
+            rows = await (await c.execute(sql.MANY, {"ids": list(ids)})).fetchall()
+        return [MediaRecord.from_row(row) for row in rows]
+
     async def start_processing(self, media_id: uuid.UUID, job_id: uuid.UUID) -> MediaRecord | None:
         """pending/processing/failed -> processing; None when the item is gone, deleted or
         already past processing."""
@@ -419,17 +427,23 @@ class MediaRepository:
         return {row["id"]: row["previous"] for row in rows}
 
     async def update_fields(
-        self, media_id: uuid.UUID, owner_id: str, changes: Mapping[str, Any]
+        self,
+        media_id: uuid.UUID,
+        owner_id: str,
+        changes: Mapping[str, Any],
+        *,
+        conn: Conn | None = None,
     ) -> MediaRecord | None:
-        """Change ``alt_text``, ``sort_order`` or ``purpose`` of a visible item."""
+        """Change ``alt_text``, ``caption``, ``sort_order`` or ``purpose`` of a visible
+        item."""
         assert set(changes) <= sql.EDITABLE
         if not changes:
-            return await self.get(media_id, owner_id)
+            return await self.get(media_id, owner_id, conn=conn)
         assignments = ", ".join(f"{name} = %({name})s" for name in changes)
         return await self._one(
             sql.UPDATE_FIELDS.format(assignments=assignments),
             {**changes, "id": media_id, "owner": owner_id},
-            None,
+            conn,
         )
 
     async def set_understood(self, conn: Conn, hashes: Mapping[uuid.UUID, int | None]) -> None:

@@ -41,6 +41,7 @@ RETURNING display_name
 SET_JOB = "UPDATE media SET job_id = %s, updated_at = now() WHERE id = %s"
 
 GET = "SELECT * FROM media WHERE id = %(id)s"
+MANY = "SELECT * FROM media WHERE id = ANY(%(ids)s::uuid[])"
 GET_OWNED = GET + " AND owner_id = %(owner)s"
 
 START_PROCESSING = """
@@ -160,7 +161,7 @@ SELECT count(*) AS n FROM media WHERE owner_id = %s AND status IN ('pending', 'p
 """
 
 # Fields an owner may edit; UPDATE_FIELDS is completed with their assignments.
-EDITABLE = frozenset({"alt_text", "sort_order", "purpose"})
+EDITABLE = frozenset({"alt_text", "caption", "sort_order", "purpose"})
 UPDATE_FIELDS = (
     "UPDATE media SET {assignments}, updated_at = now() "
     "WHERE id = %(id)s AND owner_id = %(owner)s AND status <> 'deleted' RETURNING *"

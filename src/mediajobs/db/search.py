@@ -64,10 +64,17 @@ class SearchRepository:
         *,
         max_bits: int = NEAR_DUPLICATE_BITS,
         limit: int = 100,
+        offset: int = 0,
     ) -> list[Duplicate]:
         """The owner's other ready items within ``max_bits`` of ``media_id``'s perceptual
         hash, or with its sha256; nearest first. Empty for an item of another owner."""
-        params = {"owner": owner_id, "id": media_id, "bits": max_bits, "limit": limit}
+        params = {
+            "owner": owner_id,
+            "id": media_id,
+            "bits": max_bits,
+            "limit": limit,
+            "offset": offset,
+        }
         async with self._pool.connection() as conn:
             rows = await (await conn.execute(sql.DUPLICATES, params)).fetchall()
         found = []

@@ -45,5 +45,5 @@ found AS (
 SELECT m.*, f.bits, (m.sha256 = t.sha256) AS identical
 FROM found AS f JOIN media AS m USING (id), target AS t
 ORDER BY f.bits, m.created_at, m.id
-LIMIT %(limit)s
+LIMIT %(limit)s OFFSET %(offset)s
 """

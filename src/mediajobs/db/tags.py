@@ -12,6 +12,7 @@ import psycopg
 from psycopg.rows import DictRow
 
 from mediajobs.db.pool import Pool
+from mediajobs.errors import MediaJobsError
 from mediajobs.vision.tags import Tag, TagSource
 
 Conn = psycopg.AsyncConnection[DictRow]
@@ -63,7 +64,7 @@ ORDER BY source, confidence DESC NULLS LAST, tag
 """
 
 
-class TooManyTags(ValueError):
+class TooManyTags(MediaJobsError):
     """An edit that would give an item more than ``MAX_USER_TAGS`` user tags."""
 
 

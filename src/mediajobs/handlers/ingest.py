@@ -58,6 +58,7 @@ from mediajobs.handlers.imaging_pool import (
     ImagingPool,
     ImagingTimeout,
 )
+from mediajobs.handlers.understand import enqueue_understanding
 from mediajobs.imaging.catalog import CatalogImage, CatalogProfile
 from mediajobs.imaging.watermark import WatermarkLogoInvalid
 from mediajobs.ingest.runs import enqueue_batches, queue_batches
@@ -552,6 +553,9 @@ class IngestHandlers:
                         batch_id=batch_id,
                     )
             await self.ingest.finish_batch(conn, job.id, list(outcomes.values()))
+            await enqueue_understanding(
+                ctx.queue, conn, run.owner_id, [d.media.id for d in done if d.media.id in written]
+            )
         tally.counted.difference_update(results)
         tally.deferred += len(deferred)
         tally.indexed += sum(1 for o in outcomes.values() if o.status is IngestStatus.INDEXED)

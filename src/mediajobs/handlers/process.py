@@ -24,6 +24,7 @@ from mediajobs.errors import (
 )
 from mediajobs.handlers.imaging_pool import ImagingFailed, ImagingPool
 from mediajobs.handlers.jobs import cut_over, media_id_of
+from mediajobs.handlers.understand import enqueue_understanding
 from mediajobs.imaging.formats import corrected_filename
 from mediajobs.imaging.pipeline import ProcessedImage
 from mediajobs.queue import kinds
@@ -147,6 +148,7 @@ class ProcessHandler:
                 )
             else:
                 old = await cut_over(ctx, media, done, policy.undo_window_seconds, conn)
+                await enqueue_understanding(ctx.queue, conn, job.owner_id, [media_id])
                 change = "ready" if old is None else "replaced"
                 recorded = await self.events.collections_changed(conn, media_id, change, job.id)
         await self.events.committed(recorded)

@@ -25,6 +25,7 @@ from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus
 from mediajobs.db.policies import SitePolicies
 from mediajobs.errors import JobFailed, Retry
 from mediajobs.handlers.jobs import cut_over, media_id_of, now
+from mediajobs.handlers.understand import enqueue_understanding
 from mediajobs.queue.models import Job
 from mediajobs.queue.registry import JobContext
 from mediajobs.realtime import EventRecorder
@@ -175,6 +176,7 @@ class ReviewHandler:
             old = None
             if allowed:
                 old = await cut_over(ctx, media, done, policy.undo_window_seconds, conn)
+                await enqueue_understanding(ctx.queue, conn, job.owner_id, [media_id])
             change = "review" if old is None else "replaced"
             recorded = await self.events.collections_changed(conn, media_id, change, job.id)
         await self.events.committed(recorded)

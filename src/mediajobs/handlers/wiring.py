@@ -14,14 +14,18 @@ from mediajobs.db.ingest import IngestRepository
 from mediajobs.db.media import MediaRepository
 from mediajobs.db.policies import SitePolicies
 from mediajobs.db.pool import Pool
+from mediajobs.db.tags import TagRepository
 from mediajobs.handlers.imaging_pool import ImagingPool
 from mediajobs.handlers.ingest import IngestHandlers, IngestOptions
 from mediajobs.handlers.media import MediaHandlers
 from mediajobs.handlers.review import Reviewer, WebhookReviewer
 from mediajobs.handlers.system import PING_KIND, ping
+from mediajobs.handlers.understand import UnderstandHandler
+from mediajobs.queue import kinds
 from mediajobs.queue.registry import HandlerRegistry
 from mediajobs.realtime import EventRecorder
 from mediajobs.storage import StoreRegistry
+from mediajobs.vision.catalog import ModelCatalog
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,23 @@ def ingest_handlers(resources: WorkerResources) -> IngestHandlers:
     )
 
 
+def understand_handler(resources: WorkerResources) -> UnderstandHandler:
+    """``media.embed`` wired to ``resources``."""
+    return UnderstandHandler(
+        pool=resources.pool,
+        media=MediaRepository(resources.pool),
+        tags=TagRepository(resources.pool),
+        ingest=IngestRepository(resources.pool),
+        stores=resources.stores,
+        catalog=ModelCatalog.from_settings(resources.settings),
+    )
+
+
 def build_registry(resources: WorkerResources) -> HandlerRegistry:
     """Every handler this deployment runs."""
     registry = HandlerRegistry()
     registry.register(PING_KIND, ping)
     media_handlers(resources).register(registry)
     ingest_handlers(resources).register(registry)
+    registry.register(kinds.MEDIA_EMBED, understand_handler(resources))
     return registry

@@ -34,7 +34,7 @@ from mediajobs.config import Settings
 from mediajobs.errors import JobCancelled, JobError, JobFailed, LeaseLost, Retry
 from mediajobs.logs import quoted
 from mediajobs.queue.base import Leases, Notifier, QueueBackend, encode_result
-from mediajobs.queue.kinds import INGEST_BATCH
+from mediajobs.queue.kinds import INGEST_BATCH, MEDIA_EMBED
 from mediajobs.queue.lease import LeaseKeeper
 from mediajobs.queue.listener import NotificationListener
 from mediajobs.queue.models import Backoff, Job, JobState
@@ -99,7 +99,9 @@ class WorkerOptions:
             hot_age=settings.job_retention_hot,
             archive_age=settings.job_retention,
             progress_interval=settings.progress_interval,
-            kind_limits={INGEST_BATCH: settings.ingest_concurrency},
+            # media.embed runs one batch at a time through the model: a second one would
+            # only hold a slot that an upload could use.
+            kind_limits={INGEST_BATCH: settings.ingest_concurrency, MEDIA_EMBED: 1},
         )
 
 

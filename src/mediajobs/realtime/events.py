@@ -40,8 +40,9 @@ FAMILIES: dict[str, str] = {
     kinds.INGEST_SCAN: "ingest_scan",
 }
 # Kinds whose transitions emit no event at all: ingest batches report through one
-# ``ingest_progress`` per batch instead (``ingest_progress_event``).
-SILENT_KINDS: frozenset[str] = frozenset({kinds.INGEST_BATCH})
+# ``ingest_progress`` per batch instead (``ingest_progress_event``); image understanding is
+# background work an owner did not ask for (its results show in the item's tags).
+SILENT_KINDS: frozenset[str] = frozenset({kinds.INGEST_BATCH, kinds.MEDIA_EMBED})
 GENERIC_FAMILY = "job"
 CANCELLED = "job_cancelled"
 RESYNC = "resync"  # sent instead of a replay the server can no longer give
@@ -52,9 +53,9 @@ COLLECTION_UPDATED = "collection_updated"
 # got its review outcome, was replaced (cutover), deleted, restored or purged.
 COLLECTION_REASONS = ("sync", "ready", "review", "replaced", "deleted", "restored", "purged")
 INGEST_PROGRESS = "ingest_progress"
-# The file statuses that count as done in ``ingest_progress`` (``IngestStatus.INDEXED`` and
-# ``IngestStatus.FAILED`` of ``db/ingest.py``, the checkpoint's terminal states).
-INGEST_DONE_STATUSES = ("indexed", "failed")
+# The file statuses that count as done in ``ingest_progress`` (``DONE_STATUSES`` of
+# ``db/ingest.py``: indexed, then ai_done once media.embed has run, or failed).
+INGEST_DONE_STATUSES = ("indexed", "ai_done", "failed")
 
 _PHASES = {
     Cause.CLAIMED: "started",
@@ -214,8 +215,8 @@ def ingest_progress_event(
     """``ingest_progress`` for the owner of ingest run ``run_id``, sent once per finished
     batch: data ``{runId, counts, total, done, failedByCode, jobId?}``. ``counts`` is the
     run's files per status (``pending``, ``indexed``, ``failed``, ...; as given, zeros
-    included), ``total`` its files, ``done`` the files in ``INGEST_DONE_STATUSES`` (indexed
-    + failed), ``failedByCode`` the failed files per error code. ``job_id`` is the batch job
+    included), ``total`` its files, ``done`` the files in ``INGEST_DONE_STATUSES`` (indexed,
+    ai_done, failed), ``failedByCode`` the failed files per error code. ``job_id`` is the batch job
     that reported, named in the data only: the event is the owner's (``job_id`` None), like
     ``collection_updated``. Raises ``ValueError`` for a negative count or total."""
     if total < 0 or any(n < 0 for n in (*counts.values(), *failed_by_code.values())):

@@ -28,6 +28,8 @@ from mediajobs.db.collections import CollectionRepository
 from mediajobs.db.media import MediaRepository
 from mediajobs.db.policies import SitePolicies
 from mediajobs.db.pool import Pool, open_pool
+from mediajobs.db.search import SearchRepository
+from mediajobs.db.tags import TagRepository
 from mediajobs.errors import ConfigError
 from mediajobs.queue.queue import JobQueue
 from mediajobs.realtime import (
@@ -40,7 +42,7 @@ from mediajobs.realtime import (
     StreamOptions,
 )
 from mediajobs.realtime.connect import redis_client
-from mediajobs.service import collections, events, jobs, media, openapi, policy
+from mediajobs.service import collections, events, jobs, media, openapi, policy, search
 from mediajobs.service.auth import Authenticator
 from mediajobs.service.errors import EXCEPTION_HANDLERS, RETRY_AFTER
 from mediajobs.service.metrics import HttpMetrics, QueueGauges
@@ -54,8 +56,10 @@ from mediajobs.service.state import (
     StreamSlots,
     services,
 )
+from mediajobs.service.understanding import SemanticSearch
 from mediajobs.storage import MemoryStore, StoreRegistry
 from mediajobs.storage.factory import stores_for
+from mediajobs.vision.catalog import ModelCatalog
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,8 @@ def create_app(
             except Exception as exc:  # serve anyway: HS256 tokens work, keys come later
                 log.warning("JWKS %s not loaded at start: %s", auth.jwks.url, exc)
             jwks_task = asyncio.create_task(auth.jwks.keep_fresh())
+        semantic = SemanticSearch(pool, ModelCatalog.from_settings(settings))
+        await semantic.start()
         app.state.services = Services(
             settings=settings,
             pool=pool,
@@ -117,6 +123,9 @@ def create_app(
             media=MediaRepository(pool),
             policies=SitePolicies(pool),
             collections=CollectionRepository(pool),
+            tags=TagRepository(pool),
+            search=SearchRepository(pool),
+            semantic=semantic,
             stores=registry,
             storage_check=StorageCheck(registry),
             auth=auth,
@@ -135,6 +144,7 @@ def create_app(
         finally:
             if jwks_task is not None:
                 jwks_task.cancel()
+            await semantic.stop()
             await _bounded("the event hub", hub.stop())
             await _bounded("the Redis subscriber", subscriber.aclose())
             await _bounded("the Redis client", redis.aclose())
@@ -153,6 +163,9 @@ def create_app(
         Route("/media/upload/init", media.upload_init, methods=["POST"]),
         Route("/media/upload/complete", media.upload_complete, methods=["POST"]),
         Route("/media/restore", media.restore_media, methods=["POST"]),
+        Route("/media/search", search.search_media, methods=["GET"]),
+        Route("/media/{media_id}/similar", search.similar_media, methods=["GET"]),
+        Route("/media/{media_id}/duplicates", search.duplicates_of_media, methods=["GET"]),
         Route("/media/{media_id}", media.get_media, methods=["GET"]),
         Route("/media/{media_id}", media.patch_media, methods=["PATCH"]),
         Route("/media/{path:path}", media.delete_media, methods=["DELETE"]),
@@ -272,7 +285,14 @@ async def readyz(request: Request) -> JSONResponse:
         "storage": "ok" if storage.ok else f"error: {storage.error_code}",
     }
     ready = all(value == "ok" for value in checks.values())
-    body = to_json(Ready(status="ready" if ready else "unavailable", checks=checks))
+    understanding = await svc.semantic.status(within=READY_TIMEOUT)
+    body = to_json(
+        Ready(
+            status="ready" if ready else "unavailable",
+            checks=checks,
+            understanding=understanding,
+        )
+    )
     if ready:
         return JSONResponse(body)
     return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})

@@ -11,11 +11,13 @@ import logging
 import posixpath
 import re
 import uuid
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mediajobs.db.media import MediaRecord, MediaStatus
+from mediajobs.db.tags import TooManyTags
 from mediajobs.errors import InvalidKey, StorageError
 from mediajobs.imaging.formats import ACCEPTED_TYPES, normalize_type
 from mediajobs.queue.kinds import MEDIA_DELETE, MEDIA_PROCESS
@@ -49,8 +51,12 @@ from mediajobs.storage.keys import (
     validate_prefix,
 )
 from mediajobs.storage.urls import variant_urls
+from mediajobs.types import JSON
+from mediajobs.vision.tags import normalise_tag
 
 log = logging.getLogger(__name__)
+
+Item = TypeVar("Item", bound=MediaItem)
 
 UPLOAD_URL_TTL = 900.0  # seconds a presigned upload stays valid
 IN_FLIGHT_RETRY_AFTER = 2  # seconds: about one image's processing, when a slot may be free
@@ -71,9 +77,27 @@ def _parse_id(value: str) -> uuid.UUID | None:
 
 
 async def media_item(svc: Services, record: MediaRecord, *, detail: bool = False) -> MediaItem:
-    """The public shape of an item; URLs come from the store, GPS never appears."""
+    """The public shape of an item; URLs come from the store, GPS never appears. The detail
+    view adds camera data and each tag's source."""
+    return await shaped_item(svc, record, MediaItem, detail=detail)
+
+
+async def shaped_item(
+    svc: Services, record: MediaRecord, shape: type[Item], *, detail: bool = False, **extra: JSON
+) -> Item:
+    """``media_item`` as ``shape`` (a subclass of ``MediaItem``), whose own fields come in
+    ``extra`` (a search hit's score)."""
     variants, url = await variant_urls(record.variants, svc.stores)
-    return MediaItem.model_validate(
+    details: dict[str, JSON] = {}
+    if detail:
+        tags = await svc.tags.of_item(record.id)
+        details = {
+            "exif": record.exif,  # camera data; GPS is kept apart and never shown
+            "tagDetails": [
+                {"tag": t.tag, "source": t.source.value, "confidence": t.confidence} for t in tags
+            ],
+        }
+    return shape.model_validate(
         {
             "id": record.id,
             "path": record.source.key,
@@ -98,8 +122,10 @@ async def media_item(svc: Services, record: MediaRecord, *, detail: bool = False
             "error": record.error,
             "review": record.review,
             "failedJob": await _failed_job(svc, record),
-            # camera data; GPS is kept apart and never shown
-            **({"exif": record.exif} if detail else {}),
+            "caption": record.caption,
+            "tags": record.tags,
+            **details,
+            **extra,
         }
     )
 
@@ -150,6 +176,7 @@ async def list_media(request: Request) -> Response:
         statuses=(query.status or MediaStatus.READY,),
         purpose=query.purpose,
         key_prefix=key_prefix,
+        tag=None if query.tag is None else _tag(query.tag, "tag"),
         after=after,
         limit=query.limit + 1,
     )
@@ -160,11 +187,13 @@ async def list_media(request: Request) -> Response:
 
 async def get_media(request: Request) -> Response:
     svc, principal = caller(request)
-    record = await _visible(svc, principal, request.path_params["media_id"])
+    record = await visible(svc, principal, request.path_params["media_id"])
     return JSONResponse(to_json(await media_item(svc, record, detail=True)))
 
 
-async def _visible(svc: Services, principal: Principal, ident: str) -> MediaRecord:
+async def visible(svc: Services, principal: Principal, ident: str) -> MediaRecord:
+    """The caller's item by id, not deleted; else 404 ``media_not_found`` (another user's
+    item too)."""
     media_id = _parse_id(ident)
     record = None
     if media_id is not None:
@@ -174,15 +203,40 @@ async def _visible(svc: Services, principal: Principal, ident: str) -> MediaReco
     return record
 
 
+def _tag(text: str, field: str) -> str:
+    """A tag as typed, normalised (seed 003); 400 ``invalid_tag`` when nothing is left."""
+    tag = normalise_tag(text)
+    if tag is None:
+        raise ApiError(
+            400, "invalid_tag", f"{field}: {text!r} is no tag (empty without its stop words)"
+        )
+    return tag
+
+
 async def patch_media(request: Request) -> Response:
+    """``PATCH /media/{id}``: alt text, caption, sort order, purpose, and the owner's own
+    tags (``tags: {add, remove}``), in one transaction."""
     svc, principal = caller(request)
-    record = await _visible(svc, principal, request.path_params["media_id"])
+    record = await visible(svc, principal, request.path_params["media_id"])
     body = await read_body(request, MediaPatch)
     # The fields given, by their column names (the model's field names).
-    changes = {name: getattr(body, name) for name in body.model_fields_set}
-    updated = await svc.media.update_fields(record.id, principal.user_id, changes)
-    if updated is None:
-        raise _not_found()
+    changes = {name: getattr(body, name) for name in body.model_fields_set if name != "tags"}
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    if body.tags is not None:
+        add = tuple(dict.fromkeys(_tag(t, "tags.add") for t in body.tags.add))
+        remove = tuple(dict.fromkeys(_tag(t, "tags.remove") for t in body.tags.remove))
+    try:
+        async with svc.media.transaction() as conn:
+            if add or remove:
+                await svc.tags.edit_user_tags(conn, record.id, add=add, remove=remove)
+            updated = await svc.media.update_fields(
+                record.id, principal.user_id, changes, conn=conn
+            )
+            if updated is None:
+                raise _not_found()
+    except TooManyTags as exc:
+        raise ApiError(409, "too_many_tags", str(exc)) from None
     return JSONResponse(to_json(await media_item(svc, updated, detail=True)))
 
 

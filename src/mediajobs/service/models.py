@@ -154,6 +154,26 @@ AltText = Annotated[
     AfterValidator(_printable),
 ]
 Purpose = Annotated[str, Field(pattern=f"^{PURPOSE_PATTERN}$")]
+Caption = Annotated[
+    str,
+    Field(max_length=2000, description="a caption, searched by GET /media/search"),
+    AfterValidator(_no_nul),
+    AfterValidator(_printable),
+]
+# A tag as people type it; the route normalises it as seed 003 says (lowercase, trimmed,
+# stop words dropped) and refuses one that comes out empty (400 invalid_tag).
+TagText = Annotated[
+    str,
+    Field(min_length=1, max_length=100),
+    AfterValidator(_no_nul),
+    AfterValidator(_printable),
+]
+SearchText = Annotated[
+    str,
+    Field(min_length=1, max_length=500, description="what to look for, in words"),
+    AfterValidator(_no_nul),
+    AfterValidator(_printable),
+]
 Kind = Annotated[str, Field(pattern=f"^{KIND_PATTERN}$")]
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 # An integer query parameter: plain digits (none here may be negative).
@@ -290,12 +310,22 @@ class UploadComplete(Body):
     alt_text: AltText | None = None
 
 
+class TagEdit(Body):
+    """The owner's own tags to add and to remove (``user`` tags; at most 100 per item)."""
+
+    add: Annotated[list[TagText], Field(max_length=100)] = []
+    remove: Annotated[list[TagText], Field(max_length=100)] = []
+
+
 class MediaPatch(Body):
-    """``PATCH /media/{id}``: any subset; ``altText`` may be null (cleared)."""
+    """``PATCH /media/{id}``: any subset; ``altText`` and ``caption`` may be null
+    (cleared); ``tags`` adds and removes the owner's own tags."""
 
     alt_text: AltText | None = None
+    caption: Caption | None = None
     sort_order: Omittable[Int32] = None
     purpose: Omittable[Purpose] = None
+    tags: Omittable[TagEdit] = None
 
 
 class Restore(Body):
@@ -315,8 +345,29 @@ class MediaQuery(Query):
     )
     status: Omittable[ListableStatus] = None
     purpose: Omittable[Purpose] = None
+    tag: Omittable[TagText] = Field(None, description="only items with this tag (any source)")
     cursor: Omittable[str] = None
     limit: PageLimit = 50
+
+
+class SearchQuery(Query):
+    """``GET /media/search``."""
+
+    q: SearchText
+    mode: Literal["auto", "semantic", "text"] = Field(
+        "auto",
+        description="auto: semantic when a model and pgvector are there, else text; "
+        "semantic: 409 semantic_search_off when it cannot; text: full-text only",
+    )
+    cursor: Omittable[str] = None
+    limit: Annotated[QueryInt, Field(ge=1, le=100)] = 24
+
+
+class PageQuery(Query):
+    """A page of a result list (``/similar``, ``/duplicates``)."""
+
+    cursor: Omittable[str] = None
+    limit: Annotated[QueryInt, Field(ge=1, le=100)] = 24
 
 
 class VariantRef(Answer):
@@ -341,6 +392,15 @@ class FailedJob(Answer):
     id: uuid.UUID
     kind: str
     error: FailedJobError
+
+
+class TagDetail(Answer):
+    """A tag and where it came from: ``clip`` (with the model's probability), ``colour``
+    (with the share of the image), ``exif`` or ``user``."""
+
+    tag: str
+    source: str
+    confidence: float | None
 
 
 class MediaItem(Answer):
@@ -369,7 +429,44 @@ class MediaItem(Answer):
     error: dict[str, JSON] | None
     review: dict[str, JSON] | None
     failed_job: FailedJob | None
+    caption: str | None = None
+    tags: list[str] = []  # distinct tags of every source, alphabetical
     exif: dict[str, JSON] | None = None  # the detail view only; camera data, never GPS
+    tag_details: list[TagDetail] | None = None  # the detail view only
+
+
+class SearchHit(MediaItem):
+    """A search result: the item and its ``score`` (semantic: cosine similarity, -1..1;
+    text: full-text rank, higher is better)."""
+
+    score: float
+
+
+class SearchResults(Answer):
+    """``GET /media/search`` and ``/media/{id}/similar``: best first. ``mode`` says what
+    answered (``semantic`` or ``text``); ``model`` the embedding model of a semantic
+    answer; ``reason`` why a search asked for in ``auto`` mode was not semantic."""
+
+    items: list[SearchHit]
+    next_cursor: str | None
+    mode: Literal["semantic", "text"]
+    model: str | None = None
+    reason: str | None = None
+
+
+class DuplicateItem(MediaItem):
+    """A near-duplicate: ``bits`` of perceptual hash that differ (0-64), ``identical`` when
+    the file's bytes are the same."""
+
+    bits: int
+    identical: bool
+
+
+class DuplicateList(Answer):
+    """``GET /media/{id}/duplicates``: nearest first."""
+
+    items: list[DuplicateItem]
+    next_cursor: str | None
 
 
 class MediaList(Answer):
@@ -764,11 +861,23 @@ class Health(Answer):
     status: str
 
 
+class Understanding(Answer):
+    """What image understanding can do in this process (never a readiness failure: it is
+    optional). ``semantic``: text and similar search by embeddings; ``reason`` why not."""
+
+    semantic: bool
+    model: str | None
+    pgvector: str | None
+    index: dict[str, JSON] | None
+    reason: str | None
+
+
 class Ready(Answer):
-    """Readiness, with each dependency's check."""
+    """Readiness, with each dependency's check, and what image understanding can do."""
 
     status: str
     checks: dict[str, str]
+    understanding: Understanding | None = None
 
 
 class ErrorDetail(Body):

@@ -205,10 +205,35 @@ def operations(*, development: bool, memory_store: bool, page: bool) -> dict[str
         "/media/restore": {
             "post": Op("undo a delete inside the undo window", {"200": m.MediaItem}, body=m.Restore)
         },
+        "/media/search": {
+            "get": Op(
+                "the caller's ready items by a text query: semantic (CLIP embeddings, HNSW) "
+                "when a model and pgvector are there, else full-text; mode says which",
+                {"200": m.SearchResults},
+                query=m.SearchQuery,
+            )
+        },
+        "/media/{media_id}/similar": {
+            "get": Op(
+                "the caller's ready items nearest to this item's embedding",
+                {"200": m.SearchResults},
+                query=m.PageQuery,
+                path=("media_id",),
+            )
+        },
+        "/media/{media_id}/duplicates": {
+            "get": Op(
+                "the caller's ready items that are near-duplicates of this one (perceptual "
+                "hash within 8 bits, or the same bytes)",
+                {"200": m.DuplicateList},
+                query=m.PageQuery,
+                path=("media_id",),
+            )
+        },
         "/media/{media_id}": {
             "get": Op("one item", {"200": m.MediaItem}, path=("media_id",)),
             "patch": Op(
-                "change altText, sortOrder or purpose",
+                "change altText, caption, sortOrder, purpose, or the owner's own tags",
                 {"200": m.MediaItem},
                 body=m.MediaPatch,
                 path=("media_id",),

@@ -50,3 +50,25 @@ def page_of(rows: list[K], limit: int) -> tuple[list[K], str | None]:
         return rows, None
     rows = rows[:limit]
     return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
+
+
+def encode_offset(offset: int) -> str:
+    """An opaque cursor of a ranked result list (search, similar, duplicates): the rank of
+    the next page's first row."""
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_offset(value: str | None, *, maximum: int) -> int:
+    """The offset a ranked list's cursor holds (0 for none); 400 ``invalid_cursor`` for one
+    this API did not give or one past ``maximum``."""
+    if not value:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        kind, _, number = raw.partition(":")
+        offset = int(number)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        offset, kind = -1, ""
+    if kind != "o" or not 0 <= offset <= maximum:
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API gave")
+    return offset

@@ -15,6 +15,8 @@ from mediajobs.db.collections import CollectionRepository
 from mediajobs.db.media import MediaRepository
 from mediajobs.db.policies import SitePolicies
 from mediajobs.db.pool import Pool
+from mediajobs.db.search import SearchRepository
+from mediajobs.db.tags import TagRepository
 from mediajobs.queue.queue import JobQueue
 from mediajobs.realtime import (
     EventHub,
@@ -26,6 +28,7 @@ from mediajobs.realtime import (
 from mediajobs.service.auth import Authenticator, Principal
 from mediajobs.service.errors import ApiError
 from mediajobs.service.metrics import QueueGauges
+from mediajobs.service.understanding import SemanticSearch
 from mediajobs.storage import StoreRegistry
 from mediajobs.storage.check import CheckReport, check_store
 
@@ -45,6 +48,9 @@ class Services:
     media: MediaRepository
     policies: SitePolicies
     collections: CollectionRepository
+    tags: TagRepository
+    search: SearchRepository
+    semantic: SemanticSearch
     stores: StoreRegistry
     storage_check: StorageCheck
     auth: Authenticator

@@ -1,15 +1,5 @@
-"""Image understanding, pure compute: CLIP embeddings of images and text (onnxruntime),
-zero-shot and model-free tags, perceptual hashes. No I/O beyond loading a model directory;
-the handlers fetch bytes and write rows."""
-
-from mediajobs.vision.model import ClipModel, ModelInfo, ModelInvalid, load_clip_model
-from mediajobs.vision.phash import hamming, perceptual_hash
-
-__all__ = [
-    "ClipModel",
-    "ModelInfo",
-    "ModelInvalid",
-    "hamming",
-    "load_clip_model",
-    "perceptual_hash",
-]
+"""Image understanding, pure compute: CLIP embeddings of images and text (onnxruntime;
+``model``, ``catalog``), zero-shot and model-free tags (``tags``), perceptual hashes
+(``phash``). No I/O beyond loading a model directory; the handlers fetch bytes and write
+rows. Import the modules themselves: this package imports nothing, so a process that needs
+one part does not load the others (imagehash brings scipy)."""

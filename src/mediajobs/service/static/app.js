@@ -8,6 +8,7 @@ import { createCollectionsPanel } from "/static/collections.js";
 // A sentence for each error code a user can meet; the code is shown next to it.
 const MESSAGES = {
   too_small: "This photo is too small.",
+  model_dimension_changed: "The search model changed; an operator needs to reindex.",
   file_too_large: "This file is too large.",
   unsupported_type: "This file type is not supported.",
   corrupt_image: "This file is damaged and cannot be read.",
@@ -40,6 +41,9 @@ const MESSAGES = {
   review_unavailable: "The review service could not be reached.",
   review_invalid_response: "The review service's answer could not be read.",
   not_retryable: "This can no longer be retried.",
+  semantic_search_off: "Search by meaning is off on this server (no model, or no pgvector).",
+  not_embedded: "This photo has not been analysed yet; try again in a moment.",
+  invalid_query: "Type a few words to search for.",
 };
 const TYPE_NAMES = {
   "image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP", "image/heic": "HEIC",
@@ -278,6 +282,15 @@ function card(item) {
   actions.className = "actions";
   // The server attaches any live item of the owner's; the gallery's are the ones worth adding.
   if (item.status === "ready") actions.append(collections.addButton(item, label));
+  if (item.status === "ready") {
+    const like = document.createElement("button");
+    like.className = "similar";
+    like.type = "button";
+    like.textContent = "Similar";
+    like.setAttribute("aria-label", `Photos similar to ${label}`);
+    like.addEventListener("click", () => showView({ kind: "similar", item, label }));
+    actions.append(like);
+  }
   if (item.failedJob && item.failedJob.error.retryable) {
     const again = document.createElement("button");
     again.className = "retry";
@@ -392,12 +405,63 @@ function showDetail(item) {
   const img = $("detail-img");
   img.src = large.url;
   img.alt = item.altText || item.filename || "photo";
+  $("detail-tags").textContent = item.tags && item.tags.length ? `Tags: ${item.tags.join(", ")}` : "";
   $("detail").showModal();
 }
 
+// -- search and similar ---------------------------------------------------------------------
+
+/** What the grid shows: the gallery (null), a search, or the photos similar to one. */
+let view = null;
+
+async function viewItems() {
+  if (view.kind === "search") {
+    const found = await media.search(view.q, { limit: 60 });
+    const how = found.mode === "semantic"
+      ? `by meaning (model ${found.model})`
+      : `by words in tags, captions and names${found.reason ? ` (search by meaning is off: ${found.reason})` : ""}`;
+    return { items: found.items, status: `${found.items.length} ${found.items.length === 1 ? "photo" : "photos"} for “${view.q}”, ${how}.` };
+  }
+  const found = await media.similar(view.item.id, { limit: 60 });
+  return { items: found.items, status: `${found.items.length} photos similar to ${view.label}, nearest first.` };
+}
+
+async function showView(next) {
+  view = next;
+  $("search-clear").hidden = view === null;
+  $("library-title").textContent = view === null ? "Your photos" : view.kind === "search" ? "Search results" : "Similar photos";
+  if (view === null) $("search-status").textContent = "";
+  try {
+    await refresh();
+  } catch (error) {
+    const code = error instanceof MediaError ? error.code : "network_error";
+    view = null;
+    $("search-clear").hidden = true;
+    $("library-title").textContent = "Your photos";
+    $("search-status").textContent = "";
+    toast(sentence(code));
+    await refresh();
+  }
+}
+
+$("search").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const q = $("search-q").value.trim();
+  showView(q ? { kind: "search", q } : null);
+});
+$("search-clear").addEventListener("click", () => {
+  $("search-q").value = "";
+  showView(null);
+});
+
 async function refresh() {
+  let results = null;
+  if (view !== null) {
+    results = await viewItems();
+    $("search-status").textContent = results.status;
+  }
   const [ready, review, failed, rejected] = await Promise.all([
-    media.list({ limit: 200 }),
+    results ? Promise.resolve(results) : media.list({ limit: 200 }),
     media.list({ status: "in_review", limit: 50 }),
     media.list({ status: "failed", limit: 50 }),
     media.list({ status: "rejected", limit: 50 }),
@@ -408,7 +472,7 @@ async function refresh() {
     if (entry && !entry.row.classList.contains("queued")) show(entry, item);
   }
   render("grid", ready.items);
-  $("empty").hidden = ready.items.length > 0;
+  $("empty").hidden = ready.items.length > 0 || view !== null;
   const others = [...failed.items, ...review.items, ...rejected.items];
   render("pending", others);
   $("pending-title").hidden = others.length === 0;

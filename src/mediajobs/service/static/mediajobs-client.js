@@ -462,6 +462,49 @@ export function createMediaClient({ baseURL = "", getToken, maxInFlight, complet
     return api(`/media${params.toString() ? "?" + params : ""}`);
   }
 
+  const queryString = (query) => {
+    const params = new URLSearchParams(Object.entries(query).filter(([, v]) => v != null).map(([k, v]) => [k, String(v)]));
+    return params.toString() ? "?" + params : "";
+  };
+
+  /**
+   * Search the library by words (`GET /media/search`): semantic when the server has a model
+   * and pgvector, else full-text; `mode` in the answer says which, `reason` why not semantic.
+   * @param {string} q
+   * @param {{mode?: "auto"|"semantic"|"text", cursor?: string, limit?: number, signal?: AbortSignal}} [options]
+   * @returns {Promise<{items: (MediaItem & {score: number})[], nextCursor: string|null, mode: string, model?: string, reason?: string}>}
+   */
+  function search(q, { signal, ...query } = {}) {
+    return api(`/media/search${queryString({ q, ...query })}`, { signal });
+  }
+
+  /**
+   * Items that look like this one (`GET /media/{id}/similar`, by its embedding). Rejects with
+   * a MediaError `semantic_search_off` or `not_embedded` (409) when it cannot answer.
+   * @param {string} id @param {{cursor?: string, limit?: number, signal?: AbortSignal}} [options]
+   */
+  function similar(id, { signal, ...query } = {}) {
+    return api(`/media/${encodeURIComponent(id)}/similar${queryString(query)}`, { signal });
+  }
+
+  /**
+   * Near-duplicates of an item (`GET /media/{id}/duplicates`): resized or re-encoded copies
+   * (perceptual hash) and byte-identical ones, each with `bits` and `identical`.
+   * @param {string} id @param {{cursor?: string, limit?: number, signal?: AbortSignal}} [options]
+   */
+  function duplicates(id, { signal, ...query } = {}) {
+    return api(`/media/${encodeURIComponent(id)}/duplicates${queryString(query)}`, { signal });
+  }
+
+  /**
+   * Add and remove the owner's own tags (`PATCH /media/{id}` `{tags: {add, remove}}`).
+   * @param {string} id @param {{add?: string[], remove?: string[]}} tags
+   * @returns {Promise<MediaItem>}
+   */
+  function tag(id, { add = [], remove = [] } = {}) {
+    return api(`/media/${encodeURIComponent(id)}`, { method: "PATCH", json: { tags: { add, remove } } });
+  }
+
   /** @param {string} id @returns {Promise<MediaItem>} */
   function get(id) {
     return api(`/media/${encodeURIComponent(id)}`);
@@ -583,5 +626,8 @@ export function createMediaClient({ baseURL = "", getToken, maxInFlight, complet
     listeners.clear();
   }
 
-  return { upload, completeUpload, events, list, get, remove, restore, retry, follow, rules, collections, close };
+  return {
+    upload, completeUpload, events, list, get, search, similar, duplicates, tag, remove, restore,
+    retry, follow, rules, collections, close,
+  };
 }

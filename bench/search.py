@@ -1,0 +1,363 @@
+"""Semantic search at 200k images: pgvector's HNSW index over 512-dimensional unit vectors,
+its build time, recall@10 against exact search, and query latency through
+``GET /media/search`` (one ``mediajobs serve`` process) against the same query in raw SQL.
+
+    python bench/search.py [--vectors 200000] [--dims 512] [--queries 300] [--warmup 30]
+                           [--no-record]
+
+Setup: the embedded Postgres of ``mediajobs dev`` (pgserver, which ships pgvector), a fresh
+database with the migrations; ``--vectors`` ready photos of one owner (each with two
+variants, as the API renders them) and a random unit vector each, written by binary COPY
+into a ``building`` embedding index; then its HNSW index is built (timed) and it is swapped
+in, as ``mediajobs models reindex`` does. The model is the tests' tiny CLIP model at
+``--dims`` dimensions (``mediajobs.vision.testing``): the API embeds each query's text with
+it, exactly as with a real model.
+
+Queries are distinct texts ("photo 17 of a red car", ...), each asked once (no cache hit).
+Their vectors are computed here with the same model, and:
+
+- ``sql``: the query the API runs (``db.vectors_sql.SEARCH``: the HNSW walk, the owner and
+  review-gate filter, the media rows) through psycopg on one connection, with the same
+  ``hnsw.ef_search``; and the bare ``ORDER BY embedding <=> q LIMIT 10`` (``sql_bare``).
+- ``api``: ``GET /media/search?q=...&limit=10`` with a bearer token, one request at a time
+  over a kept-alive connection: text embedding, the search, ten items rendered with their
+  variant URLs.
+- recall@10: the API's ten ids against the exact ten (numpy: the dot products of all
+  vectors), for the text queries; and for random unit queries through the SQL (a harder
+  case: random directions, far from any text).
+
+Targets (issue 17): recall@10 >= 0.95, API p99 <= 25 ms, ``ratio_vs_sql_latency`` (API p50
+over SQL p50) <= 1.3. Ends with one JSON line of figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import percentile, record, start_serve
+
+OWNER = "bench"
+SECRET = "bench-search-secret-" + "x" * 32
+WORDS = (
+    "red",
+    "car",
+    "dog",
+    "beach",
+    "mountain",
+    "city",
+    "night",
+    "snow",
+    "cat",
+    "bird",
+    "flower",
+    "forest",
+    "river",
+    "boat",
+    "bridge",
+    "tower",
+    "market",
+    "street",
+    "garden",
+    "kitchen",
+    "portrait",
+    "crowd",
+    "sunset",
+    "train",
+    "bicycle",
+)
+
+
+def copy_header() -> bytes:
+    return b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+
+
+def media_rows(ids: list[uuid.UUID]) -> bytes:
+    """COPY BINARY rows of (id, owner_id, status, source_locator, original_filename, width,
+    height, variants) for ready photos."""
+    out = bytearray(copy_header())
+    for n, media_id in enumerate(ids):
+        fields = [
+            media_id.bytes,
+            OWNER.encode(),
+            b"ready",
+            f"memory://memory/media/{OWNER}/uploads/{media_id}/IMG_{n}.jpg".encode(),
+            f"IMG_{n}.jpg".encode(),
+            struct.pack("!i", 4032),
+            struct.pack("!i", 3024),
+            b"\x01"
+            + json.dumps(
+                {
+                    name: {
+                        "locator": f"memory://memory/media/{OWNER}/variants/{media_id}/{name}.webp",
+                        "width": w,
+                        "height": w * 3 // 4,
+                        "bytes": w * w // 16,
+                    }
+                    for name, w in (("thumb", 320), ("card", 640))
+                }
+            ).encode(),
+        ]
+        out += struct.pack("!h", len(fields))
+        for value in fields:
+            out += struct.pack("!i", len(value)) + value
+    out += struct.pack("!h", -1)
+    return bytes(out)
+
+
+def vector_rows(ids: list[uuid.UUID], vectors: np.ndarray, model: str) -> bytes:
+    """COPY BINARY rows of (media_id, owner_id, model, embedding) in pgvector's binary form
+    (int16 dimensions, int16 unused, float4 big-endian each)."""
+    dims = vectors.shape[1]
+    head = struct.pack("!hh", dims, 0)
+    big = vectors.astype(">f4")
+    out = bytearray(copy_header())
+    owner, name = OWNER.encode(), model.encode()
+    for media_id, vector in zip(ids, big, strict=True):
+        value = head + vector.tobytes()
+        out += struct.pack("!h", 4)
+        for field in (media_id.bytes, owner, name, value):
+            out += struct.pack("!i", len(field)) + field
+    out += struct.pack("!h", -1)
+    return bytes(out)
+
+
+def unit(rng: np.random.Generator, rows: int, dims: int) -> np.ndarray:
+    v = rng.standard_normal((rows, dims)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
+    scores = queries @ vectors.T
+    return np.argpartition(-scores, k, axis=1)[:, :k]
+
+
+async def seed(
+    dsn: str, count: int, dims: int, model: str
+) -> tuple[Any, list[uuid.UUID], np.ndarray, float]:
+    from mediajobs.db import open_pool
+    from mediajobs.db.vectors import EmbeddingIndexes
+
+    rng = np.random.default_rng(17)
+    ids = [uuid.UUID(int=int(rng.integers(1, 2**62)) << 64 | n) for n in range(count)]
+    vectors = unit(rng, count, dims)
+    pool = await open_pool(dsn, name="bench-search", min_size=1, max_size=2)
+    indexes = EmbeddingIndexes(pool)
+    building = await indexes.start_building(model, dims)
+    async with pool.connection() as conn:
+        async with conn.cursor().copy(
+            "COPY media (id, owner_id, status, source_locator, original_filename, width, "
+            "height, variants) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            await copy.write(media_rows(ids))
+        async with conn.cursor().copy(
+            f"COPY {building.table} (media_id, owner_id, model, embedding) "
+            "FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            await copy.write(vector_rows(ids, vectors, model))
+        await conn.execute("ANALYZE media")
+        await conn.execute(f"ANALYZE {building.table}")
+        await conn.execute("SET maintenance_work_mem = '1GB'")
+    started = time.perf_counter()
+    async with pool.connection() as conn:
+        await conn.execute("SET maintenance_work_mem = '1GB'")
+        await conn.execute(
+            building.statement(
+                "CREATE INDEX {hnsw_idx} ON {table} USING hnsw (embedding vector_cosine_ops)"
+            )
+        )
+    build_s = time.perf_counter() - started
+    await indexes.activate(building)
+    return pool, ids, vectors, build_s
+
+
+def text_queries(count: int) -> list[str]:
+    rng = np.random.default_rng(5)
+    return [
+        f"photo {n} of a {WORDS[int(rng.integers(len(WORDS)))]} and a "
+        f"{WORDS[int(rng.integers(len(WORDS)))]}"
+        for n in range(count)
+    ]
+
+
+async def sql_latencies(
+    dsn: str, table: str, queries: np.ndarray, ef_search: int, warmup: int
+) -> tuple[list[float], list[float], list[list[uuid.UUID]]]:
+    from mediajobs.db import vectors_sql
+    from mediajobs.db.vectors import vector_text
+
+    full = vectors_sql.SEARCH.replace("{table}", table)
+    bare = f"SELECT media_id FROM {table} ORDER BY embedding <=> %s::vector LIMIT 10"
+    times, bare_times, found = [], [], []
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(ef_search),))
+        for n, query in enumerate(queries):
+            literal = vector_text(query)
+            params = {"query": literal, "owner": OWNER, "limit": 10, "offset": 0, "exclude": []}
+            started = time.perf_counter()
+            rows = await (await conn.execute(full, params)).fetchall()
+            elapsed = time.perf_counter() - started
+            started = time.perf_counter()
+            await (await conn.execute(bare, (literal,))).fetchall()
+            bare_elapsed = time.perf_counter() - started
+            if n >= warmup:
+                times.append(elapsed * 1000)
+                bare_times.append(bare_elapsed * 1000)
+                found.append([row[0] for row in rows])
+    return times, bare_times, found
+
+
+async def api_latencies(
+    base: str, texts: list[str], warmup: int
+) -> tuple[list[float], list[list[uuid.UUID]], str]:
+    from mediajobs.service.auth import Authenticator
+
+    token = Authenticator(SECRET).issue_token(OWNER)
+    times, found, mode = [], [], ""
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as client:
+        for n, text in enumerate(texts):
+            started = time.perf_counter()
+            answer = await client.get("/media/search", params={"q": text, "limit": 10})
+            elapsed = time.perf_counter() - started
+            answer.raise_for_status()
+            body = answer.json()
+            mode = body["mode"]
+            if n >= warmup:
+                times.append(elapsed * 1000)
+                found.append([uuid.UUID(item["id"]) for item in body["items"]])
+    return times, found, mode
+
+
+def recall(found: list[list[uuid.UUID]], exact: np.ndarray, ids: list[uuid.UUID]) -> float:
+    hits = total = 0
+    for got, truth in zip(found, exact, strict=True):
+        expected = {ids[i] for i in truth}
+        hits += len(expected & set(got))
+        total += len(expected)
+    return hits / total
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    import pgserver
+
+    from mediajobs.db.migrate import migrate
+    from mediajobs.db.vectors import MIN_EF_SEARCH, EmbeddingIndexes
+    from mediajobs.vision.model import load_clip_model
+    from mediajobs.vision.tags import load_vocabulary
+    from mediajobs.vision.testing import write_tiny_clip
+
+    work = Path(tempfile.mkdtemp(prefix="mj-bench-search-"))
+    model_dir = write_tiny_clip(
+        work / "tiny-clip-512", embed_dim=args.dims, words=[*WORDS, "photo", "of", "a", "and",
+        *load_vocabulary()],
+    )  # fmt: skip
+    model = load_clip_model(model_dir)
+    server = pgserver.get_server(work / "pg", cleanup_mode="delete")
+    admin = server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE bench_search")
+    dsn = admin.replace("/postgres?", "/bench_search?")
+    await migrate(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    print(f"seeding {args.vectors} vectors of {args.dims} dimensions ...", file=sys.stderr)
+    seeded = time.perf_counter()
+    pool, ids, vectors, build_s = await seed(dsn, args.vectors, args.dims, model.name)
+    print(
+        f"seeded in {time.perf_counter() - seeded:.0f} s; HNSW built in {build_s:.1f} s",
+        file=sys.stderr,
+    )
+    active = await EmbeddingIndexes(pool).active()
+    assert active is not None
+    await pool.close()
+
+    total = args.queries + args.warmup
+    texts = text_queries(total)
+    text_vectors = model.encode_texts(texts)
+    random_vectors = unit(np.random.default_rng(99), total, args.dims)
+    ef = MIN_EF_SEARCH
+    sql_ms, bare_ms, sql_found = await sql_latencies(
+        dsn, active.table, text_vectors, ef, args.warmup
+    )
+    _, _, random_found = await sql_latencies(dsn, active.table, random_vectors, ef, args.warmup)
+
+    port = 18000 + os.getpid() % 1000
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    serve = start_serve(dsn, redis_url, port, SECRET, MEDIAJOBS_CLIP_MODEL_DIR=str(model_dir))
+    try:
+        api_ms, api_found, mode = await api_latencies(
+            f"http://127.0.0.1:{port}", texts, args.warmup
+        )
+    finally:
+        serve.terminate()
+        serve.wait(30)
+        server.cleanup()
+
+    exact_text = exact_top(vectors, text_vectors[args.warmup :])
+    exact_random = exact_top(vectors, random_vectors[args.warmup :])
+    figures = {
+        "vectors": args.vectors,
+        "dims": args.dims,
+        "queries": args.queries,
+        "ef_search": ef,
+        "mode": mode,
+        "hnsw_build_s": round(build_s, 1),
+        "recall_at_10": round(recall(api_found, exact_text, ids), 4),
+        "recall_at_10_sql_text": round(recall(sql_found, exact_text, ids), 4),
+        "recall_at_10_random_queries": round(recall(random_found, exact_random, ids), 4),
+        "sql_p50_ms": round(percentile(sql_ms, 0.5), 2),
+        "sql_p99_ms": round(percentile(sql_ms, 0.99), 2),
+        "sql_bare_p50_ms": round(percentile(bare_ms, 0.5), 2),
+        "sql_bare_p99_ms": round(percentile(bare_ms, 0.99), 2),
+        "api_p50_ms": round(percentile(api_ms, 0.5), 2),
+        "api_p99_ms": round(percentile(api_ms, 0.99), 2),
+    }
+    figures["ratio_vs_sql_latency"] = round(figures["api_p50_ms"] / figures["sql_p50_ms"], 3)
+    figures["ratio_vs_sql_latency_p99"] = round(figures["api_p99_ms"] / figures["sql_p99_ms"], 3)
+    figures["targets_met"] = (
+        figures["recall_at_10"] >= 0.95
+        and figures["api_p99_ms"] <= 25
+        and figures["ratio_vs_sql_latency"] <= 1.3
+    )
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vectors", type=int, default=200_000)
+    parser.add_argument("--dims", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    figures = asyncio.run(run(args))
+    table = "\n".join(
+        ["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in figures.items())]
+    )
+    print(table)
+    if not args.no_record:
+        command = "python bench/search.py " + " ".join(sys.argv[1:])
+        record("Semantic search (pgvector HNSW)", table, command.strip())
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
