@@ -77,6 +77,7 @@ VECTOR_OF = "SELECT embedding::text AS embedding FROM {table} WHERE media_id = %
 # graph (hnsw.ef_search candidates) and filters them; SEARCH_EXACT disables index scans
 # for its transaction so the owner's rows are scanned and sorted exactly.
 SET_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %s, true)"
+SET_SESSION_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %s, false)"
 SET_EXACT = "SELECT set_config('enable_indexscan', 'off', true)"
 SEARCH = """
 SELECT m.*, (e.embedding <=> %(query)s::vector) AS distance

@@ -108,7 +108,9 @@ class Understood:
     error: str | None = None
 
 
-def _decode(data: bytes, side: int) -> Image.Image:
+def decode_variant(data: bytes, side: int) -> Image.Image:
+    """A variant's bytes as an RGB image; a JPEG is decoded at a reduced scale (``draft``)
+    when it stays at least ``side`` pixels."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         image = Image.open(io.BytesIO(data))
@@ -128,7 +130,7 @@ def understand(
     decoded: list[tuple[Understood, Image.Image]] = []
     for item in items:
         try:
-            image = _decode(item.data, side)
+            image = decode_variant(item.data, side)
         except Exception as exc:  # a variant we wrote ourselves: corrupt in storage
             item.error = f"the variant cannot be decoded ({exc})"
             continue

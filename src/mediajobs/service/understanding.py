@@ -100,13 +100,19 @@ class SemanticSearch:
                 "does not have (list its directory in MEDIAJOBS_CLIP_MODEL_DIR)",
             )
         try:
-            model = await asyncio.to_thread(self.catalog.model, index.model)
+            model = self.catalog.loaded(index.model) or await asyncio.to_thread(
+                self.catalog.model, index.model
+            )
         except ModelInvalid as exc:
             return Semantic(None, None, f"the CLIP model cannot be loaded: {exc}")
         return Semantic(index, model, None)
 
     async def text_vector(self, model: ClipModel, text: str) -> npt.NDArray[np.float32]:
-        """The unit vector of a text query (the model's LRU cache answers repeats)."""
+        """The unit vector of a text query (the model's LRU cache answers repeats without
+        leaving the event loop; a new text is embedded in a thread)."""
+        cached = model.cached_text(text)
+        if cached is not None:
+            return cached
         return await asyncio.to_thread(model.encode_text, text)
 
     async def status(self, *, within: float) -> Understanding:

@@ -126,6 +126,10 @@ class ModelCatalog:
                 self._models[name] = load_clip_model(directory, batch_size=self._batch_size)
             return self._models[name]
 
+    def loaded(self, name: str) -> ClipModel | None:
+        """The model ``name`` when it is loaded already (never loads, never blocks on I/O)."""
+        return self._models.get(name)
+
     def tagger(self, name: str | None = None) -> ZeroShotTagger:
         """The zero-shot tagger of model ``name`` (its vocabulary embedded once)."""
         model = self.model(name)

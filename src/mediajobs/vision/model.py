@@ -239,6 +239,11 @@ class ClipModel:
         result = self._textual.run(None, {self._text_input: ids})[0]
         return l2_normalise(self._checked(result, len(texts), "textual"))
 
+    def cached_text(self, text: str) -> Vectors | None:
+        """The vector of a text query ``encode_text`` made before, or None (no compute)."""
+        with self._lock:
+            return self._text_cache.get(text)
+
     def encode_text(self, text: str) -> Vectors:
         """One text query -> a unit vector [embed_dim]; the last ``TEXT_CACHE_SIZE``
         queries are cached (a search typed twice costs one forward pass)."""

@@ -3,9 +3,10 @@ tests and ``bench/embed.py`` (no weights can be downloaded where they run).
 
 Its visual graph average-pools the image to 8 x 8 and projects the 192 values to
 ``embed_dim`` with a seeded random matrix; its textual graph averages seeded random token
-embeddings. So distinct images get distinct vectors, resized copies get near ones, and the
-vectors mean nothing: the model proves the plumbing, never semantic quality. Needs the
-``onnx`` package (a development dependency).
+embeddings over the text's tokens (padding left out). So distinct images get distinct
+vectors, resized copies get near ones, distinct texts distinct ones, and the vectors mean
+nothing: the model proves the plumbing, never semantic quality. Needs the ``onnx`` package
+(a development dependency).
 """
 
 from __future__ import annotations
@@ -34,13 +35,17 @@ def write_tiny_clip(
     name: str | None = None,
     fixed_batch: bool = False,
     text_dtype: str = "int32",
+    spectrum: float = 0.0,
 ) -> Path:
     """Write a CLIP model directory under ``directory`` and return it.
 
     ``words``: the tokenizer's vocabulary besides its special tokens (lowercased; a word
     outside it becomes ``<unk>``); ``fixed_batch``: the visual graph takes batches of exactly
     1 (like some exports); ``text_dtype``: ``int32`` (Immich's exports) or ``int64``.
-    ``image_size`` must be a multiple of 8.
+    ``image_size`` must be a multiple of 8. ``spectrum``: the variance of the output's
+    i-th dimension falls as ``i ** -spectrum`` (0: the same in every dimension); real
+    embeddings concentrate their variance in few directions, which is what makes
+    approximate nearest-neighbour search work on them (``bench/search.py`` uses 1).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -69,7 +74,9 @@ def write_tiny_clip(
     features = 3 * _POOLED * _POOLED
     batch: int | str = 1 if fixed_batch else "batch"
     kernel = image_size // _POOLED
-    projection = rng.standard_normal((features, embed_dim)).astype(np.float32)
+    # dimension i of every output is scaled by i ** (-spectrum / 2): its variance by i ** -spectrum
+    scale = (np.arange(1, embed_dim + 1, dtype=np.float32) ** (-spectrum / 2)).astype(np.float32)
+    projection = rng.standard_normal((features, embed_dim)).astype(np.float32) * scale
     visual = helper.make_graph(
         [
             helper.make_node(
@@ -91,17 +98,34 @@ def write_tiny_clip(
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, embed_dim])],
         [numpy_helper.from_array(projection, "projection")],
     )
-    token_vectors = rng.standard_normal((len(vocabulary), embed_dim)).astype(np.float32)
+    token_vectors = rng.standard_normal((len(vocabulary), embed_dim)).astype(np.float32) * scale
     id_type = TensorProto.INT64 if text_dtype == "int64" else TensorProto.INT32
+    id_numpy = np.int64 if text_dtype == "int64" else np.int32
+    # The mean of the token vectors over the positions that are not padding (the pad token
+    # is <|endoftext|>, id 1): sum(vectors * mask) / max(sum(mask), 1).
     textual = helper.make_graph(
         [
             helper.make_node("Gather", ["tokens", "text"], ["per_token"], axis=0),
-            helper.make_node("ReduceMean", ["per_token"], ["embedding"], axes=[1], keepdims=0),
+            helper.make_node("Equal", ["text", "pad_id"], ["is_pad"]),
+            helper.make_node("Not", ["is_pad"], ["is_token"]),
+            helper.make_node("Cast", ["is_token"], ["mask"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["mask", "last_axis"], ["mask3"]),
+            helper.make_node("Mul", ["per_token", "mask3"], ["masked"]),
+            helper.make_node("ReduceSum", ["masked", "token_axis"], ["summed"], keepdims=0),
+            helper.make_node("ReduceSum", ["mask", "token_axis"], ["count"], keepdims=1),
+            helper.make_node("Max", ["count", "one"], ["divisor"]),
+            helper.make_node("Div", ["summed", "divisor"], ["embedding"]),
         ],
         "tiny_clip_textual",
         [helper.make_tensor_value_info("text", id_type, ["batch", context_length])],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", embed_dim])],
-        [numpy_helper.from_array(token_vectors, "tokens")],
+        [
+            numpy_helper.from_array(token_vectors, "tokens"),
+            numpy_helper.from_array(np.array(vocabulary.index(END), dtype=id_numpy), "pad_id"),
+            numpy_helper.from_array(np.array([2], dtype=np.int64), "last_axis"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "token_axis"),
+            numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
+        ],
     )
     for graph, part in ((visual, "visual"), (textual, "textual")):
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
