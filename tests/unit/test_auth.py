@@ -44,6 +44,21 @@ def test_a_valid_bearer_token_names_the_user_roles_and_expiry():
     assert principal.expires_at is not None and 50 < principal.expires_at - time.time() <= 60
 
 
+def test_a_verified_token_is_remembered_until_it_expires(monkeypatch):
+    auth = Authenticator(SECRET)
+    token = auth.issue_token("alice", ttl=60)
+    first = auth.bearer(f"Bearer {token}")
+    decoded = []
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(a) or {})
+    assert auth.bearer(f"Bearer {token}") is first  # no second verification
+    assert decoded == []
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 61)  # past its exp: verified again
+    with pytest.raises(AuthError):
+        auth.bearer(f"Bearer {token}")
+    assert len(decoded) == 1
+
+
 def test_bad_bearer_tokens_are_refused_with_a_code():
     auth = Authenticator(SECRET)
     assert code_of(lambda: auth.bearer(None)) == "missing_credentials"

@@ -15,6 +15,7 @@ mediajobs works; search answers with full-text instead.
 
 from __future__ import annotations
 
+import struct
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 from psycopg import sql as pgsql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from psycopg.rows import DictRow
 
 from mediajobs.db import vectors_sql as sql
@@ -102,6 +105,30 @@ class Neighbour:
 
     media: MediaRecord
     distance: float
+
+
+class VectorParam:
+    """A query vector sent as a statement parameter in pgvector's binary form (int16
+    dimensions, int16 unused, then big-endian float4s): no text to format on our side or to
+    parse on the server's (0.1 ms each way for 512 dimensions). The statement casts it
+    (``%(query)s::vector``): it goes out untyped (oid 0), and the cast's type reads it."""
+
+    __slots__ = ("vector",)
+
+    def __init__(self, vector: npt.NDArray[np.float32]) -> None:
+        self.vector = vector
+
+
+class _VectorDumper(Dumper):
+    format = Format.BINARY
+    oid = 0  # untyped: the statement's ::vector cast decides (pgvector's oid varies)
+
+    def dump(self, obj: VectorParam) -> bytes:
+        vector = obj.vector
+        return struct.pack("!hh", len(vector), 0) + vector.astype(">f4").tobytes()
+
+
+psycopg.adapters.register_dumper(VectorParam, _VectorDumper)
 
 
 def vector_text(vector: npt.NDArray[np.float32]) -> str:
@@ -306,7 +333,7 @@ class EmbeddingIndexes:
         sort), which is both complete and fast for such an owner.
         """
         params = {
-            "query": vector_text(query),
+            "query": VectorParam(query),
             "owner": owner_id,
             "limit": limit,
             "offset": offset,

@@ -203,6 +203,7 @@ class UnderstandHandler:
         self._indexes: tuple[float, list[EmbeddingIndex]] | None = None
         self._compute = asyncio.Lock()  # one batch through the models at a time
         self._model_error: str | None = None
+        self._foreign: list[str] = []  # index models this worker lacks (warned once)
 
     async def pgvector(self) -> PgVector:
         if self._pgvector is None:
@@ -224,6 +225,15 @@ class UnderstandHandler:
                 current = [first] if first else await self.indexes.current()
             cached = (time.monotonic(), current)
             self._indexes = cached
+            foreign = sorted({i.model for i in current if not self.catalog.has(i.model)})
+            if foreign and foreign != self._foreign:
+                log.warning(
+                    "the library's embedding index is of %s, which this worker does not have "
+                    "(MEDIAJOBS_CLIP_MODEL_DIR): new items get no vector there until "
+                    "`mediajobs models reindex`",
+                    ", ".join(foreign),
+                )
+            self._foreign = foreign
         return [i for i in cached[1] if self.catalog.has(i.model)]
 
     async def _models(self) -> tuple[ClipModel | None, list[EmbeddingIndex], list[ClipModel]]:
@@ -232,10 +242,10 @@ class UnderstandHandler:
         if not self.catalog.enabled:
             return None, [], []
         try:
-            default = await asyncio.to_thread(self.catalog.model)
+            default = await self._model(self.catalog.default_name)
             indexes = await self._writable_indexes(default)
             names = {default.name} | {i.model for i in indexes}
-            models = [await asyncio.to_thread(self.catalog.model, n) for n in sorted(names)]
+            models = [await self._model(n) for n in sorted(names)]
         except ModelInvalid as exc:
             if self._model_error != str(exc):
                 log.error("image understanding runs without its model: %s", exc)
@@ -251,6 +261,13 @@ class UnderstandHandler:
                     code="model_dimension_changed",
                 )
         return default, indexes, models
+
+    async def _model(self, name: str | None) -> ClipModel:
+        """A model of the catalog: at once when loaded, else loaded in a thread."""
+        loaded = self.catalog.loaded(name) if name else None
+        if loaded is not None:
+            return loaded
+        return await asyncio.to_thread(self.catalog.model, name)
 
     def _tagger_model(self, default: ClipModel, indexes: Sequence[EmbeddingIndex]) -> str:
         """CLIP tags come from the model the library is moving to: the building index's,

@@ -217,6 +217,12 @@ class Answer(BaseModel):
     )
 
 
+def json_bytes(model: BaseModel) -> bytes:
+    """``to_json(model)`` serialised by pydantic's own encoder (no Python dicts in between:
+    a fraction of the time for a page of items)."""
+    return model.model_dump_json(by_alias=True, exclude_unset=True).encode()
+
+
 def to_json(model: BaseModel) -> dict[str, JSON]:
     """``model`` as the API writes it: camelCase names; fields never set are left out (an
     item's ``exif`` outside the detail view, a presigned PUT's ``fields``)."""

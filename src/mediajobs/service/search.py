@@ -5,8 +5,9 @@ pages with an opaque cursor; another user's item is a 404."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from mediajobs.db.vectors import MAX_EF_SEARCH, Neighbour
 from mediajobs.service.body import read_query
@@ -19,7 +20,7 @@ from mediajobs.service.models import (
     SearchHit,
     SearchQuery,
     SearchResults,
-    to_json,
+    json_bytes,
 )
 from mediajobs.service.paging import decode_offset, encode_offset
 from mediajobs.service.state import Services, caller
@@ -29,6 +30,10 @@ from mediajobs.service.state import Services, caller
 # person pages through).
 MAX_SEMANTIC_RESULTS = MAX_EF_SEARCH
 MAX_TEXT_OFFSET = 10_000
+
+
+def _json(answer: BaseModel) -> Response:
+    return Response(json_bytes(answer), media_type="application/json")
 
 
 def _next(offset: int, limit: int, fetched: int, maximum: int) -> str | None:
@@ -74,7 +79,7 @@ async def search_media(request: Request) -> Response:
             results = SearchResults(
                 items=items, next_cursor=cursor, mode="semantic", model=state.index.model
             )
-            return JSONResponse(to_json(results))
+            return _json(results)
         if query.mode == "semantic":
             raise ApiError(409, "semantic_search_off", f"semantic search is off: {state.reason}")
         reason = state.reason
@@ -87,7 +92,7 @@ async def search_media(request: Request) -> Response:
         mode="text",
         reason=reason,
     )
-    return JSONResponse(to_json(answer))
+    return _json(answer)
 
 
 async def similar_media(request: Request) -> Response:
@@ -121,7 +126,7 @@ async def similar_media(request: Request) -> Response:
     answer = SearchResults(
         items=items, next_cursor=cursor, mode="semantic", model=state.index.model
     )
-    return JSONResponse(to_json(answer))
+    return _json(answer)
 
 
 async def duplicates_of_media(request: Request) -> Response:
@@ -142,4 +147,4 @@ async def duplicates_of_media(request: Request) -> Response:
     answer = DuplicateList(
         items=items, next_cursor=_next(offset, query.limit, len(found), MAX_TEXT_OFFSET)
     )
-    return JSONResponse(to_json(answer))
+    return _json(answer)

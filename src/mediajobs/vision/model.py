@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +202,18 @@ class ClipModel:
         self._text_dtype = np.int64 if "int64" in text_input.type else np.int32
         self._text_cache: LRUCache[str, Vectors] = LRUCache(TEXT_CACHE_SIZE)
         self._lock = threading.Lock()
+        self.text_seconds = self._time_text()
+
+    def _time_text(self) -> float:
+        """Seconds one uncached text query takes (the best of three, after a first run):
+        callers run a query this cheap where they are rather than hop to a thread."""
+        self.encode_texts(["warm up"])
+        best = float("inf")
+        for probe in ("a photo of a dog", "a red car", "mountains at night"):
+            started = time.perf_counter()
+            self.encode_texts([probe])
+            best = min(best, time.perf_counter() - started)
+        return best
 
     @property
     def name(self) -> str:
@@ -234,7 +247,11 @@ class ClipModel:
         """Texts -> unit vectors [len(texts), embed_dim], uncached (vocabularies)."""
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        encodings = self._tokenizer.encode_batch(list(texts))
+        encodings = (
+            [self._tokenizer.encode(texts[0])]
+            if len(texts) == 1
+            else self._tokenizer.encode_batch(list(texts))
+        )
         ids = np.asarray([e.ids for e in encodings], dtype=self._text_dtype)
         result = self._textual.run(None, {self._text_input: ids})[0]
         return l2_normalise(self._checked(result, len(texts), "textual"))
@@ -384,9 +401,14 @@ def load_clip_model(
         providers=used,
         batch_size=batch_size or default_batch,
     )
-    model = ClipModel(
-        info, preprocess=preprocess, visual=visual, textual=textual, tokenizer=tokenizer
-    )
+    try:
+        model = ClipModel(
+            info, preprocess=preprocess, visual=visual, textual=textual, tokenizer=tokenizer
+        )
+    except ModelInvalid:
+        raise
+    except Exception as exc:  # onnxruntime's own errors: the textual graph does not run
+        raise ModelInvalid("model_invalid", f"{textual_path}: {exc}") from None
     image_input = visual.get_inputs()[0]
     if len(image_input.shape) != 4:
         raise ModelInvalid(
