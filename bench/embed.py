@@ -147,6 +147,17 @@ async def ours(dsn: str, data: list[bytes], model_dir: Path, per_job: int) -> fl
             failed = await (
                 await conn.execute("SELECT count(*) AS n FROM jobs WHERE state = 'failed'")
             ).fetchone()
+            spans = await (
+                await conn.execute(
+                    "SELECT sum(extract(epoch FROM finished_at - started_at)) AS busy, "
+                    "extract(epoch FROM max(finished_at) - min(started_at)) AS span, "
+                    "count(*) AS jobs, sum((result->'ms'->>'download')::float) AS download, "
+                    "sum((result->'ms'->>'compute')::float) AS compute, "
+                    "sum((result->'ms'->>'write')::float) AS write "
+                    "FROM jobs WHERE kind = 'media.embed'"
+                )
+            ).fetchone()
+            print(f"jobs {spans}", file=sys.stderr)
             understood = await (
                 await conn.execute(
                     "SELECT count(*) AS n FROM media WHERE understood_at IS NOT NULL"

@@ -19,7 +19,7 @@ def test_worker_options_default_to_the_settings_defaults() -> None:
     assert dict(defaults.kind_limits) == {}
     assert dict(from_settings.kind_limits) == {
         kinds.INGEST_BATCH: Settings.ingest_concurrency,
-        kinds.MEDIA_EMBED: 1,  # one batch through the model at a time
+        kinds.MEDIA_EMBED: 2,  # one through the model while the other reads or writes
     }
     assert dataclasses.replace(from_settings, name=defaults.name, kind_limits={}) == defaults
     assert (defaults.concurrency, defaults.lease, defaults.hot_age) == (
@@ -51,11 +51,11 @@ def test_every_worker_setting_in_the_environment_reaches_the_options() -> None:
     assert options.archive_age == 3600.0
     assert options.progress_interval == 0.1
     assert options.kinds == ["system.ping"]
-    assert dict(options.kind_limits) == {"ingest.batch": 5, "media.embed": 1}
+    assert dict(options.kind_limits) == {"ingest.batch": 5, "media.embed": 2}
     assert options.burst is True
     # A limited kind never takes a worker's last slot: at most concurrency - 1.
     narrow = dataclasses.replace(options, concurrency=3)
-    assert dict(narrow.kind_limits) == {"ingest.batch": 2, "media.embed": 1}
+    assert dict(narrow.kind_limits) == {"ingest.batch": 2, "media.embed": 2}
     assert dict(dataclasses.replace(options, concurrency=1).kind_limits) == {
         "ingest.batch": 1,
         "media.embed": 1,

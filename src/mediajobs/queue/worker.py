@@ -99,9 +99,11 @@ class WorkerOptions:
             hot_age=settings.job_retention_hot,
             archive_age=settings.job_retention,
             progress_interval=settings.progress_interval,
-            # media.embed runs one batch at a time through the model: a second one would
-            # only hold a slot that an upload could use.
-            kind_limits={INGEST_BATCH: settings.ingest_concurrency, MEDIA_EMBED: 1},
+            # media.embed: one batch goes through the model at a time (a lock in the
+            # handler); a second job reads its variants and writes its rows meanwhile, so
+            # Postgres's share (the HNSW inserts) overlaps the model's. More would only hold
+            # slots that uploads could use.
+            kind_limits={INGEST_BATCH: settings.ingest_concurrency, MEDIA_EMBED: 2},
         )
 
 
