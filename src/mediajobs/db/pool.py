@@ -8,8 +8,6 @@ a heartbeat.
 
 from __future__ import annotations
 
-import time
-import weakref
 from typing import Any, TypeAlias
 
 import psycopg
@@ -27,39 +25,19 @@ KEEPALIVE_KWARGS: dict[str, Any] = {
 }
 
 CONNECT_TIMEOUT = 5  # seconds one connection attempt may take (libpq connect_timeout)
-FRESH_SECONDS = 1.0  # a connection given back this recently skips the checkout's check
 
 Pool: TypeAlias = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
 class _SweepingCheck:
     """The pool's ``check`` callback: ``check_connection``, and on a broken connection a
-    sweep of the pool's other idle connections (one sweep at a time).
-
-    A connection given back less than ``FRESH_SECONDS`` ago, and not marked broken, skips
-    the check's round trip (a tenth to a fifth of a millisecond, on every checkout of a busy
-    pool): it answered a statement a moment ago. A server that went away within that moment
-    shows at the connection's next statement, which fails like any statement during an
-    outage; connections idle for longer are checked before use, as before."""
+    sweep of the pool's other idle connections (one sweep at a time)."""
 
     def __init__(self) -> None:
         self.pool: Pool | None = None
         self._sweeping = False
-        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-
-    async def returned(self, conn: psycopg.AsyncConnection[DictRow]) -> None:
-        """The pool's ``reset`` callback: note when ``conn`` came back (it stays idle)."""
-        self._returned[conn] = time.monotonic()
 
     async def __call__(self, conn: psycopg.AsyncConnection[DictRow]) -> None:
-        given_back = self._returned.get(conn)
-        if (
-            given_back is not None
-            and time.monotonic() - given_back < FRESH_SECONDS
-            and not conn.broken
-            and conn.pgconn.status == psycopg.pq.ConnStatus.OK
-        ):
-            return
         try:
             await AsyncConnectionPool.check_connection(conn)
         except Exception:
@@ -105,7 +83,6 @@ async def open_pool(
         open=False,
         timeout=connect_timeout if wait_timeout is None else wait_timeout,
         check=check,
-        reset=check.returned,
     )
     check.pool = pool
     try:
