@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import subprocess
@@ -48,6 +49,19 @@ def record(title: str, table: str, command: str) -> None:
     with doc.open("a", encoding="utf-8") as out:
         out.write(f"\n### {title}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n")
         out.write(f"Command: `{command}`  \nMachine: {machine}\n\n{table}\n")
+
+
+def report_figures(title: str, figures: dict[str, object], script: str, *, keep: bool) -> None:
+    """Print ``figures`` as a table, record it (with the command that ran ``script``) in
+    docs/benchmarks.md when ``keep``, and print them as the last line, in JSON."""
+    table = "\n".join(
+        ["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in figures.items())]
+    )
+    print(table)
+    if keep:
+        command = f"python {script} " + " ".join(sys.argv[1:])
+        record(title, table, command.strip())
+    print(json.dumps(figures))
 
 
 def start_serve(

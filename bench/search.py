@@ -55,7 +55,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import percentile, record, start_serve
+from bench.common import percentile, report_figures, start_serve
 
 OWNER = "bench"
 SECRET = "bench-search-secret-" + "x" * 32
@@ -412,14 +412,9 @@ def main() -> int:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     figures = asyncio.run(run(args))
-    table = "\n".join(
-        ["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in figures.items())]
+    report_figures(
+        "Semantic search (pgvector HNSW)", figures, "bench/search.py", keep=not args.no_record
     )
-    print(table)
-    if not args.no_record:
-        command = "python bench/search.py " + " ".join(sys.argv[1:])
-        record("Semantic search (pgvector HNSW)", table, command.strip())
-    print(json.dumps(figures))
     return 0
 
 

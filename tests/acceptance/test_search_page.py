@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.acceptance.test_page import CHROMIUM, FLAGS, HAVE_CHROMIUM, REQUIRED, SKIPPED, shot
+from tests.acceptance.test_page import HAVE_CHROMIUM, REQUIRED, SKIPPED, shot
+from tests.acceptance.test_page import browser as browser  # the same fixture
 from tests.support.images import jpeg, photo, quadrants
 from tests.support.sse import bearer, realtime_env
 from tests.support.waiting import wait_for
@@ -61,18 +62,6 @@ def semantic_site(
 def words_site(services: Any, migrated_template: str) -> Iterator[str]:
     with site_on(services.pg_admin_url, migrated_template, services.redis_url) as base:
         yield base
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def upload_three(page: Any, site: str) -> dict[str, str]:
