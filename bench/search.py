@@ -217,7 +217,14 @@ async def sql_latencies(
         await conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(ef_search),))
         for n, query in enumerate(queries):
             literal = VectorParam(query)  # the API's own parameter: pgvector's binary form
-            params = {"query": literal, "owner": OWNER, "limit": 10, "offset": 0, "exclude": []}
+            params = {
+                "query": literal,
+                "owner": OWNER,
+                "window": ef_search,
+                "limit": 10,
+                "offset": 0,
+                "exclude": [],
+            }
             started = time.perf_counter()
             rows = await (await conn.execute(full, params)).fetchall()
             elapsed = time.perf_counter() - started

@@ -99,6 +99,7 @@ async def test_an_items_own_vector_ranks_it_first_through_the_hnsw_index(vpool: 
                 {
                     "query": vector_text(vectors[0]),
                     "owner": "alice",
+                    "window": 200,
                     "limit": 10,
                     "offset": 0,
                     "exclude": [],
@@ -200,3 +201,23 @@ async def test_without_pgvector_the_reason_is_given(pool: Pool) -> None:
         pytest.skip("this server has pgvector")
     assert found.version is None
     assert "no pgvector extension" in (found.reason or "")
+
+
+async def test_pages_of_tied_items_show_each_once(vpool: Pool) -> None:
+    indexes = EmbeddingIndexes(vpool)
+    index = await indexes.ensure_first("tiny-clip", 16)
+    assert index is not None
+    rng = np.random.default_rng(5)
+    copies = await _items(vpool, "alice", 6)  # six copies of one photo: one vector
+    others = await _items(vpool, "alice", 40)
+    vector = _unit(rng, 1, 16)
+    await _embed(vpool, index, copies, np.repeat(vector, 6, axis=0))
+    await _embed(vpool, index, others, _unit(rng, 40, 16))
+    seen = []
+    for offset in range(10):
+        (hit,) = await indexes.search(index, "alice", vector[0], limit=1, offset=offset)
+        seen.append(hit.media.id)
+    assert len(set(seen)) == 10  # nobody twice
+    assert set(seen[:6]) == set(copies) and seen[:6] == sorted(copies)  # ties by id
+    whole = await indexes.search(index, "alice", vector[0], limit=10)
+    assert [h.media.id for h in whole] == seen

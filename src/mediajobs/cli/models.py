@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from mediajobs.cli.common import Commands, bounded, print_json, with_pool
 from mediajobs.config import Settings
 from mediajobs.db.pool import Pool
+from mediajobs.devenv import with_dev_secret
 from mediajobs.errors import StorageError
 from mediajobs.handlers.reindex import ReindexProgress, ReindexRefused, reindex
 from mediajobs.storage.factory import stores_for
@@ -85,6 +86,9 @@ def measure(model: ClipModel, seconds: float) -> dict[str, float]:
 def cmd_models_check(args: argparse.Namespace, settings: Settings) -> int:
     """Load and measure each configured model (or ``--model-dir``); print their facts
     (``--json``: one object, ``models`` a list)."""
+    if args.model_dir is not None and not str(args.model_dir).strip():
+        print("mediajobs: --model-dir: give a directory", file=sys.stderr)
+        return 2
     directories = [args.model_dir] if args.model_dir else list(settings.clip_model_dirs)
     if not directories:
         reason = (
@@ -153,6 +157,10 @@ def add_reindex(models_commands: Commands) -> None:
 def cmd_models_reindex(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``handlers.reindex.reindex``; a progress bar on a terminal, a summary (or one
     JSON object) at the end. Exit 1 when it cannot start."""
+    if args.model is not None and not args.model.strip():
+        print("mediajobs: --model: give a model's name", file=sys.stderr)
+        return 2
+    settings = with_dev_secret(settings)  # the development store's signing key derives from it
     catalog = ModelCatalog.from_settings(settings)
     if not catalog.enabled:
         print("mediajobs: no CLIP model is configured (MEDIAJOBS_CLIP_MODEL_DIR)", file=sys.stderr)

@@ -324,23 +324,26 @@ class EmbeddingIndexes:
         exclude: Sequence[uuid.UUID] = (),
     ) -> list[Neighbour]:
         """The owner's ready items nearest to ``query`` (a unit vector), ``offset`` to
-        ``offset + limit`` by cosine distance.
+        ``offset + limit`` by cosine distance, then id (ties keep one order across pages).
 
-        HNSW first (``hnsw.ef_search`` = max(200, offset + limit), at most 1000). HNSW
-        filters the graph's candidates by owner and status after the walk, so a page can
-        come back short when the owner holds few of the index's vectors; then the owner's
-        rows are searched exactly (index scans off: a bitmap scan of the owner index and a
-        sort), which is both complete and fast for such an owner.
+        HNSW first (``hnsw.ef_search`` = max(200, offset + limit), at most 1000; the page is
+        cut from that many candidates, so a page past them is empty). HNSW filters the
+        graph's candidates by owner after the walk, and the page drops items that are not
+        ready, so a page can come back short when the owner holds few of the index's
+        vectors; then the owner's rows are searched exactly (index scans off: a bitmap scan
+        of the owner index and a sort), which is both complete and fast for such an owner.
         """
+        wanted = offset + limit
+        ef_search = min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, wanted))
         params = {
             "query": VectorParam(query),
             "owner": owner_id,
+            "window": ef_search,
             "limit": limit,
             "offset": offset,
             "exclude": list(exclude),
         }
         statement = index.statement(sql.SEARCH)
-        ef_search = min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, offset + limit))
         async with self._pool.connection() as conn:
             if ef_search == MIN_EF_SEARCH:
                 if conn not in self._tuned:
@@ -354,7 +357,8 @@ class EmbeddingIndexes:
             if len(rows) < limit:
                 async with conn.transaction():
                     await conn.execute(sql.SET_EXACT)
-                    rows = await (await conn.execute(statement, params)).fetchall()
+                    exact = index.statement(sql.SEARCH_EXACT)
+                    rows = await (await conn.execute(exact, params)).fetchall()
         return [_neighbour(row) for row in rows]
 
 

@@ -73,16 +73,39 @@ WHERE m.status = 'ready' AND m.kind = 'image'
 COUNT_ROWS = "SELECT count(*) AS n FROM {table}"
 VECTOR_OF = "SELECT embedding::text AS embedding FROM {table} WHERE media_id = %s"
 
-# Nearest items of an owner by cosine distance. With the HNSW index, Postgres walks the
-# graph (hnsw.ef_search candidates) and filters them; SEARCH_EXACT disables index scans
-# for its transaction so the owner's rows are scanned and sorted exactly.
+# Nearest items of an owner by cosine distance. The HNSW walk gives a candidate list of
+# %(window)s rows (hnsw.ef_search is at least as large: the walk's own list); the page is
+# cut from it by (distance, id), so items at one distance (copies of a photo) keep one
+# order from page to page, and only the page's rows are joined to media (the nested loop
+# stops at the LIMIT). SEARCH_EXACT is the same over an exact ordering (run with index
+# scans off): a complete answer for an owner HNSW's filtered walk came back short for.
 SET_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %s, true)"
 SET_SESSION_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %s, false)"
 SET_EXACT = "SELECT set_config('enable_indexscan', 'off', true)"
-SEARCH = """
-SELECT m.*, (e.embedding <=> %(query)s::vector) AS distance
-FROM {table} AS e JOIN media AS m ON m.id = e.media_id
-WHERE e.owner_id = %(owner)s AND m.status = 'ready' AND m.id <> ALL(%(exclude)s::uuid[])
-ORDER BY e.embedding <=> %(query)s::vector
+_PAGE = """
+SELECT m.*, c.distance
+FROM candidates AS c JOIN media AS m ON m.id = c.media_id
+WHERE m.status = 'ready' AND m.id <> ALL(%(exclude)s::uuid[])
+ORDER BY c.distance, c.media_id
 LIMIT %(limit)s OFFSET %(offset)s
 """
+SEARCH = (
+    """
+WITH candidates AS (
+    SELECT e.media_id, (e.embedding <=> %(query)s::vector) AS distance
+    FROM {table} AS e WHERE e.owner_id = %(owner)s
+    ORDER BY e.embedding <=> %(query)s::vector
+    LIMIT %(window)s
+)"""
+    + _PAGE
+)
+SEARCH_EXACT = (
+    """
+WITH candidates AS (
+    SELECT e.media_id, (e.embedding <=> %(query)s::vector) AS distance
+    FROM {table} AS e WHERE e.owner_id = %(owner)s
+    ORDER BY 2, 1
+    LIMIT %(window)s
+)"""
+    + _PAGE
+)

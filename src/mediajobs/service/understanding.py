@@ -96,6 +96,10 @@ class SemanticSearch:
             return Semantic(None, None, "no image has been embedded yet")
         if not need_model:
             return Semantic(index, None, None)
+        try:
+            self.catalog.names()
+        except ModelInvalid as exc:  # a config.json that cannot be read: say so, not "absent"
+            return Semantic(None, None, f"the CLIP model cannot be loaded: {exc}")
         if not self.catalog.has(index.model):
             return Semantic(
                 None,

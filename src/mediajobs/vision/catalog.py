@@ -86,6 +86,8 @@ class ModelCatalog:
             found: dict[str, Path] = {}
             for directory in self.directories:
                 name = model_name(directory)
+                if name in found and found[name].resolve() == Path(directory).resolve():
+                    continue  # the same directory listed twice
                 if name in found:
                     raise ModelInvalid(
                         "model_invalid",

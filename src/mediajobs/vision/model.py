@@ -43,6 +43,7 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 # batches keep the device busy; seed 003 measured about 5x over one at a time on a GPU).
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 64
+MAX_EMBED_DIM = 2000  # pgvector's HNSW limit (vector columns; embedding_indexes checks it)
 TEXT_CACHE_SIZE = 1024  # text queries kept embedded (a few MB at 512 dimensions)
 
 # CLIP's own normalisation constants (Radford et al. 2021, openai/CLIP clip.py _transform),
@@ -348,11 +349,11 @@ def load_clip_model(
     if not isinstance(config, dict):
         raise ModelInvalid("model_invalid", f"{directory / 'config.json'}: expected an object")
     embed_dim = config.get("embed_dim")
-    if not isinstance(embed_dim, int) or not 1 <= embed_dim <= 16000:
+    if not isinstance(embed_dim, int) or not 1 <= embed_dim <= MAX_EMBED_DIM:
         raise ModelInvalid(
             "model_invalid",
-            f"{directory / 'config.json'}: embed_dim must be an integer in [1, 16000] "
-            "(pgvector's HNSW indexes take at most 2000 dimensions)",
+            f"{directory / 'config.json'}: embed_dim must be an integer in "
+            f"[1, {MAX_EMBED_DIM}] (pgvector's HNSW index takes at most 2000 dimensions)",
         )
     text_cfg = config.get("text_cfg") or {}
     context_length = int(text_cfg.get("context_length", 77)) if isinstance(text_cfg, dict) else 77

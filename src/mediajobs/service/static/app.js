@@ -288,7 +288,10 @@ function card(item) {
     like.type = "button";
     like.textContent = "Similar";
     like.setAttribute("aria-label", `Photos similar to ${label}`);
-    like.addEventListener("click", () => showView({ kind: "similar", item, label }));
+    like.addEventListener("click", () => {
+      $("search-q").value = ""; // the grid no longer shows that query's results
+      showView({ kind: "similar", item, label });
+    });
     actions.append(like);
   }
   if (item.failedJob && item.failedJob.error.retryable) {
@@ -435,11 +438,12 @@ async function showView(next) {
     await refresh();
   } catch (error) {
     const code = error instanceof MediaError ? error.code : "network_error";
+    const detail = code === "invalid_query" && error.message ? ` (${error.message})` : "";
     view = null;
     $("search-clear").hidden = true;
     $("library-title").textContent = "Your photos";
     $("search-status").textContent = "";
-    toast(sentence(code));
+    toast(sentence(code) + detail);
     await refresh();
   }
 }
