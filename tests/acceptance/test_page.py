@@ -38,14 +38,15 @@ HAVE_CHROMIUM = Path(CHROMIUM).exists()
 REQUIRED = os.environ.get("MEDIAJOBS_REQUIRE_SERVICES") == "1"  # CI: never skip
 SKIPPED = os.environ.get("MEDIAJOBS_SKIP_BROWSER") == "1"  # as asked; CI runs them anyway
 
-pytestmark = [
-    pytest.mark.timeout(180),
+# Whether the browser tests run (shared with the other page modules).
+BROWSER_MARKS = [
     pytest.mark.skipif(
         not HAVE_CHROMIUM and not REQUIRED,
         reason="Debian's chromium is not installed (`make test` installs it)",
     ),
     pytest.mark.skipif(SKIPPED and not REQUIRED, reason="MEDIAJOBS_SKIP_BROWSER=1"),
 ]
+pytestmark = [pytest.mark.timeout(180), *BROWSER_MARKS]
 
 
 @pytest.fixture(scope="module")

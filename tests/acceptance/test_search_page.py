@@ -13,20 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.test_page import HAVE_CHROMIUM, REQUIRED, SKIPPED, shot
+from tests.acceptance.test_page import BROWSER_MARKS, shot
 from tests.acceptance.test_page import browser as browser  # the same fixture
 from tests.support.images import jpeg, photo, quadrants
 from tests.support.sse import bearer, realtime_env
 from tests.support.waiting import wait_for
 
-pytestmark = [
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(
-        not HAVE_CHROMIUM and not REQUIRED,
-        reason="Debian's chromium is not installed (`make test` installs it)",
-    ),
-    pytest.mark.skipif(SKIPPED and not REQUIRED, reason="MEDIAJOBS_SKIP_BROWSER=1"),
-]
+pytestmark = [pytest.mark.timeout(240), *BROWSER_MARKS]
 
 DEV = bearer("dev")  # the page's user in development
 

@@ -49,10 +49,13 @@ class ReindexProgress:
     index: EmbeddingIndex
     total: int = 0
     done: int = 0
-    failed: int = 0
     phase: str = "embedding"  # embedding -> building the HNSW index -> swapped | caught up
     retired: EmbeddingIndex | None = None
     failed_ids: set[uuid.UUID] = field(default_factory=set)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_ids)
 
 
 async def reindex(
@@ -71,7 +74,7 @@ async def reindex(
     if not found.available:
         raise ReindexRefused("pgvector_missing", f"embeddings need pgvector: {found.reason}")
     try:
-        model = await asyncio.to_thread(catalog.model, model_name)
+        model = await catalog.get(model_name)
     except MediaJobsError as exc:
         raise ReindexRefused(getattr(exc, "code", "model_invalid"), str(exc)) from None
     indexes = EmbeddingIndexes(pool)
@@ -114,7 +117,6 @@ async def reindex(
             done_ids = {i.record.id for i in embedded}
             progress.failed_ids |= set(todo) - done_ids
             progress.done += len(done_ids)
-            progress.failed = len(progress.failed_ids)
             embedded_this_pass += len(done_ids)
             on_progress(progress)
         if embedded_this_pass == 0:

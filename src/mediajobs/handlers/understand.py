@@ -245,10 +245,10 @@ class UnderstandHandler:
         if not self.catalog.enabled:
             return None, [], []
         try:
-            default = await self._model(self.catalog.default_name)
+            default = await self.catalog.get()
             indexes = await self._writable_indexes(default)
             names = {default.name} | {i.model for i in indexes}
-            models = [await self._model(n) for n in sorted(names)]
+            models = [await self.catalog.get(n) for n in sorted(names)]
         except ModelInvalid as exc:
             if self._model_error != str(exc):
                 log.error("image understanding runs without its model: %s", exc)
@@ -264,13 +264,6 @@ class UnderstandHandler:
                     code="model_dimension_changed",
                 )
         return default, indexes, models
-
-    async def _model(self, name: str | None) -> ClipModel:
-        """A model of the catalog: at once when loaded, else loaded in a thread."""
-        loaded = self.catalog.loaded(name) if name else None
-        if loaded is not None:
-            return loaded
-        return await asyncio.to_thread(self.catalog.model, name)
 
     def _tagger_model(self, default: ClipModel, indexes: Sequence[EmbeddingIndex]) -> str:
         """CLIP tags come from the model the library is moving to: the building index's,

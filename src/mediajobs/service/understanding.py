@@ -64,7 +64,7 @@ class SemanticSearch:
 
     async def _load_default(self) -> None:
         try:
-            await asyncio.to_thread(self.catalog.model)
+            await self.catalog.get()
         except ModelInvalid as exc:
             log.error("the CLIP model cannot be loaded: %s", exc)
 
@@ -108,9 +108,7 @@ class SemanticSearch:
                 "does not have (list its directory in MEDIAJOBS_CLIP_MODEL_DIR)",
             )
         try:
-            model = self.catalog.loaded(index.model) or await asyncio.to_thread(
-                self.catalog.model, index.model
-            )
+            model = await self.catalog.get(index.model)
         except ModelInvalid as exc:
             return Semantic(None, None, f"the CLIP model cannot be loaded: {exc}")
         return Semantic(index, model, None)

@@ -9,6 +9,7 @@ lives.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Sequence
@@ -128,9 +129,13 @@ class ModelCatalog:
                 self._models[name] = load_clip_model(directory, batch_size=self._batch_size)
             return self._models[name]
 
-    def loaded(self, name: str) -> ClipModel | None:
-        """The model ``name`` when it is loaded already (never loads, never blocks on I/O)."""
-        return self._models.get(name)
+    async def get(self, name: str | None = None) -> ClipModel:
+        """``model(name)`` from async code: at once when loaded, else loaded in a thread
+        (loading reads and compiles ONNX graphs: seconds for a real model)."""
+        loaded = self._models.get(name or self.default_name or "")
+        if loaded is not None:
+            return loaded
+        return await asyncio.to_thread(self.model, name)
 
     def tagger(self, name: str | None = None) -> ZeroShotTagger:
         """The zero-shot tagger of model ``name`` (its vocabulary embedded once)."""

@@ -265,8 +265,7 @@ class ClipModel:
     def encode_text(self, text: str) -> Vectors:
         """One text query -> a unit vector [embed_dim]; the last ``TEXT_CACHE_SIZE``
         queries are cached (a search typed twice costs one forward pass)."""
-        with self._lock:
-            cached = self._text_cache.get(text)
+        cached = self.cached_text(text)
         if cached is not None:
             return cached
         vector: Vectors = self.encode_texts([text])[0]
