@@ -26,6 +26,14 @@ KEEPALIVE_KWARGS: dict[str, Any] = {
 
 CONNECT_TIMEOUT = 5  # seconds one connection attempt may take (libpq connect_timeout)
 
+# Seconds a pool keeps retrying to replace a lost connection before it gives the slot up
+# (psycopg_pool's reconnect_timeout, default 300). Its retries back off 1, 2, 4 s... with no
+# cap, and a slot being retried counts as open: after a minute-long outage a pool would stay
+# below its size for up to a minute more, and requests beyond the live connections would
+# wait out POOL_WAIT for nothing. Given up, a slot is opened again on demand at once. With 8 s
+# the retries run at 0, 1, 3, 7 and 8 s, never more than 4 s apart.
+RECONNECT_TIMEOUT = 8.0
+
 Pool: TypeAlias = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
@@ -83,6 +91,7 @@ async def open_pool(
         open=False,
         timeout=connect_timeout if wait_timeout is None else wait_timeout,
         check=check,
+        reconnect_timeout=RECONNECT_TIMEOUT,
     )
     check.pool = pool
     try:
