@@ -1,7 +1,8 @@
 """Embeddings in pgvector, on a real Postgres with the extension (the embedded one): the
 extension found, a vector round trip, the HNSW index in the plan, an image's own vector
-first, owner isolation and the review gate, a model switch to another dimension while
-search keeps answering, and the same database without pgvector."""
+first, owner isolation and the review gate, a purge dropping an item's vectors, a model
+switch to another dimension while search keeps answering, and the same database without
+pgvector."""
 
 from __future__ import annotations
 
@@ -13,14 +14,18 @@ import numpy.typing as npt
 import pytest
 
 from mediajobs.db import open_pool, vectors_sql
+from mediajobs.db.media import MediaRepository
 from mediajobs.db.pool import Pool
+from mediajobs.db.tags import TagRepository
 from mediajobs.db.vectors import (
     EmbeddingIndex,
     EmbeddingIndexes,
     IndexState,
     detect_pgvector,
+    forget_embeddings,
     vector_text,
 )
+from mediajobs.vision.tags import Tag, TagSource
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -183,6 +188,35 @@ async def test_a_model_of_another_dimension_is_built_beside_and_swapped_in(vpool
     async with vpool.connection() as conn:
         gone = await (await conn.execute("SELECT to_regclass(%s) AS t", (old.table,))).fetchone()
     assert gone == {"t": None}  # the old table is dropped
+
+
+async def test_a_purge_drops_the_items_vectors_hash_and_tags(vpool: Pool) -> None:
+    indexes = EmbeddingIndexes(vpool)
+    active = await indexes.ensure_first("small", 8)
+    assert active is not None
+    building = await indexes.start_building("large", 12)
+    rng = np.random.default_rng(6)
+    gone, kept = await _items(vpool, "alice", 2, status="deleted")
+    for index in (active, building):
+        await _embed(vpool, index, [gone, kept], _unit(rng, 2, index.dimensions))
+    media, tags = MediaRepository(vpool), TagRepository(vpool)
+    async with vpool.connection() as conn, conn.transaction():
+        await tags.replace(
+            conn, {i: [Tag("beach", TagSource.CLIP, 0.9)] for i in (gone, kept)}, [TagSource.CLIP]
+        )
+        await conn.execute("UPDATE media SET phash = 7, caption = 'mine'")
+    async with media.transaction() as conn:
+        assert await media.mark_purged(gone, conn=conn)
+        assert await forget_embeddings(conn, gone) == 2  # one row per table
+    for index in (active, building):
+        assert await indexes.vector_of(index, gone) is None
+        assert await indexes.vector_of(index, kept) is not None
+    assert await tags.of_item(gone) == [] and len(await tags.of_item(kept)) == 1
+    purged = await media.get(gone, "alice")
+    assert purged is not None and purged.phash is None and purged.tags == []
+    assert purged.caption == "mine"  # the owner's text stays, as the filename does
+    other = await media.get(kept, "alice")
+    assert other is not None and other.phash == 7 and other.tags == ["beach"]
 
 
 async def test_a_newer_reindex_replaces_an_unfinished_one(vpool: Pool) -> None:

@@ -323,9 +323,11 @@ class MediaRepository:
         return await self._one(sql.CLAIM_PURGE, {"id": media_id}, None)
 
     async def mark_purged(self, media_id: uuid.UUID, *, conn: Conn | None = None) -> bool:
-        """The item's objects are gone: mark it purged and detach it from its collections,
-        in one transaction (the caller's, when ``conn`` is given). False when it was not
-        deleted any more (restored meanwhile) or purged before: nothing changes."""
+        """The item's objects are gone: mark it purged, detach it from its collections and
+        drop what was computed from the image (perceptual hash, tags; the caller drops its
+        embeddings with ``vectors.forget_embeddings``), in one transaction (the caller's,
+        when ``conn`` is given). False when it was not deleted any more (restored meanwhile)
+        or purged before: nothing changes."""
         if conn is None:
             async with self.transaction() as fresh:
                 return await self.mark_purged(media_id, conn=fresh)
@@ -333,6 +335,7 @@ class MediaRepository:
         if not marked.rowcount:
             return False
         await conn.execute(sql.DETACH_PURGED, (media_id,))
+        await conn.execute(sql.FORGET_TAGS, (media_id,))
         return True
 
     async def page(

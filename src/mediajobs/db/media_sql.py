@@ -124,10 +124,14 @@ SELECT * FROM media WHERE id = %(id)s AND status = 'deleted'
   AND purged_at IS NULL AND purge_after <= now()
 """
 
+# What was computed from the image goes with it (its hash, its machine and user tags; the
+# embeddings are db/vectors.py's forget_embeddings); the caption stays, as the filename does.
 MARK_PURGED = """
-UPDATE media SET purged_at = now(), updated_at = now()
+UPDATE media SET purged_at = now(), updated_at = now(),
+    phash = NULL, tags_text = '', understood_at = NULL
 WHERE id = %s AND status = 'deleted' AND purged_at IS NULL
 """
+FORGET_TAGS = "DELETE FROM media_tags WHERE media_id = %s"
 # A purged item leaves its collections (an attachment outlives a delete, so that a restore
 # puts the item back in its place); each collection changed moves to a new version.
 DETACH_PURGED = """

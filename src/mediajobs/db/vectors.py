@@ -142,6 +142,18 @@ def parse_vector(text: str) -> npt.NDArray[np.float32]:
     return np.asarray([float(x) for x in text.strip("[]").split(",")], dtype=np.float32)
 
 
+async def forget_embeddings(conn: Conn, media_id: uuid.UUID) -> int:
+    """Inside the caller's transaction: delete ``media_id``'s vectors from every embedding
+    table (a purged item leaves no trace in search). Returns how many rows went; without
+    pgvector there are no tables and it is 0."""
+    rows = await (await conn.execute(sql.WITH_TABLES)).fetchall()
+    deleted = 0
+    for index in (EmbeddingIndex.from_row(row) for row in rows):
+        cursor = await conn.execute(index.statement(sql.FORGET), (media_id,))
+        deleted += max(cursor.rowcount, 0)
+    return deleted
+
+
 async def detect_pgvector(pool: Pool, *, install: bool = True) -> PgVector:
     """The pgvector extension of the database behind ``pool``: installed, or installed now
     (``CREATE EXTENSION``, when ``install`` and the server offers it), or the reason it is

@@ -71,6 +71,11 @@ WHERE m.status = 'ready' AND m.kind = 'image'
   AND NOT EXISTS (SELECT 1 FROM {table} AS e WHERE e.media_id = m.id)
 """
 COUNT_ROWS = "SELECT count(*) AS n FROM {table}"
+# Every registered index whose table exists (a retired one's is dropped), for a purge.
+WITH_TABLES = """
+SELECT * FROM embedding_indexes WHERE to_regclass('media_embeddings_' || id) IS NOT NULL
+"""
+FORGET = "DELETE FROM {table} WHERE media_id = %s"
 VECTOR_OF = "SELECT embedding::text AS embedding FROM {table} WHERE media_id = %s"
 
 # Nearest items of an owner by cosine distance. The HNSW walk gives a candidate list of

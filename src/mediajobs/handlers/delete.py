@@ -11,6 +11,7 @@ from __future__ import annotations
 from mediajobs.db.collections import CollectionRepository
 from mediajobs.db.media import MediaRecord, MediaRepository, MediaStatus
 from mediajobs.db.policies import SitePolicies
+from mediajobs.db.vectors import forget_embeddings
 from mediajobs.errors import JobFailed
 from mediajobs.handlers.jobs import media_id_of, schedule_purge
 from mediajobs.queue.models import Job
@@ -93,6 +94,8 @@ class PurgeHandler:
         async with self.media.transaction() as conn:
             holders = await CollectionRepository.containing(conn, media_id)
             purged = await self.media.mark_purged(media_id, conn=conn)
+            if purged:
+                await forget_embeddings(conn, media_id)
             recorded: list[Event] = []
             if purged and holders:  # detached: each collection is at a new version
                 now = await CollectionRepository.entities(conn, holders)
