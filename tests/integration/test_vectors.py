@@ -215,6 +215,8 @@ async def test_a_purge_drops_the_items_vectors_hash_and_tags(vpool: Pool) -> Non
     purged = await media.get(gone, "alice")
     assert purged is not None and purged.phash is None and purged.tags == []
     assert purged.caption == "mine"  # the owner's text stays, as the filename does
+    await _embed(vpool, active, [gone], _unit(rng, 1, 8))  # a job that ran across the purge
+    assert await indexes.vector_of(active, gone) is None
     other = await media.get(kept, "alice")
     assert other is not None and other.phash == 7 and other.tags == ["beach"]
 

@@ -48,12 +48,13 @@ CREATE_HNSW = (
 DROP_TABLE = "DROP TABLE IF EXISTS {table}"
 HAS_INDEX = "SELECT 1 FROM pg_indexes WHERE tablename = %s AND indexname = %s"
 
-# Write a batch: vectors arrive as pgvector's text form ('[0.1,0.2,...]').
+# Write a batch: vectors arrive as pgvector's text form ('[0.1,0.2,...]'). An item purged
+# while its job ran is skipped (its vectors went with the purge).
 UPSERT = """
 INSERT INTO {table} AS e (media_id, owner_id, model, embedding)
 SELECT i.media_id, m.owner_id, %(model)s, i.embedding::vector
 FROM unnest(%(ids)s::uuid[], %(vectors)s::text[]) AS i (media_id, embedding)
-JOIN media AS m ON m.id = i.media_id
+JOIN media AS m ON m.id = i.media_id AND m.purged_at IS NULL
 ON CONFLICT (media_id) DO UPDATE SET
     embedding = excluded.embedding, model = excluded.model, created_at = now()
 """
