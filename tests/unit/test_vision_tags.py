@@ -13,9 +13,11 @@ from PIL import Image
 from mediajobs.vision.model import ModelInvalid, load_clip_model
 from mediajobs.vision.phash import NEAR_DUPLICATE_BITS, hamming, perceptual_hash
 from mediajobs.vision.tags import (
+    COLOUR_NAMES,
     Tag,
     TagSource,
     ZeroShotTagger,
+    _colour_codes,
     colour_tags,
     exif_tags,
     load_vocabulary,
@@ -96,6 +98,19 @@ def test_zero_shot_tags_are_the_top_k_above_the_threshold(tiny_clip_dir: Path) -
 )
 def test_a_plain_image_is_tagged_with_its_colour_name(rgb: tuple[int, int, int], name: str) -> None:
     assert colour_tags(Image.new("RGB", (120, 80), rgb)) == [Tag(name, TagSource.COLOUR, 1.0)]
+
+
+def test_hue_sector_bounds_belong_to_the_next_sector() -> None:
+    # hue 15 degrees (r 1, g 0.25) is orange, 345 (r 1, b 0.25) red again, 10 is red
+    pixels = np.array([[1, 0.25, 0], [1, 0, 0.25], [1, 1 / 6, 0]], dtype=np.float32)
+    names = [COLOUR_NAMES[c] for c in _colour_codes(pixels)]
+    assert names == ["orange", "red", "red"]
+
+
+def test_tied_colours_are_listed_by_name() -> None:
+    halves = Image.new("RGB", (100, 100), (20, 40, 220))
+    halves.paste((20, 200, 40), (0, 0, 100, 50))
+    assert [t.tag for t in colour_tags(halves)] == ["blue", "green"]
 
 
 def test_colour_tags_are_the_colours_covering_enough_of_the_image() -> None:

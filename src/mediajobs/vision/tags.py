@@ -185,10 +185,35 @@ class ZeroShotTagger:
         return out
 
 
-def _colour_names(rgb: npt.NDArray[np.float32]) -> npt.NDArray[np.str_]:
-    """A basic colour name per pixel ([N, 3] in [0, 1]) by hue, saturation and value (the
-    HSV hexcone, Smith 1978): achromatic pixels are black, grey or white; chromatic ones
-    fall in hue sectors; dark oranges are brown and pale reds pink."""
+# The colour names, by code (_colour_codes answers codes: small integers count faster than
+# strings).
+COLOUR_NAMES = (
+    "black",
+    "blue",
+    "brown",
+    "green",
+    "grey",
+    "orange",
+    "pink",
+    "purple",
+    "red",
+    "white",
+    "yellow",
+)  # alphabetical: a tie in share lists the names in this order
+_CODE = {name: code for code, name in enumerate(COLOUR_NAMES)}
+# Hue sectors in degrees (upper bounds) and their colours; 345-360 is red again.
+_HUE_BOUNDS = np.array([15, 40, 70, 165, 260, 320, 345], dtype=np.float32)
+_HUE_CODES = np.array(
+    [_CODE[n] for n in ("red", "orange", "yellow", "green", "blue", "purple", "pink", "red")],
+    dtype=np.uint8,
+)
+
+
+def _colour_codes(rgb: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    """A basic colour per pixel ([N, 3] in [0, 1]) as a code into ``COLOUR_NAMES``, by hue,
+    saturation and value (the HSV hexcone, Smith 1978): achromatic pixels are black, grey
+    or white; chromatic ones fall in hue sectors; dark oranges are brown and pale reds
+    pink."""
     high, low = rgb.max(axis=1), rgb.min(axis=1)
     chroma = high - low
     saturation = np.where(high > 0, chroma / np.maximum(high, 1e-6), 0.0)
@@ -202,16 +227,15 @@ def _colour_names(rgb: npt.NDArray[np.float32]) -> npt.NDArray[np.str_]:
         )
         * 60.0
     )
-    names = np.select(
-        [hue < 15, hue < 40, hue < 70, hue < 165, hue < 260, hue < 320, hue < 345],
-        ["red", "orange", "yellow", "green", "blue", "purple", "pink"],
-        "red",
-    )
-    names = np.where((hue >= 10) & (hue < 45) & (high < 0.6), "brown", names)
+    codes: npt.NDArray[np.uint8] = _HUE_CODES[np.searchsorted(_HUE_BOUNDS, hue, side="right")]
+    codes[(hue >= 10) & (hue < 45) & (high < 0.6)] = _CODE["brown"]
     reddish = (hue < 15) | (hue >= 345)
-    names = np.where(reddish & (saturation < 0.5) & (high > 0.7), "pink", names)
-    achromatic = np.where(high < 0.18, "black", np.where(high > 0.85, "white", "grey"))
-    return np.where((saturation < 0.18) | (high < 0.18), achromatic, names)
+    codes[reddish & (saturation < 0.5) & (high > 0.7)] = _CODE["pink"]
+    achromatic = (saturation < 0.18) | (high < 0.18)
+    codes[achromatic] = np.where(
+        high < 0.18, _CODE["black"], np.where(high > 0.85, _CODE["white"], _CODE["grey"])
+    )[achromatic]
+    return codes
 
 
 def colour_tags(image: Image.Image) -> list[Tag]:
@@ -222,11 +246,10 @@ def colour_tags(image: Image.Image) -> list[Tag]:
     pixels = np.asarray(small, dtype=np.float32).reshape(-1, 3) / 255.0
     if len(pixels) == 0:
         return []
-    names, counts = np.unique(_colour_names(pixels), return_counts=True)
-    shares = counts / len(pixels)
-    order = np.argsort(-shares)
+    shares = np.bincount(_colour_codes(pixels), minlength=len(COLOUR_NAMES)) / len(pixels)
+    order = np.argsort(-shares, kind="stable")
     return [
-        Tag(str(names[i]), TagSource.COLOUR, round(float(shares[i]), 4))
+        Tag(COLOUR_NAMES[i], TagSource.COLOUR, round(float(shares[i]), 4))
         for i in order[:COLOUR_MAX_TAGS]
         if shares[i] >= COLOUR_MIN_SHARE
     ]
