@@ -232,17 +232,21 @@ def _colour_codes(rgb: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
     reddish = (hue < 15) | (hue >= 345)
     codes[reddish & (saturation < 0.5) & (high > 0.7)] = _CODE["pink"]
     achromatic = (saturation < 0.18) | (high < 0.18)
+    value = high[achromatic]
     codes[achromatic] = np.where(
-        high < 0.18, _CODE["black"], np.where(high > 0.85, _CODE["white"], _CODE["grey"])
-    )[achromatic]
+        value < 0.18, _CODE["black"], np.where(value > 0.85, _CODE["white"], _CODE["grey"])
+    )
     return codes
 
 
 def colour_tags(image: Image.Image) -> list[Tag]:
     """Up to ``COLOUR_MAX_TAGS`` colour names that each cover at least
-    ``COLOUR_MIN_SHARE`` of ``image`` (measured on a 64 x 64 copy), largest share first."""
-    small = image.convert("RGB")
-    small.thumbnail((64, 64), Image.Resampling.BILINEAR)
+    ``COLOUR_MIN_SHARE`` of ``image`` (measured on a 64 x 64 copy; an RGB image that small
+    is read as it is), largest share first."""
+    small = image
+    if image.mode != "RGB" or max(image.size) > 64:
+        small = image.convert("RGB")
+        small.thumbnail((64, 64), Image.Resampling.BILINEAR)
     pixels = np.asarray(small, dtype=np.float32).reshape(-1, 3) / 255.0
     if len(pixels) == 0:
         return []
